@@ -1,0 +1,12 @@
+//! Loom's Hands: the event bus, the tool registry and the sandbox.
+//!
+//! Everything outside `py` is plain Rust with its own `cargo test`s; `py` is the only
+//! module that touches PyO3 and is compiled only with the `python` feature.
+
+pub mod bus;
+pub mod error;
+pub mod sandbox;
+pub mod tools;
+
+#[cfg(feature = "python")]
+mod py;

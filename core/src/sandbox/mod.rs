@@ -1,0 +1,1 @@
+//! OS-level confinement: paths beneath a root, process limits, Landlock, seccomp.

@@ -1,0 +1,1 @@
+//! The tool registry and the native tools (fs, shell).

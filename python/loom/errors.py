@@ -1,0 +1,130 @@
+"""Loom's exception hierarchy.
+
+Every error Loom raises is a :class:`LoomError`. Errors that have a natural builtin
+counterpart also inherit from it (``InvalidTopicError`` is a ``ValueError``,
+``RequestTimeout`` a ``TimeoutError``), so code that already catches the builtin keeps
+working. Errors raised by the Rust core are mapped to these classes in one place
+(``core/src/py/errors.rs``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class LoomError(Exception):
+    """Base class of every error raised by Loom."""
+
+
+class ConfigError(LoomError, ValueError):
+    """``loom.toml`` (or a value derived from it) is invalid.
+
+    The message names the file and, where known, the line and key.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        path: str | None = None,
+        line: int | None = None,
+        key: str | None = None,
+    ) -> None:
+        self.path = path
+        self.line = line
+        self.key = key
+        where = path or ""
+        if line is not None:
+            where = f"{where}:{line}" if where else f"line {line}"
+        if key:
+            where = f"{where} [{key}]" if where else f"[{key}]"
+        super().__init__(f"{where}: {message}" if where else message)
+
+
+# -- bus -------------------------------------------------------------------------------
+
+
+class BusError(LoomError):
+    """Base class for event bus errors."""
+
+
+class InvalidTopicError(BusError, ValueError):
+    """A topic or subscription pattern is malformed (says which token and why)."""
+
+
+class BusFullError(BusError):
+    """A ``reliable`` subscriber's queue stayed full past the publish timeout."""
+
+
+class BusClosedError(BusError):
+    """The bus (or the subscription) was closed."""
+
+
+class RequestTimeout(BusError, TimeoutError):
+    """``ctx.request`` got no reply within its timeout."""
+
+
+# -- agents / runtime -----------------------------------------------------------------
+
+
+class AgentError(LoomError):
+    """An agent could not be loaded, started or stopped."""
+
+
+# -- tools ----------------------------------------------------------------------------
+
+
+class ToolError(LoomError):
+    """Base class for tool errors; carries the tool name and a reason."""
+
+    def __init__(self, tool: str, reason: str, **details: Any) -> None:
+        self.tool = tool
+        self.reason = reason
+        self.details = details
+        super().__init__(f"{tool}: {reason}")
+
+
+class ToolNotFound(ToolError, LookupError):
+    """No tool with that name is registered."""
+
+
+class ToolArgumentsInvalid(ToolError, ValueError):
+    """The arguments do not match the tool's schema; ``errors`` lists the problems."""
+
+    def __init__(self, tool: str, reason: str, errors: list[Any] | None = None) -> None:
+        super().__init__(tool, reason)
+        self.errors = errors or []
+
+
+class ToolDenied(ToolError, PermissionError):
+    """The sandbox or an approval refused the call; ``rule`` names the rule."""
+
+    def __init__(self, tool: str, reason: str, rule: str = "") -> None:
+        super().__init__(tool, reason)
+        self.rule = rule
+
+
+class ToolTimeout(ToolError, TimeoutError):
+    """The tool did not finish within its timeout (its processes were killed)."""
+
+
+class ToolFailed(ToolError):
+    """The tool ran and failed."""
+
+
+__all__ = [
+    "AgentError",
+    "BusClosedError",
+    "BusError",
+    "BusFullError",
+    "ConfigError",
+    "InvalidTopicError",
+    "LoomError",
+    "RequestTimeout",
+    "ToolArgumentsInvalid",
+    "ToolDenied",
+    "ToolError",
+    "ToolFailed",
+    "ToolNotFound",
+    "ToolTimeout",
+]

@@ -1,0 +1,393 @@
+//! The in-process event bus: NATS-style topics, per-subscription QoS, statistics.
+//!
+//! Publishing validates the topic, looks its route up in a per-topic cache (filled from
+//! the [`trie::Trie`] and invalidated whenever the subscription set changes) and offers
+//! the envelope to each matching [`Subscription`] under that subscription's QoS.
+//! Nothing here blocks except the explicitly blocking helpers for Rust producers
+//! ([`Bus::publish_blocking`]); async callers wait on wakers instead.
+//!
+//! The seam for other transports is [`Uplink`]: every local publish is also handed to
+//! the uplink (e.g. a NATS connection), and events arriving from it are injected with
+//! [`Bus::deliver`], which routes to local subscribers only.
+
+pub mod envelope;
+pub mod subscription;
+pub mod topic;
+pub mod trie;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::RwLock;
+
+pub use envelope::{Envelope, EventId, Payload, DEFAULT_TTL};
+pub use subscription::{Offer, Qos, Subscription, SubscriptionStats, Waker};
+
+use crate::error::BusError;
+use trie::Trie;
+
+/// Topic statistics are kept for at most this many distinct topics; publishes on
+/// further topics are counted in [`BusStats::untracked_published`] so that an
+/// unbounded stream of distinct topics cannot grow memory without bound.
+pub const MAX_TRACKED_TOPICS: usize = 10_000;
+
+/// Forwards local publishes to another transport (NATS, ...).
+pub trait Uplink: Send + Sync {
+    /// Called for every event published locally, after local routing.
+    fn forward(&self, env: &Arc<Envelope>) -> Result<(), BusError>;
+}
+
+#[derive(Debug, Default)]
+struct TopicCounters {
+    published: AtomicU64,
+    delivered: AtomicU64,
+    dropped: AtomicU64,
+}
+
+type Route = Arc<[Arc<Subscription>]>;
+
+#[derive(Default)]
+struct TopicEntry {
+    counters: TopicCounters,
+    /// (bus generation it was computed at, matching subscriptions).
+    route: RwLock<Option<(u64, Route)>>,
+}
+
+/// A snapshot of one topic's statistics.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopicStats {
+    pub topic: String,
+    /// Events published on this topic.
+    pub published: u64,
+    /// Copies accepted into subscriber queues.
+    pub delivered: u64,
+    /// Copies dropped (overflow, timeout, closed) while publishing on this topic.
+    pub dropped: u64,
+    /// Subscriptions whose pattern matches this topic now.
+    pub subscribers: usize,
+}
+
+/// A snapshot of the whole bus.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BusStats {
+    pub published: u64,
+    pub untracked_published: u64,
+    pub topics: Vec<TopicStats>,
+    pub subscriptions: Vec<SubscriptionStats>,
+}
+
+/// The outcome of a publish.
+#[derive(Debug)]
+pub struct Published {
+    pub envelope: Arc<Envelope>,
+    /// Subscriptions that queued the event.
+    pub delivered: usize,
+    /// Copies dropped by policy.
+    pub dropped: usize,
+    /// `reliable` subscriptions that were full: the publisher must wait for room
+    /// ([`Subscription::set_space_waker`]) and offer again, or give up with
+    /// [`Bus::give_up`].
+    pub blocked: Vec<Arc<Subscription>>,
+}
+
+#[derive(Default)]
+struct Inner {
+    trie: RwLock<Trie<u64>>,
+    subs: RwLock<HashMap<u64, Arc<Subscription>>>,
+    topics: RwLock<HashMap<Arc<str>, Arc<TopicEntry>>>,
+    generation: AtomicU64,
+    next_id: AtomicU64,
+    published: AtomicU64,
+    untracked: AtomicU64,
+    closed: AtomicBool,
+    uplink: RwLock<Option<Arc<dyn Uplink>>>,
+}
+
+/// The event bus. Cheap to clone; clones share the same bus.
+#[derive(Clone, Default)]
+pub struct Bus {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Bus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Bus")
+            .field("subscriptions", &self.inner.subs.read().len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Bus {
+    /// A new, empty bus.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Subscribes to `pattern` with `qos`; `capacity` defaults per QoS.
+    pub fn subscribe(
+        &self,
+        pattern: &str,
+        qos: Qos,
+        capacity: Option<usize>,
+    ) -> Result<Arc<Subscription>, BusError> {
+        if self.inner.closed.load(Relaxed) {
+            return Err(BusError::Closed("bus"));
+        }
+        topic::validate_pattern(pattern)?;
+        let id = self.inner.next_id.fetch_add(1, Relaxed) + 1;
+        let sub = Arc::new(Subscription::new(
+            id,
+            pattern,
+            qos,
+            capacity.unwrap_or_else(|| qos.default_capacity()),
+        ));
+        // Hold the trie lock while bumping the generation so a concurrent publish can't
+        // cache a route computed from the old trie under the new generation.
+        let mut trie = self.inner.trie.write();
+        self.inner.subs.write().insert(id, Arc::clone(&sub));
+        trie.insert(pattern, id);
+        self.inner.generation.fetch_add(1, Relaxed);
+        Ok(sub)
+    }
+
+    /// Removes a subscription and closes it. Returns whether it existed.
+    pub fn unsubscribe(&self, id: u64) -> bool {
+        let mut trie = self.inner.trie.write();
+        let Some(sub) = self.inner.subs.write().remove(&id) else {
+            return false;
+        };
+        trie.remove(&sub.pattern, &id);
+        self.inner.generation.fetch_add(1, Relaxed);
+        drop(trie);
+        sub.close();
+        true
+    }
+
+    /// Installs the uplink that receives every local publish.
+    pub fn set_uplink(&self, uplink: Option<Arc<dyn Uplink>>) {
+        *self.inner.uplink.write() = uplink;
+    }
+
+    fn entry(&self, topic: &Arc<str>) -> Option<Arc<TopicEntry>> {
+        if let Some(e) = self.inner.topics.read().get(topic) {
+            return Some(Arc::clone(e));
+        }
+        let mut topics = self.inner.topics.write();
+        if let Some(e) = topics.get(topic) {
+            return Some(Arc::clone(e));
+        }
+        if topics.len() >= MAX_TRACKED_TOPICS {
+            return None;
+        }
+        let e = Arc::new(TopicEntry::default());
+        topics.insert(Arc::clone(topic), Arc::clone(&e));
+        Some(e)
+    }
+
+    fn compute_route(&self, topic: &str) -> (u64, Route) {
+        let trie = self.inner.trie.read();
+        let generation = self.inner.generation.load(Relaxed);
+        let subs = self.inner.subs.read();
+        let mut route: Vec<Arc<Subscription>> = Vec::new();
+        trie.for_each_match(topic, |id| {
+            if let Some(s) = subs.get(id) {
+                route.push(Arc::clone(s));
+            }
+        });
+        // Deliver in subscription order: deterministic and fair across publishes.
+        route.sort_unstable_by_key(|s| s.id);
+        (generation, route.into())
+    }
+
+    fn route(&self, topic: &str, entry: Option<&TopicEntry>) -> Route {
+        let Some(entry) = entry else {
+            return self.compute_route(topic).1;
+        };
+        let current = self.inner.generation.load(Relaxed);
+        if let Some((generation, route)) = entry.route.read().as_ref() {
+            if *generation == current {
+                return Arc::clone(route);
+            }
+        }
+        let (generation, route) = self.compute_route(topic);
+        *entry.route.write() = Some((generation, Arc::clone(&route)));
+        route
+    }
+
+    /// Publishes locally and to the uplink. Never blocks: full `reliable`
+    /// subscriptions are returned in [`Published::blocked`].
+    pub fn publish(&self, env: Envelope) -> Result<Published, BusError> {
+        let published = self.deliver(env)?;
+        if let Some(uplink) = self.inner.uplink.read().as_ref() {
+            uplink.forward(&published.envelope)?;
+        }
+        Ok(published)
+    }
+
+    /// Routes `env` to local subscribers only (events arriving from an uplink).
+    pub fn deliver(&self, env: Envelope) -> Result<Published, BusError> {
+        if self.inner.closed.load(Relaxed) {
+            return Err(BusError::Closed("bus"));
+        }
+        topic::validate_topic(&env.topic)?;
+        if env.ttl == 0 {
+            return Err(BusError::HopLimit {
+                event_id: env.id.to_string(),
+                topic: env.topic.to_string(),
+            });
+        }
+        let env = Arc::new(env);
+        let entry = self.entry(&env.topic);
+        let route = self.route(&env.topic, entry.as_deref());
+        let mut out = Published {
+            envelope: Arc::clone(&env),
+            delivered: 0,
+            dropped: 0,
+            blocked: Vec::new(),
+        };
+        for sub in route.iter() {
+            match sub.offer(&env) {
+                Offer::Queued { evicted } => {
+                    out.delivered += 1;
+                    out.dropped += usize::from(evicted);
+                }
+                Offer::Dropped => out.dropped += 1,
+                Offer::Full => out.blocked.push(Arc::clone(sub)),
+            }
+        }
+        self.inner.published.fetch_add(1, Relaxed);
+        match entry {
+            Some(e) => {
+                e.counters.published.fetch_add(1, Relaxed);
+                e.counters.delivered.fetch_add(out.delivered as u64, Relaxed);
+                e.counters.dropped.fetch_add(out.dropped as u64, Relaxed);
+            }
+            None => {
+                self.inner.untracked.fetch_add(1, Relaxed);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Offers a blocked publish again; returns the subscriptions still full.
+    pub fn retry(&self, published: &mut Published) {
+        let env = Arc::clone(&published.envelope);
+        let mut delivered = 0u64;
+        published.blocked.retain(|sub| match sub.offer(&env) {
+            Offer::Queued { .. } => {
+                delivered += 1;
+                false
+            }
+            Offer::Dropped => false,
+            Offer::Full => true,
+        });
+        published.delivered += delivered as usize;
+        if let Some(e) = self.inner.topics.read().get(&env.topic) {
+            e.counters.delivered.fetch_add(delivered, Relaxed);
+        }
+    }
+
+    /// Records that the publisher stopped waiting for the still-blocked subscriptions
+    /// and returns the error to raise.
+    pub fn give_up(&self, published: &Published, timeout: Duration) -> BusError {
+        for sub in &published.blocked {
+            sub.record_timeout();
+        }
+        if let Some(e) = self.inner.topics.read().get(&published.envelope.topic) {
+            e.counters
+                .dropped
+                .fetch_add(published.blocked.len() as u64, Relaxed);
+        }
+        let first = &published.blocked[0];
+        BusError::Full {
+            subscription: first.id,
+            pattern: first.pattern.to_string(),
+            timeout,
+            event_id: published.envelope.id.to_string(),
+        }
+    }
+
+    /// Publishes, blocking the calling thread up to `timeout` for full `reliable`
+    /// subscribers. For Rust producers running on their own threads.
+    pub fn publish_blocking(&self, env: Envelope, timeout: Duration) -> Result<Published, BusError> {
+        let mut published = self.publish(env)?;
+        let deadline = std::time::Instant::now() + timeout;
+        let env = Arc::clone(&published.envelope);
+        let mut still = Vec::new();
+        for sub in std::mem::take(&mut published.blocked) {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if sub.offer_wait(&env, left) {
+                published.delivered += 1;
+            } else if !sub.is_closed() {
+                still.push(sub);
+            }
+        }
+        if still.is_empty() {
+            return Ok(published);
+        }
+        // offer_wait already counted the per-subscription timeouts.
+        let first = &still[0];
+        Err(BusError::Full {
+            subscription: first.id,
+            pattern: first.pattern.to_string(),
+            timeout,
+            event_id: env.id.to_string(),
+        })
+    }
+
+    /// Closes the bus and every subscription.
+    pub fn close(&self) {
+        self.inner.closed.store(true, Relaxed);
+        let subs: Vec<_> = self.inner.subs.write().drain().map(|(_, s)| s).collect();
+        *self.inner.trie.write() = Trie::default();
+        self.inner.generation.fetch_add(1, Relaxed);
+        subs.iter().for_each(|s| s.close());
+    }
+
+    /// Whether [`Bus::close`] was called.
+    pub fn is_closed(&self) -> bool {
+        self.inner.closed.load(Relaxed)
+    }
+
+    /// Number of live subscriptions.
+    pub fn subscription_count(&self) -> usize {
+        self.inner.subs.read().len()
+    }
+
+    /// A statistics snapshot.
+    pub fn stats(&self) -> BusStats {
+        let mut subscriptions: Vec<_> = self.inner.subs.read().values().map(|s| s.stats()).collect();
+        subscriptions.sort_unstable_by_key(|s| s.id);
+        let entries: Vec<(Arc<str>, Arc<TopicEntry>)> = self
+            .inner
+            .topics
+            .read()
+            .iter()
+            .map(|(k, v)| (Arc::clone(k), Arc::clone(v)))
+            .collect();
+        let trie = self.inner.trie.read();
+        let mut topics: Vec<TopicStats> = entries
+            .into_iter()
+            .map(|(topic, e)| {
+                let mut subscribers = 0;
+                trie.for_each_match(&topic, |_| subscribers += 1);
+                TopicStats {
+                    topic: topic.to_string(),
+                    published: e.counters.published.load(Relaxed),
+                    delivered: e.counters.delivered.load(Relaxed),
+                    dropped: e.counters.dropped.load(Relaxed),
+                    subscribers,
+                }
+            })
+            .collect();
+        topics.sort_unstable_by(|a, b| a.topic.cmp(&b.topic));
+        BusStats {
+            published: self.inner.published.load(Relaxed),
+            untracked_published: self.inner.untracked.load(Relaxed),
+            topics,
+            subscriptions,
+        }
+    }
+}

@@ -1,0 +1,243 @@
+//! Behaviour of the bus as a whole: QoS and overflow, statistics, ordering, fan-out.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use _core::bus::{Bus, Envelope, Payload, Qos};
+use _core::error::BusError;
+
+fn ev(topic: &str, n: i64) -> Envelope {
+    Envelope::new(topic, "test", Payload::Json(serde_json::json!(n)))
+}
+
+fn num(e: &Envelope) -> i64 {
+    match &e.payload {
+        Payload::Json(v) => v.as_i64().unwrap(),
+        other => panic!("unexpected payload {other:?}"),
+    }
+}
+
+#[test]
+fn wildcards_route_to_matching_subscribers_only() {
+    let bus = Bus::new();
+    let exact = bus.subscribe("market.price.aapl", Qos::Realtime, None).unwrap();
+    let star = bus.subscribe("market.price.*", Qos::Realtime, None).unwrap();
+    let rest = bus.subscribe("market.>", Qos::Realtime, None).unwrap();
+    let other = bus.subscribe("news.>", Qos::Realtime, None).unwrap();
+
+    let p = bus.publish(ev("market.price.aapl", 1)).unwrap();
+    assert_eq!(p.delivered, 3);
+    bus.publish(ev("market.volume.aapl", 2)).unwrap();
+    bus.publish(ev("market.price.msft.extra", 3)).unwrap();
+
+    let nums = |s: &Arc<_Sub>| s.take(100).iter().map(|e| num(e)).collect::<Vec<_>>();
+    type _Sub = _core::bus::Subscription;
+    assert_eq!(nums(&exact), vec![1]);
+    assert_eq!(nums(&star), vec![1]);
+    assert_eq!(nums(&rest), vec![1, 2, 3]);
+    assert!(nums(&other).is_empty());
+}
+
+#[test]
+fn invalid_topics_are_rejected() {
+    let bus = Bus::new();
+    for t in ["", "a..b", "a.*", "a b", "a.>"] {
+        assert!(matches!(bus.publish(ev(t, 0)), Err(BusError::InvalidTopic { .. })), "{t:?}");
+    }
+    assert!(matches!(bus.subscribe("a.>.b", Qos::Realtime, None), Err(BusError::InvalidTopic { .. })));
+}
+
+#[test]
+fn realtime_drops_oldest_and_counts() {
+    let bus = Bus::new();
+    let sub = bus.subscribe("t", Qos::Realtime, Some(3)).unwrap();
+    for i in 0..10 {
+        bus.publish(ev("t", i)).unwrap();
+    }
+    let got: Vec<_> = sub.take(100).iter().map(|e| num(e)).collect();
+    assert_eq!(got, vec![7, 8, 9]);
+    let s = sub.stats();
+    assert_eq!((s.enqueued, s.delivered, s.dropped_oldest, s.depth), (10, 3, 7, 0));
+    let t = &bus.stats().topics[0];
+    assert_eq!((t.published, t.delivered, t.dropped, t.subscribers), (10, 10, 7, 1));
+}
+
+#[test]
+fn background_drops_newest_and_counts() {
+    let bus = Bus::new();
+    let sub = bus.subscribe("t", Qos::Background, Some(3)).unwrap();
+    for i in 0..10 {
+        bus.publish(ev("t", i)).unwrap();
+    }
+    let got: Vec<_> = sub.take(100).iter().map(|e| num(e)).collect();
+    assert_eq!(got, vec![0, 1, 2]);
+    assert_eq!(sub.stats().dropped_newest, 7);
+    assert_eq!(Qos::Background.default_capacity(), 16 * 1024);
+}
+
+#[test]
+fn reliable_blocks_then_times_out_with_full() {
+    let bus = Bus::new();
+    let sub = bus.subscribe("t", Qos::Reliable, Some(2)).unwrap();
+    bus.publish_blocking(ev("t", 0), Duration::from_millis(10)).unwrap();
+    bus.publish_blocking(ev("t", 1), Duration::from_millis(10)).unwrap();
+    let start = Instant::now();
+    let err = bus.publish_blocking(ev("t", 2), Duration::from_millis(50)).unwrap_err();
+    assert!(start.elapsed() >= Duration::from_millis(45));
+    assert!(matches!(err, BusError::Full { .. }), "{err}");
+    assert!(err.to_string().contains("stayed full"));
+    assert_eq!(sub.stats().dropped_timeout, 1);
+    assert_eq!(sub.depth(), 2, "depth is the true queue length");
+}
+
+#[test]
+fn reliable_publisher_resumes_when_consumer_takes() {
+    let bus = Bus::new();
+    let sub = bus.subscribe("t", Qos::Reliable, Some(1)).unwrap();
+    let consumer = {
+        let sub = Arc::clone(&sub);
+        thread::spawn(move || {
+            let mut got = Vec::new();
+            while got.len() < 50 {
+                if let Some(e) = sub.recv_timeout(Duration::from_secs(5)) {
+                    got.push(num(&e));
+                    thread::sleep(Duration::from_micros(200));
+                }
+            }
+            got
+        })
+    };
+    for i in 0..50 {
+        bus.publish_blocking(ev("t", i), Duration::from_secs(5)).unwrap();
+    }
+    assert_eq!(consumer.join().unwrap(), (0..50).collect::<Vec<_>>());
+    assert_eq!(sub.stats().dropped_timeout, 0);
+}
+
+#[test]
+fn a_slow_reliable_subscriber_does_not_delay_others() {
+    let bus = Bus::new();
+    let slow = bus.subscribe("t", Qos::Reliable, Some(1)).unwrap();
+    let fast = bus.subscribe("t", Qos::Realtime, Some(1000)).unwrap();
+    // Non-blocking publish: the fast subscriber gets every event even though the
+    // reliable one is full after the first; the blocked copy is reported to the
+    // publisher.
+    let mut blocked = 0;
+    for i in 0..100 {
+        let p = bus.publish(ev("t", i)).unwrap();
+        blocked += p.blocked.len();
+    }
+    assert_eq!(fast.depth(), 100);
+    assert_eq!(slow.depth(), 1);
+    assert_eq!(blocked, 99);
+}
+
+#[test]
+fn per_publisher_order_is_kept_with_concurrent_publishers() {
+    let bus = Bus::new();
+    let sub = bus.subscribe("p.>", Qos::Background, Some(100_000)).unwrap();
+    let handles: Vec<_> = (0..4)
+        .map(|p| {
+            let bus = bus.clone();
+            thread::spawn(move || {
+                for i in 0..5_000 {
+                    bus.publish(ev(&format!("p.{p}"), i)).unwrap();
+                }
+            })
+        })
+        .collect();
+    handles.into_iter().for_each(|h| h.join().unwrap());
+    let all = sub.take(usize::MAX);
+    assert_eq!(all.len(), 20_000);
+    let mut last = [-1i64; 4];
+    for e in all {
+        let p: usize = e.topic.rsplit('.').next().unwrap().parse().unwrap();
+        let n = num(&e);
+        assert!(n > last[p], "publisher {p}: {n} after {}", last[p]);
+        last[p] = n;
+    }
+}
+
+#[test]
+fn many_subscribers_all_receive() {
+    let bus = Bus::new();
+    let subs: Vec<_> = (0..500)
+        .map(|i| {
+            let pattern = if i % 2 == 0 { "fan.out" } else { "fan.*" };
+            bus.subscribe(pattern, Qos::Realtime, None).unwrap()
+        })
+        .collect();
+    let p = bus.publish(ev("fan.out", 7)).unwrap();
+    assert_eq!(p.delivered, 500);
+    assert!(subs.iter().all(|s| s.take(10).len() == 1));
+    assert_eq!(bus.stats().topics[0].subscribers, 500);
+}
+
+#[test]
+fn unsubscribe_stops_delivery_and_wakes_waiters() {
+    let bus = Bus::new();
+    let sub = bus.subscribe("t", Qos::Realtime, None).unwrap();
+    let woke = Arc::new(AtomicUsize::new(0));
+    let w = Arc::clone(&woke);
+    assert!(sub.set_waker(Box::new(move || {
+        w.fetch_add(1, Ordering::SeqCst);
+    })));
+    assert!(bus.unsubscribe(sub.id));
+    assert!(!bus.unsubscribe(sub.id));
+    assert_eq!(woke.load(Ordering::SeqCst), 1);
+    assert_eq!(bus.publish(ev("t", 1)).unwrap().delivered, 0);
+    assert!(sub.is_closed());
+}
+
+#[test]
+fn waker_fires_once_on_first_event_and_not_when_ready() {
+    let bus = Bus::new();
+    let sub = bus.subscribe("t", Qos::Realtime, None).unwrap();
+    let woke = Arc::new(AtomicUsize::new(0));
+    let w = Arc::clone(&woke);
+    assert!(sub.set_waker(Box::new(move || {
+        w.fetch_add(1, Ordering::SeqCst);
+    })));
+    bus.publish(ev("t", 1)).unwrap();
+    bus.publish(ev("t", 2)).unwrap();
+    assert_eq!(woke.load(Ordering::SeqCst), 1);
+    // Already readable: the waker is not stored, the caller should take instead.
+    assert!(!sub.set_waker(Box::new(|| panic!("must not run"))));
+}
+
+#[test]
+fn route_cache_sees_new_subscriptions() {
+    let bus = Bus::new();
+    let a = bus.subscribe("x.y", Qos::Realtime, None).unwrap();
+    assert_eq!(bus.publish(ev("x.y", 1)).unwrap().delivered, 1);
+    let b = bus.subscribe("x.*", Qos::Realtime, None).unwrap();
+    assert_eq!(bus.publish(ev("x.y", 2)).unwrap().delivered, 2);
+    bus.unsubscribe(a.id);
+    assert_eq!(bus.publish(ev("x.y", 3)).unwrap().delivered, 1);
+    assert_eq!(b.take(10).len(), 2);
+}
+
+#[test]
+fn hop_limit_and_closed_bus() {
+    let bus = Bus::new();
+    let mut e = ev("t", 1);
+    e.ttl = 0;
+    assert!(matches!(bus.publish(e), Err(BusError::HopLimit { .. })));
+    bus.close();
+    assert!(matches!(bus.publish(ev("t", 1)), Err(BusError::Closed(_))));
+    assert!(bus.subscribe("t", Qos::Realtime, None).is_err());
+}
+
+#[test]
+fn topic_stats_are_bounded() {
+    let bus = Bus::new();
+    for i in 0.._core::bus::MAX_TRACKED_TOPICS + 5 {
+        bus.publish(ev(&format!("t.{i}"), 0)).unwrap();
+    }
+    let s = bus.stats();
+    assert_eq!(s.topics.len(), _core::bus::MAX_TRACKED_TOPICS);
+    assert_eq!(s.untracked_published, 5);
+    assert_eq!(s.published as usize, _core::bus::MAX_TRACKED_TOPICS + 5);
+}

@@ -1,0 +1,495 @@
+//! Python bindings of the bus: `Bus`, `Subscription`, `Envelope`, `PendingPublish`.
+//!
+//! Delivery into asyncio: a consumer takes a batch without blocking; when the queue is
+//! empty it arms a waker with an asyncio future and awaits that. The waker resolves
+//! the future directly when it fires on the loop's own thread (a publish from Python)
+//! and through `loop.call_soon_threadsafe` from any other thread, so neither the loop
+//! nor the GIL is ever held while waiting.
+
+use std::sync::Arc;
+use std::thread::{self, ThreadId};
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use pyo3::prelude::*;
+use pyo3::sync::PyOnceLock;
+use pyo3::types::{PyBytes, PyDict, PyList, PyString};
+
+use super::convert::json_to_py;
+use super::errors::bus_error;
+use crate::bus::{topic, Bus, Envelope, Payload, Published, Qos, Subscription, SubscriptionStats, Waker, DEFAULT_TTL};
+
+/// Resolves an asyncio future with `None` unless it is already done (cancelled).
+#[pyfunction]
+fn _wake_future(fut: &Bound<'_, PyAny>) -> PyResult<()> {
+    if !fut.call_method0("done")?.is_truthy()? {
+        fut.call_method1("set_result", (fut.py().None(),))?;
+    }
+    Ok(())
+}
+
+static WAKE_FN: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+
+fn future_waker(loop_: &Bound<'_, PyAny>, fut: &Bound<'_, PyAny>) -> PyResult<Waker> {
+    let py = loop_.py();
+    let wake_fn = WAKE_FN
+        .get_or_try_init(py, || {
+            wrap_pyfunction!(_wake_future, py).map(|f| f.into_any().unbind())
+        })?
+        .clone_ref(py);
+    let loop_ = loop_.clone().unbind();
+    let fut = fut.clone().unbind();
+    let loop_thread: ThreadId = thread::current().id();
+    Ok(Box::new(move || {
+        Python::attach(|py| {
+            let fut = fut.bind(py);
+            let result = if thread::current().id() == loop_thread {
+                wake_fn.bind(py).call1((fut,)).map(drop)
+            } else {
+                loop_
+                    .bind(py)
+                    .call_method1("call_soon_threadsafe", (wake_fn.bind(py), fut))
+                    .map(drop)
+            };
+            // The loop may be closed (runtime shut down); nobody is waiting then.
+            if let Err(e) = result {
+                log::debug_py(py, &e);
+            }
+        })
+    }))
+}
+
+mod log {
+    use pyo3::prelude::*;
+    pub(super) fn debug_py(py: Python<'_>, err: &PyErr) {
+        let _ = (|| -> PyResult<()> {
+            let logging = PyModule::import(py, "logging")?;
+            let logger = logging.call_method1("getLogger", ("loom.bus",))?;
+            logger.call_method1("debug", ("waker could not resolve its future: %s", err.value(py)))?;
+            Ok(())
+        })();
+    }
+}
+
+fn parse_qos(qos: &str) -> PyResult<Qos> {
+    Qos::parse(qos).ok_or_else(|| {
+        pyo3::exceptions::PyValueError::new_err(format!(
+            "unknown qos {qos:?}; expected 'realtime', 'reliable' or 'background'"
+        ))
+    })
+}
+
+/// An event on the bus (read-only).
+#[pyclass(name = "Envelope", module = "loom._core", frozen)]
+pub(crate) struct PyEnvelope {
+    pub(crate) inner: Arc<Envelope>,
+}
+
+fn opt_str<'py>(py: Python<'py>, s: &Option<Arc<str>>) -> Option<Bound<'py, PyString>> {
+    s.as_deref().map(|s| PyString::new(py, s))
+}
+
+#[pymethods]
+impl PyEnvelope {
+    #[new]
+    #[pyo3(signature = (topic, r#type = "event", payload = None, *, source = None, correlation_id = None, reply_to = None, thread_id = None, ttl = DEFAULT_TTL, headers = None))]
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        py: Python<'_>,
+        topic: &str,
+        r#type: &str,
+        payload: Option<Py<PyAny>>,
+        source: Option<&str>,
+        correlation_id: Option<&str>,
+        reply_to: Option<&str>,
+        thread_id: Option<&str>,
+        ttl: u32,
+        headers: Option<&Bound<'_, PyDict>>,
+    ) -> PyResult<Self> {
+        topic::validate_topic(topic).map_err(|e| bus_error(py, e))?;
+        let env = build(topic, r#type, payload, source, correlation_id, reply_to, thread_id, ttl, headers)?;
+        Ok(PyEnvelope { inner: Arc::new(env) })
+    }
+
+    #[getter]
+    fn id(&self) -> String {
+        self.inner.id.to_string()
+    }
+    #[getter]
+    fn topic<'py>(&self, py: Python<'py>) -> Bound<'py, PyString> {
+        PyString::new(py, &self.inner.topic)
+    }
+    #[getter]
+    fn r#type<'py>(&self, py: Python<'py>) -> Bound<'py, PyString> {
+        PyString::new(py, &self.inner.kind)
+    }
+    #[getter]
+    fn payload<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        Ok(match &self.inner.payload {
+            Payload::None => py.None().into_bound(py),
+            Payload::Json(v) => json_to_py(py, v)?,
+            Payload::Bytes(b) => PyBytes::new(py, b).into_any(),
+            Payload::Native(any) => match any.downcast_ref::<Py<PyAny>>() {
+                Some(obj) => obj.bind(py).clone(),
+                None => py.None().into_bound(py),
+            },
+        })
+    }
+    /// Seconds since the Unix epoch (like `time.time()`).
+    #[getter]
+    fn timestamp(&self) -> f64 {
+        self.inner.timestamp_unix_nanos as f64 / 1e9
+    }
+    #[getter]
+    fn timestamp_ns(&self) -> u64 {
+        self.inner.timestamp_unix_nanos
+    }
+    #[getter]
+    fn source<'py>(&self, py: Python<'py>) -> Option<Bound<'py, PyString>> {
+        opt_str(py, &self.inner.source)
+    }
+    #[getter]
+    fn correlation_id<'py>(&self, py: Python<'py>) -> Option<Bound<'py, PyString>> {
+        opt_str(py, &self.inner.correlation_id)
+    }
+    #[getter]
+    fn reply_to<'py>(&self, py: Python<'py>) -> Option<Bound<'py, PyString>> {
+        opt_str(py, &self.inner.reply_to)
+    }
+    #[getter]
+    fn thread_id<'py>(&self, py: Python<'py>) -> Option<Bound<'py, PyString>> {
+        opt_str(py, &self.inner.thread_id)
+    }
+    #[getter]
+    fn ttl(&self) -> u32 {
+        self.inner.ttl
+    }
+    #[getter]
+    fn headers<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let d = PyDict::new(py);
+        for (k, v) in &self.inner.headers {
+            d.set_item(&**k, &**v)?;
+        }
+        Ok(d)
+    }
+
+    /// The envelope as a plain dict (the wire schema).
+    fn to_dict<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let d = PyDict::new(py);
+        d.set_item("id", self.id())?;
+        d.set_item("topic", self.topic(py))?;
+        d.set_item("type", self.r#type(py))?;
+        d.set_item("payload", self.payload(py)?)?;
+        d.set_item("timestamp", self.timestamp())?;
+        d.set_item("source", self.source(py))?;
+        d.set_item("correlation_id", self.correlation_id(py))?;
+        d.set_item("reply_to", self.reply_to(py))?;
+        d.set_item("thread_id", self.thread_id(py))?;
+        d.set_item("ttl", self.ttl())?;
+        d.set_item("headers", self.headers(py)?)?;
+        Ok(d)
+    }
+
+    fn __repr__(&self) -> String {
+        format!(
+            "Envelope(id='{}', topic={:?}, type={:?}, source={})",
+            self.inner.id,
+            &*self.inner.topic,
+            &*self.inner.kind,
+            self.inner.source.as_deref().map_or("None".to_owned(), |s| format!("{s:?}"))
+        )
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn build(
+    topic: &str,
+    kind: &str,
+    payload: Option<Py<PyAny>>,
+    source: Option<&str>,
+    correlation_id: Option<&str>,
+    reply_to: Option<&str>,
+    thread_id: Option<&str>,
+    ttl: u32,
+    headers: Option<&Bound<'_, PyDict>>,
+) -> PyResult<Envelope> {
+    let payload = match payload {
+        None => Payload::None,
+        Some(obj) => Payload::Native(Arc::new(obj)),
+    };
+    let mut env = Envelope::new(topic, kind, payload);
+    env.source = source.map(Into::into);
+    env.correlation_id = correlation_id.map(Into::into);
+    env.reply_to = reply_to.map(Into::into);
+    env.thread_id = thread_id.map(Into::into);
+    env.ttl = ttl;
+    if let Some(h) = headers {
+        env.headers.reserve(h.len());
+        for (k, v) in h.iter() {
+            env.headers.push((k.extract::<String>()?.into(), v.extract::<String>()?.into()));
+        }
+    }
+    Ok(env)
+}
+
+/// A publish that found `reliable` subscribers full; the caller waits for room.
+#[pyclass(name = "PendingPublish", module = "loom._core", frozen)]
+pub(crate) struct PyPendingPublish {
+    bus: Bus,
+    inner: Mutex<Published>,
+}
+
+#[pymethods]
+impl PyPendingPublish {
+    /// Offers the event again to the subscribers that were full; `True` when done.
+    fn retry(&self) -> bool {
+        let mut p = self.inner.lock();
+        self.bus.retry(&mut p);
+        p.blocked.is_empty()
+    }
+
+    /// Arms `fut` to be resolved when the first still-full subscriber has room.
+    /// Returns `False` (not armed) if there is room already: call `retry`.
+    fn arm(&self, event_loop: &Bound<'_, PyAny>, fut: &Bound<'_, PyAny>) -> PyResult<bool> {
+        let sub = match self.inner.lock().blocked.first() {
+            Some(s) => Arc::clone(s),
+            None => return Ok(false),
+        };
+        Ok(sub.set_space_waker(future_waker(event_loop, fut)?))
+    }
+
+    /// Gives up waiting: counts the drops and returns the `BusFullError` to raise.
+    fn give_up(&self, py: Python<'_>, timeout: f64) -> PyErr {
+        let p = self.inner.lock();
+        bus_error(py, self.bus.give_up(&p, Duration::from_secs_f64(timeout.max(0.0))))
+    }
+
+    #[getter]
+    fn event_id(&self) -> String {
+        self.inner.lock().envelope.id.to_string()
+    }
+}
+
+/// One subscriber's queue.
+#[pyclass(name = "Subscription", module = "loom._core", frozen)]
+pub(crate) struct PySubscription {
+    sub: Arc<Subscription>,
+    bus: Bus,
+}
+
+#[pymethods]
+impl PySubscription {
+    /// Takes up to `max` queued events without blocking.
+    #[pyo3(signature = (max = 256))]
+    fn take<'py>(&self, py: Python<'py>, max: usize) -> PyResult<Bound<'py, PyList>> {
+        let batch = self.sub.take(max);
+        PyList::new(py, batch.into_iter().map(|inner| PyEnvelope { inner }))
+    }
+
+    /// Arms `fut` to be resolved on the next event (or on close). Returns `False`
+    /// without arming when events are already queued or the subscription is closed.
+    fn arm(&self, event_loop: &Bound<'_, PyAny>, fut: &Bound<'_, PyAny>) -> PyResult<bool> {
+        Ok(self.sub.set_waker(future_waker(event_loop, fut)?))
+    }
+
+    /// Removes the subscription from the bus and closes it.
+    fn unsubscribe(&self) -> bool {
+        self.bus.unsubscribe(self.sub.id)
+    }
+
+    #[getter]
+    fn id(&self) -> u64 {
+        self.sub.id
+    }
+    #[getter]
+    fn pattern(&self) -> &str {
+        &self.sub.pattern
+    }
+    #[getter]
+    fn qos(&self) -> &'static str {
+        self.sub.qos.as_str()
+    }
+    #[getter]
+    fn capacity(&self) -> usize {
+        self.sub.capacity
+    }
+    #[getter]
+    fn depth(&self) -> usize {
+        self.sub.depth()
+    }
+    #[getter]
+    fn closed(&self) -> bool {
+        self.sub.is_closed()
+    }
+
+    fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        sub_stats(py, &self.sub.stats())
+    }
+
+    fn __repr__(&self) -> String {
+        format!(
+            "Subscription(id={}, pattern={:?}, qos={:?})",
+            self.sub.id,
+            &*self.sub.pattern,
+            self.sub.qos.as_str()
+        )
+    }
+}
+
+fn sub_stats<'py>(py: Python<'py>, s: &SubscriptionStats) -> PyResult<Bound<'py, PyDict>> {
+    let d = PyDict::new(py);
+    d.set_item("id", s.id)?;
+    d.set_item("pattern", &s.pattern)?;
+    d.set_item("qos", s.qos.as_str())?;
+    d.set_item("capacity", s.capacity)?;
+    d.set_item("depth", s.depth)?;
+    d.set_item("enqueued", s.enqueued)?;
+    d.set_item("delivered", s.delivered)?;
+    let dropped = PyDict::new(py);
+    dropped.set_item("overflow_oldest", s.dropped_oldest)?;
+    dropped.set_item("overflow_newest", s.dropped_newest)?;
+    dropped.set_item("timeout", s.dropped_timeout)?;
+    dropped.set_item("closed", s.dropped_closed)?;
+    d.set_item("dropped", dropped)?;
+    Ok(d)
+}
+
+/// The in-process event bus.
+#[pyclass(name = "Bus", module = "loom._core", frozen)]
+pub(crate) struct PyBus {
+    bus: Bus,
+}
+
+#[pymethods]
+impl PyBus {
+    #[new]
+    fn new() -> Self {
+        PyBus { bus: Bus::new() }
+    }
+
+    #[pyo3(signature = (pattern, qos = "realtime", capacity = None))]
+    fn subscribe(&self, py: Python<'_>, pattern: &str, qos: &str, capacity: Option<usize>) -> PyResult<PySubscription> {
+        let qos = parse_qos(qos)?;
+        if capacity == Some(0) {
+            return Err(pyo3::exceptions::PyValueError::new_err("capacity must be at least 1"));
+        }
+        let sub = self.bus.subscribe(pattern, qos, capacity).map_err(|e| bus_error(py, e))?;
+        Ok(PySubscription { sub, bus: self.bus.clone() })
+    }
+
+    /// Publishes an event. Returns `None` when every subscriber took it, or a
+    /// `PendingPublish` when `reliable` subscribers were full.
+    #[pyo3(signature = (topic, r#type = "event", payload = None, *, source = None, correlation_id = None, reply_to = None, thread_id = None, ttl = DEFAULT_TTL, headers = None))]
+    #[allow(clippy::too_many_arguments)]
+    fn publish(
+        &self,
+        py: Python<'_>,
+        topic: &str,
+        r#type: &str,
+        payload: Option<Py<PyAny>>,
+        source: Option<&str>,
+        correlation_id: Option<&str>,
+        reply_to: Option<&str>,
+        thread_id: Option<&str>,
+        ttl: u32,
+        headers: Option<&Bound<'_, PyDict>>,
+    ) -> PyResult<Option<PyPendingPublish>> {
+        let env = build(topic, r#type, payload, source, correlation_id, reply_to, thread_id, ttl, headers)?;
+        self.finish(py, self.bus.publish(env))
+    }
+
+    /// Publishes an existing envelope again (a relay), with its hop limit reduced by one.
+    fn republish(&self, py: Python<'_>, envelope: &PyEnvelope) -> PyResult<Option<PyPendingPublish>> {
+        let mut env = (*envelope.inner).clone();
+        env.ttl = env.ttl.saturating_sub(1);
+        self.finish(py, self.bus.publish(env))
+    }
+
+    fn unsubscribe(&self, id: u64) -> bool {
+        self.bus.unsubscribe(id)
+    }
+
+    fn close(&self) {
+        self.bus.close()
+    }
+
+    #[getter]
+    fn closed(&self) -> bool {
+        self.bus.is_closed()
+    }
+
+    #[getter]
+    fn subscription_count(&self) -> usize {
+        self.bus.subscription_count()
+    }
+
+    fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let s = self.bus.stats();
+        let d = PyDict::new(py);
+        d.set_item("published", s.published)?;
+        d.set_item("untracked_published", s.untracked_published)?;
+        let topics = PyList::empty(py);
+        for t in &s.topics {
+            let td = PyDict::new(py);
+            td.set_item("topic", &t.topic)?;
+            td.set_item("published", t.published)?;
+            td.set_item("delivered", t.delivered)?;
+            td.set_item("dropped", t.dropped)?;
+            td.set_item("subscribers", t.subscribers)?;
+            topics.append(td)?;
+        }
+        d.set_item("topics", topics)?;
+        let subs = PyList::empty(py);
+        for sub in &s.subscriptions {
+            subs.append(sub_stats(py, sub)?)?;
+        }
+        d.set_item("subscriptions", subs)?;
+        Ok(d)
+    }
+}
+
+impl PyBus {
+    fn finish(
+        &self,
+        py: Python<'_>,
+        result: Result<Published, crate::error::BusError>,
+    ) -> PyResult<Option<PyPendingPublish>> {
+        let published = result.map_err(|e| bus_error(py, e))?;
+        if published.blocked.is_empty() {
+            return Ok(None);
+        }
+        Ok(Some(PyPendingPublish {
+            bus: self.bus.clone(),
+            inner: Mutex::new(published),
+        }))
+    }
+}
+
+/// Raises `InvalidTopicError` unless `topic` is a valid topic to publish on.
+#[pyfunction]
+fn validate_topic(py: Python<'_>, topic: &str) -> PyResult<()> {
+    topic::validate_topic(topic).map_err(|e| bus_error(py, e))
+}
+
+/// Raises `InvalidTopicError` unless `pattern` is a valid subscription pattern.
+#[pyfunction]
+fn validate_pattern(py: Python<'_>, pattern: &str) -> PyResult<()> {
+    topic::validate_pattern(pattern).map_err(|e| bus_error(py, e))
+}
+
+/// Whether `pattern` matches `topic` (NATS semantics).
+#[pyfunction]
+fn topic_matches(pattern: &str, topic: &str) -> bool {
+    topic::matches(pattern, topic)
+}
+
+pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<PyBus>()?;
+    m.add_class::<PySubscription>()?;
+    m.add_class::<PyEnvelope>()?;
+    m.add_class::<PyPendingPublish>()?;
+    m.add_function(wrap_pyfunction!(validate_topic, m)?)?;
+    m.add_function(wrap_pyfunction!(validate_pattern, m)?)?;
+    m.add_function(wrap_pyfunction!(topic_matches, m)?)?;
+    Ok(())
+}

@@ -1,0 +1,17 @@
+//! The only PyO3 code in Loom: the `loom._core` extension module.
+//!
+//! It maps types (envelopes, stats, wakers onto asyncio futures) and errors
+//! ([`errors`]); the logic lives in the pure-Rust modules.
+
+mod bus;
+mod convert;
+mod errors;
+
+use pyo3::prelude::*;
+
+#[pymodule]
+fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    bus::register(m)?;
+    Ok(())
+}

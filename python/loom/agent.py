@@ -1,0 +1,206 @@
+"""``Agent``: an event handler with an identity, topics and a context."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from types import TracebackType
+from typing import Any
+
+from loom._core import Envelope
+from loom.bus import QoS
+from loom.context import AgentContext, BatchHandler, Handler
+from loom.errors import AgentError
+from loom.runtime import Runtime
+
+log = logging.getLogger("loom.agent")
+
+Hook = Callable[[AgentContext], Awaitable[Any] | Any]
+
+
+class Agent:
+    """An agent: subscribes to ``topics`` and calls ``on_event(ctx, topic, event)``.
+
+    Handlers run concurrently (at most ``max_concurrency`` at once per agent), so a
+    handler can ``await ctx.request(...)``. A handler that raises is logged with the
+    agent and event ids; the agent keeps running.
+
+    Example:
+        >>> async def on_event(ctx, topic, event):
+        ...     await ctx.reply(event, payload={"echo": event.payload})
+        >>> agent = Agent("echo", topics=["echo.>"], on_event=on_event)
+
+    Args:
+        agent_id: Unique within the runtime; the ``source`` of events it emits.
+        topics: Subscription patterns (NATS syntax).
+        tools: Tool names this agent uses (checked when tools are configured).
+        on_event: ``async def on_event(ctx, topic, event)``.
+        config: Free-form settings, available as ``ctx.config``.
+        on_batch: Instead of ``on_event``: ``async def on_batch(ctx, pattern, events)``
+            called with every pending event at once (for throughput).
+        on_start: Called with the context once subscribed.
+        on_stop: Called with the context when stopping, after in-flight events finish.
+        main: A long-running coroutine function ``main(ctx)``, restarted with backoff
+            if it raises.
+        qos: QoS of the topic subscriptions.
+        capacity: Queue bound of each subscription (default per QoS).
+        max_concurrency: Handlers running at once.
+        runtime: The runtime to join (default: :meth:`Runtime.default`).
+    """
+
+    def __init__(
+        self,
+        agent_id: str,
+        topics: Iterable[str] = (),
+        tools: Iterable[str] = (),
+        on_event: Handler | None = None,
+        config: Mapping[str, Any] | None = None,
+        *,
+        on_batch: BatchHandler | None = None,
+        on_start: Hook | None = None,
+        on_stop: Hook | None = None,
+        main: Hook | None = None,
+        qos: QoS = "reliable",
+        capacity: int | None = None,
+        max_concurrency: int = 16,
+        runtime: Runtime | None = None,
+    ) -> None:
+        if not agent_id or not isinstance(agent_id, str):
+            raise AgentError("agent_id must be a non-empty string")
+        if on_event is not None and on_batch is not None:
+            raise AgentError(f"agent {agent_id!r}: give on_event or on_batch, not both")
+        if max_concurrency < 1:
+            raise AgentError(f"agent {agent_id!r}: max_concurrency must be at least 1")
+        from loom import _core
+
+        self.topics = list(topics)
+        for t in self.topics:
+            _core.validate_pattern(t)
+        self.agent_id = agent_id
+        self.tools = list(tools)
+        self.on_event = on_event
+        self.on_batch = on_batch
+        self.on_start = on_start
+        self.on_stop = on_stop
+        self.main = main
+        self.qos: QoS = qos
+        self.capacity = capacity
+        self.max_concurrency = max_concurrency
+        self.runtime = runtime or Runtime.default()
+        self.ctx = AgentContext(
+            agent_id, self.runtime, config, max_concurrency=max_concurrency
+        )
+        self._running = False
+        self._main_task: asyncio.Task[None] | None = None
+
+    @property
+    def running(self) -> bool:
+        return self._running
+
+    async def _direct(self, event: Envelope) -> None:
+        if self.on_event is not None:
+            await _maybe_await(self.on_event(self.ctx, event.topic, event))
+
+    async def start(self) -> None:
+        """Subscribes to the topics and starts handling events."""
+        if self._running:
+            return
+        self.runtime._register(self)
+        try:
+            self.ctx._start_inbox(self._direct if self.on_event else None)
+            for pattern in self.topics:
+                if self.on_batch is not None:
+                    self.ctx.subscribe(
+                        pattern, on_batch=self.on_batch, qos=self.qos, capacity=self.capacity
+                    )
+                elif self.on_event is not None:
+                    self.ctx.subscribe(
+                        pattern, self.on_event, qos=self.qos, capacity=self.capacity
+                    )
+            self._running = True
+            if self.on_start is not None:
+                await _maybe_await(self.on_start(self.ctx))
+            if self.main is not None:
+                main = self.main
+                self._main_task = self.runtime.supervise(
+                    f"{self.agent_id}.main", lambda: _maybe_await(main(self.ctx))
+                )
+        except BaseException:
+            await self.ctx._stop(0)
+            self.runtime._unregister(self)
+            self._running = False
+            raise
+        log.info("agent %s started (topics: %s)", self.agent_id, ", ".join(self.topics) or "-")
+
+    async def stop(self, timeout: float | None = 10.0) -> None:
+        """Stops intake, lets queued and in-flight events finish (up to ``timeout``
+        seconds, then cancels them), runs ``on_stop``."""
+        if not self._running:
+            return
+        self._running = False
+        if self._main_task is not None:
+            self._main_task.cancel()
+            await asyncio.gather(self._main_task, return_exceptions=True)
+            self._main_task = None
+        finished = await self.ctx._stop(timeout)
+        if not finished:
+            log.warning("agent %s: in-flight events cancelled after %ss", self.agent_id, timeout)
+        if self.on_stop is not None:
+            try:
+                await _maybe_await(self.on_stop(self.ctx))
+            except Exception:
+                log.exception("agent %s: on_stop failed", self.agent_id)
+        self.runtime._unregister(self)
+        log.info("agent %s stopped", self.agent_id)
+
+    async def __aenter__(self) -> Agent:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.stop()
+
+    def run(self) -> None:
+        """Runs the agent until SIGINT or SIGTERM, then stops it cleanly (blocking)."""
+        asyncio.run(run_until_signal([self]))
+
+    def __repr__(self) -> str:
+        return f"Agent({self.agent_id!r}, topics={self.topics!r})"
+
+
+async def _maybe_await(value: Any) -> Any:
+    if asyncio.iscoroutine(value) or isinstance(value, asyncio.Future):
+        return await value
+    return value
+
+
+async def run_until_signal(agents: Iterable[Agent], stop: asyncio.Event | None = None) -> None:
+    """Starts ``agents``, waits for SIGINT/SIGTERM (or ``stop``), then stops their
+    runtime(s) cleanly."""
+    agents = list(agents)
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    installed = []
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        try:
+            loop.add_signal_handler(sig, stop.set)
+            installed.append(sig)
+        except (NotImplementedError, RuntimeError):  # not the main thread
+            pass
+    try:
+        for a in agents:
+            await a.start()
+        await stop.wait()
+    finally:
+        for sig in installed:
+            loop.remove_signal_handler(sig)
+        runtimes = {id(a.runtime): a.runtime for a in agents}
+        for rt in runtimes.values():
+            await rt.stop()

@@ -1,0 +1,327 @@
+"""``agent.ctx``: what an agent's code uses to talk to the world.
+
+Contexts are not passed to the LLM; they are how your code reaches the bus, tools and
+configuration.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import uuid
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+from loom._core import Envelope
+from loom._dispatch import SubscriptionRunner
+from loom.bus import DEFAULT_PUBLISH_TIMEOUT, QoS, Subscription, wait_pending
+from loom.errors import LoomError, RequestTimeout
+
+if TYPE_CHECKING:
+    from loom.collab import ContractResult
+    from loom.config import ProjectConfig
+    from loom.runtime import Runtime
+
+log = logging.getLogger("loom.agent")
+
+Handler = Callable[["AgentContext", str, Envelope], Awaitable[Any] | Any]
+BatchHandler = Callable[["AgentContext", str, list[Envelope]], Awaitable[Any] | Any]
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
+
+#: Default seconds a request waits for its reply.
+DEFAULT_REQUEST_TIMEOUT = 30.0
+
+
+class AgentContext:
+    """The agent's handle on the runtime: bus, request/reply, tools and config."""
+
+    def __init__(
+        self,
+        agent_id: str,
+        runtime: Runtime,
+        config: Mapping[str, Any] | None = None,
+        *,
+        max_concurrency: int = 16,
+    ) -> None:
+        self.agent_id = agent_id
+        self.runtime = runtime
+        #: The agent's table from loom.toml (or the ``config`` given to ``Agent``).
+        self.config: Mapping[str, Any] = dict(config or {})
+        #: The topic replies to this agent's requests are sent to.
+        self.inbox = f"_INBOX.{_UNSAFE.sub('_', agent_id) or 'agent'}.{uuid.uuid4().hex[:12]}"
+        self._pending: dict[str, asyncio.Future[Envelope]] = {}
+        self._collectors: dict[str, Callable[[Envelope], None]] = {}
+        self._runners: dict[int, SubscriptionRunner] = {}
+        self._max_concurrency = max_concurrency
+        self._limiter = asyncio.Semaphore(max_concurrency)
+        self._direct: Callable[[Envelope], Awaitable[Any]] | None = None
+        self._inbox_runner: SubscriptionRunner | None = None
+        self._publish = runtime.bus.core.publish
+
+    # -- project -------------------------------------------------------------------
+
+    @property
+    def project(self) -> ProjectConfig | None:
+        """The loaded loom.toml, if the runtime has one."""
+        return self.runtime.project
+
+    # -- publishing ----------------------------------------------------------------
+
+    async def emit(
+        self,
+        topic: str,
+        type: str = "event",
+        payload: Any = None,
+        *,
+        correlation_id: str | None = None,
+        reply_to: str | None = None,
+        thread_id: str | None = None,
+        headers: Mapping[str, str] | None = None,
+        timeout: float = DEFAULT_PUBLISH_TIMEOUT,
+    ) -> None:
+        """Publishes an event from this agent.
+
+        ``payload`` should be JSON-serialisable (or bytes) so that the event can cross
+        process boundaries; inside one process it is passed by reference.
+
+        Raises:
+            InvalidTopicError: the topic is malformed.
+            BusFullError: a ``reliable`` subscriber stayed full for ``timeout`` seconds.
+        """
+        pending = self._publish(
+            topic,
+            type,
+            payload,
+            source=self.agent_id,
+            correlation_id=correlation_id,
+            reply_to=reply_to,
+            thread_id=thread_id,
+            headers=self.runtime.outgoing_headers(headers),
+        )
+        if pending is not None:
+            await wait_pending(pending, timeout)
+
+    async def request(
+        self,
+        topic: str,
+        type: str = "request",
+        payload: Any = None,
+        *,
+        timeout: float = DEFAULT_REQUEST_TIMEOUT,
+        thread_id: str | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> Envelope:
+        """Sends a request and waits for the first reply.
+
+        Raises:
+            RequestTimeout: no reply within ``timeout`` seconds (also a ``TimeoutError``).
+        """
+        correlation_id = uuid.uuid4().hex
+        fut: asyncio.Future[Envelope] = asyncio.get_running_loop().create_future()
+        self._pending[correlation_id] = fut
+        try:
+            await self.emit(
+                topic,
+                type,
+                payload,
+                correlation_id=correlation_id,
+                reply_to=self.inbox,
+                thread_id=thread_id,
+                headers=headers,
+                timeout=timeout,
+            )
+            return await asyncio.wait_for(fut, timeout)
+        except asyncio.TimeoutError:
+            raise RequestTimeout(
+                f"{self.agent_id}: no reply to {type!r} on {topic!r} within {timeout}s "
+                f"(correlation_id {correlation_id})"
+            ) from None
+        finally:
+            self._pending.pop(correlation_id, None)
+
+    async def reply(
+        self,
+        event: Envelope,
+        type: str = "reply",
+        payload: Any = None,
+        *,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        """Answers ``event`` on its ``reply_to`` topic, with the same correlation id.
+
+        The reply itself carries this agent's inbox as ``reply_to``, so the receiver
+        can answer back (this is how contract-net awards reach a bidder).
+
+        Raises:
+            LoomError: ``event`` has no ``reply_to``.
+        """
+        if not event.reply_to:
+            raise LoomError(
+                f"{self.agent_id}: event {event.id} ({event.type!r} on {event.topic!r}) "
+                "has no reply_to; it was emitted, not requested"
+            )
+        pending = self._publish(
+            event.reply_to,
+            type,
+            payload,
+            source=self.agent_id,
+            correlation_id=event.correlation_id or event.id,
+            reply_to=self.inbox,
+            thread_id=event.thread_id,
+            ttl=max(event.ttl - 1, 0),
+            headers=self.runtime.outgoing_headers(headers),
+        )
+        if pending is not None:
+            await wait_pending(pending, DEFAULT_PUBLISH_TIMEOUT)
+
+    # -- subscribing ---------------------------------------------------------------
+
+    def subscribe(
+        self,
+        pattern: str,
+        handler: Handler | None = None,
+        *,
+        on_batch: BatchHandler | None = None,
+        qos: QoS = "reliable",
+        capacity: int | None = None,
+        max_concurrency: int | None = None,
+    ) -> Subscription:
+        """Calls ``handler(ctx, topic, event)`` for events matching ``pattern`` (or
+        ``on_batch(ctx, pattern, events)`` with every pending event at once).
+
+        Must be called while the event loop runs. Returns the subscription; pass it to
+        :meth:`unsubscribe` to stop.
+        """
+        sub = self.runtime.bus.subscribe(pattern, qos=qos, capacity=capacity)
+        if on_batch is not None:
+            batch_fn = on_batch
+            runner = SubscriptionRunner(
+                self.agent_id, sub, on_batch=lambda events: batch_fn(self, pattern, events)
+            )
+        elif handler is not None:
+            fn = handler
+            runner = SubscriptionRunner(
+                self.agent_id,
+                sub,
+                on_event=lambda event: fn(self, event.topic, event),
+                concurrency=max_concurrency or self._max_concurrency,
+                limiter=self._limiter,
+            )
+        else:
+            sub.unsubscribe()
+            raise TypeError("subscribe() needs a handler or on_batch")
+        self._runners[sub.id] = runner
+        runner.start()
+        return sub
+
+    async def unsubscribe(self, subscription: Subscription | str, *, timeout: float = 10.0) -> int:
+        """Stops a subscription (or every subscription on a pattern), letting queued
+        and in-flight events finish for up to ``timeout`` seconds. Returns how many
+        subscriptions were stopped."""
+        runners = [
+            r
+            for r in self._runners.values()
+            if (r.sub is subscription)
+            or (isinstance(subscription, str) and r.sub.pattern == subscription)
+        ]
+        for r in runners:
+            self._runners.pop(r.sub.id, None)
+        await asyncio.gather(*(r.stop(timeout) for r in runners))
+        return len(runners)
+
+    # -- tools (the registry arrives with the tools runtime) -------------------------
+
+    async def tool(self, name: str, payload: Mapping[str, Any] | None = None, **kwargs: Any) -> Any:
+        """Calls a registered tool and returns its parsed JSON result."""
+        return await self.runtime.call_tool(self, name, dict(payload or {}), **kwargs)
+
+    # -- collaboration ---------------------------------------------------------------
+
+    async def gather(
+        self,
+        topics: str | Sequence[str],
+        type: str = "request",
+        payload: Any = None,
+        *,
+        first: int | None = None,
+        timeout: float = 5.0,
+    ) -> list[Envelope]:
+        """Fan-out/fan-in: sends one request to each topic (wildcard subscribers all
+        answer) and collects replies until ``first`` have arrived or ``timeout``
+        passes. Returns the replies in arrival order; possibly fewer than asked."""
+        from loom.collab import gather
+
+        return await gather(self, topics, type, payload, first=first, timeout=timeout)
+
+    async def barrier(self, name: str, parties: int, *, timeout: float = 30.0) -> list[str]:
+        """Waits until ``parties`` agents have reached the barrier ``name``.
+
+        Returns the ids of the agents that met. Raises ``RequestTimeout`` if they
+        did not all arrive in time."""
+        from loom.collab import barrier
+
+        return await barrier(self, name, parties, timeout=timeout)
+
+    async def contract_net(
+        self,
+        topic: str,
+        task: Any,
+        *,
+        window: float = 1.0,
+        choose: Callable[[list[Envelope]], Envelope | None] | None = None,
+        timeout: float = DEFAULT_REQUEST_TIMEOUT,
+    ) -> ContractResult:
+        """Contract-net: calls for proposals on ``topic``, collects bids for
+        ``window`` seconds, awards the task to the chosen bidder and returns its
+        result. See :func:`loom.collab.contract_net`."""
+        from loom.collab import contract_net
+
+        return await contract_net(
+            self, topic, task, window=window, choose=choose, timeout=timeout
+        )
+
+    # -- internals -----------------------------------------------------------------
+
+    def _start_inbox(self, direct: Callable[[Envelope], Awaitable[Any]] | None) -> None:
+        """Subscribes to the inbox: replies resolve requests; other direct messages go
+        to ``direct`` (the agent's handler)."""
+        self._direct = direct
+        sub = self.runtime.bus.subscribe(self.inbox, qos="reliable", capacity=4096)
+        self._inbox_runner = SubscriptionRunner(
+            self.agent_id, sub, on_event=self._on_inbox, concurrency=4
+        )
+        self._inbox_runner.start()
+
+    async def _on_inbox(self, event: Envelope) -> None:
+        cid = event.correlation_id
+        if cid is not None:
+            fut = self._pending.get(cid)
+            if fut is not None:
+                if not fut.done():
+                    fut.set_result(event)
+                return
+            collect = self._collectors.get(cid)
+            if collect is not None:
+                collect(event)
+                return
+        if self._direct is not None:
+            async with self._limiter:
+                await self._direct(event)
+        else:
+            log.debug("%s: dropping unsolicited inbox event %s", self.agent_id, event.id)
+
+    async def _stop(self, timeout: float | None) -> bool:
+        runners = list(self._runners.values())
+        self._runners.clear()
+        ok = all(await asyncio.gather(*(r.stop(timeout) for r in runners)))
+        if self._inbox_runner is not None:
+            ok = await self._inbox_runner.stop(timeout) and ok
+            self._inbox_runner = None
+        for fut in self._pending.values():
+            fut.cancel()
+        return ok
+
+    def __repr__(self) -> str:
+        return f"AgentContext(agent_id={self.agent_id!r})"

@@ -1,0 +1,112 @@
+"""Turning a call's arguments into the JSON body a server accepts."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from .config import LLMConfig
+from .quirks import Quirks, serialize_messages, tool_choice_spec, tool_spec
+from .types import Message
+
+MessageLike = Message | dict[str, Any]
+
+_TOOL_NAME_OK = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+_TOOL_NAME_BAD = re.compile(r"[^A-Za-z0-9_-]")
+
+
+def wire_tool_name(name: str) -> str:
+    """A tool name OpenAI accepts (``^[A-Za-z0-9_-]{1,64}$``): ``web:search`` → ``web__search``.
+
+    Loom's tools are namespaced with ``:``, which OpenAI rejects; tool calls in responses
+    are mapped back to the original name.
+    """
+    if _TOOL_NAME_OK.match(name):
+        return name
+    return _TOOL_NAME_BAD.sub("_", name.replace(":", "__"))[:64] or "tool"
+
+
+@dataclass
+class CallRequest:
+    """One call's arguments, kept so that a fallback can rebuild the body for its own
+    model and quirks."""
+
+    messages: list[MessageLike]
+    tools: list[Any] | None = None
+    tool_choice: Any = None
+    response_format: Any = None
+    model: str | None = None
+    temperature: float | None = None
+    max_tokens: int | None = None
+    timeout: float | None = None
+    max_retries: int | None = None
+    extra_headers: dict[str, str] = field(default_factory=dict)
+    extra_body: dict[str, Any] = field(default_factory=dict)
+
+
+def build_body(
+    cfg: LLMConfig, quirks: Quirks, req: CallRequest, *, stream: bool, stream_usage: bool
+) -> tuple[dict[str, Any], dict[str, str]]:
+    """The request body, and the map from wire tool names back to the caller's."""
+    body: dict[str, Any] = {
+        "model": req.model or cfg.model,
+        "messages": serialize_messages(req.messages, quirks),
+    }
+    name_map: dict[str, str] = {}
+    for m in body["messages"]:
+        for tc in m.get("tool_calls") or ():
+            fn = tc.get("function")
+            if isinstance(fn, dict) and fn.get("name"):
+                wire = wire_tool_name(fn["name"])
+                if wire != fn["name"]:
+                    tc["function"] = {**fn, "name": wire}
+    temperature = req.temperature if req.temperature is not None else cfg.temperature
+    if temperature is not None:
+        body["temperature"] = temperature
+    max_tokens = req.max_tokens if req.max_tokens is not None else cfg.max_tokens
+    if max_tokens is not None:
+        body["max_tokens"] = max_tokens
+    if req.tools:
+        specs = []
+        for t in req.tools:
+            spec = tool_spec(t)
+            fn = spec["function"]
+            wire = wire_tool_name(fn["name"])
+            if wire != fn["name"]:
+                name_map[wire] = fn["name"]
+                spec = {**spec, "function": {**fn, "name": wire}}
+            specs.append(spec)
+        body["tools"] = specs
+    if req.tool_choice is not None:
+        choice = tool_choice_spec(req.tool_choice)
+        if isinstance(choice, dict) and isinstance(choice.get("function"), dict):
+            fname = str(choice["function"].get("name", ""))
+            choice = {**choice, "function": {**choice["function"], "name": wire_tool_name(fname)}}
+        body["tool_choice"] = choice
+    if req.response_format is not None:
+        body["response_format"] = req.response_format
+    if cfg.extra_body:
+        body.update(cfg.extra_body)
+    if req.extra_body:
+        body.update(req.extra_body)
+    if stream:
+        body["stream"] = True
+        if stream_usage:
+            body["stream_options"] = {"include_usage": True}
+    return body, name_map
+
+
+def estimate_prompt_tokens(body: dict[str, Any]) -> int:
+    """~characters / 4 over the messages' text (for limits and streams without usage)."""
+    chars = 0
+    for m in body["messages"]:
+        c = m.get("content")
+        if isinstance(c, str):
+            chars += len(c)
+        elif isinstance(c, list):
+            chars += sum(len(p.get("text", "")) for p in c if isinstance(p, dict))
+    return max(1, chars // 4)
+
+
+__all__ = ["CallRequest", "build_body", "estimate_prompt_tokens", "wire_tool_name"]

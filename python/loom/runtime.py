@@ -1,0 +1,162 @@
+"""The runtime: one per process, shared by every agent in it.
+
+It owns the bus, the project configuration, the supervised background tasks and the
+shutdown hooks (LLM clients, tool processes, exporters).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+from typing import TYPE_CHECKING, Any
+
+from loom.bus import EventBus
+from loom.errors import AgentError, ToolNotFound
+
+if TYPE_CHECKING:
+    from loom.agent import Agent
+    from loom.config import ProjectConfig
+    from loom.context import AgentContext
+
+log = logging.getLogger("loom.runtime")
+
+ShutdownHook = Callable[[], Awaitable[None] | None]
+
+
+class Runtime:
+    """Bus, agents and lifecycle of one process.
+
+    Agents created without an explicit ``runtime`` join :meth:`Runtime.default`.
+    """
+
+    _default: Runtime | None = None
+
+    def __init__(self, project: ProjectConfig | None = None, *, bus: EventBus | None = None) -> None:
+        self.project = project
+        self.bus = bus or EventBus()
+        self.agents: dict[str, Agent] = {}
+        self._hooks: list[ShutdownHook] = []
+        self._supervised: set[asyncio.Task[None]] = set()
+        self._header_hooks: list[Callable[[dict[str, str]], None]] = []
+        #: The tool registry; installed by ``loom.tools`` when tools are configured.
+        self.tools: Any = None
+        self.stopping = False
+
+    # -- default runtime -----------------------------------------------------------
+
+    @classmethod
+    def default(cls) -> Runtime:
+        """The process-wide runtime (created on first use)."""
+        if cls._default is None or cls._default.bus.closed:
+            cls._default = cls()
+        return cls._default
+
+    @classmethod
+    def set_default(cls, runtime: Runtime | None) -> None:
+        """Makes ``runtime`` the one new agents join by default."""
+        cls._default = runtime
+
+    # -- agents --------------------------------------------------------------------
+
+    def _register(self, agent: Agent) -> None:
+        if agent.agent_id in self.agents and self.agents[agent.agent_id] is not agent:
+            raise AgentError(f"an agent with id {agent.agent_id!r} is already running")
+        self.agents[agent.agent_id] = agent
+
+    def _unregister(self, agent: Agent) -> None:
+        if self.agents.get(agent.agent_id) is agent:
+            del self.agents[agent.agent_id]
+
+    # -- hooks ---------------------------------------------------------------------
+
+    def on_shutdown(self, hook: ShutdownHook) -> None:
+        """Registers ``hook`` to run (once, last registered first) when the runtime
+        stops."""
+        self._hooks.append(hook)
+
+    def add_header_hook(self, hook: Callable[[dict[str, str]], None]) -> None:
+        """Lets a subsystem (tracing) add headers to every outgoing event."""
+        self._header_hooks.append(hook)
+
+    def outgoing_headers(self, headers: Mapping[str, str] | None) -> dict[str, str] | None:
+        """Headers for an outgoing event: the caller's plus those the hooks add."""
+        if not self._header_hooks:
+            return dict(headers) if headers else None
+        out = dict(headers) if headers else {}
+        for hook in self._header_hooks:
+            hook(out)
+        return out or None
+
+    # -- supervision ---------------------------------------------------------------
+
+    def supervise(
+        self,
+        name: str,
+        factory: Callable[[], Awaitable[Any]],
+        *,
+        initial_backoff: float | None = None,
+        max_backoff: float | None = None,
+    ) -> asyncio.Task[None]:
+        """Runs ``factory()`` as a task, restarting it with exponential backoff when it
+        raises. It ends when the coroutine returns or the runtime stops."""
+        spec = self.project.runtime if self.project else None
+        first = initial_backoff or (spec.restart_backoff_initial if spec else 0.5)
+        cap = max_backoff or (spec.restart_backoff_max if spec else 30.0)
+
+        async def run() -> None:
+            delay = first
+            while not self.stopping:
+                try:
+                    await factory()
+                    return
+                except asyncio.CancelledError:
+                    raise
+                except Exception:
+                    log.exception("%s crashed; restarting in %.1fs", name, delay)
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, cap)
+
+        task = asyncio.get_running_loop().create_task(run(), name=f"loom:{name}")
+        self._supervised.add(task)
+        task.add_done_callback(self._supervised.discard)
+        return task
+
+    # -- tools seam ----------------------------------------------------------------
+
+    async def call_tool(
+        self, ctx: AgentContext, name: str, payload: dict[str, Any], **kwargs: Any
+    ) -> Any:
+        """Calls a tool for ``ctx``; see ``loom.tools``."""
+        if self.tools is None:
+            raise ToolNotFound(name, "no tools are registered in this runtime")
+        return await self.tools.call(ctx, name, payload, **kwargs)
+
+    # -- shutdown ------------------------------------------------------------------
+
+    async def stop(self, timeout: float | None = None) -> None:
+        """Stops every agent (letting in-flight events finish for up to ``timeout``
+        seconds), cancels supervised tasks, runs shutdown hooks, closes the bus."""
+        if self.stopping:
+            return
+        self.stopping = True
+        if timeout is None:
+            timeout = self.project.runtime.shutdown_timeout if self.project else 10.0
+        agents = list(self.agents.values())
+        await asyncio.gather(*(a.stop(timeout=timeout) for a in agents), return_exceptions=True)
+        for task in list(self._supervised):
+            task.cancel()
+        if self._supervised:
+            await asyncio.wait(list(self._supervised), timeout=timeout)
+        while self._hooks:
+            hook = self._hooks.pop()
+            try:
+                result = hook()
+                if inspect.isawaitable(result):
+                    await asyncio.wait_for(result, timeout)
+            except Exception:
+                log.exception("shutdown hook %r failed", hook)
+        self.bus.close()
+        if Runtime._default is self:
+            Runtime._default = None

@@ -177,7 +177,7 @@ def request_id(headers: httpx.Headers) -> str | None:
     for name in ("x-request-id", "request-id", "x-amzn-requestid", "cf-ray"):
         v = headers.get(name)
         if v:
-            return v
+            return str(v)
     return None
 
 

@@ -149,14 +149,14 @@ class LLMConfig(BaseModel):
             return value or None
         if self.api_key_env:
             env = os.environ if env is None else env
-            value = env.get(self.api_key_env)
-            if not value:
+            from_env = env.get(self.api_key_env)
+            if not from_env:
                 raise ConfigError(
                     f"environment variable {self.api_key_env} is not set "
                     f"(the API key of LLM provider {self.name!r}); nothing was sent",
                     key=f"llm.{self.name}.api_key_env",
                 )
-            return value
+            return from_env
         return None
 
     def secret_values(self) -> list[str]:

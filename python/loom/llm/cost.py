@@ -50,7 +50,7 @@ def price_for(model: str, override: Pricing | None = None) -> Pricing:
                 best = name
         entry = PRICES.get(best)
     if entry is None:
-        return Pricing(input=0.0, output=0.0)
+        return Pricing(input=0.0, output=0.0, cached_input=None)
     return Pricing(input=entry[0], output=entry[1], cached_input=entry[2])
 
 

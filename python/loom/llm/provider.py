@@ -21,6 +21,7 @@ import httpx
 from pydantic_core import from_json, to_json
 
 from . import _http, _otel
+from ._request import CallRequest, MessageLike, build_body, estimate_prompt_tokens, wire_tool_name
 from .cache import ResponseCache, cache_key
 from .config import LLMConfig, has_config, project_root, resolve_config
 from .cost import cost_of, estimate_tokens, price_for, tracker
@@ -35,11 +36,10 @@ from .errors import (
     redact,
 )
 from .limits import limiter_for
-from ._request import CallRequest, MessageLike, build_body, estimate_prompt_tokens, wire_tool_name
 from .quirks import detect
 from .retry import is_retryable_status, retry_delay
 from .streaming import SSEDecoder, StreamAccumulator, parse_completion, response_events
-from .types import LLMResponse, Message, StreamEvent, TextDelta
+from .types import LLMResponse, StreamEvent, TextDelta, UsageEvent
 
 if TYPE_CHECKING:
     from .cost import Totals
@@ -378,7 +378,7 @@ class LLMProvider:
         extra_body: dict[str, Any] | None,
         overrides: dict[str, Any],
     ) -> CallRequest:
-        if isinstance(messages, (str, bytes)):
+        if isinstance(messages, (str, bytes)):  # type: ignore[unreachable]
             raise TypeError("messages must be a list of messages, not a string")
         body = dict(extra_body or {})
         body.update(overrides)
@@ -485,7 +485,7 @@ class LLMProvider:
         if response.status_code >= 400:
             try:
                 raw = await _http.read_body(response, 256 * 1024, self.name)
-            except (LLMResponseError, *_http.TRANSPORT_ERRORS):
+            except (LLMResponseError, httpx.TransportError, OSError, asyncio.TimeoutError):
                 raw = b""
             finally:
                 await response.aclose()
@@ -639,8 +639,8 @@ class LLMProvider:
                                                                  span, started, done):
                                 yielded = True
                                 yield event
-                                if event.type == "usage":
-                                    slot.settle(event.usage.total_tokens)  # type: ignore[union-attr]
+                                if isinstance(event, UsageEvent):
+                                    slot.settle(event.usage.total_tokens)
                     else:
                         async for event in self._stream_once(client, body, req, name_map,
                                                              span, started, done):

@@ -15,6 +15,8 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
+from pydantic_core import from_json
+
 from .errors import LLMResponseError
 from .types import (
     FinishEvent,
@@ -119,8 +121,6 @@ class StreamAccumulator:
         if payload == DONE or payload.strip() == DONE:
             self.done = True
             return []
-        from pydantic_core import from_json
-
         try:
             chunk = from_json(payload)
         except ValueError as exc:
@@ -241,7 +241,7 @@ class StreamAccumulator:
             )
         events: list[StreamEvent] = []
         calls = self.tool_calls()
-        for index, call in zip(sorted(self._tools), calls):
+        for index, call in zip(sorted(self._tools), calls, strict=True):
             if not call.name:
                 raise LLMResponseError(
                     f"{self.provider}: tool call {index} in stream has no name",

@@ -292,7 +292,7 @@ class FinishEvent:
     type: Literal["finish"] = "finish"
 
 
-StreamEvent = Union[
+StreamEvent = Union[  # noqa: UP007 - a runtime alias; `X | Y` of classes needs 3.10 anyway
     TextDelta, ReasoningDelta, ToolCallStart, ToolCallDelta, ToolCallComplete, UsageEvent,
     FinishEvent,
 ]

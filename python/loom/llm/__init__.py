@@ -1,0 +1,148 @@
+"""``loom.llm``: an OpenAI-compatible LLM client over one pooled httpx client.
+
+The seed's API keeps working::
+
+    from loom.llm import LLMProvider
+
+    llm = LLMProvider.from_name(agent.ctx, "deepseek")
+    response = await llm.call(messages=[{"role": "user", "content": "hi"}])
+    async for chunk in llm.stream(messages=[...]):
+        ...
+
+Names are imported lazily so that ``import loom`` stays fast: httpx, pydantic models and
+OpenTelemetry load on first use. See docs/llm.md.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ._http import NetworkBlockedError
+    from ._otel import set_capture_content
+    from .config import PRESETS, LLMConfig, Pricing
+    from .cost import CostTracker, estimate_tokens, tracker
+    from .errors import (
+        AuthenticationError,
+        BadRequestError,
+        BudgetExceeded,
+        LLMConnectionError,
+        LLMError,
+        LLMResponseError,
+        LLMStatusError,
+        LLMTimeoutError,
+        LocalServerError,
+        NotFoundError,
+        PermissionDeniedError,
+        RateLimitError,
+        ServerError,
+        StructuredOutputError,
+    )
+    from .local_server import LocalModelServer
+    from .provider import LLMProvider
+    from .types import (
+        FinishEvent,
+        LLMResponse,
+        Message,
+        ReasoningDelta,
+        StreamEvent,
+        TextDelta,
+        ToolCall,
+        ToolCallComplete,
+        ToolCallDelta,
+        ToolCallStart,
+        Usage,
+        UsageEvent,
+    )
+
+_EXPORTS: dict[str, str] = {
+    "LLMProvider": "provider",
+    "LLMConfig": "config",
+    "Pricing": "config",
+    "PRESETS": "config",
+    "Message": "types",
+    "LLMResponse": "types",
+    "ToolCall": "types",
+    "Usage": "types",
+    "StreamEvent": "types",
+    "TextDelta": "types",
+    "ReasoningDelta": "types",
+    "ToolCallStart": "types",
+    "ToolCallDelta": "types",
+    "ToolCallComplete": "types",
+    "UsageEvent": "types",
+    "FinishEvent": "types",
+    "LLMError": "errors",
+    "LLMConnectionError": "errors",
+    "LLMTimeoutError": "errors",
+    "LLMStatusError": "errors",
+    "AuthenticationError": "errors",
+    "PermissionDeniedError": "errors",
+    "NotFoundError": "errors",
+    "BadRequestError": "errors",
+    "RateLimitError": "errors",
+    "ServerError": "errors",
+    "LLMResponseError": "errors",
+    "StructuredOutputError": "errors",
+    "BudgetExceeded": "errors",
+    "LocalServerError": "errors",
+    "LocalModelServer": "local_server",
+    "CostTracker": "cost",
+    "tracker": "cost",
+    "estimate_tokens": "cost",
+    "set_capture_content": "_otel",
+    "NetworkBlockedError": "_http",
+}
+
+__all__ = [
+    "PRESETS",
+    "AuthenticationError",
+    "BadRequestError",
+    "BudgetExceeded",
+    "CostTracker",
+    "FinishEvent",
+    "LLMConfig",
+    "LLMConnectionError",
+    "LLMError",
+    "LLMProvider",
+    "LLMResponse",
+    "LLMResponseError",
+    "LLMStatusError",
+    "LLMTimeoutError",
+    "LocalModelServer",
+    "LocalServerError",
+    "Message",
+    "NetworkBlockedError",
+    "NotFoundError",
+    "PermissionDeniedError",
+    "Pricing",
+    "RateLimitError",
+    "ReasoningDelta",
+    "ServerError",
+    "StreamEvent",
+    "StructuredOutputError",
+    "TextDelta",
+    "ToolCall",
+    "ToolCallComplete",
+    "ToolCallDelta",
+    "ToolCallStart",
+    "Usage",
+    "UsageEvent",
+    "estimate_tokens",
+    "set_capture_content",
+    "tracker",
+]
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'loom.llm' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

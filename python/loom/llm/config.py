@@ -19,7 +19,15 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    model_validator,
+)
 
 from loom.errors import ConfigError
 
@@ -36,11 +44,11 @@ class Pricing(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    input: float = Field(0.0, ge=0)
+    input: float = Field(default=0.0, ge=0)
     """Prompt tokens that were not served from the provider's prompt cache."""
-    output: float = Field(0.0, ge=0)
+    output: float = Field(default=0.0, ge=0)
     """Completion tokens (reasoning tokens included, as providers bill them)."""
-    cached_input: float | None = Field(None, ge=0)
+    cached_input: float | None = Field(default=None, ge=0)
     """Prompt tokens served from cache; defaults to the ``input`` price."""
 
 
@@ -58,7 +66,7 @@ class LLMConfig(BaseModel):
     """Provider name (the ``<name>`` of ``[llm.<name>]``); used in logs, spans, limits."""
     type: Literal["http", "openai"] = "http"
     """Wire protocol. Both values mean the OpenAI-compatible chat completions API."""
-    base_url: str = Field("", alias="api_base")
+    base_url: str = Field(default="", validation_alias=AliasChoices("base_url", "api_base"))
     """Base URL ending before ``/chat/completions``, e.g. ``https://api.openai.com/v1``.
     Also accepted as ``api_base``. Empty when ``serve`` starts a local server."""
     model: str = ""
@@ -67,26 +75,26 @@ class LLMConfig(BaseModel):
     """The key itself (prefer ``api_key_env`` or ``"${VAR}"`` in loom.toml)."""
     api_key_env: str | None = None
     """Name of the environment variable holding the key."""
-    temperature: float | None = Field(None, ge=0, le=2)
-    max_tokens: int | None = Field(None, gt=0)
-    timeout: float = Field(DEFAULT_TIMEOUT, gt=0)
+    temperature: float | None = Field(default=None, ge=0, le=2)
+    max_tokens: int | None = Field(default=None, gt=0)
+    timeout: float = Field(default=DEFAULT_TIMEOUT, gt=0)
     """Seconds a read may stall (per attempt). ``timeout_ms`` and ``timeout_sec`` are
     accepted too."""
-    connect_timeout: float = Field(DEFAULT_CONNECT_TIMEOUT, gt=0)
-    max_retries: int = Field(DEFAULT_MAX_RETRIES, ge=0, le=20)
+    connect_timeout: float = Field(default=DEFAULT_CONNECT_TIMEOUT, gt=0)
+    max_retries: int = Field(default=DEFAULT_MAX_RETRIES, ge=0, le=20)
     headers: dict[str, str] = Field(default_factory=dict)
     """Extra HTTP headers sent with every request."""
     extra_body: dict[str, Any] = Field(default_factory=dict)
     """Extra top-level JSON fields merged into every request body (``top_p``, ``seed``...)."""
-    rpm: int | None = Field(None, gt=0)
+    rpm: int | None = Field(default=None, gt=0)
     """Requests per minute, shared by every agent of the process using this provider."""
-    tpm: int | None = Field(None, gt=0)
+    tpm: int | None = Field(default=None, gt=0)
     """Tokens per minute (prompt estimate + completion), shared likewise."""
-    max_concurrency: int | None = Field(None, gt=0)
+    max_concurrency: int | None = Field(default=None, gt=0)
     """Requests in flight at once, shared likewise."""
     prices: Pricing | None = None
     """USD per 1M tokens; overrides the built-in price table for this model."""
-    budget_usd: float | None = Field(None, gt=0)
+    budget_usd: float | None = Field(default=None, gt=0)
     """Once this provider has spent this much in the process, calls raise
     :class:`~loom.llm.errors.BudgetExceeded`."""
     fallbacks: list[str] = Field(default_factory=list)
@@ -94,7 +102,7 @@ class LLMConfig(BaseModel):
     cache: bool | Literal["memory", "disk"] = False
     """Response cache: ``false`` (default), ``"memory"``, or ``"disk"``/``true``
     (``.loom/cache`` plus memory)."""
-    cache_ttl: float = Field(3600.0, gt=0)
+    cache_ttl: float = Field(default=3600.0, gt=0)
     cache_dir: str | None = None
     quirks: str | None = None
     """Force a quirk profile (``openai``, ``deepseek``, ``openrouter``, ``ollama``,
@@ -106,13 +114,13 @@ class LLMConfig(BaseModel):
     transport: Literal["auto", "aiohttp", "httpx"] = "auto"
     """HTTP transport under the httpx client: ``auto`` uses httpx-aiohttp when installed
     (several times faster, see docs/performance.md), else httpx's own."""
-    max_response_bytes: int = Field(MAX_RESPONSE_BYTES, gt=0)
+    max_response_bytes: int = Field(default=MAX_RESPONSE_BYTES, gt=0)
     serve: str | None = None
     """``"smollm2"`` or a path to a ``.gguf``: Loom starts a llama.cpp server for it on a
     free loopback port and stops it at shutdown."""
     serve_args: list[str] = Field(default_factory=list)
     """Extra command-line arguments for ``python -m llama_cpp.server``."""
-    serve_ctx: int = Field(2048, gt=0)
+    serve_ctx: int = Field(default=2048, gt=0)
     serve_chat_format: str = "chatml-function-calling"
 
     @model_validator(mode="before")

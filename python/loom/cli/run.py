@@ -1,0 +1,41 @@
+"""``loom run [path]``: start every agent of a project in one process."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from typing import Any
+
+from loom.errors import LoomError
+
+
+def add_parser(sub: Any) -> None:
+    p = sub.add_parser("run", help="run the agents (and job) of a loom.toml")
+    p.add_argument("path", nargs="?", default="loom.toml", help="loom.toml or its directory")
+    p.set_defaults(func=cmd)
+
+
+def cmd(args: argparse.Namespace) -> int:
+    from loom.app import EXIT_CONFIG, run_project
+    from loom.config import load_project_config
+    from loom.errors import AgentError, ConfigError
+
+    try:
+        project = load_project_config(args.path)
+    except ConfigError as exc:
+        print(f"loom: error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    try:
+        result = asyncio.run(run_project(project, out=sys.stdout))
+    except (ConfigError, AgentError) as exc:
+        print(f"loom: error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    except LoomError as exc:
+        print(f"loom: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 0
+    if result.exit_code != 0:
+        print(f"loom: {result.message}", file=sys.stderr)
+    return result.exit_code

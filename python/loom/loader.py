@@ -1,0 +1,105 @@
+"""Building agents from ``[agents.<name>]`` tables of loom.toml."""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import sys
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+from loom.agent import Agent
+from loom.config import AgentSpec, ProjectConfig
+from loom.errors import AgentError
+from loom.runtime import Runtime
+
+
+def _import_code(project: ProjectConfig, name: str, code: str) -> tuple[ModuleType, str | None]:
+    """Imports an agent's module from a file path or module name (``x.y:attr``)."""
+    target, _, attr = code.partition(":")
+    where = f"[agents.{name}] code = {code!r}"
+    if target.endswith(".py") or "/" in target:
+        path = (project.root / target).resolve()
+        if not path.is_file():
+            raise AgentError(f"{where}: file {path} not found")
+        # Agents may import their siblings.
+        root = str(project.root)
+        if root not in sys.path:
+            sys.path.insert(0, root)
+        mod_name = f"loom_agents.{name}"
+        spec = importlib.util.spec_from_file_location(mod_name, path)
+        if spec is None or spec.loader is None:
+            raise AgentError(f"{where}: cannot import {path}")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[mod_name] = module
+        try:
+            spec.loader.exec_module(module)
+        except Exception as exc:
+            sys.modules.pop(mod_name, None)
+            raise AgentError(f"{where}: importing {path} failed: {exc!r}") from exc
+        return module, attr or None
+    try:
+        return importlib.import_module(target), attr or None
+    except ImportError as exc:
+        raise AgentError(f"{where}: cannot import module {target!r}: {exc}") from exc
+
+
+def build_agent(project: ProjectConfig, name: str, spec: AgentSpec, runtime: Runtime) -> Agent:
+    """Creates the :class:`Agent` described by ``[agents.<name>]``.
+
+    The module provides ``on_event(ctx, topic, event)`` (or the function named by
+    ``handler``, or ``code = "module:function"``), and optionally ``on_batch``,
+    ``on_start(ctx)``, ``on_stop(ctx)`` and ``main(ctx)``.
+    """
+    module, attr = _import_code(project, name, spec.code)
+
+    def get(fn_name: str) -> Any:
+        fn = getattr(module, fn_name, None)
+        if fn is not None and not callable(fn):
+            raise AgentError(f"[agents.{name}]: {module.__name__}.{fn_name} is not callable")
+        return fn
+
+    on_event = get(attr or spec.handler)
+    on_batch = get("on_batch") if on_event is None else None
+    main = get("main")
+    if on_event is None and on_batch is None and main is None:
+        raise AgentError(
+            f"[agents.{name}] code = {spec.code!r}: the module defines none of "
+            f"{attr or spec.handler}(ctx, topic, event), on_batch(ctx, pattern, events) "
+            "or main(ctx)"
+        )
+    if spec.topics and on_event is None and on_batch is None:
+        raise AgentError(
+            f"[agents.{name}]: topics are set but {module.__name__} has no "
+            f"{attr or spec.handler}(ctx, topic, event) handler"
+        )
+    return Agent(
+        name,
+        topics=spec.topics,
+        on_event=on_event,
+        on_batch=on_batch,
+        on_start=get("on_start"),
+        on_stop=get("on_stop"),
+        main=main,
+        config=spec.model_dump(),
+        qos=spec.qos,
+        capacity=spec.capacity,
+        max_concurrency=spec.max_concurrency,
+        runtime=runtime,
+    )
+
+
+def build_agents(project: ProjectConfig, runtime: Runtime) -> list[Agent]:
+    """Every enabled agent of the project, in file order."""
+    return [
+        build_agent(project, name, spec, runtime)
+        for name, spec in project.agents.items()
+        if spec.enabled
+    ]
+
+
+def project_path(path: str | Path | None) -> Path:
+    """Resolves a CLI path argument to a loom.toml file."""
+    p = Path(path) if path else Path("loom.toml")
+    return p / "loom.toml" if p.is_dir() else p

@@ -1,0 +1,1060 @@
+//! Running one allowlisted binary, contained.
+//!
+//! ```text
+//! caller thread ──clone(CLONE_NEWPID)──▶ A: pid 1 of a new pid namespace ("init")
+//!                                          setsid, PDEATHSIG=KILL, pid_max of the ns,
+//!                                          rlimits, stdio, close fds, no_new_privs,
+//!                                          drop every capability, Landlock, seccomp
+//!                                          └─clone──▶ B: fchdir(cwd), execve(binary)
+//! ```
+//!
+//! * A is restricted *before* it forks B, so every descendant inherits all of it.
+//! * When A exits — because B exited, or because the caller SIGKILLs it at the timeout —
+//!   the kernel kills every process left in the namespace: no grandchild survives, even
+//!   one that double-forked. Without pid namespaces (not root, or a kernel that refuses)
+//!   A is a session leader instead, seccomp stops descendants from leaving its process
+//!   group, and A kills the group (and the caller kills it at the timeout).
+//! * Fork bombs: on kernels with a per-namespace `pid_max` (6.14+), A sets the namespace's
+//!   `pid_max` to `300 + processes` and `ns_last_pid` to 299, so at most `processes` pids
+//!   exist in the namespace at once — enforced by the kernel, for root too (root ignores
+//!   `RLIMIT_NPROC`, which is set anyway for non-root callers).
+//! * Everything the child needs is prepared before `clone` (argv, envp, fds, the
+//!   Landlock ruleset, the BPF program); between `clone` and `execve` only raw,
+//!   async-signal-safe syscalls run — no allocation, no locks, no panics.
+
+use std::ffi::{CStr, CString};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use super::landlock::{self, Ruleset, Status};
+use super::seccomp::Filter;
+use super::SandboxError;
+
+/// Resource limits of a sandboxed process (each applies per process; see `processes`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// `RLIMIT_CPU`, seconds of CPU time.
+    pub cpu_seconds: u64,
+    /// `RLIMIT_AS`, bytes of address space.
+    pub address_space_bytes: u64,
+    /// Processes (and threads) alive at once in the sandbox's pid namespace; also
+    /// `RLIMIT_NPROC`.
+    pub processes: u64,
+    /// `RLIMIT_FSIZE`, largest file the process may write, bytes.
+    pub file_size_bytes: u64,
+    /// `RLIMIT_NOFILE`, open file descriptors.
+    pub open_files: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            cpu_seconds: 60,
+            address_space_bytes: 4 << 30,
+            processes: 64,
+            file_size_bytes: 256 << 20,
+            open_files: 256,
+        }
+    }
+}
+
+/// Read-only paths every sandboxed binary gets (beyond its own executable): the system
+/// trees binaries and libraries live in, a curated part of `/etc` (not all of it: root
+/// can read `/etc/shadow` even without capabilities), and harmless `/dev` nodes.
+pub const SYSTEM_READ_PATHS: &[&str] = &[
+    "/usr",
+    "/lib",
+    "/lib32",
+    "/lib64",
+    "/libx32",
+    "/bin",
+    "/sbin",
+    "/etc/ld.so.cache",
+    "/etc/ld.so.conf",
+    "/etc/ld.so.conf.d",
+    "/etc/localtime",
+    "/etc/timezone",
+    "/etc/passwd",
+    "/etc/group",
+    "/etc/nsswitch.conf",
+    "/etc/locale.alias",
+    "/etc/locale.conf",
+    "/etc/default/locale",
+    "/etc/magic",
+    "/etc/magic.mime",
+    "/etc/mime.types",
+    "/etc/terminfo",
+    "/etc/os-release",
+    "/dev/zero",
+    "/dev/urandom",
+    "/dev/random",
+];
+
+/// Extra read-only paths when network is enabled (name resolution, CA certificates).
+pub const NETWORK_READ_PATHS: &[&str] = &[
+    "/etc/resolv.conf",
+    "/etc/hosts",
+    "/etc/host.conf",
+    "/etc/services",
+    "/etc/protocols",
+    "/etc/gai.conf",
+    "/etc/ssl",
+    "/etc/ca-certificates",
+];
+
+/// What a [`Policy`] is built from.
+#[derive(Debug, Clone)]
+pub struct PolicyConfig {
+    /// The workspace (canonical path): the only writable tree.
+    pub workspace: PathBuf,
+    /// Canonical paths of the binaries that may be executed.
+    pub executables: Vec<PathBuf>,
+    /// Extra read-only paths (`[tools.shell] read_paths`).
+    pub read_paths: Vec<PathBuf>,
+    /// Allow network sockets.
+    pub network: bool,
+    /// Resource limits.
+    pub limits: Limits,
+    /// The child's whole environment, `KEY=value`.
+    pub env: Vec<(String, String)>,
+    /// Bytes of stdout and of stderr kept, each.
+    pub max_output_bytes: usize,
+    /// Fail closed unless Landlock is fully enforced and seccomp is on.
+    pub require: bool,
+}
+
+/// What is actually enforced on every process (reported in each result).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Enforcement {
+    /// Landlock level.
+    pub landlock: Status,
+    /// The kernel's Landlock ABI, if any.
+    pub landlock_abi: Option<i32>,
+    /// Seccomp filter installed.
+    pub seccomp: bool,
+    /// Network sockets allowed.
+    pub network: bool,
+    /// Runs in its own pid namespace.
+    pub pid_namespace: bool,
+    /// Kernel-enforced cap on processes alive at once (per-namespace `pid_max`), if any.
+    pub process_limit: Option<u64>,
+    /// All capabilities dropped (bounding set, permitted, effective, ambient) — true
+    /// whenever the caller had any.
+    pub capabilities_dropped: bool,
+    /// `PR_SET_NO_NEW_PRIVS` (always).
+    pub no_new_privs: bool,
+}
+
+impl Enforcement {
+    /// As JSON, for results and spans.
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "landlock": self.landlock.as_str(),
+            "landlock_abi": self.landlock_abi,
+            "landlock_missing": landlock::missing_features(self.landlock_abi),
+            "seccomp": self.seccomp,
+            "network": self.network,
+            "pid_namespace": self.pid_namespace,
+            "process_limit": self.process_limit,
+            "capabilities_dropped": self.capabilities_dropped,
+            "no_new_privs": self.no_new_privs,
+        })
+    }
+}
+
+/// The process sandbox, built once; `Send + Sync`, used concurrently by many calls.
+#[derive(Debug)]
+pub struct Policy {
+    ruleset: Option<Ruleset>,
+    seccomp: Option<Filter>,
+    env: Vec<CString>,
+    limits: Limits,
+    max_output_bytes: usize,
+    pidns: bool,
+    pid_max_per_ns: bool,
+    drop_caps: bool,
+    require: bool,
+    enforcement: Enforcement,
+}
+
+impl Policy {
+    /// Builds the Landlock ruleset and the seccomp filter and probes the kernel.
+    pub fn new(cfg: &PolicyConfig) -> Result<Self, SandboxError> {
+        let mut exec: Vec<PathBuf> = Vec::new();
+        for exe in &cfg.executables {
+            exec.push(exe.clone());
+            // The ELF interpreter (and a script's `#!` interpreter, and its interpreter)
+            // must be executable too; nothing else is.
+            let mut cur = exe.clone();
+            for _ in 0..3 {
+                let Some(interp) = landlock::interpreter_of(&cur) else { break };
+                let Ok(interp) = std::fs::canonicalize(&interp) else { break };
+                if exec.contains(&interp) {
+                    break;
+                }
+                exec.push(interp.clone());
+                cur = interp;
+            }
+        }
+        let mut read: Vec<PathBuf> = SYSTEM_READ_PATHS.iter().map(PathBuf::from).collect();
+        if cfg.network {
+            read.extend(NETWORK_READ_PATHS.iter().map(PathBuf::from));
+        }
+        read.extend(cfg.read_paths.iter().cloned());
+        let spec = landlock::Spec {
+            read,
+            exec,
+            read_write_files: vec![PathBuf::from("/dev/null")],
+            workspace: vec![cfg.workspace.clone()],
+            network: cfg.network,
+        };
+        let ruleset = Ruleset::build(&spec)?;
+        let seccomp = super::seccomp::supported().then(|| Filter::build(cfg.network));
+        let pidns = probe_pid_namespace();
+        let pid_max_per_ns = pidns && kernel_at_least(6, 14);
+        // SAFETY: geteuid has no preconditions.
+        let drop_caps = unsafe { libc::geteuid() } == 0 || has_any_capability();
+        let env = cfg
+            .env
+            .iter()
+            .map(|(k, v)| CString::new(format!("{k}={v}")))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|_| SandboxError::denied("nul_byte", "environment contains a NUL byte".into()))?;
+        let enforcement = Enforcement {
+            landlock: ruleset.as_ref().map_or(Status::NotEnforced, Ruleset::status),
+            landlock_abi: ruleset.as_ref().map(Ruleset::abi),
+            seccomp: seccomp.is_some(),
+            network: cfg.network,
+            pid_namespace: pidns,
+            process_limit: pid_max_per_ns.then_some(cfg.limits.processes),
+            capabilities_dropped: drop_caps,
+            no_new_privs: true,
+        };
+        Ok(Self {
+            ruleset,
+            seccomp,
+            env,
+            limits: cfg.limits,
+            max_output_bytes: cfg.max_output_bytes,
+            pidns,
+            pid_max_per_ns,
+            drop_caps,
+            require: cfg.require,
+            enforcement,
+        })
+    }
+
+    /// What every process run under this policy gets.
+    pub fn enforcement(&self) -> &Enforcement {
+        &self.enforcement
+    }
+
+    /// With `require = true`: refuses (rule `sandbox_required`) unless Landlock is fully
+    /// enforced and seccomp is on.
+    pub fn check_required(&self) -> Result<(), SandboxError> {
+        if !self.require {
+            return Ok(());
+        }
+        let e = &self.enforcement;
+        if e.landlock != Status::FullyEnforced {
+            return Err(SandboxError::denied(
+                "sandbox_required",
+                format!(
+                    "[sandbox] require = true but Landlock is {} (kernel ABI {:?}, need {})",
+                    e.landlock.as_str(),
+                    e.landlock_abi,
+                    landlock::FULL_ABI
+                ),
+            ));
+        }
+        if !e.seccomp {
+            return Err(SandboxError::denied(
+                "sandbox_required",
+                "[sandbox] require = true but the kernel has no seccomp filters".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Runs `exe` (canonical path of an allowlisted binary) with `argv` (argv[0] first)
+    /// in `cwd` (a directory fd beneath the workspace), killing everything at `timeout`.
+    pub fn run(
+        &self,
+        exe: &Path,
+        argv: &[String],
+        cwd: BorrowedFd<'_>,
+        timeout: Duration,
+    ) -> Result<Output, SandboxError> {
+        self.check_required()?;
+        let start = Instant::now();
+        let plan_err = |what: &str| SandboxError::denied("nul_byte", format!("{what} contains a NUL byte"));
+        let exe_c = CString::new(exe.as_os_str().as_bytes()).map_err(|_| plan_err("the executable path"))?;
+        let argv_c = argv
+            .iter()
+            .map(|a| CString::new(a.as_bytes()))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|_| plan_err("an argument"))?;
+        let mut argv_p: Vec<*const libc::c_char> = argv_c.iter().map(|c| c.as_ptr()).collect();
+        argv_p.push(std::ptr::null());
+        let mut envp: Vec<*const libc::c_char> = self.env.iter().map(|c| c.as_ptr()).collect();
+        envp.push(std::ptr::null());
+
+        let (out_r, out_w) = pipe()?;
+        let (err_r, err_w) = pipe()?;
+        let (st_r, st_w) = pipe()?;
+        let devnull = open_devnull()?;
+        // Child-side fds at >= 10 so the dup2s onto 0..=5 in the child never collide.
+        let high = |fd: BorrowedFd<'_>| dup_high(fd);
+        let c_in = high(devnull.as_fd())?;
+        let c_out = high(out_w.as_fd())?;
+        let c_err = high(err_w.as_fd())?;
+        let c_st = high(st_w.as_fd())?;
+        let c_rules = match &self.ruleset {
+            Some(r) => Some(high(r.fd())?),
+            None => None,
+        };
+        let c_cwd = high(cwd)?;
+        drop((out_w, err_w, st_w, devnull));
+
+        let limits = self.limits;
+        let rlimits: [(libc::c_int, u64, u64); 6] = [
+            (libc::RLIMIT_CPU as libc::c_int, limits.cpu_seconds, limits.cpu_seconds.saturating_add(1)),
+            (libc::RLIMIT_AS as libc::c_int, limits.address_space_bytes, limits.address_space_bytes),
+            (libc::RLIMIT_NPROC as libc::c_int, limits.processes, limits.processes),
+            (libc::RLIMIT_FSIZE as libc::c_int, limits.file_size_bytes, limits.file_size_bytes),
+            (libc::RLIMIT_NOFILE as libc::c_int, limits.open_files, limits.open_files),
+            (libc::RLIMIT_CORE as libc::c_int, 0, 0),
+        ];
+        let pid_max = decimal(300 + limits.processes);
+        let last_pid = decimal(299);
+        let fprog = self.seccomp.as_ref().map(|f| libc::sock_fprog {
+            len: f.instructions().len() as libc::c_ushort,
+            filter: f.instructions().as_ptr().cast_mut(),
+        });
+        let plan = Plan {
+            exe: exe_c.as_ptr(),
+            argv: argv_p.as_ptr(),
+            envp: envp.as_ptr(),
+            fds: [
+                c_in.as_raw_fd(),
+                c_out.as_raw_fd(),
+                c_err.as_raw_fd(),
+                c_st.as_raw_fd(),
+                c_rules.as_ref().map_or(-1, |f| f.as_raw_fd()),
+                c_cwd.as_raw_fd(),
+            ],
+            rlimits,
+            pid_max: self.pid_max_per_ns.then_some((&pid_max, &last_pid)),
+            seccomp: fprog.as_ref().map(|p| p as *const libc::sock_fprog),
+            drop_caps: self.drop_caps,
+            in_pidns: self.pidns,
+        };
+
+        let flags = if self.pidns { libc::CLONE_NEWPID } else { 0 };
+        let pid = {
+            let _mask = BlockSignals::new();
+            // SAFETY: a fork-like clone (no CLONE_VM, no new stack): the child gets a copy
+            // of this address space and runs `child_main`, which only makes raw syscalls
+            // on data prepared above and never returns. Signals are blocked around it so
+            // no handler of the host process runs in the child.
+            let pid = unsafe { raw_clone(flags as libc::c_ulong) };
+            if pid == 0 {
+                // SAFETY: we are the freshly cloned child; `plan` points into memory that
+                // the clone copied and that nothing frees before exec/_exit.
+                unsafe { child_main(&plan) }
+            }
+            pid
+        };
+        drop((c_in, c_out, c_err, c_st, c_rules, c_cwd));
+        if pid < 0 {
+            return Err(SandboxError::io("clone", std::io::Error::last_os_error()));
+        }
+        let pid = pid as libc::pid_t;
+        let mut child = Child { pid, reaped: false };
+        let io = pump(&out_r, &err_r, pid, start + timeout, self.max_output_bytes);
+        child.wait();
+        let records = read_records(&st_r);
+        let duration = start.elapsed();
+        drop((exe_c, argv_c, argv_p, envp, fprog));
+
+        let mut out = Output {
+            exit_code: None,
+            signal: None,
+            stdout: io.out.buf,
+            stderr: io.err.buf,
+            stdout_total: io.out.total,
+            stderr_total: io.err.total,
+            stdout_truncated: io.out.total > io.out.kept,
+            stderr_truncated: io.err.total > io.err.kept,
+            timed_out: io.killed == Some(Killed::Timeout),
+            killed: io.killed,
+            duration,
+            enforcement: self.enforcement.clone(),
+        };
+        for rec in records {
+            match rec {
+                Record::Status(status) => {
+                    if libc::WIFEXITED(status) {
+                        out.exit_code = Some(libc::WEXITSTATUS(status));
+                    } else if libc::WIFSIGNALED(status) {
+                        out.signal = Some(libc::WTERMSIG(status));
+                    }
+                }
+                Record::Failed { stage, errno } => {
+                    let what = stage_name(stage);
+                    let err = std::io::Error::from_raw_os_error(errno);
+                    return Err(if stage == STAGE_EXEC {
+                        SandboxError::io(format!("execve {}", exe.display()), err)
+                    } else {
+                        // Fail closed: a restriction could not be applied, nothing ran.
+                        SandboxError::denied(
+                            "sandbox_setup",
+                            format!("could not apply {what} in the child ({err}); nothing was executed"),
+                        )
+                    });
+                }
+            }
+        }
+        if out.exit_code.is_none() && out.signal.is_none() {
+            // A was killed before B's status was reported (timeout / output limit).
+            out.signal = Some(libc::SIGKILL);
+        }
+        Ok(out)
+    }
+}
+
+/// How a run was cut short.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Killed {
+    /// The timeout expired; the whole namespace/group was SIGKILLed.
+    Timeout,
+    /// Output went far past the cap; killed rather than drained forever.
+    OutputLimit,
+}
+
+impl Killed {
+    /// The name reported in results and spans.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Killed::Timeout => "timeout",
+            Killed::OutputLimit => "output_limit",
+        }
+    }
+}
+
+/// The result of [`Policy::run`].
+#[derive(Debug, Clone)]
+pub struct Output {
+    /// Exit code, if the binary exited.
+    pub exit_code: Option<i32>,
+    /// Terminating signal, if it was killed.
+    pub signal: Option<i32>,
+    /// The first `max_output_bytes` of stdout.
+    pub stdout: Vec<u8>,
+    /// The first `max_output_bytes` of stderr.
+    pub stderr: Vec<u8>,
+    /// Bytes written to stdout in all.
+    pub stdout_total: u64,
+    /// Bytes written to stderr in all.
+    pub stderr_total: u64,
+    /// stdout was cut.
+    pub stdout_truncated: bool,
+    /// stderr was cut.
+    pub stderr_truncated: bool,
+    /// The timeout expired.
+    pub timed_out: bool,
+    /// Why the processes were killed, if they were.
+    pub killed: Option<Killed>,
+    /// Wall time from clone to reaping.
+    pub duration: Duration,
+    /// What was enforced.
+    pub enforcement: Enforcement,
+}
+
+// ---- child side -------------------------------------------------------------------
+
+const REC_STATUS: i32 = 1;
+const REC_FAILED: i32 = 2;
+
+const STAGE_SIGNALS: i32 = 1;
+const STAGE_SETSID: i32 = 2;
+const STAGE_PDEATHSIG: i32 = 3;
+const STAGE_PID_MAX: i32 = 4;
+const STAGE_RLIMIT: i32 = 5;
+const STAGE_FDS: i32 = 6;
+const STAGE_NO_NEW_PRIVS: i32 = 7;
+const STAGE_CAPS: i32 = 8;
+const STAGE_LANDLOCK: i32 = 9;
+const STAGE_SECCOMP: i32 = 10;
+const STAGE_FORK: i32 = 11;
+const STAGE_CHDIR: i32 = 12;
+const STAGE_EXEC: i32 = 13;
+
+fn stage_name(stage: i32) -> &'static str {
+    match stage {
+        STAGE_SIGNALS => "signal reset",
+        STAGE_SETSID => "setsid",
+        STAGE_PDEATHSIG => "parent-death signal",
+        STAGE_PID_MAX => "the pid namespace's pid_max",
+        STAGE_RLIMIT => "rlimits",
+        STAGE_FDS => "stdio/fd set-up",
+        STAGE_NO_NEW_PRIVS => "no_new_privs",
+        STAGE_CAPS => "capability drop",
+        STAGE_LANDLOCK => "the Landlock ruleset",
+        STAGE_SECCOMP => "the seccomp filter",
+        STAGE_FORK => "fork",
+        STAGE_CHDIR => "chdir into the workspace",
+        STAGE_EXEC => "execve",
+        _ => "unknown stage",
+    }
+}
+
+/// Everything the child reads; raw pointers into memory owned by [`Policy::run`].
+struct Plan<'a> {
+    exe: *const libc::c_char,
+    argv: *const *const libc::c_char,
+    envp: *const *const libc::c_char,
+    /// Sources for fds 0 (stdin), 1, 2, 3 (status), 4 (Landlock ruleset), 5 (cwd).
+    fds: [RawFd; 6],
+    rlimits: [(libc::c_int, u64, u64); 6],
+    pid_max: Option<(&'a [u8; 24], &'a [u8; 24])>,
+    seccomp: Option<*const libc::sock_fprog>,
+    drop_caps: bool,
+    in_pidns: bool,
+}
+
+fn decimal(mut n: u64) -> [u8; 24] {
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    let mut out = [0u8; 24];
+    out[..digits.len() - i].copy_from_slice(&digits[i..]);
+    out
+}
+
+/// Writes a record to the status pipe (12 bytes < PIPE_BUF: atomic).
+fn put(fd: RawFd, kind: i32, a: i32, b: i32) {
+    let mut buf = [0u8; 12];
+    buf[..4].copy_from_slice(&kind.to_ne_bytes());
+    buf[4..8].copy_from_slice(&a.to_ne_bytes());
+    buf[8..].copy_from_slice(&b.to_ne_bytes());
+    // SAFETY: writing a stack buffer to an fd; result deliberately ignored (nothing else
+    // can be done from here).
+    unsafe {
+        libc::write(fd, buf.as_ptr().cast(), buf.len());
+    }
+}
+
+fn errno() -> i32 {
+    std::io::Error::last_os_error().raw_os_error().unwrap_or(0)
+}
+
+/// Reports a failed stage and exits without running anything.
+fn fail(status_fd: RawFd, stage: i32) -> ! {
+    put(status_fd, REC_FAILED, stage, errno());
+    // SAFETY: _exit is async-signal-safe and ends this process.
+    unsafe { libc::_exit(127) }
+}
+
+fn write_file(path: &CStr, text: &[u8; 24]) -> bool {
+    let len = text.iter().position(|&b| b == 0).unwrap_or(text.len());
+    // SAFETY: valid C string and buffer; raw open/write/close.
+    unsafe {
+        let fd = libc::open(path.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
+        if fd < 0 {
+            return false;
+        }
+        let ok = libc::write(fd, text.as_ptr().cast(), len) == len as isize;
+        libc::close(fd);
+        ok
+    }
+}
+
+/// The child ("A"). Only raw syscalls from here on; never returns.
+///
+/// # Safety
+/// Must be called only in the child right after `raw_clone`, with `plan` pointing into
+/// the copied address space.
+unsafe fn child_main(plan: &Plan<'_>) -> ! {
+    let mut status_fd = plan.fds[3];
+
+    // Default dispositions and an empty mask: no handler of the host process runs here,
+    // and ignored signals (Rust and Python ignore SIGPIPE) are not inherited by exec.
+    // SAFETY: plain syscalls on stack data.
+    unsafe {
+        let mut dfl: libc::sigaction = std::mem::zeroed();
+        dfl.sa_sigaction = libc::SIG_DFL;
+        for sig in 1..65 {
+            if sig != libc::SIGKILL && sig != libc::SIGSTOP {
+                // EINVAL for numbers libc reserves: nothing to reset there.
+                libc::sigaction(sig, &dfl, std::ptr::null_mut());
+            }
+        }
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        if libc::sigprocmask(libc::SIG_SETMASK, &set, std::ptr::null_mut()) != 0 {
+            fail(status_fd, STAGE_SIGNALS);
+        }
+    }
+    // SAFETY: setsid/prctl take no pointers.
+    unsafe {
+        if libc::setsid() < 0 {
+            fail(status_fd, STAGE_SETSID);
+        }
+        if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) != 0 {
+            fail(status_fd, STAGE_PDEATHSIG);
+        }
+    }
+    if let Some((pid_max, last_pid)) = plan.pid_max {
+        if !write_file(c"/proc/sys/kernel/pid_max", pid_max)
+            || !write_file(c"/proc/sys/kernel/ns_last_pid", last_pid)
+        {
+            fail(status_fd, STAGE_PID_MAX);
+        }
+    }
+    for &(res, soft, hard) in &plan.rlimits {
+        let lim = libc::rlimit64 {
+            rlim_cur: soft,
+            rlim_max: hard,
+        };
+        // SAFETY: prlimit64(0 = self, resource, &new, NULL).
+        let r = unsafe {
+            libc::syscall(
+                libc::SYS_prlimit64,
+                0,
+                res,
+                &lim as *const libc::rlimit64,
+                std::ptr::null_mut::<libc::rlimit64>(),
+            )
+        };
+        if r != 0 {
+            fail(status_fd, STAGE_RLIMIT);
+        }
+    }
+    // fds: every source is >= 10, so these dup2s never clobber one another.
+    for (target, &src) in plan.fds.iter().enumerate() {
+        if src >= 0 {
+            // SAFETY: dup2 on fds we own.
+            if unsafe { libc::dup2(src, target as RawFd) } < 0 {
+                fail(status_fd, STAGE_FDS);
+            }
+        } else {
+            // SAFETY: closing a possibly-unused fd number.
+            unsafe { libc::close(target as RawFd) };
+        }
+    }
+    status_fd = 3;
+    // SAFETY: close everything else the host had open (close_range, 5.9+; else a loop).
+    unsafe {
+        if libc::syscall(libc::SYS_close_range, 6u32, u32::MAX, 0u32) != 0 {
+            for fd in 6..65536 {
+                libc::close(fd);
+            }
+        }
+        if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 {
+            fail(status_fd, STAGE_NO_NEW_PRIVS);
+        }
+    }
+    if plan.drop_caps {
+        // SAFETY: prctl/capset with valid arguments.
+        unsafe {
+            for cap in 0..64 {
+                if libc::prctl(libc::PR_CAPBSET_DROP, cap, 0, 0, 0) != 0 {
+                    if errno() == libc::EINVAL {
+                        break; // past CAP_LAST_CAP
+                    }
+                    fail(status_fd, STAGE_CAPS);
+                }
+            }
+            let bits = libc::SECBIT_NOROOT
+                | libc::SECBIT_NOROOT_LOCKED
+                | libc::SECBIT_NO_SETUID_FIXUP
+                | libc::SECBIT_NO_SETUID_FIXUP_LOCKED
+                | libc::SECBIT_KEEP_CAPS_LOCKED
+                | libc::SECBIT_NO_CAP_AMBIENT_RAISE
+                | libc::SECBIT_NO_CAP_AMBIENT_RAISE_LOCKED;
+            if libc::prctl(libc::PR_SET_SECUREBITS, bits, 0, 0, 0) != 0 {
+                fail(status_fd, STAGE_CAPS);
+            }
+            // Ambient set: EINVAL on kernels before 4.3, where it does not exist.
+            if libc::prctl(libc::PR_CAP_AMBIENT, libc::PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0) != 0
+                && errno() != libc::EINVAL
+            {
+                fail(status_fd, STAGE_CAPS);
+            }
+        }
+    }
+    // Empty effective/permitted/inheritable sets (always allowed: it only drops).
+    #[repr(C)]
+    struct CapHeader {
+        version: u32,
+        pid: i32,
+    }
+    #[repr(C)]
+    struct CapData {
+        effective: u32,
+        permitted: u32,
+        inheritable: u32,
+    }
+    let header = CapHeader {
+        version: 0x2008_0522, // _LINUX_CAPABILITY_VERSION_3
+        pid: 0,
+    };
+    let data = [
+        CapData { effective: 0, permitted: 0, inheritable: 0 },
+        CapData { effective: 0, permitted: 0, inheritable: 0 },
+    ];
+    // SAFETY: capset with a v3 header and two data structs.
+    if unsafe { libc::syscall(libc::SYS_capset, &header as *const CapHeader, data.as_ptr()) } != 0 {
+        fail(status_fd, STAGE_CAPS);
+    }
+    if plan.fds[4] >= 0 {
+        // SAFETY: fd 4 is the Landlock ruleset.
+        unsafe {
+            if libc::syscall(libc::SYS_landlock_restrict_self, 4, 0u32) != 0 {
+                fail(status_fd, STAGE_LANDLOCK);
+            }
+            libc::close(4);
+        }
+    }
+    if let Some(prog) = plan.seccomp {
+        // SAFETY: `prog` points to a sock_fprog whose filter outlives this call.
+        if unsafe { libc::syscall(libc::SYS_seccomp, libc::SECCOMP_SET_MODE_FILTER, 0u32, prog) } != 0 {
+            fail(status_fd, STAGE_SECCOMP);
+        }
+    }
+    // SAFETY: a plain fork of this single-threaded process.
+    let b = unsafe { raw_clone(libc::SIGCHLD as libc::c_ulong) };
+    if b < 0 {
+        fail(status_fd, STAGE_FORK);
+    }
+    if b == 0 {
+        // B: into the workspace and exec. fd 3 closes on a successful exec.
+        // SAFETY: raw syscalls on fds we own and pointers prepared by the parent.
+        unsafe {
+            libc::fcntl(3, libc::F_SETFD, libc::FD_CLOEXEC);
+            if libc::fchdir(5) != 0 {
+                fail(3, STAGE_CHDIR);
+            }
+            libc::close(5);
+            libc::execve(plan.exe, plan.argv, plan.envp);
+        }
+        fail(3, STAGE_EXEC);
+    }
+    // A: reap until B is gone (orphans re-parent to us in the namespace), report B.
+    // SAFETY: closing our copy of the cwd fd; waitpid into a stack int.
+    unsafe {
+        libc::close(5);
+        loop {
+            let mut st: libc::c_int = 0;
+            let r = libc::waitpid(-1, &mut st, 0);
+            if r == b as libc::pid_t {
+                put(status_fd, REC_STATUS, st, 0);
+                break;
+            }
+            if r < 0 && errno() != libc::EINTR {
+                break;
+            }
+        }
+        if !plan.in_pidns {
+            // No namespace to tear down: kill what is left of our process group (which
+            // seccomp stops anything from leaving), ourselves included.
+            libc::kill(0, libc::SIGKILL);
+        }
+        libc::_exit(0)
+    }
+}
+
+/// `clone(flags)` like `fork()`: no new stack, no CLONE_VM. The exit signal is in the
+/// low byte of `flags` (0: the caller reaps with `__WALL`, and a host `SIGCHLD` handler
+/// that reaps with `waitpid(-1)` does not steal it).
+///
+/// # Safety
+/// The child must only make async-signal-safe calls before exec/_exit.
+unsafe fn raw_clone(flags: libc::c_ulong) -> libc::c_long {
+    // SAFETY: upheld by the caller; with a NULL stack the child continues on a copy of
+    // the caller's stack, exactly like fork().
+    unsafe { libc::syscall(libc::SYS_clone, flags, 0usize, 0usize, 0usize, 0usize) }
+}
+
+// ---- parent side ------------------------------------------------------------------
+
+struct Child {
+    pid: libc::pid_t,
+    reaped: bool,
+}
+
+impl Child {
+    fn wait(&mut self) {
+        while !self.reaped {
+            let mut st = 0;
+            // SAFETY: waiting for our own child.
+            let r = unsafe { libc::waitpid(self.pid, &mut st, libc::__WALL) };
+            if r == self.pid || (r < 0 && errno() != libc::EINTR) {
+                self.reaped = true;
+            }
+        }
+    }
+}
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        if !self.reaped {
+            kill_all(self.pid);
+            self.wait();
+        }
+    }
+}
+
+/// SIGKILLs A (which tears the pid namespace down) and its process group.
+fn kill_all(pid: libc::pid_t) {
+    // SAFETY: signalling our own unreaped child (its pid cannot be reused before we
+    // reap it) and the group it leads.
+    unsafe {
+        libc::kill(-pid, libc::SIGKILL);
+        libc::kill(pid, libc::SIGKILL);
+    }
+}
+
+struct Stream {
+    buf: Vec<u8>,
+    kept: u64,
+    total: u64,
+    open: bool,
+}
+
+struct Pumped {
+    out: Stream,
+    err: Stream,
+    killed: Option<Killed>,
+}
+
+/// Reads both pipes until EOF (every process holding them is gone), killing at the
+/// deadline or when output runs far past the cap.
+fn pump(out: &OwnedFd, err: &OwnedFd, pid: libc::pid_t, deadline: Instant, cap: usize) -> Pumped {
+    let mut s = [
+        Stream { buf: Vec::new(), kept: 0, total: 0, open: true },
+        Stream { buf: Vec::new(), kept: 0, total: 0, open: true },
+    ];
+    let fds = [out.as_raw_fd(), err.as_raw_fd()];
+    let hard_cap = (cap as u64).saturating_mul(8).max(1 << 20);
+    let mut killed: Option<Killed> = None;
+    let mut grace: Option<Instant> = None;
+    let mut chunk = vec![0u8; 64 * 1024];
+    while s[0].open || s[1].open {
+        let now = Instant::now();
+        if killed.is_none() && now >= deadline {
+            kill_all(pid);
+            killed = Some(Killed::Timeout);
+        }
+        if killed.is_some() && grace.is_none() {
+            grace = Some(now + Duration::from_secs(2));
+        }
+        if grace.is_some_and(|g| now >= g) {
+            break; // killed, but something still holds a pipe: give up on it
+        }
+        let until = grace.unwrap_or(deadline);
+        let wait_ms = until.saturating_duration_since(now).as_millis().min(1000) as libc::c_int;
+        let mut pfds = [
+            libc::pollfd { fd: if s[0].open { fds[0] } else { -1 }, events: libc::POLLIN, revents: 0 },
+            libc::pollfd { fd: if s[1].open { fds[1] } else { -1 }, events: libc::POLLIN, revents: 0 },
+        ];
+        // SAFETY: poll on a stack array of two pollfds.
+        let n = unsafe { libc::poll(pfds.as_mut_ptr(), 2, wait_ms.max(1)) };
+        if n < 0 {
+            if errno() == libc::EINTR {
+                continue;
+            }
+            break;
+        }
+        for i in 0..2 {
+            if pfds[i].revents == 0 {
+                continue;
+            }
+            // SAFETY: reading into our buffer from our pipe fd.
+            let r = unsafe { libc::read(fds[i], chunk.as_mut_ptr().cast(), chunk.len()) };
+            if r > 0 {
+                let r = r as usize;
+                let st = &mut s[i];
+                st.total += r as u64;
+                let room = cap.saturating_sub(st.buf.len());
+                st.buf.extend_from_slice(&chunk[..r.min(room)]);
+                st.kept = st.buf.len() as u64;
+                if st.total > hard_cap && killed.is_none() {
+                    kill_all(pid);
+                    killed = Some(Killed::OutputLimit);
+                }
+            } else if r == 0 || errno() != libc::EAGAIN && errno() != libc::EINTR {
+                s[i].open = false;
+            }
+        }
+    }
+    let [out, err] = s;
+    Pumped { out, err, killed }
+}
+
+enum Record {
+    Status(i32),
+    Failed { stage: i32, errno: i32 },
+}
+
+fn read_records(fd: &OwnedFd) -> Vec<Record> {
+    let mut data = Vec::new();
+    let mut buf = [0u8; 256];
+    loop {
+        // SAFETY: reading into a stack buffer from our pipe (A is reaped: EOF follows).
+        let r = unsafe { libc::read(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
+        if r > 0 {
+            data.extend_from_slice(&buf[..r as usize]);
+        } else if r < 0 && errno() == libc::EINTR {
+            continue;
+        } else {
+            break;
+        }
+    }
+    data.chunks_exact(12)
+        .filter_map(|c| {
+            let word = |i: usize| i32::from_ne_bytes([c[i], c[i + 1], c[i + 2], c[i + 3]]);
+            match word(0) {
+                REC_STATUS => Some(Record::Status(word(4))),
+                REC_FAILED => Some(Record::Failed { stage: word(4), errno: word(8) }),
+                _ => None,
+            }
+        })
+        .collect()
+}
+
+fn pipe() -> Result<(OwnedFd, OwnedFd), SandboxError> {
+    let mut fds = [0; 2];
+    // SAFETY: pipe2 into a two-int array.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC | libc::O_NONBLOCK) } != 0 {
+        return Err(SandboxError::io("pipe2", std::io::Error::last_os_error()));
+    }
+    // SAFETY: fresh fds owned by nobody else.
+    let (r, w) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    // The child's ends must block (a child writing to a full pipe waits, it does not fail).
+    // SAFETY: fcntl on our fd.
+    unsafe {
+        let fl = libc::fcntl(w.as_raw_fd(), libc::F_GETFL);
+        libc::fcntl(w.as_raw_fd(), libc::F_SETFL, fl & !libc::O_NONBLOCK);
+    }
+    Ok((r, w))
+}
+
+fn open_devnull() -> Result<OwnedFd, SandboxError> {
+    // SAFETY: open with a static C string.
+    let fd = unsafe { libc::open(c"/dev/null".as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC) };
+    if fd < 0 {
+        return Err(SandboxError::io("/dev/null", std::io::Error::last_os_error()));
+    }
+    // SAFETY: fresh fd.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+fn dup_high(fd: BorrowedFd<'_>) -> Result<OwnedFd, SandboxError> {
+    // SAFETY: F_DUPFD_CLOEXEC on a valid fd.
+    let r = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_DUPFD_CLOEXEC, 10) };
+    if r < 0 {
+        return Err(SandboxError::io("fcntl(F_DUPFD_CLOEXEC)", std::io::Error::last_os_error()));
+    }
+    // SAFETY: fresh fd.
+    Ok(unsafe { OwnedFd::from_raw_fd(r) })
+}
+
+/// Blocks every signal in this thread for its lifetime (around `clone`).
+struct BlockSignals {
+    old: libc::sigset_t,
+}
+
+impl BlockSignals {
+    fn new() -> Self {
+        // SAFETY: sigset manipulation on stack values; pthread_sigmask on this thread.
+        unsafe {
+            let mut all: libc::sigset_t = std::mem::zeroed();
+            let mut old: libc::sigset_t = std::mem::zeroed();
+            libc::sigfillset(&mut all);
+            libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut old);
+            Self { old }
+        }
+    }
+}
+
+impl Drop for BlockSignals {
+    fn drop(&mut self) {
+        // SAFETY: restoring this thread's previous mask.
+        unsafe {
+            libc::pthread_sigmask(libc::SIG_SETMASK, &self.old, std::ptr::null_mut());
+        }
+    }
+}
+
+/// Can this process create pid namespaces? (Root can, unless a container forbids it.)
+pub fn probe_pid_namespace() -> bool {
+    let _mask = BlockSignals::new();
+    // SAFETY: the child only calls _exit.
+    let pid = unsafe { raw_clone(libc::CLONE_NEWPID as libc::c_ulong) };
+    if pid == 0 {
+        // SAFETY: immediate exit of the probe child.
+        unsafe { libc::_exit(0) }
+    }
+    if pid < 0 {
+        return false;
+    }
+    let mut child = Child { pid: pid as libc::pid_t, reaped: false };
+    child.wait();
+    true
+}
+
+/// The running kernel is at least `major.minor`.
+pub fn kernel_at_least(major: u32, minor: u32) -> bool {
+    // SAFETY: uname fills a zeroed struct.
+    let mut u: libc::utsname = unsafe { std::mem::zeroed() };
+    // SAFETY: valid pointer.
+    if unsafe { libc::uname(&mut u) } != 0 {
+        return false;
+    }
+    // SAFETY: uname NUL-terminates `release`.
+    let release = unsafe { CStr::from_ptr(u.release.as_ptr()) }.to_string_lossy().into_owned();
+    let mut parts = release.split(|c: char| !c.is_ascii_digit()).filter(|s| !s.is_empty());
+    let maj: u32 = parts.next().and_then(|s| s.parse().ok()).unwrap_or(0);
+    let min: u32 = parts.next().and_then(|s| s.parse().ok()).unwrap_or(0);
+    (maj, min) >= (major, minor)
+}
+
+fn has_any_capability() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("CapEff:"))
+                .map(|v| v.trim().chars().any(|c| c != '0'))
+        })
+        .unwrap_or(false)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decimal_text() {
+        assert_eq!(&decimal(364)[..4], b"364\0");
+        assert_eq!(&decimal(0)[..2], b"0\0");
+        assert_eq!(&decimal(299)[..3], b"299");
+    }
+
+    #[test]
+    fn kernel_version_parses() {
+        assert!(kernel_at_least(2, 6));
+        assert!(!kernel_at_least(999, 0));
+    }
+}

@@ -1,0 +1,258 @@
+//! A seccomp-BPF deny filter for the shell tool's processes, assembled by hand.
+//!
+//! Built in the parent (it allocates); the child installs it with one `seccomp()` call.
+//! Default action: allow. Refused with `EPERM` (so tools print an ordinary error):
+//!
+//! * `socket()` for any family but `AF_UNIX`, unless network is enabled;
+//! * debugging/foreign-memory: `ptrace`, `process_vm_readv/writev`, `pidfd_getfd`, `kcmp`;
+//! * `io_uring_*` (a second syscall surface that seccomp cannot see into);
+//! * leaving the process group (`setsid`, `setpgid`) — the timeout kills the group;
+//! * namespaces and mounts: `unshare`, `setns`, `mount*`, `umount2`, `pivot_root`,
+//!   `chroot`, `open_tree`, `move_mount`, `fs*`, and `clone` with any `CLONE_NEW*` flag;
+//!   `clone3` fails with `ENOSYS` (its flags live in memory BPF cannot read; libc falls
+//!   back to `clone`);
+//! * kernel/system state: `bpf`, `perf_event_open`, `userfaultfd`, `kexec_*`, modules,
+//!   `keyctl`/`add_key`/`request_key`, `reboot`, `swapon/off`, clock setting, `acct`,
+//!   `quotactl`, `syslog`, `open_by_handle_at`/`name_to_handle_at`, `iopl/ioperm`.
+//!
+//! A foreign architecture (e.g. 32-bit `int 0x80` on x86-64) kills the process, and x32
+//! syscall numbers are refused, so nothing reaches the kernel under another number.
+
+use libc::sock_filter;
+
+const BPF_LD_W_ABS: u16 = 0x20; // BPF_LD | BPF_W | BPF_ABS
+const BPF_JEQ_K: u16 = 0x15; // BPF_JMP | BPF_JEQ | BPF_K
+const BPF_JGE_K: u16 = 0x35; // BPF_JMP | BPF_JGE | BPF_K
+const BPF_JSET_K: u16 = 0x45; // BPF_JMP | BPF_JSET | BPF_K
+const BPF_RET_K: u16 = 0x06; // BPF_RET | BPF_K
+
+const RET_ALLOW: u32 = 0x7fff_0000;
+const RET_KILL_PROCESS: u32 = 0x8000_0000;
+const RET_ERRNO: u32 = 0x0005_0000;
+
+// offsetof(struct seccomp_data, ...)
+const OFF_NR: u32 = 0;
+const OFF_ARCH: u32 = 4;
+const OFF_ARG0_LO: u32 = 16; // little-endian: low word of args[0]
+
+#[cfg(target_arch = "x86_64")]
+const AUDIT_ARCH: u32 = 0xC000_003E;
+#[cfg(target_arch = "aarch64")]
+const AUDIT_ARCH: u32 = 0xC000_00B7;
+
+const CLONE_NS_FLAGS: u32 = (libc::CLONE_NEWNS
+    | libc::CLONE_NEWUTS
+    | libc::CLONE_NEWIPC
+    | libc::CLONE_NEWUSER
+    | libc::CLONE_NEWPID
+    | libc::CLONE_NEWNET
+    | libc::CLONE_NEWCGROUP
+    | libc::CLONE_NEWTIME) as u32;
+
+/// Syscalls refused with `EPERM` whatever the network setting.
+fn denied_syscalls() -> Vec<(&'static str, libc::c_long)> {
+    let mut v: Vec<(&'static str, libc::c_long)> = vec![
+        ("ptrace", libc::SYS_ptrace),
+        ("process_vm_readv", libc::SYS_process_vm_readv),
+        ("process_vm_writev", libc::SYS_process_vm_writev),
+        ("pidfd_getfd", libc::SYS_pidfd_getfd),
+        ("kcmp", libc::SYS_kcmp),
+        ("io_uring_setup", libc::SYS_io_uring_setup),
+        ("io_uring_enter", libc::SYS_io_uring_enter),
+        ("io_uring_register", libc::SYS_io_uring_register),
+        ("setsid", libc::SYS_setsid),
+        ("setpgid", libc::SYS_setpgid),
+        ("unshare", libc::SYS_unshare),
+        ("setns", libc::SYS_setns),
+        ("mount", libc::SYS_mount),
+        ("umount2", libc::SYS_umount2),
+        ("pivot_root", libc::SYS_pivot_root),
+        ("chroot", libc::SYS_chroot),
+        ("open_tree", libc::SYS_open_tree),
+        ("move_mount", libc::SYS_move_mount),
+        ("fsopen", libc::SYS_fsopen),
+        ("fsconfig", libc::SYS_fsconfig),
+        ("fsmount", libc::SYS_fsmount),
+        ("fspick", libc::SYS_fspick),
+        ("mount_setattr", libc::SYS_mount_setattr),
+        ("bpf", libc::SYS_bpf),
+        ("perf_event_open", libc::SYS_perf_event_open),
+        ("userfaultfd", libc::SYS_userfaultfd),
+        ("kexec_load", libc::SYS_kexec_load),
+        ("kexec_file_load", libc::SYS_kexec_file_load),
+        ("init_module", libc::SYS_init_module),
+        ("finit_module", libc::SYS_finit_module),
+        ("delete_module", libc::SYS_delete_module),
+        ("keyctl", libc::SYS_keyctl),
+        ("add_key", libc::SYS_add_key),
+        ("request_key", libc::SYS_request_key),
+        ("reboot", libc::SYS_reboot),
+        ("swapon", libc::SYS_swapon),
+        ("swapoff", libc::SYS_swapoff),
+        ("settimeofday", libc::SYS_settimeofday),
+        ("clock_settime", libc::SYS_clock_settime),
+        ("clock_adjtime", libc::SYS_clock_adjtime),
+        ("adjtimex", libc::SYS_adjtimex),
+        ("acct", libc::SYS_acct),
+        ("quotactl", libc::SYS_quotactl),
+        ("syslog", libc::SYS_syslog),
+        ("open_by_handle_at", libc::SYS_open_by_handle_at),
+        ("name_to_handle_at", libc::SYS_name_to_handle_at),
+        ("vhangup", libc::SYS_vhangup),
+    ];
+    #[cfg(target_arch = "x86_64")]
+    v.extend([
+        ("iopl", libc::SYS_iopl),
+        ("ioperm", libc::SYS_ioperm),
+        ("uselib", libc::SYS_uselib),
+    ]);
+    v
+}
+
+/// The names of the syscalls the filter refuses (for reports and docs).
+pub fn denied_names(network: bool) -> Vec<&'static str> {
+    let mut v: Vec<&'static str> = denied_syscalls().into_iter().map(|(n, _)| n).collect();
+    v.push("clone(CLONE_NEW*)");
+    v.push("clone3 (ENOSYS)");
+    if !network {
+        v.push("socket(non-AF_UNIX)");
+    }
+    v
+}
+
+/// An assembled filter.
+#[derive(Clone)]
+pub struct Filter {
+    prog: Vec<sock_filter>,
+}
+
+impl std::fmt::Debug for Filter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Filter({} instructions)", self.prog.len())
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Target {
+    Next,
+    Allow,
+    Eperm,
+    Enosys,
+    Label(usize),
+}
+
+struct Asm {
+    code: Vec<(u16, Target, Target, u32)>,
+}
+
+impl Asm {
+    fn op(&mut self, code: u16, jt: Target, jf: Target, k: u32) -> usize {
+        self.code.push((code, jt, jf, k));
+        self.code.len() - 1
+    }
+}
+
+impl Filter {
+    /// Assembles the filter.
+    pub fn build(network: bool) -> Filter {
+        let mut a = Asm { code: Vec::new() };
+        a.op(BPF_LD_W_ABS, Target::Next, Target::Next, OFF_ARCH);
+        // jt skips the kill.
+        a.op(BPF_JEQ_K, Target::Label(usize::MAX - 1), Target::Next, AUDIT_ARCH);
+        let kill = a.op(BPF_RET_K, Target::Next, Target::Next, RET_KILL_PROCESS);
+        let load_nr = a.op(BPF_LD_W_ABS, Target::Next, Target::Next, OFF_NR);
+        // Patch the arch jump to land on load_nr.
+        a.code[1].1 = Target::Label(load_nr);
+        let _ = kill;
+        #[cfg(target_arch = "x86_64")]
+        a.op(BPF_JGE_K, Target::Eperm, Target::Next, 0x4000_0000); // x32 ABI
+        for (_, nr) in denied_syscalls() {
+            a.op(BPF_JEQ_K, Target::Eperm, Target::Next, nr as u32);
+        }
+        a.op(BPF_JEQ_K, Target::Enosys, Target::Next, libc::SYS_clone3 as u32);
+        let clone_jump = a.op(BPF_JEQ_K, Target::Next, Target::Next, libc::SYS_clone as u32);
+        let socket_jump = if network {
+            None
+        } else {
+            Some(a.op(BPF_JEQ_K, Target::Next, Target::Next, libc::SYS_socket as u32))
+        };
+        a.op(BPF_RET_K, Target::Next, Target::Next, RET_ALLOW);
+        // clone: refuse any namespace flag.
+        let clone_check = a.op(BPF_LD_W_ABS, Target::Next, Target::Next, OFF_ARG0_LO);
+        a.op(BPF_JSET_K, Target::Eperm, Target::Allow, CLONE_NS_FLAGS);
+        a.code[clone_jump].1 = Target::Label(clone_check);
+        if let Some(j) = socket_jump {
+            let socket_check = a.op(BPF_LD_W_ABS, Target::Next, Target::Next, OFF_ARG0_LO);
+            a.op(BPF_JEQ_K, Target::Allow, Target::Eperm, libc::AF_UNIX as u32);
+            a.code[j].1 = Target::Label(socket_check);
+        }
+        let allow = a.op(BPF_RET_K, Target::Next, Target::Next, RET_ALLOW);
+        let eperm = a.op(BPF_RET_K, Target::Next, Target::Next, RET_ERRNO | libc::EPERM as u32);
+        let enosys = a.op(BPF_RET_K, Target::Next, Target::Next, RET_ERRNO | libc::ENOSYS as u32);
+
+        let resolve = |at: usize, t: Target| -> u8 {
+            let dest = match t {
+                Target::Next => at + 1,
+                Target::Allow => allow,
+                Target::Eperm => eperm,
+                Target::Enosys => enosys,
+                Target::Label(l) => l,
+            };
+            let off = dest - (at + 1);
+            u8::try_from(off).expect("seccomp filter jump out of range")
+        };
+        let prog = a
+            .code
+            .iter()
+            .enumerate()
+            .map(|(i, &(code, jt, jf, k))| {
+                let is_jump = code & 0x07 == 0x05;
+                sock_filter {
+                    code,
+                    jt: if is_jump { resolve(i, jt) } else { 0 },
+                    jf: if is_jump { resolve(i, jf) } else { 0 },
+                    k,
+                }
+            })
+            .collect();
+        Filter { prog }
+    }
+
+    /// The program, for `seccomp(SECCOMP_SET_MODE_FILTER, 0, &sock_fprog)`.
+    pub fn instructions(&self) -> &[sock_filter] {
+        &self.prog
+    }
+}
+
+/// True if the kernel supports seccomp filters (`PR_GET_SECCOMP` answers).
+pub fn supported() -> bool {
+    // SAFETY: PR_GET_SECCOMP takes no pointer arguments.
+    unsafe { libc::prctl(libc::PR_GET_SECCOMP, 0, 0, 0, 0) >= 0 }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn assembles_with_jumps_in_range() {
+        for network in [false, true] {
+            let f = Filter::build(network);
+            let n = f.instructions().len();
+            assert!(n > 50 && n < 255, "{n}");
+            // The last three are the return stubs.
+            let tail: Vec<u32> = f.instructions()[n - 3..].iter().map(|i| i.k).collect();
+            assert_eq!(
+                tail,
+                vec![RET_ALLOW, RET_ERRNO | libc::EPERM as u32, RET_ERRNO | libc::ENOSYS as u32]
+            );
+            // Every jump lands inside the program.
+            for (i, ins) in f.instructions().iter().enumerate() {
+                if ins.code & 0x07 == 0x05 {
+                    assert!(i + 1 + (ins.jt as usize) < n);
+                    assert!(i + 1 + (ins.jf as usize) < n);
+                }
+            }
+        }
+    }
+}

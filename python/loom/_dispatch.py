@@ -1,17 +1,23 @@
 """Running handlers for bus subscriptions: worker tasks with bounded concurrency.
 
 Each subscription gets up to ``concurrency`` long-lived worker tasks that take events
-straight from the Rust queue and await the handler inline; a handler that awaits
-(``ctx.request``, an LLM call) holds one worker while the others go on. Long-lived
-workers avoid creating a task per event, and handlers run inside a real task, so
-``asyncio.timeout`` and cancellation inside a handler behave as users expect.
+straight from the Rust queue and run the handler inside the worker's own task, so
+``asyncio.timeout`` and cancellation inside a handler behave as users expect, and no
+task is created per event.
+
+Only one idle worker (the *leader*) waits on the Rust queue; the others wait on their
+own futures and are woken one at a time, only when a running handler actually
+suspends. A handler that completes without suspending therefore costs no task
+switch at all, and an event never wakes more than two tasks.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections import deque
+from collections.abc import Awaitable, Callable, Generator
+from types import CoroutineType
 from typing import Any
 
 from loom._core import Envelope
@@ -19,11 +25,75 @@ from loom.bus import Subscription
 
 log = logging.getLogger("loom.agent")
 
-#: Events taken per step by a batch handler.
+_CoroutineType = CoroutineType
+
+#: Events taken per step by a batch handler or a single-worker subscription.
 BATCH_MAX = 256
 
-EventFn = Callable[[Envelope], Awaitable[Any] | Any]
-BatchFn = Callable[[list[Envelope]], Awaitable[Any] | Any]
+#: ``handler(ctx, topic, event)``
+EventFn = Callable[[Any, str, Envelope], Awaitable[Any] | Any]
+#: ``handler(ctx, pattern, events)``
+BatchFn = Callable[[Any, str, list[Envelope]], Awaitable[Any] | Any]
+
+
+class Limiter:
+    """A semaphore with a synchronous fast path (the common, uncontended case)."""
+
+    __slots__ = ("free", "_waiters")
+
+    def __init__(self, limit: int) -> None:
+        self.free = limit
+        self._waiters: deque[asyncio.Future[None]] = deque()
+
+    async def acquire(self) -> None:
+        while self.free <= 0:
+            fut = asyncio.get_running_loop().create_future()
+            self._waiters.append(fut)
+            await fut
+        self.free -= 1
+
+    def release(self) -> None:
+        self.free += 1
+        while self._waiters:
+            fut = self._waiters.popleft()
+            if not fut.done():
+                fut.set_result(None)
+                return
+
+
+class _Resume:
+    """Awaits the rest of a coroutine that has already run its first step.
+
+    The first step ran inside the current task (so ``asyncio.current_task()`` was
+    right); this re-yields what it yielded and forwards sends and throws, exactly
+    like a plain ``await coro`` would have.
+    """
+
+    __slots__ = ("_coro", "_first")
+
+    def __init__(self, coro: Any, first: Any) -> None:
+        self._coro = coro
+        self._first = first
+
+    def __await__(self) -> Generator[Any, Any, Any]:
+        coro = self._coro
+        out = self._first
+        while True:
+            try:
+                sent = yield out
+            except GeneratorExit:
+                coro.close()
+                raise
+            except BaseException as exc:
+                try:
+                    out = coro.throw(exc)
+                except StopIteration as stop:
+                    return stop.value
+            else:
+                try:
+                    out = coro.send(sent)
+                except StopIteration as stop:
+                    return stop.value
 
 
 class SubscriptionRunner:
@@ -33,21 +103,25 @@ class SubscriptionRunner:
         self,
         owner: str,
         sub: Subscription,
+        ctx: Any,
         *,
         on_event: EventFn | None = None,
         on_batch: BatchFn | None = None,
         concurrency: int = 1,
-        limiter: asyncio.Semaphore | None = None,
+        limiter: Limiter | None = None,
     ) -> None:
         if (on_event is None) == (on_batch is None):
             raise ValueError("give exactly one of on_event and on_batch")
         self.owner = owner
         self.sub = sub
+        self._ctx = ctx
         self._on_event = on_event
         self._on_batch = on_batch
         self._concurrency = 1 if on_batch else max(1, concurrency)
         self._limiter = limiter
-        self._ready: asyncio.Future[None] | None = None
+        self._leading = False
+        self._idle: deque[asyncio.Future[None]] = deque()
+        self._pending: deque[Envelope] = deque()
         self._workers: list[asyncio.Task[None]] = []
 
     def start(self) -> None:
@@ -58,57 +132,91 @@ class SubscriptionRunner:
             loop.create_task(worker(), name=f"{name}#{i}") for i in range(self._concurrency)
         ]
 
-    async def _readable(self) -> bool:
-        """Waits for events; shared by the idle workers. False when closed and drained."""
+    def _wake_one(self) -> None:
+        idle = self._idle
+        while idle:
+            fut = idle.popleft()
+            if not fut.done():
+                fut.set_result(None)
+                return
+
+    async def _wait(self) -> bool:
+        """Waits until events may be queued. False when closed and drained."""
         sub = self.sub._sub
-        while True:
-            fut = self._ready
-            if fut is None or fut.done():
-                loop = asyncio.get_running_loop()
-                fut = self._ready = loop.create_future()
-                if not sub.arm(loop, fut):
-                    self._ready = None
-                    return not (sub.closed and sub.depth == 0)
-            await asyncio.shield(fut)
+        loop = asyncio.get_running_loop()
+        fut = loop.create_future()
+        if self._leading:
+            # Someone already watches the queue: wait to be handed work.
+            self._idle.append(fut)
+            await fut
             return True
+        self._leading = True
+        try:
+            if sub.arm(loop, fut):
+                await fut
+        finally:
+            self._leading = False
+        if sub.closed and sub.depth == 0:
+            # Release the followers so they can see the end too.
+            for f in self._idle:
+                if not f.done():
+                    f.set_result(None)
+            self._idle.clear()
+            return False
+        return True
 
     async def _event_worker(self) -> None:
+        # The hot loop: everything is a local, and the handler's first step runs inline
+        # (no per-event coroutine of our own).
         take = self.sub._sub.take
-        # One worker may take a batch; several take one event each so that a slow
-        # handler never sits on events another worker could run.
-        n = BATCH_MAX if self._concurrency == 1 else 1
-        handle = self._handle
+        # Taken events wait in a deque shared by this subscription's workers, so a
+        # handler that suspends never sits on events another worker could run.
+        pending = self._pending
+        on_event = self._on_event
+        assert on_event is not None
+        lim = self._limiter
+        several = self._concurrency > 1
+        coroutine = _CoroutineType
+        ctx = self._ctx
         while True:
-            events = take(n)
-            if not events:
-                if not await self._readable():
-                    return
-                continue
-            for event in events:
-                await handle(event)
-
-    async def _handle(self, event: Envelope) -> None:
-        assert self._on_event is not None
-        try:
-            if self._limiter is None:
-                result = self._on_event(event)
-                if asyncio.iscoroutine(result):
-                    await result
-            else:
-                async with self._limiter:
-                    result = self._on_event(event)
-                    if asyncio.iscoroutine(result):
-                        await result
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            log.exception(
-                "agent %s: handler failed on event %s (topic %s, type %s)",
-                self.owner,
-                event.id,
-                event.topic,
-                event.type,
-            )
+            if not pending:
+                events = take(BATCH_MAX)
+                if not events:
+                    if not await self._wait():
+                        return
+                    continue
+                pending.extend(events)
+            while pending:
+                event = pending.popleft()
+                if lim is not None:
+                    if lim.free > 0:
+                        lim.free -= 1
+                    else:
+                        await lim.acquire()
+                try:
+                    result = on_event(ctx, event.topic, event)
+                    if result.__class__ is coroutine:
+                        try:
+                            first = result.send(None)
+                        except StopIteration:
+                            continue
+                        # It suspended: hand the rest to another worker meanwhile.
+                        if several:
+                            self._wake_one()
+                        await _Resume(result, first)
+                except asyncio.CancelledError:
+                    raise
+                except Exception:
+                    log.exception(
+                        "agent %s: handler failed on event %s (topic %s, type %s)",
+                        self.owner,
+                        event.id,
+                        event.topic,
+                        event.type,
+                    )
+                finally:
+                    if lim is not None:
+                        lim.release()
 
     async def _batch_worker(self) -> None:
         assert self._on_batch is not None
@@ -116,11 +224,11 @@ class SubscriptionRunner:
         while True:
             events = take(BATCH_MAX)
             if not events:
-                if not await self._readable():
+                if not await self._wait():
                     return
                 continue
             try:
-                result = self._on_batch(events)
+                result = self._on_batch(self._ctx, self.sub.pattern, events)
                 if asyncio.iscoroutine(result):
                     await result
             except asyncio.CancelledError:

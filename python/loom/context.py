@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from loom._core import Envelope
-from loom._dispatch import SubscriptionRunner
+from loom._dispatch import Limiter, SubscriptionRunner
 from loom.bus import DEFAULT_PUBLISH_TIMEOUT, QoS, Subscription, wait_pending
 from loom.errors import LoomError, RequestTimeout
 
@@ -55,7 +55,7 @@ class AgentContext:
         self._collectors: dict[str, Callable[[Envelope], None]] = {}
         self._runners: dict[int, SubscriptionRunner] = {}
         self._max_concurrency = max_concurrency
-        self._limiter = asyncio.Semaphore(max_concurrency)
+        self._limiter = Limiter(max_concurrency)
         self._direct: Callable[[Envelope], Awaitable[Any]] | None = None
         self._inbox_runner: SubscriptionRunner | None = None
         self._publish = runtime.bus.core.publish
@@ -196,16 +196,13 @@ class AgentContext:
         """
         sub = self.runtime.bus.subscribe(pattern, qos=qos, capacity=capacity)
         if on_batch is not None:
-            batch_fn = on_batch
-            runner = SubscriptionRunner(
-                self.agent_id, sub, on_batch=lambda events: batch_fn(self, pattern, events)
-            )
+            runner = SubscriptionRunner(self.agent_id, sub, self, on_batch=on_batch)
         elif handler is not None:
-            fn = handler
             runner = SubscriptionRunner(
                 self.agent_id,
                 sub,
-                on_event=lambda event: fn(self, event.topic, event),
+                self,
+                on_event=handler,
                 concurrency=max_concurrency or self._max_concurrency,
                 limiter=self._limiter,
             )
@@ -290,11 +287,11 @@ class AgentContext:
         self._direct = direct
         sub = self.runtime.bus.subscribe(self.inbox, qos="reliable", capacity=4096)
         self._inbox_runner = SubscriptionRunner(
-            self.agent_id, sub, on_event=self._on_inbox, concurrency=4
+            self.agent_id, sub, self, on_event=AgentContext._on_inbox, concurrency=4
         )
         self._inbox_runner.start()
 
-    async def _on_inbox(self, event: Envelope) -> None:
+    async def _on_inbox(self, _topic: str, event: Envelope) -> None:
         cid = event.correlation_id
         if cid is not None:
             fut = self._pending.get(cid)
@@ -307,8 +304,11 @@ class AgentContext:
                 collect(event)
                 return
         if self._direct is not None:
-            async with self._limiter:
+            await self._limiter.acquire()
+            try:
                 await self._direct(event)
+            finally:
+                self._limiter.release()
         else:
             log.debug("%s: dropping unsolicited inbox event %s", self.agent_id, event.id)
 

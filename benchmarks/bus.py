@@ -96,7 +96,9 @@ class Counter:
             self.done.set()
 
 
-async def setup_loom(subs: int, counter: Counter, mode: str) -> tuple[Any, Callable[[], Awaitable[None]]]:
+async def setup_loom(
+    subs: int, counter: Counter, mode: str
+) -> tuple[Any, Callable[[], Awaitable[None]]]:
     rt = Runtime()
     pub = Agent("pub", runtime=rt)
     await pub.start()
@@ -168,8 +170,8 @@ async def latency(impl: str, subs: int, n: int, rate: float) -> tuple[float, flo
     interval = 1e9 / rate
     next_at = time.perf_counter_ns()
     for _ in range(n):
-        while time.perf_counter_ns() < next_at:
-            await asyncio.sleep(0)  # let subscribers run until the next send time
+        while time.perf_counter_ns() < next_at:  # noqa: ASYNC110 - a spin: subscribers run
+            await asyncio.sleep(0)
         await emit("bench.topic", "tick", time.perf_counter_ns())
         next_at += interval
     await counter.done.wait()
@@ -189,7 +191,9 @@ IMPLS = {
 
 
 async def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--smoke", action="store_true", help="a few-second run for CI")
     ap.add_argument("--events", type=int, default=None)
     ap.add_argument("--rounds", type=int, default=None)
@@ -198,24 +202,32 @@ async def main() -> None:
     lat_n = 500 if args.smoke else 20_000
     rounds = args.rounds or (1 if args.smoke else 3)
 
-    print(f"machine: {platform.machine()}, {os.cpu_count()} cpus, Python {platform.python_version()}")
+    print(
+        f"machine: {platform.machine()}, {os.cpu_count()} cpus, Python {platform.python_version()}"
+    )
     print(f"events per round: {n} (throughput), {lat_n} at 10k/s (latency); best of {rounds}\n")
     results: list[Result] = []
     for subs in (1, 10):
         for impl, label in IMPLS.items():
-            best = max([await throughput(impl, subs, n // subs if subs > 1 else n) for _ in range(rounds)])
+            best = max(
+                [await throughput(impl, subs, n // subs if subs > 1 else n) for _ in range(rounds)]
+            )
             lats = [await latency(impl, subs, lat_n, 10_000) for _ in range(rounds)]
             p50, p99 = min(lats, key=lambda x: x[1])
             results.append(Result(label, subs, best, p50, p99))
 
-    header = f"{'implementation':40} {'subs':>4} {'events/s':>12} {'deliveries/s':>13} {'p50 µs':>8} {'p99 µs':>8} {'vs asyncio':>10}"
+    header = (
+        f"{'implementation':40} {'subs':>4} {'events/s':>12} {'deliveries/s':>13}"
+        f" {'p50 µs':>8} {'p99 µs':>8} {'vs asyncio':>10}"
+    )
     print(header)
     print("-" * len(header))
     base = {r.subscribers: r.events_per_s for r in results if r.name.startswith("asyncio")}
     for r in results:
         ratio = r.events_per_s / base[r.subscribers]
+        deliveries = r.events_per_s * r.subscribers
         print(
-            f"{r.name:40} {r.subscribers:>4} {r.events_per_s:>12,.0f} {r.events_per_s * r.subscribers:>13,.0f}"
+            f"{r.name:40} {r.subscribers:>4} {r.events_per_s:>12,.0f} {deliveries:>13,.0f}"
             f" {r.p50_us:>8.1f} {r.p99_us:>8.1f} {ratio:>9.2f}x"
         )
 

@@ -8,8 +8,7 @@ import time
 
 import pytest
 
-from loom import BusFullError, Envelope, EventBus, InvalidTopicError, LoomError
-from loom import _core
+from loom import BusFullError, Envelope, EventBus, InvalidTopicError, LoomError, _core
 
 
 @pytest.mark.parametrize(

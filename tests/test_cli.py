@@ -14,9 +14,7 @@ LOOM = [sys.executable, "-m", "loom.cli"]
 
 
 def loom(*args: str, cwd: Path, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [*LOOM, *args], cwd=cwd, capture_output=True, text=True, timeout=timeout
-    )
+    return subprocess.run([*LOOM, *args], cwd=cwd, capture_output=True, text=True, timeout=timeout)
 
 
 def make_project(tmp_path: Path, agent_code: str, toml_extra: str = "") -> Path:

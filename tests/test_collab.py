@@ -19,9 +19,7 @@ def delayed_echo(delay: float):  # type: ignore[no-untyped-def]
 
 
 async def test_gather_first_k_within_timeout(runtime: Runtime) -> None:
-    workers = [
-        Agent(f"w{i}", topics=["jobs.*"], on_event=delayed_echo(0.02 * i)) for i in range(5)
-    ]
+    workers = [Agent(f"w{i}", topics=["jobs.*"], on_event=delayed_echo(0.02 * i)) for i in range(5)]
     for w in workers:
         await w.start()
     async with Agent("lead") as lead:
@@ -75,7 +73,9 @@ async def test_contract_net_awards_the_cheapest_bidder(runtime: Runtime) -> None
                 await ctx.reply(event, "bid", {"cost": cost})
             elif event.type == "award":
                 awarded.append(ctx.agent_id)
-                await ctx.reply(event, "result", {"done": event.payload["task"], "by": ctx.agent_id})
+                await ctx.reply(
+                    event, "result", {"done": event.payload["task"], "by": ctx.agent_id}
+                )
             elif event.type == "reject":
                 rejected.append(ctx.agent_id)
 
@@ -113,7 +113,10 @@ async def test_contract_net_custom_choice(runtime: Runtime) -> None:
         elif event.type == "award":
             await ctx.reply(event, "result", ctx.agent_id)
 
-    a, b = Agent("short", topics=["t"], on_event=bidder), Agent("longer", topics=["t"], on_event=bidder)
+    a, b = (
+        Agent("short", topics=["t"], on_event=bidder),
+        Agent("longer", topics=["t"], on_event=bidder),
+    )
     await a.start()
     await b.start()
     async with Agent("m") as m:

@@ -3,6 +3,7 @@
 from typing import Any, Final, final
 
 __version__: Final[str]
+__all__: list[str]
 
 # -- bus ---------------------------------------------------------------------------
 

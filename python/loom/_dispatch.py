@@ -39,7 +39,7 @@ BatchFn = Callable[[Any, str, list[Envelope]], Awaitable[Any] | Any]
 class Limiter:
     """A semaphore with a synchronous fast path (the common, uncontended case)."""
 
-    __slots__ = ("free", "_waiters")
+    __slots__ = ("_waiters", "free")
 
     def __init__(self, limit: int) -> None:
         self.free = limit
@@ -248,7 +248,7 @@ class SubscriptionRunner:
         self.sub.unsubscribe()
         if not self._workers:
             return True
-        done, pending = await asyncio.wait(self._workers, timeout=timeout)
+        _, pending = await asyncio.wait(self._workers, timeout=timeout)
         for task in pending:
             task.cancel()
         if pending:

@@ -89,9 +89,7 @@ class Agent:
         self.capacity = capacity
         self.max_concurrency = max_concurrency
         self.runtime = runtime or Runtime.default()
-        self.ctx = AgentContext(
-            agent_id, self.runtime, config, max_concurrency=max_concurrency
-        )
+        self.ctx = AgentContext(agent_id, self.runtime, config, max_concurrency=max_concurrency)
         self._running = False
         self._main_task: asyncio.Task[None] | None = None
 
@@ -116,9 +114,7 @@ class Agent:
                         pattern, on_batch=self.on_batch, qos=self.qos, capacity=self.capacity
                     )
                 elif self.on_event is not None:
-                    self.ctx.subscribe(
-                        pattern, self.on_event, qos=self.qos, capacity=self.capacity
-                    )
+                    self.ctx.subscribe(pattern, self.on_event, qos=self.qos, capacity=self.capacity)
             self._running = True
             if self.on_start is not None:
                 await _maybe_await(self.on_start(self.ctx))

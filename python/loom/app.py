@@ -116,7 +116,9 @@ async def _run_job(
             out.write(_render(reply.payload) + "\n")
             out.flush()
         if failed:
-            return RunResult(EXIT_JOB_FAILED, reply, f"job failed ({reply.type} from {reply.source})")
+            return RunResult(
+                EXIT_JOB_FAILED, reply, f"job failed ({reply.type} from {reply.source})"
+            )
         return RunResult(EXIT_OK, reply, f"job done ({reply.type} from {reply.source})")
     finally:
         stopped.cancel()

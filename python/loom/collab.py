@@ -52,9 +52,7 @@ async def gather(
     ctx._collectors[correlation_id] = collect
     try:
         for topic in topics:
-            await ctx.emit(
-                topic, type, payload, correlation_id=correlation_id, reply_to=ctx.inbox
-            )
+            await ctx.emit(topic, type, payload, correlation_id=correlation_id, reply_to=ctx.inbox)
         try:
             await asyncio.wait_for(enough.wait(), timeout)
         except asyncio.TimeoutError:
@@ -64,7 +62,9 @@ async def gather(
     return list(replies)
 
 
-async def barrier(ctx: AgentContext, name: str, parties: int, *, timeout: float = 30.0) -> list[str]:
+async def barrier(
+    ctx: AgentContext, name: str, parties: int, *, timeout: float = 30.0
+) -> list[str]:
     """Waits until ``parties`` distinct agents have called ``barrier(name, parties)``.
 
     Every participant announces itself on ``_loom.barrier.<name>``; whoever sees a
@@ -164,9 +164,7 @@ async def contract_net(
         if bid is not chosen and bid.reply_to:
             await ctx.emit(bid.reply_to, "reject", None, correlation_id=bid.correlation_id)
     result = await ctx.request(chosen.reply_to, "award", task, timeout=timeout)
-    return ContractResult(
-        winner=chosen.source or "?", bid=chosen, result=result, bids=bids
-    )
+    return ContractResult(winner=chosen.source or "?", bid=chosen, result=result, bids=bids)
 
 
 __all__ = ["ContractResult", "barrier", "contract_net", "default_choice", "gather"]

@@ -275,9 +275,7 @@ class AgentContext:
         result. See :func:`loom.collab.contract_net`."""
         from loom.collab import contract_net
 
-        return await contract_net(
-            self, topic, task, window=window, choose=choose, timeout=timeout
-        )
+        return await contract_net(self, topic, task, window=window, choose=choose, timeout=timeout)
 
     # -- internals -----------------------------------------------------------------
 

@@ -33,7 +33,9 @@ class Runtime:
 
     _default: Runtime | None = None
 
-    def __init__(self, project: ProjectConfig | None = None, *, bus: EventBus | None = None) -> None:
+    def __init__(
+        self, project: ProjectConfig | None = None, *, bus: EventBus | None = None
+    ) -> None:
         self.project = project
         self.bus = bus or EventBus()
         self.agents: dict[str, Agent] = {}

@@ -19,6 +19,9 @@ use super::convert::json_to_py;
 use super::errors::bus_error;
 use crate::bus::{topic, Bus, Envelope, Payload, Published, Qos, Subscription, SubscriptionStats, Waker, DEFAULT_TTL};
 
+// The Python signatures below spell the default hop limit as a literal.
+const _: () = assert!(DEFAULT_TTL == 32);
+
 /// Resolves an asyncio future with `None` unless it is already done (cancelled).
 #[pyfunction]
 fn _wake_future(fut: &Bound<'_, PyAny>) -> PyResult<()> {
@@ -92,7 +95,7 @@ fn opt_str<'py>(py: Python<'py>, s: &Option<Arc<str>>) -> Option<Bound<'py, PySt
 #[pymethods]
 impl PyEnvelope {
     #[new]
-    #[pyo3(signature = (topic, r#type = "event", payload = None, *, source = None, correlation_id = None, reply_to = None, thread_id = None, ttl = DEFAULT_TTL, headers = None))]
+    #[pyo3(signature = (topic, r#type = "event", payload = None, *, source = None, correlation_id = None, reply_to = None, thread_id = None, ttl = 32, headers = None))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
@@ -379,7 +382,7 @@ impl PyBus {
 
     /// Publishes an event. Returns `None` when every subscriber took it, or a
     /// `PendingPublish` when `reliable` subscribers were full.
-    #[pyo3(signature = (topic, r#type = "event", payload = None, *, source = None, correlation_id = None, reply_to = None, thread_id = None, ttl = DEFAULT_TTL, headers = None))]
+    #[pyo3(signature = (topic, r#type = "event", payload = None, *, source = None, correlation_id = None, reply_to = None, thread_id = None, ttl = 32, headers = None))]
     #[allow(clippy::too_many_arguments)]
     fn publish(
         &self,

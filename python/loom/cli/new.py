@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import sys
 from importlib import resources
-from importlib.resources.abc import Traversable
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +19,7 @@ def add_parser(sub: Any) -> None:
     p.set_defaults(func=cmd)
 
 
-def _copy(src: Traversable, dst: Path, name: str) -> list[Path]:
+def _copy(src: Any, dst: Path, name: str) -> list[Path]:  # src: a resources Traversable
     written = []
     for item in src.iterdir():
         if item.name == "__pycache__":
@@ -40,8 +39,10 @@ def _copy(src: Traversable, dst: Path, name: str) -> list[Path]:
 
 def cmd(args: argparse.Namespace) -> int:
     if args.template not in TEMPLATES:
-        print(f"loom new: unknown template {args.template!r}; choose from {', '.join(TEMPLATES)}",
-              file=sys.stderr)
+        print(
+            f"loom new: unknown template {args.template!r}; choose from {', '.join(TEMPLATES)}",
+            file=sys.stderr,
+        )
         return 2
     dst = Path(args.directory)
     if dst.exists() and any(dst.iterdir()) and not args.force:

@@ -43,7 +43,9 @@ class Event:
 
 
 class AsyncioBus:
-    def __init__(self) -> None:
+    def __init__(self, bare: bool = False) -> None:
+        # bare: queue the payload itself, no envelope (a lower bound, not a real bus)
+        self.bare = bare
         self.queues: dict[str, list[asyncio.Queue[Event]]] = {}
         self.tasks: list[asyncio.Task[None]] = []
 
@@ -59,7 +61,7 @@ class AsyncioBus:
         self.tasks.append(asyncio.create_task(consume()))
 
     async def emit(self, topic: str, type: str = "event", payload: Any = None) -> None:
-        ev = Event(topic, type, payload)
+        ev = payload if self.bare else Event(topic, type, payload)
         for q in self.queues.get(topic, ()):
             q.put_nowait(ev)
 
@@ -133,20 +135,22 @@ async def setup_loom(
     return pub.ctx.emit, close
 
 
-async def setup_asyncio(subs: int, counter: Counter) -> tuple[Any, Callable[[], Awaitable[None]]]:
-    bus = AsyncioBus()
+async def setup_asyncio(
+    subs: int, counter: Counter, bare: bool = False
+) -> tuple[Any, Callable[[], Awaitable[None]]]:
+    bus = AsyncioBus(bare)
     for _ in range(subs):
 
-        async def on_event(e: Event) -> None:
-            counter.hit(e.payload)
+        async def on_event(e: Any) -> None:
+            counter.hit(e if bare else e.payload)
 
         bus.subscribe("bench.topic", on_event)
     return bus.emit, bus.close
 
 
 async def make(impl: str, subs: int, counter: Counter) -> tuple[Any, Callable[[], Awaitable[None]]]:
-    if impl == "asyncio":
-        return await setup_asyncio(subs, counter)
+    if impl.startswith("asyncio"):
+        return await setup_asyncio(subs, counter, bare=impl == "asyncio:bare")
     return await setup_loom(subs, counter, impl.split(":")[1])
 
 
@@ -184,6 +188,7 @@ async def latency(impl: str, subs: int, n: int, rate: float) -> tuple[float, flo
 
 IMPLS = {
     "asyncio": "asyncio bus (Queue per subscriber)",
+    "asyncio:bare": "  lower bound: Queue of bare payloads",
     "loom:ordered": "loom per-event (max_concurrency=1)",
     "loom:concurrent": "loom per-event (max_concurrency=16)",
     "loom:batch": "loom batched delivery (on_batch)",

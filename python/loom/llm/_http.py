@@ -96,15 +96,23 @@ def make_transport(kind: str) -> httpx.AsyncBaseTransport:
 
 def make_client(
     *, kind: str, timeout: float, connect_timeout: float, headers: dict[str, str]
-) -> httpx.AsyncClient:
-    """A pooled client for one provider. Redirects are not followed: an API that
-    redirects a POST is misconfigured, and following it could leak the key elsewhere."""
-    return httpx.AsyncClient(
-        transport=GuardTransport(make_transport(kind)),
+) -> tuple[httpx.AsyncClient, GuardTransport]:
+    """A pooled client for one provider, and its (guarded) transport.
+
+    Redirects are not followed: an API that redirects a POST is misconfigured, and
+    following it could leak the key elsewhere. The provider sends its own requests
+    straight to the transport (public httpx API) because ``AsyncClient.send``'s cookie,
+    auth and redirect machinery cost more than the transport itself; the client owns the
+    pool and closes it.
+    """
+    transport = GuardTransport(make_transport(kind))
+    client = httpx.AsyncClient(
+        transport=transport,
         timeout=httpx.Timeout(timeout, connect=connect_timeout),
         headers=headers,
         follow_redirects=False,
     )
+    return client, transport
 
 
 def _chain(exc: BaseException) -> list[BaseException]:

@@ -90,8 +90,16 @@ class LLMProvider:
         )
         self._client = http_client
         self._owns_client = http_client is None
+        self._client_loop: asyncio.AbstractEventLoop | None = None
+        self._transport: httpx.AsyncBaseTransport | None = None
+        self._headers: dict[str, str] = {}
+        self._url: httpx.URL | None = None
+        self._timeouts: dict[str, float] = {}
+        self._host: str = ""
+        self._port: int | None = None
         self._server: LocalModelServer | None = None
         self._server_lock: asyncio.Lock | None = None
+        self._owns_server = False
         self._base_url = config.base_url.rstrip("/")
         self._limiter = limiter_for(
             self.name,
@@ -146,7 +154,11 @@ class LLMProvider:
         LLMConfig.model_validate(config.model_dump())  # re-check the new values
         other = LLMProvider(None, config, project=self._project, http_client=self._client)
         other.ctx = self.ctx
+        if config.base_url == self.config.base_url:
+            other._transport = self._transport  # same pool, fast path too
         other._server = self._server
+        if self._server is not None and config.serve == self.config.serve:
+            other._base_url = self._base_url
         if self._client is None:
             # No pool yet: let the copy make its own, owned and closed by it.
             other._owns_client = True
@@ -342,7 +354,7 @@ class LLMProvider:
         client, self._client = self._client, None
         if client is not None and self._owns_client:
             await client.aclose()
-        if self._server is not None and self.config.serve:
+        if self._server is not None and self._owns_server:
             from .local_server import release
 
             server, self._server = self._server, None
@@ -428,21 +440,44 @@ class LLMProvider:
                         n_ctx=self.config.serve_ctx,
                         extra_args=self.config.serve_args,
                     )
+                    self._owns_server = True
                     self._base_url = self._server.base_url
+        if self._client is not None and self._owns_client:
+            loop = asyncio.get_running_loop()
+            if self._client_loop is not loop:
+                # A pooled connection belongs to the loop that opened it; a provider used
+                # from a new loop (a second asyncio.run) gets a fresh pool. The old one's
+                # loop is gone, so it cannot be closed gracefully.
+                if self._client_loop is not None:
+                    log.debug("%s: new event loop, new connection pool", self.name)
+                    self._client = None
+                    self._transport = None
+                    self._url = None
         if self._client is None:
-            headers = {"User-Agent": "loom-llm", "Accept": "application/json"}
-            headers.update(self.quirks.headers)
-            headers.update(self.config.headers)
-            if self._api_key:
-                headers["Authorization"] = f"Bearer {self._api_key}"
-            self._client = _http.make_client(
+            self._client, self._transport = _http.make_client(
                 kind=self.config.transport,
                 timeout=self.config.timeout,
                 connect_timeout=self.config.connect_timeout,
-                headers=headers,
+                headers={},
             )
             self._owns_client = True
+            self._client_loop = asyncio.get_running_loop()
+        if self._url is None:
+            self._prepare_requests()
         return self._client
+
+    def _prepare_requests(self) -> None:
+        """Headers, URL and timeouts computed once, not per request."""
+        headers = {"User-Agent": "loom-llm", "Accept": "application/json",
+                   "Accept-Encoding": "gzip, deflate", "Content-Type": "application/json"}
+        headers.update(self.quirks.headers)
+        headers.update(self.config.headers)
+        if self._api_key:
+            headers["Authorization"] = f"Bearer {self._api_key}"
+        self._headers = headers
+        self._url = httpx.URL(self._base_url + "/chat/completions")
+        t, c = self.config.timeout, self.config.connect_timeout
+        self._timeouts = {"connect": c, "read": t, "write": t, "pool": t}
 
     def _check_budget(self) -> None:
         tracker.check_budget(self.name, self.config.budget_usd)
@@ -457,11 +492,13 @@ class LLMProvider:
             response.provider = self.name
 
     def _span(self, body: dict[str, Any], stream: bool) -> Any:
-        parts = urlsplit(self._base_url)
-        system = self.quirks.name if self.quirks.name not in ("generic",) else self.name
+        if not self._host:
+            parts = urlsplit(self._base_url)
+            self._host, self._port = parts.hostname or "", parts.port
+        system = self.quirks.name if self.quirks.name != "generic" else self.name
         return _otel.start_chat_span(
-            provider=self.name, system=system, body=body, host=parts.hostname or "",
-            port=parts.port, stream=stream,
+            provider=self.name, system=system, body=body, host=self._host,
+            port=self._port, stream=stream,
         )
 
     async def _open(
@@ -469,17 +506,32 @@ class LLMProvider:
     ) -> httpx.Response:
         """Send one attempt; return the 2xx response with its body unread."""
         url = self._base_url + "/chat/completions"
-        headers = {"Content-Type": "application/json"}
-        if req.extra_headers:
-            headers.update(req.extra_headers)
-        timeout: Any = httpx.USE_CLIENT_DEFAULT
-        if req.timeout is not None:
-            timeout = httpx.Timeout(req.timeout, connect=self.config.connect_timeout)
-        request = client.build_request(
-            "POST", url, content=to_json(body), headers=headers, timeout=timeout
-        )
+        content = to_json(body)
         try:
-            response = await client.send(request, stream=True)
+            if self._transport is not None and self._url is not None:
+                # Our own pool: straight to the transport (see _http.make_client).
+                headers = self._headers
+                if req.extra_headers:
+                    headers = {**headers, **req.extra_headers}
+                timeouts = self._timeouts
+                if req.timeout is not None:
+                    t = req.timeout
+                    timeouts = {"connect": self.config.connect_timeout, "read": t,
+                                "write": t, "pool": t}
+                request = httpx.Request("POST", self._url, headers=headers, content=content,
+                                        extensions={"timeout": timeouts})
+                response = await self._transport.handle_async_request(request)
+                response.request = request
+            else:
+                # A caller-supplied client: honour everything it is configured with.
+                extra = {**self._headers, **req.extra_headers}
+                timeout: Any = httpx.Timeout(self.config.timeout,
+                                             connect=self.config.connect_timeout)
+                if req.timeout is not None:
+                    timeout = httpx.Timeout(req.timeout, connect=self.config.connect_timeout)
+                request = client.build_request("POST", url, content=content, headers=extra,
+                                               timeout=timeout)
+                response = await client.send(request, stream=True)
         except _http.TRANSPORT_ERRORS as exc:
             raise _http.map_transport_error(exc, self.name, url) from None
         if response.status_code >= 400:

@@ -35,7 +35,9 @@ class Agent:
     Args:
         agent_id: Unique within the runtime; the ``source`` of events it emits.
         topics: Subscription patterns (NATS syntax).
-        tools: Tool names this agent uses (checked when tools are configured).
+        tools: Tools this agent brings or needs: ``@tool`` functions or plain
+            callables are registered in the runtime (any agent may call them); names
+            are checked to exist.
         on_event: ``async def on_event(ctx, topic, event)``.
         config: Free-form settings, available as ``ctx.config``.
         on_batch: Instead of ``on_event``: ``async def on_batch(ctx, pattern, events)``
@@ -54,7 +56,7 @@ class Agent:
         self,
         agent_id: str,
         topics: Iterable[str] = (),
-        tools: Iterable[str] = (),
+        tools: Iterable[Any] = (),
         on_event: Handler | None = None,
         config: Mapping[str, Any] | None = None,
         *,
@@ -79,7 +81,8 @@ class Agent:
         for t in self.topics:
             _core.validate_pattern(t)
         self.agent_id = agent_id
-        self.tools = list(tools)
+        #: Tool names, or ``@tool`` functions/plain callables registered on start.
+        self.tools: list[Any] = list(tools)
         self.on_event = on_event
         self.on_batch = on_batch
         self.on_start = on_start
@@ -107,6 +110,8 @@ class Agent:
             return
         self.runtime._register(self)
         try:
+            if self.tools:
+                await self._register_tools()
             self.ctx._start_inbox(self._direct if self.on_event else None)
             for pattern in self.topics:
                 if self.on_batch is not None:
@@ -129,6 +134,23 @@ class Agent:
             self._running = False
             raise
         log.info("agent %s started (topics: %s)", self.agent_id, ", ".join(self.topics) or "-")
+
+    async def _register_tools(self) -> None:
+        from loom.tools import PythonTool
+
+        registry = await self.runtime.get_tools()
+        for t in self.tools:
+            if isinstance(t, str):
+                registry.get(t)  # raises ToolNotFound with suggestions
+                continue
+            pt = t if isinstance(t, PythonTool) else PythonTool(t)
+            if pt.name not in registry:
+                registry.register(pt)
+            elif (
+                registry.get(pt.name) is not pt
+                and getattr(registry.get(pt.name), "fn", None) is not pt.fn
+            ):
+                raise AgentError(f"agent {self.agent_id!r}: tool {pt.name!r} is already registered")
 
     async def stop(self, timeout: float | None = 10.0) -> None:
         """Stops intake, lets queued and in-flight events finish (up to ``timeout``

@@ -230,9 +230,33 @@ class AgentContext:
 
     # -- tools (the registry arrives with the tools runtime) -------------------------
 
-    async def tool(self, name: str, payload: Mapping[str, Any] | None = None, **kwargs: Any) -> Any:
-        """Calls a registered tool and returns its parsed JSON result."""
-        return await self.runtime.call_tool(self, name, dict(payload or {}), **kwargs)
+    async def tool(
+        self,
+        name: str,
+        payload: Mapping[str, Any] | None = None,
+        *,
+        timeout: float | None = None,
+        call_id: str | None = None,
+    ) -> Any:
+        """Calls a registered tool and returns its parsed JSON result.
+
+        Raises:
+            ToolNotFound: no such tool.
+            ToolArgumentsInvalid: the arguments do not match its schema (``.errors``).
+            ToolDenied: the sandbox or an approval refused the call (``.rule``).
+            ToolTimeout: it did not finish within ``timeout`` seconds.
+            ToolFailed: it ran and failed.
+        """
+        return await self.runtime.call_tool(
+            self, name, dict(payload or {}), timeout=timeout, call_id=call_id
+        )
+
+    async def tools(self) -> list[Any]:
+        """Every registered tool (``ToolSpec``: name, description, JSON schema).
+        ``[s.to_openai() for s in await ctx.tools()]`` gives the OpenAI format."""
+        registry = await self.runtime.get_tools()
+        specs: list[Any] = registry.specs()
+        return specs
 
     # -- collaboration ---------------------------------------------------------------
 

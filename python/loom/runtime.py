@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from loom.bus import EventBus
-from loom.errors import AgentError, ToolNotFound
+from loom.errors import AgentError
 
 if TYPE_CHECKING:
     from loom.agent import Agent
@@ -42,8 +42,9 @@ class Runtime:
         self._hooks: list[ShutdownHook] = []
         self._supervised: set[asyncio.Task[None]] = set()
         self._header_hooks: list[Callable[[dict[str, str]], None]] = []
-        #: The tool registry; installed by ``loom.tools`` when tools are configured.
+        #: The tool registry (``loom.tools.ToolRegistry``), built on first use.
         self.tools: Any = None
+        self._tools_lock: asyncio.Lock | None = None
         self.stopping = False
 
     # -- default runtime -----------------------------------------------------------
@@ -127,13 +128,25 @@ class Runtime:
 
     # -- tools seam ----------------------------------------------------------------
 
+    async def get_tools(self) -> Any:
+        """The tool registry, built from the project on first use (MCP servers are
+        started then)."""
+        if self.tools is None:
+            if self._tools_lock is None:
+                self._tools_lock = asyncio.Lock()
+            async with self._tools_lock:
+                if self.tools is None:
+                    from loom.tools.setup import build_registry
+
+                    self.tools = await build_registry(self)
+        return self.tools
+
     async def call_tool(
         self, ctx: AgentContext, name: str, payload: dict[str, Any], **kwargs: Any
     ) -> Any:
         """Calls a tool for ``ctx``; see ``loom.tools``."""
-        if self.tools is None:
-            raise ToolNotFound(name, "no tools are registered in this runtime")
-        return await self.tools.call(ctx, name, payload, **kwargs)
+        tools = await self.get_tools()
+        return await tools.call(ctx, name, payload, **kwargs)
 
     # -- shutdown ------------------------------------------------------------------
 

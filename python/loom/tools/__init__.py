@@ -1,0 +1,19 @@
+"""Tools: native (Rust, sandboxed), Python (``@tool``) and MCP, in one registry.
+
+Agents call them with ``await ctx.tool("fs:read_file", {"path": "notes.md"})``.
+"""
+
+from loom.tools.python import PythonTool, tool
+from loom.tools.registry import ApprovalRequest, Approver, Tool, ToolRegistry
+from loom.tools.spec import ToolSpec, openai_name
+
+__all__ = [
+    "ApprovalRequest",
+    "Approver",
+    "PythonTool",
+    "Tool",
+    "ToolRegistry",
+    "ToolSpec",
+    "openai_name",
+    "tool",
+]

@@ -1,0 +1,188 @@
+"""``@tool``: Python functions as tools, with a JSON schema from their type hints."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import re
+from collections.abc import Callable
+from typing import Any, TypeVar, get_type_hints, overload
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
+from pydantic_core import to_jsonable_python
+
+from loom.errors import LoomError, ToolArgumentsInvalid, ToolError, ToolFailed
+from loom.tools.spec import NAME_RE, ToolSpec
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+#: Tools defined with ``@tool`` anywhere in the process; every runtime registers them.
+GLOBAL_TOOLS: list[PythonTool] = []
+
+
+def _doc_parts(doc: str | None) -> tuple[str, dict[str, str]]:
+    """Splits a Google-style docstring into its summary and ``Args:`` descriptions."""
+    if not doc:
+        return "", {}
+    doc = inspect.cleandoc(doc)
+    summary = doc.split("\n\n", 1)[0].strip()
+    args: dict[str, str] = {}
+    m = re.search(r"^(Args|Arguments|Parameters):\s*\n(.*?)(?:\n\S|\Z)", doc, re.S | re.M)
+    if m:
+        current = None
+        for line in m.group(2).splitlines():
+            hit = re.match(r"^\s+(\w+)(?:\s*\([^)]*\))?:\s*(.*)$", line)
+            if hit and (current is None or len(line) - len(line.lstrip()) <= 4):
+                current = hit.group(1)
+                args[current] = hit.group(2).strip()
+            elif current and line.strip():
+                args[current] += " " + line.strip()
+    return summary, args
+
+
+def _takes_ctx(param: inspect.Parameter, hint: Any) -> bool:
+    name = getattr(hint, "__name__", "")
+    return param.name == "ctx" or name in {"AgentContext", "RunContext"}
+
+
+class PythonTool:
+    """A Python function registered as a tool."""
+
+    def __init__(
+        self, fn: Callable[..., Any], name: str | None = None, description: str | None = None
+    ) -> None:
+        self.fn = fn
+        name = name or f"local:{fn.__name__}"
+        if not NAME_RE.match(name):
+            raise LoomError(
+                f"invalid tool name {name!r}: use 'namespace:verb' "
+                "(letters, digits, '_', '-', '.'), e.g. 'notes:add'"
+            )
+        summary, arg_docs = _doc_parts(fn.__doc__)
+        sig = inspect.signature(fn)
+        try:
+            hints = get_type_hints(fn)
+        except Exception:  # unresolvable forward refs: fall back to raw annotations
+            hints = {}
+        fields: dict[str, Any] = {}
+        self._ctx_param: str | None = None
+        for i, (pname, param) in enumerate(sig.parameters.items()):
+            hint = hints.get(pname, param.annotation)
+            if i == 0 and _takes_ctx(param, hint):
+                self._ctx_param = pname
+                continue
+            if param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
+                raise LoomError(f"tool {name}: *args/**kwargs cannot be described by a schema")
+            annotation = Any if hint is inspect.Parameter.empty else hint
+            default = ... if param.default is inspect.Parameter.empty else param.default
+            fields[pname] = (annotation, Field(default, description=arg_docs.get(pname)))
+        self.model: type[BaseModel] = create_model(
+            f"{fn.__name__}_args",
+            __config__=ConfigDict(extra="forbid"),
+            **fields,
+        )
+        schema = self.model.model_json_schema()
+        schema.pop("title", None)
+        for prop in schema.get("properties", {}).values():
+            prop.pop("title", None)
+        self.is_async = inspect.iscoroutinefunction(fn)
+        self.spec = ToolSpec(
+            name=name,
+            description=description or summary or name,
+            parameters=schema,
+            source="python",
+        )
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    def validate(self, args: dict[str, Any]) -> BaseModel:
+        try:
+            return self.model.model_validate(args)
+        except ValidationError as exc:
+            errors = [
+                {
+                    "loc": ".".join(map(str, e["loc"])) or "(root)",
+                    "msg": e["msg"],
+                    "type": e["type"],
+                }
+                for e in exc.errors()
+            ]
+            summary = "; ".join(f"{e['loc']}: {e['msg']}" for e in errors)
+            raise ToolArgumentsInvalid(self.name, f"invalid arguments: {summary}", errors) from None
+
+    async def invoke(self, ctx: Any, args: dict[str, Any], timeout: float | None) -> Any:
+        """Validates ``args`` and runs the function (sync functions off the loop)."""
+        validated = self.validate(args)
+        kwargs = {k: getattr(validated, k) for k in self.model.model_fields}
+        if self._ctx_param:
+            kwargs[self._ctx_param] = ctx
+        try:
+            if self.is_async:
+                result = await self.fn(**kwargs)
+            else:
+                result = await asyncio.to_thread(self.fn, **kwargs)
+        except ToolError:
+            raise
+        except Exception as exc:
+            raise ToolFailed(self.name, f"{type(exc).__name__}: {exc}") from exc
+        try:
+            return to_jsonable_python(result)
+        except Exception as exc:
+            raise ToolFailed(self.name, f"result is not JSON-serialisable: {exc}") from None
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self.fn(*args, **kwargs)
+
+    def __repr__(self) -> str:
+        return f"PythonTool({self.name!r})"
+
+
+@overload
+def tool(fn: F, /) -> PythonTool: ...
+@overload
+def tool(
+    *, name: str | None = None, description: str | None = None, register: bool = True
+) -> Callable[[F], PythonTool]: ...
+
+
+def tool(
+    fn: Callable[..., Any] | None = None,
+    /,
+    *,
+    name: str | None = None,
+    description: str | None = None,
+    register: bool = True,
+) -> PythonTool | Callable[[Callable[..., Any]], PythonTool]:
+    """Makes a function a tool every agent can call with ``ctx.tool(name, args)``.
+
+    The JSON schema comes from the type hints (through pydantic) and the argument
+    descriptions from the Google-style docstring; the summary line is the description.
+    A first parameter named ``ctx`` (or typed ``AgentContext``) receives the caller's
+    context and is not part of the schema. Sync functions run in a worker thread.
+
+    Example:
+        >>> @tool
+        ... def add(a: int, b: int = 1) -> int:
+        ...     '''Adds two numbers.'''
+        ...     return a + b
+        >>> add.name
+        'local:add'
+
+    Args:
+        name: ``namespace:verb``; defaults to ``local:<function name>``.
+        description: Overrides the docstring summary.
+        register: Add it to the tools every runtime offers (default True).
+    """
+
+    def wrap(f: Callable[..., Any]) -> PythonTool:
+        t = PythonTool(f, name=name, description=description)
+        if register:
+            GLOBAL_TOOLS[:] = [g for g in GLOBAL_TOOLS if g.fn is not f]
+            if any(g.name == t.name for g in GLOBAL_TOOLS):
+                raise LoomError(f"tool {t.name!r} is already defined; names must be unique")
+            GLOBAL_TOOLS.append(t)
+        return t
+
+    return wrap(fn) if fn is not None else wrap

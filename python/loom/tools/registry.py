@@ -1,0 +1,198 @@
+"""One registry for native (Rust), Python and MCP tools, and the one place calls go
+through: lookup, approval, timeout, tracing, error typing."""
+
+from __future__ import annotations
+
+import asyncio
+import difflib
+import logging
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from loom.errors import LoomError, ToolDenied, ToolError, ToolFailed, ToolNotFound, ToolTimeout
+from loom.tools.spec import ToolSpec, openai_name
+
+log = logging.getLogger("loom.tools")
+
+#: Seconds a tool call may take unless the caller or config says otherwise.
+DEFAULT_TIMEOUT = 30.0
+
+
+class Tool(Protocol):
+    """Anything the registry can call."""
+
+    spec: ToolSpec
+
+    async def invoke(self, ctx: Any, args: dict[str, Any], timeout: float | None) -> Any: ...
+
+
+@dataclass(frozen=True)
+class ApprovalRequest:
+    """What an approval callback is asked about."""
+
+    tool: str
+    arguments: dict[str, Any]
+    agent_id: str
+    call_id: str
+
+
+#: ``async def approve(request) -> bool`` (sync callables are run off the loop).
+Approver = Callable[[ApprovalRequest], Awaitable[bool] | bool]
+
+
+@dataclass
+class CallRecord:
+    """Timing and outcome of the last calls (for ``loom tools`` and tests)."""
+
+    tool: str
+    agent_id: str
+    seconds: float
+    outcome: str
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class ToolRegistry:
+    """Tools by name. Registering a name twice is an error — no silent shadowing."""
+
+    def __init__(
+        self,
+        *,
+        require_approval: Iterable[str] = (),
+        approver: Approver | None = None,
+        default_timeout: float = DEFAULT_TIMEOUT,
+    ) -> None:
+        self._tools: dict[str, Tool] = {}
+        self._by_openai: dict[str, str] = {}
+        self.require_approval = set(require_approval)
+        self.approver = approver
+        self.default_timeout = default_timeout
+
+    # -- registration ----------------------------------------------------------------
+
+    def register(self, tool: Tool) -> None:
+        """Adds ``tool``.
+
+        Raises:
+            LoomError: a tool with the same name is already registered.
+        """
+        name = tool.spec.name
+        existing = self._tools.get(name)
+        if existing is not None:
+            if existing is tool:
+                return
+            raise LoomError(
+                f"tool {name!r} is already registered (from {existing.spec.source}); "
+                f"refusing to shadow it with one from {tool.spec.source}"
+            )
+        self._tools[name] = tool
+        self._by_openai[openai_name(name)] = name
+
+    def unregister(self, name: str) -> bool:
+        """Removes a tool; returns whether it was there."""
+        self._by_openai.pop(openai_name(name), None)
+        return self._tools.pop(name, None) is not None
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._tools
+
+    def __len__(self) -> int:
+        return len(self._tools)
+
+    def get(self, name: str) -> Tool:
+        """The tool called ``name`` (an OpenAI-style ``fs__read_file`` works too).
+
+        Raises:
+            ToolNotFound: no such tool (suggests close names).
+        """
+        tool = self._tools.get(name) or self._tools.get(self._by_openai.get(name, ""))
+        if tool is None:
+            close = difflib.get_close_matches(name, list(self._tools), n=3)
+            hint = f"; did you mean {', '.join(close)}?" if close else ""
+            raise ToolNotFound(name, f"no tool named {name!r} is registered{hint}")
+        return tool
+
+    # -- listing ---------------------------------------------------------------------
+
+    def specs(self) -> list[ToolSpec]:
+        """Every tool, sorted by name, with approval flags filled in."""
+        return [
+            t.spec.model_copy(update={"requires_approval": n in self.require_approval})
+            for n, t in sorted(self._tools.items())
+        ]
+
+    def openai_tools(self, names: Iterable[str] | None = None) -> list[dict[str, Any]]:
+        """Tools in the OpenAI ``tools`` format (all, or ``names``)."""
+        wanted = None if names is None else {self.get(n).spec.name for n in names}
+        return [s.to_openai() for s in self.specs() if wanted is None or s.name in wanted]
+
+    # -- calling ---------------------------------------------------------------------
+
+    async def call(
+        self,
+        ctx: Any,
+        name: str,
+        payload: dict[str, Any],
+        *,
+        timeout: float | None = None,
+        call_id: str | None = None,
+    ) -> Any:
+        """Calls a tool and returns its JSON result; see ``AgentContext.tool``."""
+        tool = self.get(name)
+        name = tool.spec.name
+        call_id = call_id or f"call_{uuid.uuid4().hex[:16]}"
+        agent_id = getattr(ctx, "agent_id", "?")
+        timeout = self.default_timeout if timeout is None else timeout
+        from loom.telemetry.spans import tool_span
+
+        with tool_span(name, call_id, tool.spec, payload) as span:
+            if name in self.require_approval:
+                await self._approve(ApprovalRequest(name, payload, agent_id, call_id))
+            started = time.perf_counter()
+            try:
+                # The tool enforces the timeout itself (Rust kills its processes); the
+                # outer wait is a backstop with a little grace.
+                result = await asyncio.wait_for(
+                    tool.invoke(ctx, payload, timeout), timeout + 1.0 if timeout else None
+                )
+            except asyncio.TimeoutError:
+                raise ToolTimeout(name, f"did not finish within {timeout}s") from None
+            except ToolError:
+                raise
+            except LoomError as exc:
+                raise ToolFailed(name, str(exc)) from exc
+            span.set_result(result)
+            log.debug(
+                "%s: %s (%s) ok in %.1f ms",
+                agent_id,
+                name,
+                call_id,
+                (time.perf_counter() - started) * 1000,
+            )
+            return result
+
+    async def _approve(self, req: ApprovalRequest) -> None:
+        if self.approver is None:
+            raise ToolDenied(
+                req.tool,
+                "requires approval ([tools] require_approval) and no approval callback "
+                "is installed (runtime.tools.approver)",
+                rule="approval",
+            )
+        try:
+            if asyncio.iscoroutinefunction(self.approver):
+                verdict = await self.approver(req)
+            else:
+                # A sync callback may block (a terminal prompt): keep it off the loop.
+                verdict = await asyncio.to_thread(self.approver, req)
+                if asyncio.iscoroutine(verdict):
+                    verdict = await verdict
+        except Exception as exc:
+            raise ToolDenied(
+                req.tool, f"approval callback failed: {exc!r}", rule="approval"
+            ) from exc
+        if verdict is not True:
+            raise ToolDenied(req.tool, "the call was not approved", rule="approval")
+        log.info("%s: approved %s (%s)", req.agent_id, req.tool, req.call_id)

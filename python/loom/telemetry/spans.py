@@ -71,7 +71,7 @@ def emit_records(parent: Span, records: Sequence[Mapping[str, Any]]) -> None:
             span.set_status(Status(StatusCode.ERROR, str(rec["error"])))
         made.append(span)
     # End children before parents so exporters see consistent trees.
-    for rec, span in reversed(list(zip(records, made))):
+    for rec, span in reversed(list(zip(records, made, strict=True))):
         span.end(end_time=int(rec.get("end_ns") or 0) or None)
 
 

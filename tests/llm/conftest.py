@@ -224,6 +224,7 @@ class FaultServer:
     max_in_flight: int = 0
     _server: asyncio.base_events.Server | None = None
     _conns: set[asyncio.StreamWriter] = field(default_factory=set)
+    _tasks: set[asyncio.Task[Any]] = field(default_factory=set)
 
     @property
     def base_url(self) -> str:
@@ -241,11 +242,18 @@ class FaultServer:
             self._server.close()
             for w in list(self._conns):
                 w.transport.abort()
+            for t in list(self._tasks):
+                t.cancel()
+            if self._tasks:
+                await asyncio.gather(*self._tasks, return_exceptions=True)
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._server.wait_closed(), 2)
 
     async def _handle(self, r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
         self._conns.add(w)
+        task = asyncio.current_task()
+        if task is not None:
+            self._tasks.add(task)
         try:
             while True:
                 line = await r.readline()
@@ -277,6 +285,8 @@ class FaultServer:
             return
         finally:
             self._conns.discard(w)
+            if task is not None:
+                self._tasks.discard(task)
             w.transport.abort()
 
 

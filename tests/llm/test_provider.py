@@ -75,8 +75,10 @@ def test_provider_survives_a_new_event_loop():
         assert asyncio.run(llm.call(MSG)).content == "hello"
         assert asyncio.run(llm.call(MSG)).content == "hello"  # a second asyncio.run
     finally:
+        asyncio.run_coroutine_threadsafe(server.stop(), loop).result(5)
         loop.call_soon_threadsafe(loop.stop)
         t.join(5)
+        loop.close()
 
 
 async def test_closed_provider_refuses(make_provider):

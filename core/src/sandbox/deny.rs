@@ -65,7 +65,9 @@ impl DenyList {
             let text = p.as_ref().trim().to_string();
             let body = text.trim_end_matches('/');
             if body.is_empty() || body.starts_with('/') {
-                return Err(format!("deny pattern {text:?} must be a non-empty relative path"));
+                return Err(format!(
+                    "deny pattern {text:?} must be a non-empty relative path"
+                ));
             }
             let parts: Vec<String> = body
                 .split('/')
@@ -94,7 +96,10 @@ impl DenyList {
         self.patterns.iter().find_map(|p| {
             let hit = if p.anchored {
                 comps.len() >= p.parts.len()
-                    && p.parts.iter().zip(&comps).all(|(pat, c)| glob_component(pat, c))
+                    && p.parts
+                        .iter()
+                        .zip(&comps)
+                        .all(|(pat, c)| glob_component(pat, c))
             } else {
                 comps.iter().any(|c| glob_component(&p.parts[0], c))
             };
@@ -115,7 +120,10 @@ impl DenyList {
         self.patterns.iter().find_map(|p| {
             let hit = p.anchored
                 && comps.len() < p.parts.len()
-                && p.parts.iter().zip(&comps).all(|(pat, c)| glob_component(pat, c));
+                && p.parts
+                    .iter()
+                    .zip(&comps)
+                    .all(|(pat, c)| glob_component(pat, c));
             hit.then_some(p.text.as_str())
         })
     }
@@ -169,7 +177,11 @@ mod tests {
         assert_eq!(d.matches(&rel(".GIT/Hooks/x")), Some(".git/hooks"));
         assert_eq!(d.matches(&rel("a/../.git/config")), Some(".git/config"));
         assert_eq!(d.matches(&rel(".git/objects/ab")), None);
-        assert_eq!(d.matches(&rel("sub/.git/hooks/x")), None, "anchored at the root");
+        assert_eq!(
+            d.matches(&rel("sub/.git/hooks/x")),
+            None,
+            "anchored at the root"
+        );
         assert_eq!(d.matches(&rel(".env")), Some(".env"));
         assert_eq!(d.matches(&rel("app/.env.local")), Some(".env.*"));
         assert_eq!(d.matches(&rel("app/.envrc")), Some(".envrc"));

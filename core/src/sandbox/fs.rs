@@ -37,7 +37,12 @@ pub struct ReadOut {
 }
 
 /// Reads at most `limit` bytes at `offset` from a regular file beneath the root.
-pub fn read_file(ws: &Workspace, rel: &RelPath, offset: u64, limit: u64) -> Result<ReadOut, SandboxError> {
+pub fn read_file(
+    ws: &Workspace,
+    rel: &RelPath,
+    offset: u64,
+    limit: u64,
+) -> Result<ReadOut, SandboxError> {
     let (fd, st) = ws.open_file_read(rel)?;
     let size = st.st_size as u64;
     let file = File::from(fd);
@@ -81,7 +86,9 @@ pub fn write_file(
     deny: &DenyList,
 ) -> Result<WriteOut, SandboxError> {
     let Some(name) = rel.file_name() else {
-        return Err(SandboxError::IsADirectory { path: rel.as_string() });
+        return Err(SandboxError::IsADirectory {
+            path: rel.as_string(),
+        });
     };
     if let Some(pattern) = deny.matches(rel) {
         return Err(deny_write(rel, pattern));
@@ -94,7 +101,9 @@ pub fn write_file(
     })?;
     let existing = check_write_target(&dir, name, rel)?;
     if existing.is_some() && !overwrite {
-        return Err(SandboxError::Exists { path: rel.as_string() });
+        return Err(SandboxError::Exists {
+            path: rel.as_string(),
+        });
     }
 
     let tmp = format!(
@@ -143,14 +152,22 @@ pub fn write_file(
             created: again.is_none(),
             bytes: data.len() as u64,
         }),
-        Err(Errno::EXIST) => Err(cleanup(SandboxError::Exists { path: rel.as_string() })),
-        Err(Errno::ISDIR) => Err(cleanup(SandboxError::IsADirectory { path: rel.as_string() })),
+        Err(Errno::EXIST) => Err(cleanup(SandboxError::Exists {
+            path: rel.as_string(),
+        })),
+        Err(Errno::ISDIR) => Err(cleanup(SandboxError::IsADirectory {
+            path: rel.as_string(),
+        })),
         Err(e) => Err(cleanup(SandboxError::io(rel.as_string(), e.into()))),
     }
 }
 
 /// Checks an existing write target without following it; `None` if it does not exist.
-fn check_write_target(dir: &OwnedFd, name: &str, rel: &RelPath) -> Result<Option<rfs::Stat>, SandboxError> {
+fn check_write_target(
+    dir: &OwnedFd,
+    name: &str,
+    rel: &RelPath,
+) -> Result<Option<rfs::Stat>, SandboxError> {
     match rfs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW) {
         Ok(st) => {
             check_type(rel, &st, Want::File)?;
@@ -188,7 +205,11 @@ pub struct Entry {
 }
 
 /// Lists a directory beneath the root, sorted by name; at most `max` entries.
-pub fn list_dir(ws: &Workspace, rel: &RelPath, max: usize) -> Result<(Vec<Entry>, bool), SandboxError> {
+pub fn list_dir(
+    ws: &Workspace,
+    rel: &RelPath,
+    max: usize,
+) -> Result<(Vec<Entry>, bool), SandboxError> {
     let fd = ws.open_dir_read(rel)?;
     let mut names = Vec::new();
     let mut dir = Dir::read_from(&fd).map_err(|e| SandboxError::io(rel.as_string(), e.into()))?;
@@ -263,7 +284,11 @@ pub fn delete(
     let dir = ws.open_parent(rel, false)?;
     let st = match rfs::statat(&dir, name, AtFlags::SYMLINK_NOFOLLOW) {
         Ok(st) => st,
-        Err(Errno::NOENT) => return Err(SandboxError::NotFound { path: rel.as_string() }),
+        Err(Errno::NOENT) => {
+            return Err(SandboxError::NotFound {
+                path: rel.as_string(),
+            })
+        }
         Err(e) => return Err(SandboxError::io(rel.as_string(), e.into())),
     };
     let mut out = DeleteOut::default();
@@ -278,7 +303,9 @@ pub fn delete(
                 out.dirs = 1;
                 Ok(out)
             }
-            Err(Errno::NOTEMPTY | Errno::EXIST) => Err(SandboxError::NotEmpty { path: rel.as_string() }),
+            Err(Errno::NOTEMPTY | Errno::EXIST) => Err(SandboxError::NotEmpty {
+                path: rel.as_string(),
+            }),
             Err(e) => Err(SandboxError::io(rel.as_string(), e.into())),
         };
     }
@@ -292,10 +319,18 @@ pub fn delete(
 }
 
 fn unlink(dir: &OwnedFd, name: &str, rel: &RelPath, is_dir: bool) -> Result<(), SandboxError> {
-    let flags = if is_dir { AtFlags::REMOVEDIR } else { AtFlags::empty() };
+    let flags = if is_dir {
+        AtFlags::REMOVEDIR
+    } else {
+        AtFlags::empty()
+    };
     rfs::unlinkat(dir, name, flags).map_err(|e| match e {
-        Errno::NOENT => SandboxError::NotFound { path: rel.as_string() },
-        Errno::NOTEMPTY | Errno::EXIST => SandboxError::NotEmpty { path: rel.as_string() },
+        Errno::NOENT => SandboxError::NotFound {
+            path: rel.as_string(),
+        },
+        Errno::NOTEMPTY | Errno::EXIST => SandboxError::NotEmpty {
+            path: rel.as_string(),
+        },
         other => SandboxError::io(rel.as_string(), other.into()),
     })
 }
@@ -348,9 +383,18 @@ fn child_rel(rel: &RelPath, name: &[u8]) -> Result<RelPath, SandboxError> {
     Ok(rel.join(name))
 }
 
-fn scan_tree(fd: &OwnedFd, rel: &RelPath, deny: &DenyList, depth: usize, budget: &mut u64) -> Result<(), SandboxError> {
+fn scan_tree(
+    fd: &OwnedFd,
+    rel: &RelPath,
+    deny: &DenyList,
+    depth: usize,
+    budget: &mut u64,
+) -> Result<(), SandboxError> {
     if depth >= MAX_DEPTH {
-        return Err(SandboxError::denied("too_deep", format!("{rel} is nested deeper than {MAX_DEPTH} levels")));
+        return Err(SandboxError::denied(
+            "too_deep",
+            format!("{rel} is nested deeper than {MAX_DEPTH} levels"),
+        ));
     }
     for (name, ft) in entries(fd, rel)? {
         let crel = child_rel(rel, &name)?;
@@ -373,9 +417,18 @@ fn scan_tree(fd: &OwnedFd, rel: &RelPath, deny: &DenyList, depth: usize, budget:
     Ok(())
 }
 
-fn remove_tree(fd: &OwnedFd, rel: &RelPath, deny: &DenyList, depth: usize, out: &mut DeleteOut) -> Result<(), SandboxError> {
+fn remove_tree(
+    fd: &OwnedFd,
+    rel: &RelPath,
+    deny: &DenyList,
+    depth: usize,
+    out: &mut DeleteOut,
+) -> Result<(), SandboxError> {
     if depth >= MAX_DEPTH {
-        return Err(SandboxError::denied("too_deep", format!("{rel} is nested deeper than {MAX_DEPTH} levels")));
+        return Err(SandboxError::denied(
+            "too_deep",
+            format!("{rel} is nested deeper than {MAX_DEPTH} levels"),
+        ));
     }
     for (name, ft) in entries(fd, rel)? {
         let crel = child_rel(rel, &name)?;
@@ -421,11 +474,15 @@ pub fn walk(
     let mut queue = std::collections::VecDeque::new();
     queue.push_back((root, start.clone(), 0usize));
     while let Some((fd, rel, depth)) = queue.pop_front() {
-        let Ok(list) = entries(&fd, &rel) else { continue };
+        let Ok(list) = entries(&fd, &rel) else {
+            continue;
+        };
         let mut list = list;
         list.sort_by(|a, b| a.0.cmp(&b.0));
         for (name, ft) in list {
-            let Ok(name) = String::from_utf8(name) else { continue };
+            let Ok(name) = String::from_utf8(name) else {
+                continue;
+            };
             let crel = rel.join(&name);
             match visit(&crel, ft, fd.as_fd(), &name) {
                 Walk::Stop => return Ok(()),

@@ -342,15 +342,27 @@ pub fn interpreter_of(path: &Path) -> Option<PathBuf> {
     let le = data[5] == 1;
     let u16at = |o: usize| -> Option<u64> {
         let b: [u8; 2] = data.get(o..o + 2)?.try_into().ok()?;
-        Some(u64::from(if le { u16::from_le_bytes(b) } else { u16::from_be_bytes(b) }))
+        Some(u64::from(if le {
+            u16::from_le_bytes(b)
+        } else {
+            u16::from_be_bytes(b)
+        }))
     };
     let u32at = |o: usize| -> Option<u64> {
         let b: [u8; 4] = data.get(o..o + 4)?.try_into().ok()?;
-        Some(u64::from(if le { u32::from_le_bytes(b) } else { u32::from_be_bytes(b) }))
+        Some(u64::from(if le {
+            u32::from_le_bytes(b)
+        } else {
+            u32::from_be_bytes(b)
+        }))
     };
     let u64at = |o: usize| -> Option<u64> {
         let b: [u8; 8] = data.get(o..o + 8)?.try_into().ok()?;
-        Some(if le { u64::from_le_bytes(b) } else { u64::from_be_bytes(b) })
+        Some(if le {
+            u64::from_le_bytes(b)
+        } else {
+            u64::from_be_bytes(b)
+        })
     };
     let is64 = data[4] == 2;
     let (phoff, phentsize, phnum) = if is64 {

@@ -9,6 +9,7 @@
 //!
 //! Nothing here touches PyO3; every function is blocking and thread-safe.
 
+mod child;
 pub mod deny;
 pub mod fs;
 pub mod landlock;

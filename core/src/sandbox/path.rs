@@ -197,19 +197,15 @@ impl Workspace {
     /// The configured root is trusted (it comes from `loom.toml`), so it is canonicalised
     /// with symlinks followed; everything beneath it is not.
     pub fn open(root: &Path) -> Result<Self, SandboxError> {
-        let root_path = std::fs::canonicalize(root).map_err(|e| {
-            SandboxError::io(format!("workspace root {}", root.display()), e)
-        })?;
+        let root_path = std::fs::canonicalize(root)
+            .map_err(|e| SandboxError::io(format!("workspace root {}", root.display()), e))?;
         let fd = rfs::open(
             &root_path,
             OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
             Mode::empty(),
         )
         .map_err(|e| {
-            SandboxError::io(
-                format!("workspace root {}", root_path.display()),
-                e.into(),
-            )
+            SandboxError::io(format!("workspace root {}", root_path.display()), e.into())
         })?;
         let resolver = if openat2_works(fd.as_fd()) {
             Resolver::Openat2
@@ -255,7 +251,11 @@ impl Workspace {
         flags: OFlags,
         mode: Mode,
     ) -> Result<OwnedFd, SandboxError> {
-        let flags = flags | OFlags::CLOEXEC | OFlags::NOFOLLOW | OFlags::NOCTTY;
+        let mut flags = flags | OFlags::CLOEXEC | OFlags::NOFOLLOW;
+        // openat2 rejects (EINVAL) any flag beside O_DIRECTORY/O_NOFOLLOW/O_CLOEXEC with O_PATH.
+        if !flags.contains(OFlags::PATH) {
+            flags |= OFlags::NOCTTY;
+        }
         match self.resolver {
             Resolver::Openat2 => self.open_openat2(rel, flags, mode),
             Resolver::Walk => self.open_walk(rel, flags, mode),
@@ -316,16 +316,21 @@ impl Workspace {
     /// Resolves `rel` to an `O_PATH` fd and checks its type; devices, FIFOs, sockets and
     /// symlinks are refused with rule `special_file`/`symlink`.
     pub fn resolve(&self, rel: &RelPath, want: Want) -> Result<(OwnedFd, rfs::Stat), SandboxError> {
-        let mut flags = OFlags::PATH;
-        if want == Want::Dir {
-            flags |= OFlags::DIRECTORY;
-        }
-        let fd = self.open_raw(rel, flags, Mode::empty()).map_err(|e| match e {
-            SandboxError::Io { ref source, .. } if source.raw_os_error() == Some(libc::ENOTDIR) => {
-                SandboxError::NotADirectory { path: rel.as_string() }
-            }
-            other => other,
-        })?;
+        // No O_DIRECTORY: with O_PATH|O_NOFOLLOW a trailing symlink is opened as itself
+        // (openat2 documents this even with RESOLVE_NO_SYMLINKS), so `check_type` can name
+        // it instead of reporting ENOTDIR.
+        let fd = self
+            .open_raw(rel, OFlags::PATH, Mode::empty())
+            .map_err(|e| match e {
+                SandboxError::Io { ref source, .. }
+                    if source.raw_os_error() == Some(libc::ENOTDIR) =>
+                {
+                    SandboxError::NotADirectory {
+                        path: rel.as_string(),
+                    }
+                }
+                other => other,
+            })?;
         let st = rfs::fstat(&fd).map_err(|e| SandboxError::io(rel.as_string(), e.into()))?;
         check_type(rel, &st, want)?;
         Ok((fd, st))
@@ -356,7 +361,9 @@ impl Workspace {
                 SandboxError::Io { ref source, .. }
                     if source.raw_os_error() == Some(libc::ENOTDIR) =>
                 {
-                    SandboxError::NotADirectory { path: rel.as_string() }
+                    SandboxError::NotADirectory {
+                        path: rel.as_string(),
+                    }
                 }
                 other => other,
             })
@@ -409,7 +416,10 @@ pub fn check_type(rel: &RelPath, st: &rfs::Stat, want: Want) -> Result<(), Sandb
         (FileType::Symlink, _) => Err(symlink_denial(rel)),
         (other, _) => Err(SandboxError::denied(
             "special_file",
-            format!("{rel} is a {}; only regular files and directories are allowed", kind_name(other)),
+            format!(
+                "{rel} is a {}; only regular files and directories are allowed",
+                kind_name(other)
+            ),
         )),
     }
 }

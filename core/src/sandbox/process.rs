@@ -23,11 +23,14 @@
 //!   async-signal-safe syscalls run — no allocation, no locks, no panics.
 
 use std::ffi::{CStr, CString};
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use super::child::{
+    self, child_main, decimal, errno, raw_clone, read_records, stage_name, Plan, Record,
+};
 use super::landlock::{self, Ruleset, Status};
 use super::seccomp::Filter;
 use super::SandboxError;
@@ -189,8 +192,12 @@ impl Policy {
             // must be executable too; nothing else is.
             let mut cur = exe.clone();
             for _ in 0..3 {
-                let Some(interp) = landlock::interpreter_of(&cur) else { break };
-                let Ok(interp) = std::fs::canonicalize(&interp) else { break };
+                let Some(interp) = landlock::interpreter_of(&cur) else {
+                    break;
+                };
+                let Ok(interp) = std::fs::canonicalize(&interp) else {
+                    break;
+                };
                 if exec.contains(&interp) {
                     break;
                 }
@@ -221,9 +228,13 @@ impl Policy {
             .iter()
             .map(|(k, v)| CString::new(format!("{k}={v}")))
             .collect::<Result<Vec<_>, _>>()
-            .map_err(|_| SandboxError::denied("nul_byte", "environment contains a NUL byte".into()))?;
+            .map_err(|_| {
+                SandboxError::denied("nul_byte", "environment contains a NUL byte".into())
+            })?;
         let enforcement = Enforcement {
-            landlock: ruleset.as_ref().map_or(Status::NotEnforced, Ruleset::status),
+            landlock: ruleset
+                .as_ref()
+                .map_or(Status::NotEnforced, Ruleset::status),
             landlock_abi: ruleset.as_ref().map(Ruleset::abi),
             seccomp: seccomp.is_some(),
             network: cfg.network,
@@ -289,8 +300,10 @@ impl Policy {
     ) -> Result<Output, SandboxError> {
         self.check_required()?;
         let start = Instant::now();
-        let plan_err = |what: &str| SandboxError::denied("nul_byte", format!("{what} contains a NUL byte"));
-        let exe_c = CString::new(exe.as_os_str().as_bytes()).map_err(|_| plan_err("the executable path"))?;
+        let plan_err =
+            |what: &str| SandboxError::denied("nul_byte", format!("{what} contains a NUL byte"));
+        let exe_c = CString::new(exe.as_os_str().as_bytes())
+            .map_err(|_| plan_err("the executable path"))?;
         let argv_c = argv
             .iter()
             .map(|a| CString::new(a.as_bytes()))
@@ -320,11 +333,31 @@ impl Policy {
 
         let limits = self.limits;
         let rlimits: [(libc::c_int, u64, u64); 6] = [
-            (libc::RLIMIT_CPU as libc::c_int, limits.cpu_seconds, limits.cpu_seconds.saturating_add(1)),
-            (libc::RLIMIT_AS as libc::c_int, limits.address_space_bytes, limits.address_space_bytes),
-            (libc::RLIMIT_NPROC as libc::c_int, limits.processes, limits.processes),
-            (libc::RLIMIT_FSIZE as libc::c_int, limits.file_size_bytes, limits.file_size_bytes),
-            (libc::RLIMIT_NOFILE as libc::c_int, limits.open_files, limits.open_files),
+            (
+                libc::RLIMIT_CPU as libc::c_int,
+                limits.cpu_seconds,
+                limits.cpu_seconds.saturating_add(1),
+            ),
+            (
+                libc::RLIMIT_AS as libc::c_int,
+                limits.address_space_bytes,
+                limits.address_space_bytes,
+            ),
+            (
+                libc::RLIMIT_NPROC as libc::c_int,
+                limits.processes,
+                limits.processes,
+            ),
+            (
+                libc::RLIMIT_FSIZE as libc::c_int,
+                limits.file_size_bytes,
+                limits.file_size_bytes,
+            ),
+            (
+                libc::RLIMIT_NOFILE as libc::c_int,
+                limits.open_files,
+                limits.open_files,
+            ),
             (libc::RLIMIT_CORE as libc::c_int, 0, 0),
         ];
         let pid_max = decimal(300 + limits.processes);
@@ -405,13 +438,15 @@ impl Policy {
                 Record::Failed { stage, errno } => {
                     let what = stage_name(stage);
                     let err = std::io::Error::from_raw_os_error(errno);
-                    return Err(if stage == STAGE_EXEC {
+                    return Err(if stage == child::STAGE_EXEC {
                         SandboxError::io(format!("execve {}", exe.display()), err)
                     } else {
                         // Fail closed: a restriction could not be applied, nothing ran.
                         SandboxError::denied(
                             "sandbox_setup",
-                            format!("could not apply {what} in the child ({err}); nothing was executed"),
+                            format!(
+                                "could not apply {what} in the child ({err}); nothing was executed"
+                            ),
                         )
                     });
                 }
@@ -473,319 +508,6 @@ pub struct Output {
     pub enforcement: Enforcement,
 }
 
-// ---- child side -------------------------------------------------------------------
-
-const REC_STATUS: i32 = 1;
-const REC_FAILED: i32 = 2;
-
-const STAGE_SIGNALS: i32 = 1;
-const STAGE_SETSID: i32 = 2;
-const STAGE_PDEATHSIG: i32 = 3;
-const STAGE_PID_MAX: i32 = 4;
-const STAGE_RLIMIT: i32 = 5;
-const STAGE_FDS: i32 = 6;
-const STAGE_NO_NEW_PRIVS: i32 = 7;
-const STAGE_CAPS: i32 = 8;
-const STAGE_LANDLOCK: i32 = 9;
-const STAGE_SECCOMP: i32 = 10;
-const STAGE_FORK: i32 = 11;
-const STAGE_CHDIR: i32 = 12;
-const STAGE_EXEC: i32 = 13;
-
-fn stage_name(stage: i32) -> &'static str {
-    match stage {
-        STAGE_SIGNALS => "signal reset",
-        STAGE_SETSID => "setsid",
-        STAGE_PDEATHSIG => "parent-death signal",
-        STAGE_PID_MAX => "the pid namespace's pid_max",
-        STAGE_RLIMIT => "rlimits",
-        STAGE_FDS => "stdio/fd set-up",
-        STAGE_NO_NEW_PRIVS => "no_new_privs",
-        STAGE_CAPS => "capability drop",
-        STAGE_LANDLOCK => "the Landlock ruleset",
-        STAGE_SECCOMP => "the seccomp filter",
-        STAGE_FORK => "fork",
-        STAGE_CHDIR => "chdir into the workspace",
-        STAGE_EXEC => "execve",
-        _ => "unknown stage",
-    }
-}
-
-/// Everything the child reads; raw pointers into memory owned by [`Policy::run`].
-struct Plan<'a> {
-    exe: *const libc::c_char,
-    argv: *const *const libc::c_char,
-    envp: *const *const libc::c_char,
-    /// Sources for fds 0 (stdin), 1, 2, 3 (status), 4 (Landlock ruleset), 5 (cwd).
-    fds: [RawFd; 6],
-    rlimits: [(libc::c_int, u64, u64); 6],
-    pid_max: Option<(&'a [u8; 24], &'a [u8; 24])>,
-    seccomp: Option<*const libc::sock_fprog>,
-    drop_caps: bool,
-    in_pidns: bool,
-}
-
-fn decimal(mut n: u64) -> [u8; 24] {
-    let mut digits = [0u8; 20];
-    let mut i = digits.len();
-    loop {
-        i -= 1;
-        digits[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    let mut out = [0u8; 24];
-    out[..digits.len() - i].copy_from_slice(&digits[i..]);
-    out
-}
-
-/// Writes a record to the status pipe (12 bytes < PIPE_BUF: atomic).
-fn put(fd: RawFd, kind: i32, a: i32, b: i32) {
-    let mut buf = [0u8; 12];
-    buf[..4].copy_from_slice(&kind.to_ne_bytes());
-    buf[4..8].copy_from_slice(&a.to_ne_bytes());
-    buf[8..].copy_from_slice(&b.to_ne_bytes());
-    // SAFETY: writing a stack buffer to an fd; result deliberately ignored (nothing else
-    // can be done from here).
-    unsafe {
-        libc::write(fd, buf.as_ptr().cast(), buf.len());
-    }
-}
-
-fn errno() -> i32 {
-    std::io::Error::last_os_error().raw_os_error().unwrap_or(0)
-}
-
-/// Reports a failed stage and exits without running anything.
-fn fail(status_fd: RawFd, stage: i32) -> ! {
-    put(status_fd, REC_FAILED, stage, errno());
-    // SAFETY: _exit is async-signal-safe and ends this process.
-    unsafe { libc::_exit(127) }
-}
-
-fn write_file(path: &CStr, text: &[u8; 24]) -> bool {
-    let len = text.iter().position(|&b| b == 0).unwrap_or(text.len());
-    // SAFETY: valid C string and buffer; raw open/write/close.
-    unsafe {
-        let fd = libc::open(path.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
-        if fd < 0 {
-            return false;
-        }
-        let ok = libc::write(fd, text.as_ptr().cast(), len) == len as isize;
-        libc::close(fd);
-        ok
-    }
-}
-
-/// The child ("A"). Only raw syscalls from here on; never returns.
-///
-/// # Safety
-/// Must be called only in the child right after `raw_clone`, with `plan` pointing into
-/// the copied address space.
-unsafe fn child_main(plan: &Plan<'_>) -> ! {
-    let mut status_fd = plan.fds[3];
-
-    // Default dispositions and an empty mask: no handler of the host process runs here,
-    // and ignored signals (Rust and Python ignore SIGPIPE) are not inherited by exec.
-    // SAFETY: plain syscalls on stack data.
-    unsafe {
-        let mut dfl: libc::sigaction = std::mem::zeroed();
-        dfl.sa_sigaction = libc::SIG_DFL;
-        for sig in 1..65 {
-            if sig != libc::SIGKILL && sig != libc::SIGSTOP {
-                // EINVAL for numbers libc reserves: nothing to reset there.
-                libc::sigaction(sig, &dfl, std::ptr::null_mut());
-            }
-        }
-        let mut set: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut set);
-        if libc::sigprocmask(libc::SIG_SETMASK, &set, std::ptr::null_mut()) != 0 {
-            fail(status_fd, STAGE_SIGNALS);
-        }
-    }
-    // SAFETY: setsid/prctl take no pointers.
-    unsafe {
-        if libc::setsid() < 0 {
-            fail(status_fd, STAGE_SETSID);
-        }
-        if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) != 0 {
-            fail(status_fd, STAGE_PDEATHSIG);
-        }
-    }
-    if let Some((pid_max, last_pid)) = plan.pid_max {
-        if !write_file(c"/proc/sys/kernel/pid_max", pid_max)
-            || !write_file(c"/proc/sys/kernel/ns_last_pid", last_pid)
-        {
-            fail(status_fd, STAGE_PID_MAX);
-        }
-    }
-    for &(res, soft, hard) in &plan.rlimits {
-        let lim = libc::rlimit64 {
-            rlim_cur: soft,
-            rlim_max: hard,
-        };
-        // SAFETY: prlimit64(0 = self, resource, &new, NULL).
-        let r = unsafe {
-            libc::syscall(
-                libc::SYS_prlimit64,
-                0,
-                res,
-                &lim as *const libc::rlimit64,
-                std::ptr::null_mut::<libc::rlimit64>(),
-            )
-        };
-        if r != 0 {
-            fail(status_fd, STAGE_RLIMIT);
-        }
-    }
-    // fds: every source is >= 10, so these dup2s never clobber one another.
-    for (target, &src) in plan.fds.iter().enumerate() {
-        if src >= 0 {
-            // SAFETY: dup2 on fds we own.
-            if unsafe { libc::dup2(src, target as RawFd) } < 0 {
-                fail(status_fd, STAGE_FDS);
-            }
-        } else {
-            // SAFETY: closing a possibly-unused fd number.
-            unsafe { libc::close(target as RawFd) };
-        }
-    }
-    status_fd = 3;
-    // SAFETY: close everything else the host had open (close_range, 5.9+; else a loop).
-    unsafe {
-        if libc::syscall(libc::SYS_close_range, 6u32, u32::MAX, 0u32) != 0 {
-            for fd in 6..65536 {
-                libc::close(fd);
-            }
-        }
-        if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 {
-            fail(status_fd, STAGE_NO_NEW_PRIVS);
-        }
-    }
-    if plan.drop_caps {
-        // SAFETY: prctl/capset with valid arguments.
-        unsafe {
-            for cap in 0..64 {
-                if libc::prctl(libc::PR_CAPBSET_DROP, cap, 0, 0, 0) != 0 {
-                    if errno() == libc::EINVAL {
-                        break; // past CAP_LAST_CAP
-                    }
-                    fail(status_fd, STAGE_CAPS);
-                }
-            }
-            let bits = libc::SECBIT_NOROOT
-                | libc::SECBIT_NOROOT_LOCKED
-                | libc::SECBIT_NO_SETUID_FIXUP
-                | libc::SECBIT_NO_SETUID_FIXUP_LOCKED
-                | libc::SECBIT_KEEP_CAPS_LOCKED
-                | libc::SECBIT_NO_CAP_AMBIENT_RAISE
-                | libc::SECBIT_NO_CAP_AMBIENT_RAISE_LOCKED;
-            if libc::prctl(libc::PR_SET_SECUREBITS, bits, 0, 0, 0) != 0 {
-                fail(status_fd, STAGE_CAPS);
-            }
-            // Ambient set: EINVAL on kernels before 4.3, where it does not exist.
-            if libc::prctl(libc::PR_CAP_AMBIENT, libc::PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0) != 0
-                && errno() != libc::EINVAL
-            {
-                fail(status_fd, STAGE_CAPS);
-            }
-        }
-    }
-    // Empty effective/permitted/inheritable sets (always allowed: it only drops).
-    #[repr(C)]
-    struct CapHeader {
-        version: u32,
-        pid: i32,
-    }
-    #[repr(C)]
-    struct CapData {
-        effective: u32,
-        permitted: u32,
-        inheritable: u32,
-    }
-    let header = CapHeader {
-        version: 0x2008_0522, // _LINUX_CAPABILITY_VERSION_3
-        pid: 0,
-    };
-    let data = [
-        CapData { effective: 0, permitted: 0, inheritable: 0 },
-        CapData { effective: 0, permitted: 0, inheritable: 0 },
-    ];
-    // SAFETY: capset with a v3 header and two data structs.
-    if unsafe { libc::syscall(libc::SYS_capset, &header as *const CapHeader, data.as_ptr()) } != 0 {
-        fail(status_fd, STAGE_CAPS);
-    }
-    if plan.fds[4] >= 0 {
-        // SAFETY: fd 4 is the Landlock ruleset.
-        unsafe {
-            if libc::syscall(libc::SYS_landlock_restrict_self, 4, 0u32) != 0 {
-                fail(status_fd, STAGE_LANDLOCK);
-            }
-            libc::close(4);
-        }
-    }
-    if let Some(prog) = plan.seccomp {
-        // SAFETY: `prog` points to a sock_fprog whose filter outlives this call.
-        if unsafe { libc::syscall(libc::SYS_seccomp, libc::SECCOMP_SET_MODE_FILTER, 0u32, prog) } != 0 {
-            fail(status_fd, STAGE_SECCOMP);
-        }
-    }
-    // SAFETY: a plain fork of this single-threaded process.
-    let b = unsafe { raw_clone(libc::SIGCHLD as libc::c_ulong) };
-    if b < 0 {
-        fail(status_fd, STAGE_FORK);
-    }
-    if b == 0 {
-        // B: into the workspace and exec. fd 3 closes on a successful exec.
-        // SAFETY: raw syscalls on fds we own and pointers prepared by the parent.
-        unsafe {
-            libc::fcntl(3, libc::F_SETFD, libc::FD_CLOEXEC);
-            if libc::fchdir(5) != 0 {
-                fail(3, STAGE_CHDIR);
-            }
-            libc::close(5);
-            libc::execve(plan.exe, plan.argv, plan.envp);
-        }
-        fail(3, STAGE_EXEC);
-    }
-    // A: reap until B is gone (orphans re-parent to us in the namespace), report B.
-    // SAFETY: closing our copy of the cwd fd; waitpid into a stack int.
-    unsafe {
-        libc::close(5);
-        loop {
-            let mut st: libc::c_int = 0;
-            let r = libc::waitpid(-1, &mut st, 0);
-            if r == b as libc::pid_t {
-                put(status_fd, REC_STATUS, st, 0);
-                break;
-            }
-            if r < 0 && errno() != libc::EINTR {
-                break;
-            }
-        }
-        if !plan.in_pidns {
-            // No namespace to tear down: kill what is left of our process group (which
-            // seccomp stops anything from leaving), ourselves included.
-            libc::kill(0, libc::SIGKILL);
-        }
-        libc::_exit(0)
-    }
-}
-
-/// `clone(flags)` like `fork()`: no new stack, no CLONE_VM. The exit signal is in the
-/// low byte of `flags` (0: the caller reaps with `__WALL`, and a host `SIGCHLD` handler
-/// that reaps with `waitpid(-1)` does not steal it).
-///
-/// # Safety
-/// The child must only make async-signal-safe calls before exec/_exit.
-unsafe fn raw_clone(flags: libc::c_ulong) -> libc::c_long {
-    // SAFETY: upheld by the caller; with a NULL stack the child continues on a copy of
-    // the caller's stack, exactly like fork().
-    unsafe { libc::syscall(libc::SYS_clone, flags, 0usize, 0usize, 0usize, 0usize) }
-}
-
 // ---- parent side ------------------------------------------------------------------
 
 struct Child {
@@ -842,8 +564,18 @@ struct Pumped {
 /// deadline or when output runs far past the cap.
 fn pump(out: &OwnedFd, err: &OwnedFd, pid: libc::pid_t, deadline: Instant, cap: usize) -> Pumped {
     let mut s = [
-        Stream { buf: Vec::new(), kept: 0, total: 0, open: true },
-        Stream { buf: Vec::new(), kept: 0, total: 0, open: true },
+        Stream {
+            buf: Vec::new(),
+            kept: 0,
+            total: 0,
+            open: true,
+        },
+        Stream {
+            buf: Vec::new(),
+            kept: 0,
+            total: 0,
+            open: true,
+        },
     ];
     let fds = [out.as_raw_fd(), err.as_raw_fd()];
     let hard_cap = (cap as u64).saturating_mul(8).max(1 << 20);
@@ -865,8 +597,16 @@ fn pump(out: &OwnedFd, err: &OwnedFd, pid: libc::pid_t, deadline: Instant, cap: 
         let until = grace.unwrap_or(deadline);
         let wait_ms = until.saturating_duration_since(now).as_millis().min(1000) as libc::c_int;
         let mut pfds = [
-            libc::pollfd { fd: if s[0].open { fds[0] } else { -1 }, events: libc::POLLIN, revents: 0 },
-            libc::pollfd { fd: if s[1].open { fds[1] } else { -1 }, events: libc::POLLIN, revents: 0 },
+            libc::pollfd {
+                fd: if s[0].open { fds[0] } else { -1 },
+                events: libc::POLLIN,
+                revents: 0,
+            },
+            libc::pollfd {
+                fd: if s[1].open { fds[1] } else { -1 },
+                events: libc::POLLIN,
+                revents: 0,
+            },
         ];
         // SAFETY: poll on a stack array of two pollfds.
         let n = unsafe { libc::poll(pfds.as_mut_ptr(), 2, wait_ms.max(1)) };
@@ -902,37 +642,6 @@ fn pump(out: &OwnedFd, err: &OwnedFd, pid: libc::pid_t, deadline: Instant, cap: 
     Pumped { out, err, killed }
 }
 
-enum Record {
-    Status(i32),
-    Failed { stage: i32, errno: i32 },
-}
-
-fn read_records(fd: &OwnedFd) -> Vec<Record> {
-    let mut data = Vec::new();
-    let mut buf = [0u8; 256];
-    loop {
-        // SAFETY: reading into a stack buffer from our pipe (A is reaped: EOF follows).
-        let r = unsafe { libc::read(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
-        if r > 0 {
-            data.extend_from_slice(&buf[..r as usize]);
-        } else if r < 0 && errno() == libc::EINTR {
-            continue;
-        } else {
-            break;
-        }
-    }
-    data.chunks_exact(12)
-        .filter_map(|c| {
-            let word = |i: usize| i32::from_ne_bytes([c[i], c[i + 1], c[i + 2], c[i + 3]]);
-            match word(0) {
-                REC_STATUS => Some(Record::Status(word(4))),
-                REC_FAILED => Some(Record::Failed { stage: word(4), errno: word(8) }),
-                _ => None,
-            }
-        })
-        .collect()
-}
-
 fn pipe() -> Result<(OwnedFd, OwnedFd), SandboxError> {
     let mut fds = [0; 2];
     // SAFETY: pipe2 into a two-int array.
@@ -954,7 +663,10 @@ fn open_devnull() -> Result<OwnedFd, SandboxError> {
     // SAFETY: open with a static C string.
     let fd = unsafe { libc::open(c"/dev/null".as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC) };
     if fd < 0 {
-        return Err(SandboxError::io("/dev/null", std::io::Error::last_os_error()));
+        return Err(SandboxError::io(
+            "/dev/null",
+            std::io::Error::last_os_error(),
+        ));
     }
     // SAFETY: fresh fd.
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
@@ -964,7 +676,10 @@ fn dup_high(fd: BorrowedFd<'_>) -> Result<OwnedFd, SandboxError> {
     // SAFETY: F_DUPFD_CLOEXEC on a valid fd.
     let r = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_DUPFD_CLOEXEC, 10) };
     if r < 0 {
-        return Err(SandboxError::io("fcntl(F_DUPFD_CLOEXEC)", std::io::Error::last_os_error()));
+        return Err(SandboxError::io(
+            "fcntl(F_DUPFD_CLOEXEC)",
+            std::io::Error::last_os_error(),
+        ));
     }
     // SAFETY: fresh fd.
     Ok(unsafe { OwnedFd::from_raw_fd(r) })
@@ -1009,7 +724,10 @@ pub fn probe_pid_namespace() -> bool {
     if pid < 0 {
         return false;
     }
-    let mut child = Child { pid: pid as libc::pid_t, reaped: false };
+    let mut child = Child {
+        pid: pid as libc::pid_t,
+        reaped: false,
+    };
     child.wait();
     true
 }
@@ -1023,8 +741,12 @@ pub fn kernel_at_least(major: u32, minor: u32) -> bool {
         return false;
     }
     // SAFETY: uname NUL-terminates `release`.
-    let release = unsafe { CStr::from_ptr(u.release.as_ptr()) }.to_string_lossy().into_owned();
-    let mut parts = release.split(|c: char| !c.is_ascii_digit()).filter(|s| !s.is_empty());
+    let release = unsafe { CStr::from_ptr(u.release.as_ptr()) }
+        .to_string_lossy()
+        .into_owned();
+    let mut parts = release
+        .split(|c: char| !c.is_ascii_digit())
+        .filter(|s| !s.is_empty());
     let maj: u32 = parts.next().and_then(|s| s.parse().ok()).unwrap_or(0);
     let min: u32 = parts.next().and_then(|s| s.parse().ok()).unwrap_or(0);
     (maj, min) >= (major, minor)
@@ -1044,13 +766,6 @@ fn has_any_capability() -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn decimal_text() {
-        assert_eq!(&decimal(364)[..4], b"364\0");
-        assert_eq!(&decimal(0)[..2], b"0\0");
-        assert_eq!(&decimal(299)[..3], b"299");
-    }
 
     #[test]
     fn kernel_version_parses() {

@@ -158,7 +158,12 @@ impl Filter {
         let mut a = Asm { code: Vec::new() };
         a.op(BPF_LD_W_ABS, Target::Next, Target::Next, OFF_ARCH);
         // jt skips the kill.
-        a.op(BPF_JEQ_K, Target::Label(usize::MAX - 1), Target::Next, AUDIT_ARCH);
+        a.op(
+            BPF_JEQ_K,
+            Target::Label(usize::MAX - 1),
+            Target::Next,
+            AUDIT_ARCH,
+        );
         let kill = a.op(BPF_RET_K, Target::Next, Target::Next, RET_KILL_PROCESS);
         let load_nr = a.op(BPF_LD_W_ABS, Target::Next, Target::Next, OFF_NR);
         // Patch the arch jump to land on load_nr.
@@ -169,12 +174,27 @@ impl Filter {
         for (_, nr) in denied_syscalls() {
             a.op(BPF_JEQ_K, Target::Eperm, Target::Next, nr as u32);
         }
-        a.op(BPF_JEQ_K, Target::Enosys, Target::Next, libc::SYS_clone3 as u32);
-        let clone_jump = a.op(BPF_JEQ_K, Target::Next, Target::Next, libc::SYS_clone as u32);
+        a.op(
+            BPF_JEQ_K,
+            Target::Enosys,
+            Target::Next,
+            libc::SYS_clone3 as u32,
+        );
+        let clone_jump = a.op(
+            BPF_JEQ_K,
+            Target::Next,
+            Target::Next,
+            libc::SYS_clone as u32,
+        );
         let socket_jump = if network {
             None
         } else {
-            Some(a.op(BPF_JEQ_K, Target::Next, Target::Next, libc::SYS_socket as u32))
+            Some(a.op(
+                BPF_JEQ_K,
+                Target::Next,
+                Target::Next,
+                libc::SYS_socket as u32,
+            ))
         };
         a.op(BPF_RET_K, Target::Next, Target::Next, RET_ALLOW);
         // clone: refuse any namespace flag.
@@ -183,12 +203,27 @@ impl Filter {
         a.code[clone_jump].1 = Target::Label(clone_check);
         if let Some(j) = socket_jump {
             let socket_check = a.op(BPF_LD_W_ABS, Target::Next, Target::Next, OFF_ARG0_LO);
-            a.op(BPF_JEQ_K, Target::Allow, Target::Eperm, libc::AF_UNIX as u32);
+            a.op(
+                BPF_JEQ_K,
+                Target::Allow,
+                Target::Eperm,
+                libc::AF_UNIX as u32,
+            );
             a.code[j].1 = Target::Label(socket_check);
         }
         let allow = a.op(BPF_RET_K, Target::Next, Target::Next, RET_ALLOW);
-        let eperm = a.op(BPF_RET_K, Target::Next, Target::Next, RET_ERRNO | libc::EPERM as u32);
-        let enosys = a.op(BPF_RET_K, Target::Next, Target::Next, RET_ERRNO | libc::ENOSYS as u32);
+        let eperm = a.op(
+            BPF_RET_K,
+            Target::Next,
+            Target::Next,
+            RET_ERRNO | libc::EPERM as u32,
+        );
+        let enosys = a.op(
+            BPF_RET_K,
+            Target::Next,
+            Target::Next,
+            RET_ERRNO | libc::ENOSYS as u32,
+        );
 
         let resolve = |at: usize, t: Target| -> u8 {
             let dest = match t {
@@ -244,7 +279,11 @@ mod tests {
             let tail: Vec<u32> = f.instructions()[n - 3..].iter().map(|i| i.k).collect();
             assert_eq!(
                 tail,
-                vec![RET_ALLOW, RET_ERRNO | libc::EPERM as u32, RET_ERRNO | libc::ENOSYS as u32]
+                vec![
+                    RET_ALLOW,
+                    RET_ERRNO | libc::EPERM as u32,
+                    RET_ERRNO | libc::ENOSYS as u32
+                ]
             );
             // Every jump lands inside the program.
             for (i, ins) in f.instructions().iter().enumerate() {

@@ -22,6 +22,7 @@ from typing import Any
 
 from loom._core import Envelope
 from loom.bus import Subscription
+from loom.telemetry import _tracing
 
 log = logging.getLogger("loom.agent")
 
@@ -109,6 +110,7 @@ class SubscriptionRunner:
         on_batch: BatchFn | None = None,
         concurrency: int = 1,
         limiter: Limiter | None = None,
+        traced: bool = True,
     ) -> None:
         if (on_event is None) == (on_batch is None):
             raise ValueError("give exactly one of on_event and on_batch")
@@ -119,6 +121,7 @@ class SubscriptionRunner:
         self._on_batch = on_batch
         self._concurrency = 1 if on_batch else max(1, concurrency)
         self._limiter = limiter
+        self._traced = traced
         self._leading = False
         self._idle: deque[asyncio.Future[None]] = deque()
         self._pending: deque[Envelope] = deque()
@@ -178,6 +181,7 @@ class SubscriptionRunner:
         several = self._concurrency > 1
         coroutine = _CoroutineType
         ctx = self._ctx
+        traced = self._traced
         while True:
             if not pending:
                 events = take(BATCH_MAX)
@@ -188,6 +192,9 @@ class SubscriptionRunner:
                 pending.extend(events)
             while pending:
                 event = pending.popleft()
+                if traced and _tracing[0]:
+                    await self._handle_traced(event)
+                    continue
                 if lim is not None:
                     if lim.free > 0:
                         lim.free -= 1
@@ -217,6 +224,41 @@ class SubscriptionRunner:
                 finally:
                     if lim is not None:
                         lim.release()
+
+    async def _handle_traced(self, event: Envelope) -> None:
+        """The slow path when tracing is on: one ``invoke_agent`` span per event."""
+        from opentelemetry.trace import Status, StatusCode
+
+        from loom.telemetry.spans import invoke_agent_span
+
+        assert self._on_event is not None
+        lim = self._limiter
+        if lim is not None:
+            await lim.acquire()
+        try:
+            with invoke_agent_span(self.owner, event) as span:
+                if self._concurrency > 1:
+                    self._wake_one()
+                try:
+                    result = self._on_event(self._ctx, event.topic, event)
+                    if asyncio.iscoroutine(result):
+                        await result
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:
+                    span.set_attribute("error.type", type(exc).__name__)
+                    span.set_status(Status(StatusCode.ERROR, str(exc)[:512]))
+                    span.record_exception(exc)
+                    log.exception(
+                        "agent %s: handler failed on event %s (topic %s, type %s)",
+                        self.owner,
+                        event.id,
+                        event.topic,
+                        event.type,
+                    )
+        finally:
+            if lim is not None:
+                lim.release()
 
     async def _batch_worker(self) -> None:
         assert self._on_batch is not None

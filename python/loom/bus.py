@@ -22,6 +22,9 @@ QoS = Literal["realtime", "reliable", "background"]
 #: How long a publisher waits for room on a full ``reliable`` subscriber by default.
 DEFAULT_PUBLISH_TIMEOUT = 5.0
 
+#: Hop limit of a new event; each reply or relay decrements it.
+DEFAULT_TTL = 32
+
 
 @dataclass(frozen=True)
 class SubscriptionStats:
@@ -253,6 +256,7 @@ async def wait_pending(pending: _core.PendingPublish, timeout: float) -> None:
 
 __all__ = [
     "DEFAULT_PUBLISH_TIMEOUT",
+    "DEFAULT_TTL",
     "BusStats",
     "Envelope",
     "EventBus",

@@ -15,8 +15,9 @@ from typing import TYPE_CHECKING, Any
 
 from loom._core import Envelope
 from loom._dispatch import Limiter, SubscriptionRunner
-from loom.bus import DEFAULT_PUBLISH_TIMEOUT, QoS, Subscription, wait_pending
+from loom.bus import DEFAULT_PUBLISH_TIMEOUT, DEFAULT_TTL, QoS, Subscription, wait_pending
 from loom.errors import LoomError, RequestTimeout
+from loom.telemetry import _tracing
 
 if TYPE_CHECKING:
     from loom.collab import ContractResult
@@ -79,6 +80,7 @@ class AgentContext:
         reply_to: str | None = None,
         thread_id: str | None = None,
         headers: Mapping[str, str] | None = None,
+        ttl: int = DEFAULT_TTL,
         timeout: float = DEFAULT_PUBLISH_TIMEOUT,
     ) -> None:
         """Publishes an event from this agent.
@@ -90,18 +92,41 @@ class AgentContext:
             InvalidTopicError: the topic is malformed.
             BusFullError: a ``reliable`` subscriber stayed full for ``timeout`` seconds.
         """
-        pending = self._publish(
-            topic,
-            type,
-            payload,
-            source=self.agent_id,
-            correlation_id=correlation_id,
-            reply_to=reply_to,
-            thread_id=thread_id,
-            headers=self.runtime.outgoing_headers(headers),
-        )
-        if pending is not None:
-            await wait_pending(pending, timeout)
+        span = None
+        if _tracing[0]:
+            from loom.telemetry.spans import publish_span
+
+            span = publish_span(topic, type, correlation_id)
+        if span is None:
+            pending = self._publish(
+                topic,
+                type,
+                payload,
+                source=self.agent_id,
+                correlation_id=correlation_id,
+                reply_to=reply_to,
+                thread_id=thread_id,
+                ttl=ttl,
+                headers=self.runtime.outgoing_headers(headers),
+            )
+            if pending is not None:
+                await wait_pending(pending, timeout)
+            return
+        with span:
+            # Inside the span, so the traceparent sent is the PRODUCER span's.
+            pending = self._publish(
+                topic,
+                type,
+                payload,
+                source=self.agent_id,
+                correlation_id=correlation_id,
+                reply_to=reply_to,
+                thread_id=thread_id,
+                ttl=ttl,
+                headers=self.runtime.outgoing_headers(headers),
+            )
+            if pending is not None:
+                await wait_pending(pending, timeout)
 
     async def request(
         self,
@@ -162,19 +187,16 @@ class AgentContext:
                 f"{self.agent_id}: event {event.id} ({event.type!r} on {event.topic!r}) "
                 "has no reply_to; it was emitted, not requested"
             )
-        pending = self._publish(
+        await self.emit(
             event.reply_to,
             type,
             payload,
-            source=self.agent_id,
             correlation_id=event.correlation_id or event.id,
             reply_to=self.inbox,
             thread_id=event.thread_id,
+            headers=headers,
             ttl=max(event.ttl - 1, 0),
-            headers=self.runtime.outgoing_headers(headers),
         )
-        if pending is not None:
-            await wait_pending(pending, DEFAULT_PUBLISH_TIMEOUT)
 
     # -- subscribing ---------------------------------------------------------------
 
@@ -328,7 +350,13 @@ class AgentContext:
         if self._direct is not None:
             await self._limiter.acquire()
             try:
-                await self._direct(event)
+                if _tracing[0]:
+                    from loom.telemetry.spans import invoke_agent_span
+
+                    with invoke_agent_span(self.agent_id, event):
+                        await self._direct(event)
+                else:
+                    await self._direct(event)
             finally:
                 self._limiter.release()
         else:

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from loom.bus import EventBus
 from loom.errors import AgentError
+from loom.telemetry import _tracing, refresh_tracing_active
 
 if TYPE_CHECKING:
     from loom.agent import Agent
@@ -46,6 +47,7 @@ class Runtime:
         self.tools: Any = None
         self._tools_lock: asyncio.Lock | None = None
         self.stopping = False
+        refresh_tracing_active()
 
     # -- default runtime -----------------------------------------------------------
 
@@ -84,10 +86,15 @@ class Runtime:
         self._header_hooks.append(hook)
 
     def outgoing_headers(self, headers: Mapping[str, str] | None) -> dict[str, str] | None:
-        """Headers for an outgoing event: the caller's plus those the hooks add."""
-        if not self._header_hooks:
+        """Headers for an outgoing event: the caller's, the current trace context
+        (W3C ``traceparent``) when tracing, and whatever the hooks add."""
+        if not self._header_hooks and not _tracing[0]:
             return dict(headers) if headers else None
         out = dict(headers) if headers else {}
+        if _tracing[0]:
+            from loom.telemetry.spans import inject
+
+            inject(out)
         for hook in self._header_hooks:
             hook(out)
         return out or None

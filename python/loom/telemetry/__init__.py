@@ -29,4 +29,25 @@ def set_capture_content(enabled: bool | None) -> None:
     _capture_content = enabled
 
 
-__all__ = ["capture_content", "set_capture_content"]
+# -- is a real tracer provider installed? ---------------------------------------------
+# Checked on the hot paths (every emit, every handled event), so it is a plain flag,
+# refreshed when Loom installs a provider and when a runtime is created.
+_tracing = [False]
+
+
+def tracing_active() -> bool:
+    """Whether a recording (SDK) tracer provider is installed globally."""
+    return _tracing[0]
+
+
+def refresh_tracing_active() -> bool:
+    """Re-reads the global tracer provider (call after installing one yourself)."""
+    from opentelemetry import trace
+
+    provider = trace.get_tracer_provider()
+    name = type(provider).__name__
+    _tracing[0] = name not in {"ProxyTracerProvider", "NoOpTracerProvider"}
+    return _tracing[0]
+
+
+__all__ = ["capture_content", "refresh_tracing_active", "set_capture_content", "tracing_active"]

@@ -12,15 +12,23 @@ from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 
 from loom.telemetry import capture_content
 
-_tracer = trace.get_tracer("loom")
+_cache: list[Any] = [None, None]  # [provider, tracer]
 
 #: Content attributes are truncated to this many characters.
 MAX_CONTENT = 8192
 
 
 def tracer() -> trace.Tracer:
-    """Loom's tracer, from the global provider."""
-    return _tracer
+    """Loom's tracer, from the current global provider (re-fetched when it changes,
+    unlike a module-level ``get_tracer`` that would pin the first one)."""
+    provider = trace.get_tracer_provider()
+    if _cache[0] is not provider:
+        from loom import __version__
+
+        _cache[0] = provider
+        _cache[1] = provider.get_tracer("loom", __version__)
+    result: trace.Tracer = _cache[1]
+    return result
 
 
 def _content(value: Any) -> str:
@@ -57,7 +65,7 @@ def emit_records(parent: Span, records: Sequence[Mapping[str, Any]]) -> None:
     for rec in records:
         p = rec.get("parent")
         ctx = trace.set_span_in_context(made[p]) if isinstance(p, int) and p < len(made) else ctx0
-        span = _tracer.start_span(
+        span = tracer().start_span(
             str(rec.get("name", "rust")),
             context=ctx,
             start_time=int(rec.get("start_ns") or 0) or None,
@@ -87,7 +95,7 @@ def tool_span(name: str, call_id: str, spec: Any, arguments: Any) -> Iterator[To
     }
     if getattr(spec, "description", None):
         attrs["gen_ai.tool.description"] = spec.description[:256]
-    with _tracer.start_as_current_span(
+    with tracer().start_as_current_span(
         f"execute_tool {name}", kind=SpanKind.INTERNAL, attributes=attrs, record_exception=False
     ) as span:
         if capture_content() and span.is_recording():
@@ -112,3 +120,63 @@ def _outcome(exc: BaseException) -> str:
         "ToolArgumentsInvalid": "invalid_arguments",
         "CancelledError": "cancelled",
     }.get(kind, "error")
+
+
+# -- the bus: W3C trace context in envelope headers --------------------------------------
+
+
+def inject(headers: dict[str, str]) -> None:
+    """Adds ``traceparent``/``tracestate`` of the current span to ``headers``."""
+    from opentelemetry.propagate import inject as _inject
+
+    _inject(headers)
+
+
+def publish_span(topic: str, type: str, correlation_id: str | None) -> Any:
+    """A ``send {topic}`` PRODUCER span (messaging conventions), or None when no
+    recording span is current (nothing to link the event to)."""
+    if not trace.get_current_span().is_recording():
+        return None
+    attrs: dict[str, Any] = {
+        "messaging.system": "loom",
+        "messaging.operation.type": "send",
+        "messaging.operation.name": "publish",
+        "messaging.destination.name": topic,
+        "loom.event.type": type,
+    }
+    if correlation_id:
+        attrs["messaging.message.conversation_id"] = correlation_id
+    return tracer().start_as_current_span(f"send {topic}", kind=SpanKind.PRODUCER, attributes=attrs)
+
+
+@contextmanager
+def invoke_agent_span(agent_id: str, event: Any) -> Iterator[Span]:
+    """``invoke_agent {agent}`` for one handled event, continuing the trace of the
+    publisher (its ``traceparent`` header)."""
+    from opentelemetry.propagate import extract
+
+    headers = event.headers
+    parent = extract(headers) if headers else None
+    attrs: dict[str, Any] = {
+        "gen_ai.operation.name": "invoke_agent",
+        "gen_ai.agent.name": agent_id,
+        "gen_ai.agent.id": agent_id,
+        "messaging.system": "loom",
+        "messaging.operation.type": "process",
+        "messaging.destination.name": event.topic,
+        "messaging.message.id": event.id,
+        "loom.event.type": event.type,
+    }
+    if event.correlation_id:
+        attrs["messaging.message.conversation_id"] = event.correlation_id
+    if event.source:
+        attrs["loom.event.source"] = event.source
+    with tracer().start_as_current_span(
+        f"invoke_agent {agent_id}",
+        context=parent,
+        kind=SpanKind.CONSUMER,
+        attributes=attrs,
+        record_exception=False,
+        set_status_on_exception=False,
+    ) as span:
+        yield span

@@ -37,29 +37,54 @@ STREAM_CHUNKS = 50
 
 
 def _canned() -> tuple[bytes, bytes]:
-    body = json.dumps({
-        "id": "chatcmpl-bench", "object": "chat.completion", "created": 0, "model": "bench",
-        "choices": [{"index": 0, "message": {"role": "assistant", "content": "Hello there!"},
-                     "finish_reason": "stop"}],
-        "usage": {"prompt_tokens": 9, "completion_tokens": 3, "total_tokens": 12},
-    }).encode()
-    plain = (b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: "
-             + str(len(body)).encode() + b"\r\n\r\n" + body)
+    body = json.dumps(
+        {
+            "id": "chatcmpl-bench",
+            "object": "chat.completion",
+            "created": 0,
+            "model": "bench",
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": "Hello there!"},
+                    "finish_reason": "stop",
+                }
+            ],
+            "usage": {"prompt_tokens": 9, "completion_tokens": 3, "total_tokens": 12},
+        }
+    ).encode()
+    plain = (
+        b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: "
+        + str(len(body)).encode()
+        + b"\r\n\r\n"
+        + body
+    )
     events = []
     for i in range(STREAM_CHUNKS):
-        c = {"id": "chatcmpl-bench", "object": "chat.completion.chunk", "created": 0,
-             "model": "bench", "choices": [{"index": 0, "delta": {"content": f"tok{i} "},
-                                            "finish_reason": None}]}
+        c = {
+            "id": "chatcmpl-bench",
+            "object": "chat.completion.chunk",
+            "created": 0,
+            "model": "bench",
+            "choices": [{"index": 0, "delta": {"content": f"tok{i} "}, "finish_reason": None}],
+        }
         events.append(b"data: " + json.dumps(c).encode() + b"\n\n")
-    fin = {"id": "chatcmpl-bench", "object": "chat.completion.chunk", "created": 0,
-           "model": "bench", "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}],
-           "usage": {"prompt_tokens": 9, "completion_tokens": 50, "total_tokens": 59}}
+    fin = {
+        "id": "chatcmpl-bench",
+        "object": "chat.completion.chunk",
+        "created": 0,
+        "model": "bench",
+        "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}],
+        "usage": {"prompt_tokens": 9, "completion_tokens": 50, "total_tokens": 59},
+    }
     events.append(b"data: " + json.dumps(fin).encode() + b"\n\n")
     events.append(b"data: [DONE]\n\n")
     # Chunked, one HTTP chunk per event, as real servers send them.
     chunked = b"".join(f"{len(e):x}\r\n".encode() + e + b"\r\n" for e in events) + b"0\r\n\r\n"
-    stream = (b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n"
-              b"transfer-encoding: chunked\r\n\r\n" + chunked)
+    stream = (
+        b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n"
+        b"transfer-encoding: chunked\r\n\r\n" + chunked
+    )
     return plain, stream
 
 
@@ -80,8 +105,11 @@ class _Proto(asyncio.Protocol):
             length = 0
             i = head.find(b"content-length:")
             if i >= 0:
-                length = int(head[i + 15 : head.find(b"\r\n", i) if head.find(b"\r\n", i) > 0
-                                  else None].strip())
+                length = int(
+                    head[
+                        i + 15 : head.find(b"\r\n", i) if head.find(b"\r\n", i) > 0 else None
+                    ].strip()
+                )
             total = end + 4 + length
             if len(self.buf) < total:
                 return
@@ -147,9 +175,18 @@ async def make_clients(base: str, which: set[str]) -> dict[str, tuple[Call, Call
         for name, transport in (("loom", "auto"), ("loom-httpx", "httpx")):
             if name not in which:
                 continue
-            llm = LLMProvider(None, LLMConfig(name="bench", base_url=base, model="bench",
-                                              api_key="sk-bench", transport=transport,
-                                              quirks="openai", max_retries=0))
+            llm = LLMProvider(
+                None,
+                LLMConfig(
+                    name="bench",
+                    base_url=base,
+                    model="bench",
+                    api_key="sk-bench",
+                    transport=transport,
+                    quirks="openai",
+                    max_retries=0,
+                ),
+            )
 
             async def call(llm: Any = llm) -> Any:
                 return (await llm.call(MESSAGES)).content
@@ -179,8 +216,9 @@ async def make_clients(base: str, which: set[str]) -> dict[str, tuple[Call, Call
 
             async def ostream(client: Any = client) -> Any:
                 n = 0
-                s = await client.chat.completions.create(model="bench", messages=MESSAGES,
-                                                         stream=True)
+                s = await client.chat.completions.create(
+                    model="bench", messages=MESSAGES, stream=True
+                )
                 async for _ in s:
                     n += 1
                 return n
@@ -198,8 +236,9 @@ async def make_clients(base: str, which: set[str]) -> dict[str, tuple[Call, Call
                 from httpx_aiohttp import AiohttpTransport
 
                 transport = AiohttpTransport()
-            hc = httpx.AsyncClient(transport=transport, timeout=30,
-                                   limits=httpx.Limits(max_connections=256))
+            hc = httpx.AsyncClient(
+                transport=transport, timeout=30, limits=httpx.Limits(max_connections=256)
+            )
 
             async def hcall(hc: Any = hc) -> Any:
                 r = await hc.post(url, json=payload)
@@ -239,12 +278,13 @@ async def measure(fn: Call, concurrency: int, seconds: float) -> tuple[float, fl
 
 
 def import_time(module: str, runs: int) -> float:
-    code = (f"import sys,time; sys.path.insert(0, {str(ROOT / 'python')!r}); "
-            f"t=time.perf_counter(); import {module}; print(time.perf_counter()-t)")
+    code = (
+        f"import sys,time; sys.path.insert(0, {str(ROOT / 'python')!r}); "
+        f"t=time.perf_counter(); import {module}; print(time.perf_counter()-t)"
+    )
     times = []
     for _ in range(runs):
-        r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                           check=True)
+        r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
         times.append(float(r.stdout.strip().splitlines()[-1]))
     return min(times)
 
@@ -255,8 +295,9 @@ async def run(args: argparse.Namespace, base: str) -> dict[str, Any]:
     levels = [1, 16] if args.smoke else [1, 16, 64]
     seconds = 0.4 if args.smoke else args.seconds
     results: dict[str, Any] = {"calls": {}, "stream": {}}
-    print(f"{'client':<16}" + "".join(f"{'c=' + str(c):>20}" for c in levels)
-          + f"{'stream c=16':>16}")
+    print(
+        f"{'client':<16}" + "".join(f"{'c=' + str(c):>20}" for c in levels) + f"{'stream c=16':>16}"
+    )
     for name in names:
         call, stream, _ = clients[name]
         row = f"{name:<16}"
@@ -286,8 +327,10 @@ def main() -> None:
     try:
         if hasattr(os, "sched_setaffinity") and (os.cpu_count() or 1) >= 2:
             os.sched_setaffinity(0, {0})
-        print(f"canned server {base} (pid {proc.pid}); python {sys.version.split()[0]}, "
-              f"{os.cpu_count()} cores\n")
+        print(
+            f"canned server {base} (pid {proc.pid}); python {sys.version.split()[0]}, "
+            f"{os.cpu_count()} cores\n"
+        )
         results = asyncio.run(run(args, base))
     finally:
         proc.terminate()
@@ -296,8 +339,10 @@ def main() -> None:
     t_loom = import_time("loom", runs)
     t_llm = import_time("loom.llm", runs)
     t_openai = import_time("openai", runs)
-    print(f"\nimport loom {t_loom:.3f}s   import loom.llm {t_llm:.3f}s   "
-          f"import openai {t_openai:.3f}s")
+    print(
+        f"\nimport loom {t_loom:.3f}s   import loom.llm {t_llm:.3f}s   "
+        f"import openai {t_openai:.3f}s"
+    )
     calls = results["calls"]
 
     def ratio(a: str, b: str, c: int) -> float:
@@ -306,12 +351,16 @@ def main() -> None:
     s = results["stream"]
     print("\nratios (requests/s, loom / other):")
     for c in sorted({c for _, c in calls}):
-        print(f"  c={c:<3} vs openai {ratio('loom', 'openai', c):5.2f}x (goal 2.5x)   "
-              f"vs openai-aiohttp {ratio('loom', 'openai-aiohttp', c):5.2f}x (goal 1.5x)   "
-              f"vs httpx {ratio('loom', 'httpx', c):5.2f}x   "
-              f"vs httpx-aiohttp {ratio('loom', 'httpx-aiohttp', c):5.2f}x")
-    print(f"  stream vs openai {s['loom'][0] / s['openai'][0]:5.2f}x (goal 5x)   "
-          f"vs openai-aiohttp {s['loom'][0] / s['openai-aiohttp'][0]:5.2f}x")
+        print(
+            f"  c={c:<3} vs openai {ratio('loom', 'openai', c):5.2f}x (goal 2.5x)   "
+            f"vs openai-aiohttp {ratio('loom', 'openai-aiohttp', c):5.2f}x (goal 1.5x)   "
+            f"vs httpx {ratio('loom', 'httpx', c):5.2f}x   "
+            f"vs httpx-aiohttp {ratio('loom', 'httpx-aiohttp', c):5.2f}x"
+        )
+    print(
+        f"  stream vs openai {s['loom'][0] / s['openai'][0]:5.2f}x (goal 5x)   "
+        f"vs openai-aiohttp {s['loom'][0] / s['openai-aiohttp'][0]:5.2f}x"
+    )
     print(f"  import loom {t_loom:.3f}s (goal <= 0.3s)")
 
 

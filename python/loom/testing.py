@@ -298,8 +298,9 @@ class FunctionModel(_TestModel):
     :class:`RecordedCall` with ``messages``, ``tools``, ``kwargs`` and ``last_user_text``.
     The function returns anything a :class:`ScriptedModel` script item may be."""
 
-    def __init__(self, function: ResponderFn, *, model: str = "function",
-                 name: str = "function") -> None:
+    def __init__(
+        self, function: ResponderFn, *, model: str = "function", name: str = "function"
+    ) -> None:
         super().__init__(name, model)
         self.function = function
 

@@ -62,9 +62,17 @@ def text_chunks(pieces: list[str], *, usage: bool = True) -> list[Any]:
     out += [chunk({"content": p}) for p in pieces]
     out.append(chunk({}, "stop"))
     if usage:
-        out.append({"id": "chatcmpl-stream", "choices": [],
-                    "usage": {"prompt_tokens": 5, "completion_tokens": len(pieces),
-                              "total_tokens": 5 + len(pieces)}})
+        out.append(
+            {
+                "id": "chatcmpl-stream",
+                "choices": [],
+                "usage": {
+                    "prompt_tokens": 5,
+                    "completion_tokens": len(pieces),
+                    "total_tokens": 5 + len(pieces),
+                },
+            }
+        )
     out.append("[DONE]")
     return out
 
@@ -88,21 +96,38 @@ Action = Callable[[asyncio.StreamReader, asyncio.StreamWriter, Request], Awaitab
 
 
 def _head(status: int, headers: dict[str, str]) -> bytes:
-    reason = {200: "OK", 400: "Bad Request", 401: "Unauthorized", 404: "Not Found",
-              408: "Request Timeout", 409: "Conflict", 429: "Too Many Requests",
-              500: "Internal Server Error", 502: "Bad Gateway",
-              503: "Service Unavailable"}.get(status, "Status")
+    reason = {
+        200: "OK",
+        400: "Bad Request",
+        401: "Unauthorized",
+        404: "Not Found",
+        408: "Request Timeout",
+        409: "Conflict",
+        429: "Too Many Requests",
+        500: "Internal Server Error",
+        502: "Bad Gateway",
+        503: "Service Unavailable",
+    }.get(status, "Status")
     lines = [f"HTTP/1.1 {status} {reason}"] + [f"{k}: {v}" for k, v in headers.items()]
     return ("\r\n".join(lines) + "\r\n\r\n").encode()
 
 
-def respond(status: int = 200, body: Any = None, *, headers: dict[str, str] | None = None,
-            content_type: str = "application/json", delay: float = 0.0) -> Action:
+def respond(
+    status: int = 200,
+    body: Any = None,
+    *,
+    headers: dict[str, str] | None = None,
+    content_type: str = "application/json",
+    delay: float = 0.0,
+) -> Action:
     """A complete response (body: dict → JSON, str/bytes → as is)."""
     if body is None:
         body = completion()
-    raw = body if isinstance(body, bytes) else (
-        body.encode() if isinstance(body, str) else json.dumps(body).encode())
+    raw = (
+        body
+        if isinstance(body, bytes)
+        else (body.encode() if isinstance(body, str) else json.dumps(body).encode())
+    )
 
     async def act(r: asyncio.StreamReader, w: asyncio.StreamWriter, req: Request) -> bool:
         if delay:
@@ -116,8 +141,14 @@ def respond(status: int = 200, body: Any = None, *, headers: dict[str, str] | No
     return act
 
 
-def sse(events: list[Any], *, content_type: str = "text/event-stream",
-        delay: float = 0.0, crlf: bool = False, close_after: int | None = None) -> Action:
+def sse(
+    events: list[Any],
+    *,
+    content_type: str = "text/event-stream",
+    delay: float = 0.0,
+    crlf: bool = False,
+    close_after: int | None = None,
+) -> Action:
     """A chunked SSE response; ``close_after=n`` drops the connection after n events
     without ending the chunked body (a broken connection)."""
     nl = "\r\n" if crlf else "\n"
@@ -161,8 +192,9 @@ def stall(seconds: float = 30.0, *, after_headers: bool = False) -> Action:
 
     async def act(r: asyncio.StreamReader, w: asyncio.StreamWriter, req: Request) -> bool:
         if after_headers:
-            w.write(_head(200, {"content-type": "text/event-stream",
-                                "transfer-encoding": "chunked"}))
+            w.write(
+                _head(200, {"content-type": "text/event-stream", "transfer-encoding": "chunked"})
+            )
             await w.drain()
         await asyncio.sleep(seconds)
         w.transport.abort()
@@ -319,28 +351,12 @@ def free_port() -> int:
 
 # -- spans ---------------------------------------------------------------------------------
 
-_exporter: Any = None
-
 
 @pytest.fixture
-def spans() -> Iterator[Any]:
-    """An InMemorySpanExporter attached to the global tracer provider."""
-    global _exporter
-    from opentelemetry import trace
-    from opentelemetry.sdk.trace import TracerProvider
-    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
-    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-
-    if _exporter is None:
-        provider = trace.get_tracer_provider()
-        if not isinstance(provider, TracerProvider):
-            provider = TracerProvider()
-            trace.set_tracer_provider(provider)
-        _exporter = InMemorySpanExporter()
-        provider.add_span_processor(SimpleSpanProcessor(_exporter))
-    _exporter.clear()
-    yield _exporter
-    _exporter.clear()
+def spans(span_exporter: Any) -> Any:
+    """The in-memory exporter of the shared ``span_exporter`` fixture (tests/conftest.py),
+    which installs a tracer provider for one test and removes it afterwards."""
+    return span_exporter
 
 
 # -- the real local model ---------------------------------------------------------------------
@@ -353,8 +369,9 @@ async def smollm2() -> AsyncIterator[LocalModelServer]:
     if reason:
         print(f"\nSKIP real-model tests: {reason}", file=sys.stderr)
         pytest.skip(reason)
-    server = LocalModelServer("smollm2", startup_timeout=float(os.environ.get(
-        "LOOM_LLAMA_STARTUP_TIMEOUT", "120")))
+    server = LocalModelServer(
+        "smollm2", startup_timeout=float(os.environ.get("LOOM_LLAMA_STARTUP_TIMEOUT", "120"))
+    )
     await server.start()
     try:
         yield server

@@ -6,8 +6,8 @@ import asyncio
 import time
 
 import pytest
-from conftest import completion, respond, sse, text_chunks
 
+from conftest import completion, respond, sse, text_chunks
 from loom.llm import BudgetExceeded, Pricing, Usage, tracker
 from loom.llm.cost import cost_of, price_for
 from loom.llm.limits import TokenBucket, limiter_for
@@ -45,8 +45,9 @@ def test_token_bucket_waits_when_empty():
 
 async def test_rpm_limit_delays_requests(fault_server, make_provider):
     llm = make_provider(name="rpm", rpm=120)  # 2 per second, bucket of 120
-    limiter = limiter_for("rpm", fault_server.base_url.rstrip("/"), rpm=120, tpm=None,
-                          max_concurrency=None)
+    limiter = limiter_for(
+        "rpm", fault_server.base_url.rstrip("/"), rpm=120, tpm=None, max_concurrency=None
+    )
     assert limiter is not None and limiter.rpm is not None
     limiter.rpm.level = 1  # nearly empty: the second call must wait ~0.5 s
     t0 = time.monotonic()
@@ -58,8 +59,9 @@ async def test_rpm_limit_delays_requests(fault_server, make_provider):
 async def test_tpm_settles_with_real_usage(fault_server, make_provider):
     llm = make_provider(name="tpm", tpm=100_000, max_tokens=1000)
     await llm.call(MSG)
-    lim = limiter_for("tpm", fault_server.base_url.rstrip("/"), rpm=None, tpm=100_000,
-                      max_concurrency=None)
+    lim = limiter_for(
+        "tpm", fault_server.base_url.rstrip("/"), rpm=None, tpm=100_000, max_concurrency=None
+    )
     assert lim is not None and lim.tpm is not None
     # Reserved ~1001 tokens, the server reported 10: the bucket got the difference back.
     assert lim.tpm.level > 100_000 - 50
@@ -77,7 +79,8 @@ def test_price_table_and_prefix_match():
 def test_cost_with_cached_tokens():
     u = Usage(prompt_tokens=1_000_000, completion_tokens=1_000_000, cached_tokens=500_000)
     assert cost_of(u, Pricing(input=2.0, output=8.0, cached_input=0.5)) == pytest.approx(
-        1.0 + 0.25 + 8.0)
+        1.0 + 0.25 + 8.0
+    )
 
 
 async def test_usage_cost_per_provider_and_agent(fault_server, make_provider):
@@ -85,11 +88,20 @@ async def test_usage_cost_per_provider_and_agent(fault_server, make_provider):
         agent_id = "researcher"
         project = None
 
-    fault_server.default = respond(200, completion(usage={
-        "prompt_tokens": 1000, "completion_tokens": 500, "total_tokens": 1500,
-        "prompt_tokens_details": {"cached_tokens": 200}}))
-    llm = make_provider(name="priced", ctx=Ctx(),
-                        prices={"input": 1.0, "output": 2.0, "cached_input": 0.1})
+    fault_server.default = respond(
+        200,
+        completion(
+            usage={
+                "prompt_tokens": 1000,
+                "completion_tokens": 500,
+                "total_tokens": 1500,
+                "prompt_tokens_details": {"cached_tokens": 200},
+            }
+        ),
+    )
+    llm = make_provider(
+        name="priced", ctx=Ctx(), prices={"input": 1.0, "output": 2.0, "cached_input": 0.1}
+    )
     r = await llm.call(MSG)
     assert r.usage.cached_tokens == 200
     assert r.cost_usd == pytest.approx((800 * 1.0 + 200 * 0.1 + 500 * 2.0) / 1e6)
@@ -108,8 +120,12 @@ async def test_stream_usage_recorded(fault_server, make_provider):
 
 
 async def test_budget_exceeded_sends_nothing(fault_server, make_provider):
-    fault_server.default = respond(200, completion(usage={
-        "prompt_tokens": 1_000_000, "completion_tokens": 0, "total_tokens": 1_000_000}))
+    fault_server.default = respond(
+        200,
+        completion(
+            usage={"prompt_tokens": 1_000_000, "completion_tokens": 0, "total_tokens": 1_000_000}
+        ),
+    )
     llm = make_provider(name="budget", prices={"input": 1.0, "output": 1.0}, budget_usd=0.5)
     await llm.call(MSG)  # spends $1
     with pytest.raises(BudgetExceeded) as ei:

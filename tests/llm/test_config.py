@@ -15,8 +15,12 @@ from loom.llm.config import read_dotenv, resolve_config, validate_llm_tables
 class Project:
     """Stands in for loom.config.ProjectConfig: the attributes the LLM client reads."""
 
-    def __init__(self, llm: dict[str, Any], root: Path | None = None,
-                 lines: dict[tuple[str, ...], int] | None = None) -> None:
+    def __init__(
+        self,
+        llm: dict[str, Any],
+        root: Path | None = None,
+        lines: dict[tuple[str, ...], int] | None = None,
+    ) -> None:
         self.llm = llm
         self.root = root
         self.path = root / "loom.toml" if root else None
@@ -27,18 +31,44 @@ class Project:
 
 
 def test_seed_keys():
-    cfg = resolve_config("deepseek", {"llm": {"deepseek": {
-        "base_url": "https://api.deepseek.com/v1", "model": "deepseek-chat",
-        "api_key": "sk-x", "temperature": 0.7, "max_tokens": 8192}}})
+    cfg = resolve_config(
+        "deepseek",
+        {
+            "llm": {
+                "deepseek": {
+                    "base_url": "https://api.deepseek.com/v1",
+                    "model": "deepseek-chat",
+                    "api_key": "sk-x",
+                    "temperature": 0.7,
+                    "max_tokens": 8192,
+                }
+            }
+        },
+    )
     assert (cfg.base_url, cfg.model, cfg.temperature, cfg.max_tokens) == (
-        "https://api.deepseek.com/v1", "deepseek-chat", 0.7, 8192)
+        "https://api.deepseek.com/v1",
+        "deepseek-chat",
+        0.7,
+        8192,
+    )
 
 
 def test_original_loom_keys(monkeypatch):
     monkeypatch.setenv("DEEPSEEK_API_KEY", "sk-from-env-123")
-    cfg = resolve_config("ds", {"llm": {"ds": {
-        "type": "http", "api_base": "https://api.deepseek.com/v1", "model": "deepseek-chat",
-        "api_key": "${DEEPSEEK_API_KEY}", "timeout_sec": 12}}})
+    cfg = resolve_config(
+        "ds",
+        {
+            "llm": {
+                "ds": {
+                    "type": "http",
+                    "api_base": "https://api.deepseek.com/v1",
+                    "model": "deepseek-chat",
+                    "api_key": "${DEEPSEEK_API_KEY}",
+                    "timeout_sec": 12,
+                }
+            }
+        },
+    )
     assert cfg.base_url == "https://api.deepseek.com/v1"
     assert cfg.timeout == 12
     assert cfg.resolved_api_key() == "sk-from-env-123"
@@ -50,9 +80,16 @@ def test_timeout_ms_from_seed():
 
 def test_unset_var_is_config_error_naming_variable_and_provider(monkeypatch):
     monkeypatch.delenv("NOPE_NOT_SET_KEY", raising=False)
-    project = Project({"acme": {"base_url": "https://acme.example/v1", "model": "m",
-                                "api_key": "${NOPE_NOT_SET_KEY}"}},
-                      lines={("llm", "acme", "api_key"): 7})
+    project = Project(
+        {
+            "acme": {
+                "base_url": "https://acme.example/v1",
+                "model": "m",
+                "api_key": "${NOPE_NOT_SET_KEY}",
+            }
+        },
+        lines={("llm", "acme", "api_key"): 7},
+    )
     with pytest.raises(ConfigError) as ei:
         LLMProvider.from_config(None, "acme", project)
     msg = str(ei.value)
@@ -69,21 +106,31 @@ def test_var_default_syntax(monkeypatch):
 
 def test_api_key_env_unset_is_config_error(monkeypatch):
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
-    with pytest.raises(ConfigError, match="OPENAI_API_KEY.*'openai'"):
+    with pytest.raises(ConfigError, match=r"OPENAI_API_KEY.*'openai'"):
         LLMProvider.from_name(None, "openai")
 
 
 def test_dotenv_loaded_without_overriding_environment(tmp_path, monkeypatch):
     (tmp_path / ".env").write_text(
-        "# comment\nexport ACME_KEY='from-dotenv'\nOTHER_KEY=dot # trailing\n")
+        "# comment\nexport ACME_KEY='from-dotenv'\nOTHER_KEY=dot # trailing\n"
+    )
     monkeypatch.delenv("ACME_KEY", raising=False)
     monkeypatch.setenv("OTHER_KEY", "from-environment")
-    project = Project({"a": {"base_url": "http://127.0.0.1:1/v1", "api_key": "${ACME_KEY}",
-                             "headers": {"X-Other": "${OTHER_KEY}"}}}, root=tmp_path)
+    project = Project(
+        {
+            "a": {
+                "base_url": "http://127.0.0.1:1/v1",
+                "api_key": "${ACME_KEY}",
+                "headers": {"X-Other": "${OTHER_KEY}"},
+            }
+        },
+        root=tmp_path,
+    )
     cfg = resolve_config("a", project)
     assert cfg.resolved_api_key() == "from-dotenv"
     assert cfg.headers["X-Other"] == "from-environment"
     import os
+
     assert "ACME_KEY" not in os.environ  # .env values are not exported to the process
 
 
@@ -94,8 +141,11 @@ def test_read_dotenv_quotes(tmp_path):
 
 
 def test_bad_value_names_key_and_line():
-    project = Project({"p": {"base_url": "http://x/v1", "temperature": "hot"}},
-                      root=Path("/proj"), lines={("llm", "p", "temperature"): 12})
+    project = Project(
+        {"p": {"base_url": "http://x/v1", "temperature": "hot"}},
+        root=Path("/proj"),
+        lines={("llm", "p", "temperature"): 12},
+    )
     with pytest.raises(ConfigError) as ei:
         resolve_config("p", project)
     assert ei.value.key == "llm.p.temperature"
@@ -138,8 +188,9 @@ def test_table_merges_over_preset(monkeypatch):
 
 
 def test_local_with_base_url_does_not_serve():
-    cfg = resolve_config("local", {"llm": {"local": {"base_url": "http://127.0.0.1:8000/v1",
-                                                     "model": "qwen"}}})
+    cfg = resolve_config(
+        "local", {"llm": {"local": {"base_url": "http://127.0.0.1:8000/v1", "model": "qwen"}}}
+    )
     assert cfg.serve is None
 
 
@@ -170,11 +221,15 @@ def test_runtime_shutdown_hook_registered():
 
 def test_validate_llm_tables_reports_all(monkeypatch):
     monkeypatch.delenv("ZZ_UNSET", raising=False)
-    problems = validate_llm_tables({"llm": {
-        "ok": {"base_url": "http://x"},
-        "bad1": {"base_url": "http://x", "max_tokens": -1},
-        "bad2": {"base_url": "http://x", "api_key": "${ZZ_UNSET}"},
-    }})
+    problems = validate_llm_tables(
+        {
+            "llm": {
+                "ok": {"base_url": "http://x"},
+                "bad1": {"base_url": "http://x", "max_tokens": -1},
+                "bad2": {"base_url": "http://x", "api_key": "${ZZ_UNSET}"},
+            }
+        }
+    )
     keys = sorted(p.key or "" for p in problems)
     assert keys == ["llm.bad1.max_tokens", "llm.bad2.api_key"]
 

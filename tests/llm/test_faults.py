@@ -8,8 +8,8 @@ import logging
 import time
 
 import pytest
+
 from conftest import (
-    completion,
     huge,
     huge_undeclared,
     reset_mid_body,
@@ -18,7 +18,6 @@ from conftest import (
     stall,
     text_chunks,
 )
-
 from loom.llm import (
     AuthenticationError,
     BadRequestError,
@@ -46,8 +45,9 @@ def fast_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.mark.parametrize("transport", ["aiohttp", "httpx"])
 async def test_429_with_retry_after_then_success(fault_server, make_provider, transport):
-    fault_server.push(respond(429, {"error": {"message": "slow down"}},
-                              headers={"retry-after": "0.2"}))
+    fault_server.push(
+        respond(429, {"error": {"message": "slow down"}}, headers={"retry-after": "0.2"})
+    )
     llm = make_provider(transport=transport)
     t0 = time.monotonic()
     r = await llm.call(MSG)
@@ -72,8 +72,9 @@ async def test_retryable_statuses_then_success(fault_server, make_provider, stat
 
 
 async def test_5xx_exhausts_retries_into_server_error(fault_server, make_provider):
-    fault_server.push(*[respond(503, {"error": {"message": "down"}},
-                                headers={"x-request-id": "req-42"})] * 3)
+    fault_server.push(
+        *[respond(503, {"error": {"message": "down"}}, headers={"x-request-id": "req-42"})] * 3
+    )
     with pytest.raises(ServerError) as ei:
         await make_provider(max_retries=2).call(MSG)
     assert ei.value.status_code == 503
@@ -92,8 +93,14 @@ async def test_429_exhausted_is_rate_limit_error(fault_server, make_provider):
 
 @pytest.mark.parametrize(
     ("status", "cls"),
-    [(400, BadRequestError), (401, AuthenticationError), (403, PermissionDeniedError),
-     (404, NotFoundError), (422, BadRequestError), (418, LLMStatusError)],
+    [
+        (400, BadRequestError),
+        (401, AuthenticationError),
+        (403, PermissionDeniedError),
+        (404, NotFoundError),
+        (422, BadRequestError),
+        (418, LLMStatusError),
+    ],
 )
 async def test_client_errors_are_typed_and_not_retried(fault_server, make_provider, status, cls):
     fault_server.push(respond(status, {"error": {"message": "nope"}}))
@@ -106,8 +113,9 @@ async def test_client_errors_are_typed_and_not_retried(fault_server, make_provid
 
 @pytest.mark.parametrize("transport", ["aiohttp", "httpx"])
 async def test_connection_refused(free_port, make_provider, transport):
-    llm = make_provider(base_url=f"http://127.0.0.1:{free_port}/v1", max_retries=1,
-                        transport=transport)
+    llm = make_provider(
+        base_url=f"http://127.0.0.1:{free_port}/v1", max_retries=1, transport=transport
+    )
     with pytest.raises(LLMConnectionError) as ei:
         await llm.call(MSG)
     assert not isinstance(ei.value, LLMTimeoutError)
@@ -122,8 +130,9 @@ async def test_reset_mid_body_retried_then_success(fault_server, make_provider, 
 
 
 @pytest.mark.parametrize("transport", ["aiohttp", "httpx"])
-async def test_reset_mid_body_every_time_is_connection_error(fault_server, make_provider,
-                                                             transport):
+async def test_reset_mid_body_every_time_is_connection_error(
+    fault_server, make_provider, transport
+):
     fault_server.push(reset_mid_body(), reset_mid_body())
     with pytest.raises(LLMConnectionError):
         await make_provider(max_retries=1, transport=transport).call(MSG)
@@ -223,8 +232,9 @@ async def test_huge_chunked_body_refused(fault_server, make_provider):
 
 
 async def test_wrong_content_type_html(fault_server, make_provider):
-    fault_server.push(respond(200, "<html><body>captive portal</body></html>",
-                              content_type="text/html"))
+    fault_server.push(
+        respond(200, "<html><body>captive portal</body></html>", content_type="text/html")
+    )
     with pytest.raises(LLMResponseError, match="text/html"):
         await make_provider().call(MSG)
 
@@ -260,8 +270,14 @@ async def test_giving_up_logged(fault_server, make_provider, caplog):
 
 
 async def test_many_faults_concurrently_never_hang(fault_server, make_provider):
-    fault_server.push(respond(500, {}), reset_mid_body(), respond(429, {}), stall(30),
-                      respond(200, "{bad"), respond(502, {}))
+    fault_server.push(
+        respond(500, {}),
+        reset_mid_body(),
+        respond(429, {}),
+        stall(30),
+        respond(200, "{bad"),
+        respond(502, {}),
+    )
     llm = make_provider(timeout=0.5, max_retries=2)
 
     async def one() -> str:

@@ -41,10 +41,18 @@ WEATHER = {
 
 @pytest.fixture
 async def llm(smollm2):
-    provider = LLMProvider(None, LLMConfig(
-        name="smollm2", base_url=smollm2.base_url, model=smollm2.model, max_tokens=24,
-        temperature=0.0, max_concurrency=1, timeout=60,
-    ))
+    provider = LLMProvider(
+        None,
+        LLMConfig(
+            name="smollm2",
+            base_url=smollm2.base_url,
+            model=smollm2.model,
+            max_tokens=24,
+            temperature=0.0,
+            max_concurrency=1,
+            timeout=60,
+        ),
+    )
     yield provider
     await provider.aclose()
 
@@ -64,14 +72,19 @@ async def test_plain_call(llm):
 
 
 async def test_max_tokens_gives_length(llm):
-    r = await llm.call([{"role": "user", "content": "Write a long story about a dragon."}],
-                       max_tokens=3)
+    r = await llm.call(
+        [{"role": "user", "content": "Write a long story about a dragon."}], max_tokens=3
+    )
     assert r.finish_reason == "length" and r.usage.completion_tokens == 3
 
 
 async def test_named_tool_choice_gives_schema_valid_call(llm):
-    r = await llm.call([{"role": "user", "content": "What is the weather in Paris?"}],
-                       tools=[WEATHER], tool_choice="get_weather", max_tokens=40)
+    r = await llm.call(
+        [{"role": "user", "content": "What is the weather in Paris?"}],
+        tools=[WEATHER],
+        tool_choice="get_weather",
+        max_tokens=40,
+    )
     assert r.finish_reason == "tool_calls"
     (call,) = r.tool_calls
     assert call.name == "get_weather" and call.id
@@ -91,8 +104,12 @@ async def test_tool_round_trip_with_assistant_tool_message(llm):
 
 
 async def test_stream_order_and_usage(llm):
-    events = [e async for e in llm.stream_events([{"role": "user", "content": "Count: 1, 2,"}],
-                                                 max_tokens=8)]
+    events = [
+        e
+        async for e in llm.stream_events(
+            [{"role": "user", "content": "Count: 1, 2,"}], max_tokens=8
+        )
+    ]
     kinds = [type(e) for e in events]
     assert kinds[-2:] == [UsageEvent, FinishEvent]
     assert all(k is TextDelta for k in kinds[:-2]) and len(kinds) > 2
@@ -104,9 +121,15 @@ async def test_stream_order_and_usage(llm):
 
 
 async def test_stream_tool_call_events(llm):
-    events = [e async for e in llm.stream_events(
-        [{"role": "user", "content": "Weather in Rome?"}], tools=[WEATHER],
-        tool_choice="get_weather", max_tokens=40)]
+    events = [
+        e
+        async for e in llm.stream_events(
+            [{"role": "user", "content": "Weather in Rome?"}],
+            tools=[WEATHER],
+            tool_choice="get_weather",
+            max_tokens=40,
+        )
+    ]
     kinds = [type(e) for e in events]
     start = kinds.index(ToolCallStart)
     complete = kinds.index(ToolCallComplete)
@@ -130,15 +153,16 @@ class Person(BaseModel):
 
 async def test_call_json_schema_valid(llm):
     llm = llm.with_options(quirks="llamacpp")  # grammar-constrained json_object
-    p = await llm.call_json([{"role": "user", "content": "Invent a person."}], Person,
-                            max_tokens=60)
+    p = await llm.call_json(
+        [{"role": "user", "content": "Invent a person."}], Person, max_tokens=60
+    )
     assert isinstance(p, Person)
 
 
 async def test_concurrent_calls_queue_on_single_slot_server(llm):
-    rs = await asyncio.gather(*[
-        llm.call([{"role": "user", "content": f"Number {i}"}], max_tokens=4)
-        for i in range(4)])
+    rs = await asyncio.gather(
+        *[llm.call([{"role": "user", "content": f"Number {i}"}], max_tokens=4) for i in range(4)]
+    )
     assert all(r.usage.completion_tokens > 0 for r in rs)
 
 

@@ -7,8 +7,8 @@ import threading
 
 import httpx
 import pytest
-from conftest import FaultServer
 
+from conftest import FaultServer
 from loom.llm import LLMConfig, LLMError, LLMProvider, LLMResponse, Message, Usage
 
 MSG = [{"role": "user", "content": "hi"}]
@@ -31,8 +31,11 @@ async def test_caller_supplied_client_gets_headers_and_is_not_closed(fault_serve
         seen.append(request.url.path)
 
     async with httpx.AsyncClient(event_hooks={"request": [hook]}) as client:
-        llm = LLMProvider(None, LLMConfig(base_url=fault_server.base_url, model="m",
-                                          api_key="sk-abcdef"), http_client=client)
+        llm = LLMProvider(
+            None,
+            LLMConfig(base_url=fault_server.base_url, model="m", api_key="sk-abcdef"),
+            http_client=client,
+        )
         r = await llm.call(MSG)
         assert r.content == "hello" and seen == ["/v1/chat/completions"]
         assert fault_server.requests[0].headers["authorization"] == "Bearer sk-abcdef"
@@ -91,12 +94,18 @@ async def test_closed_provider_refuses(make_provider):
 
 async def test_messages_as_models_and_overrides(fault_server, make_provider):
     llm = make_provider(extra_body={"top_p": 0.9})
-    await llm.call([Message.system("be brief"), Message.user("hi")], seed=7,
-                   extra_body={"stop": ["\n"]}, extra_headers={"X-Trace": "1"})
+    await llm.call(
+        [Message.system("be brief"), Message.user("hi")],
+        seed=7,
+        extra_body={"stop": ["\n"]},
+        extra_headers={"X-Trace": "1"},
+    )
     req = fault_server.requests[0]
     body = req.json()
-    assert body["messages"] == [{"role": "system", "content": "be brief"},
-                                {"role": "user", "content": "hi"}]
+    assert body["messages"] == [
+        {"role": "system", "content": "be brief"},
+        {"role": "user", "content": "hi"},
+    ]
     assert (body["top_p"], body["seed"], body["stop"]) == (0.9, 7, ["\n"])
     assert req.headers["x-trace"] == "1"
     assert "temperature" not in body and "max_tokens" not in body
@@ -108,8 +117,11 @@ async def test_string_messages_rejected(make_provider):
 
 
 def test_seed_response_shapes():
-    r = LLMResponse(content="Hi there!", finish_reason="stop",
-                    usage={"prompt_tokens": 10, "completion_tokens": 5})
+    r = LLMResponse(
+        content="Hi there!",
+        finish_reason="stop",
+        usage={"prompt_tokens": 10, "completion_tokens": 5},
+    )
     assert r.usage["prompt_tokens"] == 10 and r.usage.get("nope", -1) == -1
     assert (r.usage + Usage(prompt_tokens=1)).prompt_tokens == 11
     assert Message(role="user", content="Hello!").role == "user"

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from conftest import completion, respond, sse, text_chunks
 
+from conftest import completion, respond, sse, text_chunks
 from loom.llm import BadRequestError, Message, ToolCall
 from loom.llm.quirks import QUIRKS, detect, serialize_message
 
@@ -22,8 +22,12 @@ def test_detect_by_url():
 
 
 def _assistant_with_tools(reasoning="because"):
-    return Message(role="assistant", content=None, reasoning_content=reasoning,
-                   tool_calls=[ToolCall(id="c1", name="f", arguments={"a": 1})])
+    return Message(
+        role="assistant",
+        content=None,
+        reasoning_content=reasoning,
+        tool_calls=[ToolCall(id="c1", name="f", arguments={"a": 1})],
+    )
 
 
 def test_deepseek_reasoning_kept_on_tool_turns_only():
@@ -47,11 +51,17 @@ def test_llamacpp_gets_empty_string_not_null_content():
 
 
 def test_dict_tool_calls_with_object_arguments_become_strings():
-    msg = {"role": "assistant", "content": None, "tool_calls": [
-        {"id": "c", "function": {"name": "f", "arguments": {"x": 1}}}]}
+    msg = {
+        "role": "assistant",
+        "content": None,
+        "tool_calls": [{"id": "c", "function": {"name": "f", "arguments": {"x": 1}}}],
+    }
     out = serialize_message(msg, QUIRKS["llamacpp"])
-    assert out["tool_calls"][0] == {"id": "c", "type": "function",
-                                    "function": {"name": "f", "arguments": '{"x": 1}'}}
+    assert out["tool_calls"][0] == {
+        "id": "c",
+        "type": "function",
+        "function": {"name": "f", "arguments": '{"x": 1}'},
+    }
     assert out["content"] == ""
 
 
@@ -76,27 +86,51 @@ async def test_user_headers_override_quirk_headers(fault_server, make_provider):
 
 
 async def test_namespaced_tool_names_round_trip(fault_server, make_provider):
-    fault_server.push(respond(200, completion(None, finish_reason="tool_calls", tool_calls=[
-        {"id": "c1", "type": "function",
-         "function": {"name": "web__search", "arguments": '{"q": "x"}'}}])))
-    tools = [{"name": "web:search", "description": "d",
-              "parameters": {"type": "object", "properties": {"q": {"type": "string"}}}}]
+    fault_server.push(
+        respond(
+            200,
+            completion(
+                None,
+                finish_reason="tool_calls",
+                tool_calls=[
+                    {
+                        "id": "c1",
+                        "type": "function",
+                        "function": {"name": "web__search", "arguments": '{"q": "x"}'},
+                    }
+                ],
+            ),
+        )
+    )
+    tools = [
+        {
+            "name": "web:search",
+            "description": "d",
+            "parameters": {"type": "object", "properties": {"q": {"type": "string"}}},
+        }
+    ]
     r = await make_provider().call(MSG, tools=tools, tool_choice="web:search")
     sent = fault_server.requests[0].json()
     assert sent["tools"][0]["function"]["name"] == "web__search"
     assert sent["tool_choice"] == {"type": "function", "function": {"name": "web__search"}}
     assert r.tool_calls[0].name == "web:search" and r.tool_calls[0].arguments == {"q": "x"}
     # ...and the assistant turn sent back uses the wire name again.
-    await make_provider().call([*MSG, r.message,
-                                Message.tool_result(r.tool_calls[0].id, "ok")], tools=tools)
+    await make_provider().call(
+        [*MSG, r.message, Message.tool_result(r.tool_calls[0].id, "ok")], tools=tools
+    )
     back = fault_server.requests[1].json()["messages"][1]
     assert back["tool_calls"][0]["function"]["name"] == "web__search"
 
 
-async def test_llamacpp_500_validation_error_is_bad_request_not_retried(fault_server,
-                                                                        make_provider):
-    body = {"error": {"message": "[{'type': 'literal_error', 'msg': 'Input should be...'}]",
-                      "type": "internal_server_error"}}
+async def test_llamacpp_500_validation_error_is_bad_request_not_retried(
+    fault_server, make_provider
+):
+    body = {
+        "error": {
+            "message": "[{'type': 'literal_error', 'msg': 'Input should be...'}]",
+            "type": "internal_server_error",
+        }
+    }
     # What llama-cpp-python's server sends for a request it failed to validate.
     body["error"]["message"] = "1 validation error for CreateChatCompletionRequest"
     fault_server.push(respond(500, body))

@@ -6,8 +6,8 @@ import json
 import logging
 
 import pytest
-from conftest import respond, sse, text_chunks
 
+from conftest import respond, sse, text_chunks
 from loom.llm import AuthenticationError, LLMConfig, LLMProvider, ServerError
 
 KEY = "sk-live-SUPERSECRET-0123456789"
@@ -16,8 +16,12 @@ MSG = [{"role": "user", "content": "hi"}]
 
 def test_not_in_config_repr_str_or_dump():
     cfg = LLMConfig(base_url="http://x", api_key=KEY, headers={"Authorization": "Bearer zz"})
-    for text in (repr(cfg), str(cfg), cfg.model_dump_json(), json.dumps(
-            cfg.model_dump(mode="json"))):
+    for text in (
+        repr(cfg),
+        str(cfg),
+        cfg.model_dump_json(),
+        json.dumps(cfg.model_dump(mode="json")),
+    ):
         assert KEY not in text
     llm = LLMProvider(None, cfg)
     assert KEY not in repr(llm) and KEY not in str(vars(llm).get("config"))
@@ -35,8 +39,7 @@ async def test_no_authorization_header_without_key(fault_server, make_provider):
     assert "authorization" not in fault_server.requests[0].headers
 
 
-async def test_echoed_key_redacted_from_errors_and_logs(fault_server, make_provider, caplog,
-                                                        spans):
+async def test_echoed_key_redacted_from_errors_and_logs(fault_server, make_provider, caplog, spans):
     echo = {"error": {"message": f"Incorrect API key provided: {KEY}"}}
     fault_server.push(respond(500, echo), respond(401, echo))
     llm = make_provider(api_key=KEY)

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from conftest import chunk, sse, text_chunks
 
+from conftest import chunk, sse, text_chunks
 from loom.llm import (
     FinishEvent,
     LLMResponseError,
@@ -67,14 +67,19 @@ def _run(chunks):
 
 
 def test_tool_call_fragments_accumulate():
-    events = _run([
-        _tc(0, "c1", "search", ""), _tc(0, None, None, '{"q'), _tc(0, None, None, 'uery": "lo'),
-        _tc(0, None, None, 'om"}'), chunk({}, "tool_calls"),
-    ])
+    events = _run(
+        [
+            _tc(0, "c1", "search", ""),
+            _tc(0, None, None, '{"q'),
+            _tc(0, None, None, 'uery": "lo'),
+            _tc(0, None, None, 'om"}'),
+            chunk({}, "tool_calls"),
+        ]
+    )
     kinds = [type(e).__name__ for e in events]
     assert kinds[0] == "ToolCallStart"
     assert kinds[-3:] == ["ToolCallComplete", "UsageEvent", "FinishEvent"]
-    done = [e for e in events if isinstance(e, ToolCallComplete)][0]
+    done = next(e for e in events if isinstance(e, ToolCallComplete))
     assert done.tool_call.name == "search" and done.tool_call.arguments == {"query": "loom"}
     assert done.tool_call.id == "c1"
     deltas = "".join(e.arguments_delta for e in events if isinstance(e, ToolCallDelta))
@@ -83,8 +88,14 @@ def test_tool_call_fragments_accumulate():
 
 def test_repeated_name_not_duplicated():
     # llama.cpp repeats the name in every delta.
-    events = _run([_tc(0, "c1", "get_weather", "{"), _tc(0, "c1", "get_weather", '"city": "P"'),
-                   _tc(0, "c1", "get_weather", "}"), chunk({}, "tool_calls")])
+    events = _run(
+        [
+            _tc(0, "c1", "get_weather", "{"),
+            _tc(0, "c1", "get_weather", '"city": "P"'),
+            _tc(0, "c1", "get_weather", "}"),
+            chunk({}, "tool_calls"),
+        ]
+    )
     call = events[-1].response.tool_calls[0]
     assert call.name == "get_weather" and call.arguments == {"city": "P"}
     assert sum(isinstance(e, ToolCallStart) for e in events) == 1
@@ -97,8 +108,9 @@ def test_arguments_none_and_empty():
 
 
 def test_empty_object_placeholder_then_real_arguments():
-    events = _run([_tc(0, "c1", "f", "{}"), _tc(0, None, None, '{"a": 1}'),
-                   chunk({}, "tool_calls")])
+    events = _run(
+        [_tc(0, "c1", "f", "{}"), _tc(0, None, None, '{"a": 1}'), chunk({}, "tool_calls")]
+    )
     assert events[-1].response.tool_calls[0].arguments == {"a": 1}
 
 
@@ -108,14 +120,25 @@ def test_arguments_sent_as_object():
 
 
 def test_parallel_calls_by_index_and_without_index():
-    events = _run([
-        _tc(0, "c1", "a", '{"x":'), _tc(1, "c2", "b", '{"y":'), _tc(0, None, None, "1}"),
-        _tc(1, None, None, "2}"), chunk({}, "tool_calls"),
-    ])
+    events = _run(
+        [
+            _tc(0, "c1", "a", '{"x":'),
+            _tc(1, "c2", "b", '{"y":'),
+            _tc(0, None, None, "1}"),
+            _tc(1, None, None, "2}"),
+            chunk({}, "tool_calls"),
+        ]
+    )
     calls = events[-1].response.tool_calls
     assert [(c.name, c.arguments) for c in calls] == [("a", {"x": 1}), ("b", {"y": 2})]
-    events = _run([_tc(None, "c1", "a", '{"x": 1}'), _tc(None, "c2", "b", ""),
-                   _tc(None, None, None, '{"y": 2}'), chunk({}, "tool_calls")])
+    events = _run(
+        [
+            _tc(None, "c1", "a", '{"x": 1}'),
+            _tc(None, "c2", "b", ""),
+            _tc(None, None, None, '{"y": 2}'),
+            chunk({}, "tool_calls"),
+        ]
+    )
     calls = events[-1].response.tool_calls
     assert [(c.id, c.arguments) for c in calls] == [("c1", {"x": 1}), ("c2", {"y": 2})]
 
@@ -138,13 +161,21 @@ def test_usage_and_reasoning():
     acc = StreamAccumulator("t")
     evs = acc.feed(chunk({"reasoning_content": "think"}))
     evs += acc.feed(chunk({"content": "x"}, "stop"))
-    evs += acc.feed({"choices": [], "usage": {
-        "prompt_tokens": 3, "completion_tokens": 5, "total_tokens": 8,
-        "prompt_tokens_details": {"cached_tokens": 2},
-        "completion_tokens_details": {"reasoning_tokens": 4}}})
+    evs += acc.feed(
+        {
+            "choices": [],
+            "usage": {
+                "prompt_tokens": 3,
+                "completion_tokens": 5,
+                "total_tokens": 8,
+                "prompt_tokens_details": {"cached_tokens": 2},
+                "completion_tokens_details": {"reasoning_tokens": 4},
+            },
+        }
+    )
     acc.done = True
     evs += acc.finish()
-    usage = [e for e in evs if isinstance(e, UsageEvent)][0].usage
+    usage = next(e for e in evs if isinstance(e, UsageEvent)).usage
     assert (usage.cached_tokens, usage.reasoning_tokens, usage.estimated) == (2, 4, False)
     assert evs[-1].response.reasoning_content == "think"
 
@@ -165,20 +196,33 @@ def test_truncated_stream_raises():
 
 
 def test_parse_completion_content_parts_and_missing_name():
-    r = parse_completion({"choices": [{"message": {"content": [{"type": "text", "text": "a"},
-                                                               {"type": "text", "text": "b"}]},
-                                       "finish_reason": "stop"}]}, "t")
+    r = parse_completion(
+        {
+            "choices": [
+                {
+                    "message": {
+                        "content": [{"type": "text", "text": "a"}, {"type": "text", "text": "b"}]
+                    },
+                    "finish_reason": "stop",
+                }
+            ]
+        },
+        "t",
+    )
     assert r.content == "ab"
     with pytest.raises(LLMResponseError, match="no name"):
         parse_completion({"choices": [{"message": {"tool_calls": [{"function": {}}]}}]}, "t")
 
 
 async def test_stream_event_order_over_http(fault_server, make_provider):
-    tool_events = [chunk({"role": "assistant"}),
-                   _tc(0, "c1", "lookup", '{"k": '), _tc(0, None, None, '"v"}'),
-                   chunk({}, "tool_calls"),
-                   {"choices": [], "usage": {"prompt_tokens": 1, "completion_tokens": 2,
-                                             "total_tokens": 3}}, "[DONE]"]
+    tool_events = [
+        chunk({"role": "assistant"}),
+        _tc(0, "c1", "lookup", '{"k": '),
+        _tc(0, None, None, '"v"}'),
+        chunk({}, "tool_calls"),
+        {"choices": [], "usage": {"prompt_tokens": 1, "completion_tokens": 2, "total_tokens": 3}},
+        "[DONE]",
+    ]
     fault_server.push(sse(text_chunks(["Hel", "lo"]), crlf=True), sse(tool_events))
     llm = make_provider()
     events = [e async for e in llm.stream_events([{"role": "user", "content": "x"}])]
@@ -186,8 +230,14 @@ async def test_stream_event_order_over_http(fault_server, make_provider):
     assert events[-1].response.content == "Hello"
     assert events[-1].response.usage.completion_tokens == 2
     events = [e async for e in llm.stream_events([{"role": "user", "content": "x"}])]
-    assert [type(e) for e in events] == [ToolCallStart, ToolCallDelta, ToolCallDelta,
-                                         ToolCallComplete, UsageEvent, FinishEvent]
+    assert [type(e) for e in events] == [
+        ToolCallStart,
+        ToolCallDelta,
+        ToolCallDelta,
+        ToolCallComplete,
+        UsageEvent,
+        FinishEvent,
+    ]
     assert events[-1].response.tool_calls[0].arguments == {"k": "v"}
     assert events[-1].finish_reason == "tool_calls"
 
@@ -195,4 +245,7 @@ async def test_stream_event_order_over_http(fault_server, make_provider):
 async def test_stream_text_helper(fault_server, make_provider):
     fault_server.push(sse(text_chunks(["a", "b", "c"])))
     assert [p async for p in make_provider().stream([{"role": "user", "content": "x"}])] == [
-        "a", "b", "c"]
+        "a",
+        "b",
+        "c",
+    ]

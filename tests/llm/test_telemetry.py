@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import pytest
-from conftest import completion, respond, sse, text_chunks
 from opentelemetry.trace import SpanKind, StatusCode
 
+from conftest import completion, respond, sse, text_chunks
 from loom.llm import ServerError, set_capture_content
 from loom.llm import retry as retry_mod
 
@@ -81,6 +81,6 @@ async def test_span_parent_is_current_span(fault_server, make_provider, spans):
 
     with trace.get_tracer("test").start_as_current_span("invoke_agent a") as parent:
         await make_provider().call(MSG)
-    chat = [s for s in spans.get_finished_spans() if s.name.startswith("chat")][0]
+    chat = next(s for s in spans.get_finished_spans() if s.name.startswith("chat"))
     assert chat.parent is not None
     assert chat.parent.span_id == parent.get_span_context().span_id

@@ -65,18 +65,29 @@ async def test_call_json_with_test_model():
 
 
 async def test_block_network_refuses_remote_hosts():
-    llm = LLMProvider(None, LLMConfig(name="remote", base_url="https://api.openai.com/v1",
-                                      model="gpt-4o-mini", api_key="sk-test",
-                                      fallbacks=[], max_retries=3))
-    with block_network(), pytest.raises(NetworkBlockedError, match="api.openai.com"):
+    llm = LLMProvider(
+        None,
+        LLMConfig(
+            name="remote",
+            base_url="https://api.openai.com/v1",
+            model="gpt-4o-mini",
+            api_key="sk-test",
+            fallbacks=[],
+            max_retries=3,
+        ),
+    )
+    with block_network(), pytest.raises(NetworkBlockedError, match=r"api\.openai\.com"):
         await llm.call(MSG)
     await llm.aclose()
 
 
 async def test_block_network_not_swallowed_by_fallbacks():
-    project = {"llm": {
-        "primary": {"base_url": "https://api.example.com/v1", "fallbacks": ["second"]},
-        "second": {"base_url": "https://other.example.com/v1"}}}
+    project = {
+        "llm": {
+            "primary": {"base_url": "https://api.example.com/v1", "fallbacks": ["second"]},
+            "second": {"base_url": "https://other.example.com/v1"},
+        }
+    }
     llm = LLMProvider.from_config(None, "primary", project)
     with block_network(), pytest.raises(NetworkBlockedError):
         await llm.call(MSG)
@@ -88,13 +99,16 @@ async def test_block_network_allows_loopback(fault_server, make_provider):
         assert (await make_provider().call(MSG)).content == "hello"
 
 
-async def test_block_network_covers_plain_httpx_and_restores():
+async def test_block_network_covers_plain_httpx():
     with block_network():
         async with httpx.AsyncClient() as client:
             with pytest.raises(NetworkBlockedError):
                 await client.get("https://example.com/")
-        with httpx.Client() as sync_client, pytest.raises(NetworkBlockedError):
-            sync_client.get("https://example.com/")
+
+
+def test_block_network_covers_sync_httpx_and_restores():
+    with block_network(), httpx.Client() as sync_client, pytest.raises(NetworkBlockedError):
+        sync_client.get("https://example.com/")
     from loom.llm import _http
 
     assert _http._blocked == 0

@@ -155,8 +155,11 @@ def map_transport_error(exc: BaseException, provider: str, url: str) -> LLMConne
     )
 
 
-TRANSPORT_ERRORS: tuple[type[BaseException], ...] = (httpx.TransportError, OSError,
-                                                     asyncio.TimeoutError)
+TRANSPORT_ERRORS: tuple[type[BaseException], ...] = (
+    httpx.TransportError,
+    OSError,
+    asyncio.TimeoutError,
+)
 
 
 async def read_body(response: httpx.Response, max_bytes: int, provider: str) -> bytes:
@@ -164,8 +167,8 @@ async def read_body(response: httpx.Response, max_bytes: int, provider: str) -> 
     declared = response.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > max_bytes:
         raise LLMResponseError(
-            f"{provider}: response body of {declared} bytes exceeds the limit of "
-            f"{max_bytes}", provider=provider,
+            f"{provider}: response body of {declared} bytes exceeds the limit of {max_bytes}",
+            provider=provider,
         )
     parts: list[bytes] = []
     size = 0

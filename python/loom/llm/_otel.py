@@ -22,32 +22,41 @@ if TYPE_CHECKING:
 
     from .types import LLMResponse
 
-_tracer: Tracer | None = None
+_cache: list[Any] = [None, None]  # [provider, tracer]
 _capture: bool | None = None
 
 
 def set_capture_content(enabled: bool | None) -> None:
-    """Record prompts and completions on spans (``None``: back to the environment)."""
+    """Record prompts and completions on LLM spans (``None``: follow ``loom.telemetry``
+    and the environment)."""
     global _capture
     _capture = enabled
 
 
 def capture_content() -> bool:
-    """Whether message content goes on spans now."""
+    """Whether message content goes on spans now: this module's switch, else
+    ``loom.telemetry``'s (``[telemetry] capture_content``), else the environment."""
     if _capture is not None:
         return _capture
-    value = os.environ.get("OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT", "")
-    return value.strip().lower() in ("1", "true", "yes", "on")
+    try:
+        from loom.telemetry import capture_content as runtime_switch
+    except ImportError:
+        value = os.environ.get("OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT", "")
+        return value.strip().lower() in ("1", "true", "yes", "on")
+    return bool(runtime_switch())
 
 
 def tracer() -> Tracer:
-    """The ``loom.llm`` tracer from the global provider (a proxy until one is set)."""
-    global _tracer
-    if _tracer is None:
-        from opentelemetry import trace
+    """The ``loom.llm`` tracer of the current global provider, re-fetched when the
+    provider changes (a tracer fetched once would stay pinned to the first provider)."""
+    from opentelemetry import trace
 
-        _tracer = trace.get_tracer("loom.llm")
-    return _tracer
+    provider = trace.get_tracer_provider()
+    if _cache[0] is not provider:
+        _cache[0] = provider
+        _cache[1] = provider.get_tracer("loom.llm")
+    result: Tracer = _cache[1]
+    return result
 
 
 def start_chat_span(

@@ -357,7 +357,9 @@ def resolve_config(name: str, project: Any = None) -> LLMConfig:
     table = tables.get(name, {})
     if not isinstance(table, Mapping):
         raise ConfigError(
-            f"[llm.{name}] must be a table", path=spath, line=_line_of(project, "llm", name),
+            f"[llm.{name}] must be a table",
+            path=spath,
+            line=_line_of(project, "llm", name),
             key=f"llm.{name}",
         )
     env = environment(project_root(project))

@@ -143,5 +143,4 @@ class CostTracker:
 #: The process-wide tracker.
 tracker = CostTracker()
 
-__all__ = ["PRICES", "CostTracker", "Totals", "cost_of", "estimate_tokens", "price_for",
-           "tracker"]
+__all__ = ["PRICES", "CostTracker", "Totals", "cost_of", "estimate_tokens", "price_for", "tracker"]

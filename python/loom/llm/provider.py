@@ -49,6 +49,7 @@ log = logging.getLogger("loom.llm")
 
 T = TypeVar("T")
 
+
 def _fallbackable(exc: LLMError) -> bool:
     return isinstance(exc, (LLMConnectionError, ServerError, RateLimitError))
 
@@ -108,8 +109,10 @@ class LLMProvider:
             tpm=config.tpm,
             max_concurrency=config.max_concurrency,
         )
-        self._pricing = price_for(config.model, config.prices) if not config.serve else (
-            config.prices or price_for("")
+        self._pricing = (
+            price_for(config.model, config.prices)
+            if not config.serve
+            else (config.prices or price_for(""))
         )
         self._cache: ResponseCache | None = None
         if config.cache:
@@ -117,9 +120,7 @@ class LLMProvider:
             if config.cache in ("disk", True):
                 root = project_root(self._project) or Path.cwd()
                 directory = (
-                    Path(config.cache_dir)
-                    if config.cache_dir
-                    else root / ".loom" / "cache" / "llm"
+                    Path(config.cache_dir) if config.cache_dir else root / ".loom" / "cache" / "llm"
                 )
             self._cache = ResponseCache(config.cache_ttl, directory)
         self._fallbacks: list[LLMProvider] | None = None
@@ -230,8 +231,18 @@ class LLMProvider:
             BudgetExceeded: the provider's budget is spent; nothing was sent.
         """
         req = self._request(
-            messages, tools, tool_choice, response_format, model, temperature, max_tokens,
-            timeout, max_retries, extra_headers, extra_body, overrides,
+            messages,
+            tools,
+            tool_choice,
+            response_format,
+            model,
+            temperature,
+            max_tokens,
+            timeout,
+            max_retries,
+            extra_headers,
+            extra_body,
+            overrides,
         )
         try:
             return await self._call_direct(req)
@@ -284,8 +295,18 @@ class LLMProvider:
         without the caller seeing text twice).
         """
         req = self._request(
-            messages, tools, tool_choice, response_format, model, temperature, max_tokens,
-            timeout, max_retries, extra_headers, extra_body, overrides,
+            messages,
+            tools,
+            tool_choice,
+            response_format,
+            model,
+            temperature,
+            max_tokens,
+            timeout,
+            max_retries,
+            extra_headers,
+            extra_body,
+            overrides,
         )
         providers = [self, *self._fallback_providers()] if self.config.fallbacks else [self]
         last: LLMError | None = None
@@ -415,14 +436,18 @@ class LLMProvider:
                 if name == self.name or not has_config(name, self._project):
                     log.warning("%s: ignoring unknown fallback %r", self.name, name)
                     continue
-                out.append(LLMProvider(self.ctx, resolve_config(name, self._project),
-                                       project=self._project))
+                out.append(
+                    LLMProvider(
+                        self.ctx, resolve_config(name, self._project), project=self._project
+                    )
+                )
             self._fallbacks = out
         return self._fallbacks
 
     def _body(self, req: CallRequest, stream: bool) -> tuple[dict[str, Any], dict[str, str]]:
-        return build_body(self.config, self.quirks, req, stream=stream,
-                          stream_usage=self._stream_usage)
+        return build_body(
+            self.config, self.quirks, req, stream=stream, stream_usage=self._stream_usage
+        )
 
     async def _ensure_ready(self) -> httpx.AsyncClient:
         if self._closed:
@@ -468,8 +493,12 @@ class LLMProvider:
 
     def _prepare_requests(self) -> None:
         """Headers, URL and timeouts computed once, not per request."""
-        headers = {"User-Agent": "loom-llm", "Accept": "application/json",
-                   "Accept-Encoding": "gzip, deflate", "Content-Type": "application/json"}
+        headers = {
+            "User-Agent": "loom-llm",
+            "Accept": "application/json",
+            "Accept-Encoding": "gzip, deflate",
+            "Content-Type": "application/json",
+        }
         headers.update(self.quirks.headers)
         headers.update(self.config.headers)
         if self._api_key:
@@ -486,8 +515,9 @@ class LLMProvider:
         response.latency_ms = (time.perf_counter() - started) * 1000.0
         if not response.cached:
             response.cost_usd = cost_of(response.usage, self._pricing)
-            tracker.record(self.name, getattr(self.ctx, "agent_id", None), response.usage,
-                           response.cost_usd)
+            tracker.record(
+                self.name, getattr(self.ctx, "agent_id", None), response.usage, response.cost_usd
+            )
         if not response.provider:
             response.provider = self.name
 
@@ -497,8 +527,12 @@ class LLMProvider:
             self._host, self._port = parts.hostname or "", parts.port
         system = self.quirks.name if self.quirks.name != "generic" else self.name
         return _otel.start_chat_span(
-            provider=self.name, system=system, body=body, host=self._host,
-            port=self._port, stream=stream,
+            provider=self.name,
+            system=system,
+            body=body,
+            host=self._host,
+            port=self._port,
+            stream=stream,
         )
 
     async def _open(
@@ -516,21 +550,32 @@ class LLMProvider:
                 timeouts = self._timeouts
                 if req.timeout is not None:
                     t = req.timeout
-                    timeouts = {"connect": self.config.connect_timeout, "read": t,
-                                "write": t, "pool": t}
-                request = httpx.Request("POST", self._url, headers=headers, content=content,
-                                        extensions={"timeout": timeouts})
+                    timeouts = {
+                        "connect": self.config.connect_timeout,
+                        "read": t,
+                        "write": t,
+                        "pool": t,
+                    }
+                request = httpx.Request(
+                    "POST",
+                    self._url,
+                    headers=headers,
+                    content=content,
+                    extensions={"timeout": timeouts},
+                )
                 response = await self._transport.handle_async_request(request)
                 response.request = request
             else:
                 # A caller-supplied client: honour everything it is configured with.
                 extra = {**self._headers, **req.extra_headers}
-                timeout: Any = httpx.Timeout(self.config.timeout,
-                                             connect=self.config.connect_timeout)
+                timeout: Any = httpx.Timeout(
+                    self.config.timeout, connect=self.config.connect_timeout
+                )
                 if req.timeout is not None:
                     timeout = httpx.Timeout(req.timeout, connect=self.config.connect_timeout)
-                request = client.build_request("POST", url, content=content, headers=extra,
-                                               timeout=timeout)
+                request = client.build_request(
+                    "POST", url, content=content, headers=extra, timeout=timeout
+                )
                 response = await client.send(request, stream=True)
         except _http.TRANSPORT_ERRORS as exc:
             raise _http.map_transport_error(exc, self.name, url) from None
@@ -564,7 +609,10 @@ class LLMProvider:
             from .errors import BadRequestError
 
             new = BadRequestError(
-                str(err), status_code=500, request_id=err.request_id, body=err.body,
+                str(err),
+                status_code=500,
+                request_id=err.request_id,
+                body=err.body,
                 provider=self.name,
             )
             return new
@@ -572,26 +620,31 @@ class LLMProvider:
 
     def _retryable(self, err: LLMError) -> bool:
         if isinstance(err, LLMStatusError):
-            return type(err).__name__ != "BadRequestError" and is_retryable_status(
-                err.status_code
-            )
+            return type(err).__name__ != "BadRequestError" and is_retryable_status(err.status_code)
         return isinstance(err, LLMConnectionError)
 
     async def _backoff(self, err: LLMError, retries_taken: int, span: Any) -> None:
         headers = getattr(err, "retry_after_headers", None)
         delay = retry_delay(retries_taken, headers)
-        reason = (
-            str(err.status_code) if isinstance(err, LLMStatusError) else type(err).__name__
+        reason = str(err.status_code) if isinstance(err, LLMStatusError) else type(err).__name__
+        log.debug(
+            "%s: retrying in %.2fs (retry %d) after %s",
+            self.name,
+            delay,
+            retries_taken + 1,
+            redact(str(err), self._secrets),
         )
-        log.debug("%s: retrying in %.2fs (retry %d) after %s", self.name, delay,
-                  retries_taken + 1, redact(str(err), self._secrets))
         _otel.retry_event(span, attempt=retries_taken + 1, delay=delay, reason=reason)
         await asyncio.sleep(delay)
 
     def _no_retry(self, err: LLMError, retries_taken: int, max_retries: int) -> None:
         if retries_taken >= max_retries and self._retryable(err):
-            log.debug("%s: giving up after %d retries: %s", self.name, retries_taken,
-                      redact(str(err), self._secrets))
+            log.debug(
+                "%s: giving up after %d retries: %s",
+                self.name,
+                retries_taken,
+                redact(str(err), self._secrets),
+            )
         elif not self._retryable(err):
             log.debug("%s: not retrying %s", self.name, type(err).__name__)
 
@@ -620,8 +673,7 @@ class LLMProvider:
                         est = self._estimate(body) + int(body.get("max_tokens") or 0)
                         async with self._limiter.slot(est) as slot:
                             data = await self._fetch_json(client, body, req)
-                            slot.settle(int((data.get("usage") or {}).get("total_tokens")
-                                            or est))
+                            slot.settle(int((data.get("usage") or {}).get("total_tokens") or est))
                     else:
                         data = await self._fetch_json(client, body, req)
                     break
@@ -661,8 +713,7 @@ class LLMProvider:
                 provider=self.name,
             ) from None
         if not isinstance(data, dict):
-            raise LLMResponseError(f"{self.name}: JSON body is not an object",
-                                   provider=self.name)
+            raise LLMResponseError(f"{self.name}: JSON body is not an object", provider=self.name)
         return data
 
     async def _stream_direct(self, req: CallRequest) -> AsyncIterator[StreamEvent]:
@@ -687,23 +738,24 @@ class LLMProvider:
                     if self._limiter is not None:
                         est = self._estimate(body) + int(body.get("max_tokens") or 0)
                         async with self._limiter.slot(est) as slot:
-                            async for event in self._stream_once(client, body, req, name_map,
-                                                                 span, started, done):
+                            async for event in self._stream_once(
+                                client, body, req, name_map, span, started, done
+                            ):
                                 yielded = True
                                 yield event
                                 if isinstance(event, UsageEvent):
                                     slot.settle(event.usage.total_tokens)
                     else:
-                        async for event in self._stream_once(client, body, req, name_map,
-                                                             span, started, done):
+                        async for event in self._stream_once(
+                            client, body, req, name_map, span, started, done
+                        ):
                             yielded = True
                             yield event
                     break
                 except LLMError as err:
                     if yielded or retries >= max_retries or not self._retryable(err):
                         if yielded:
-                            log.debug("%s: not retrying a stream after its first chunk",
-                                      self.name)
+                            log.debug("%s: not retrying a stream after its first chunk", self.name)
                         else:
                             self._no_retry(err, retries, max_retries)
                         raise
@@ -738,15 +790,17 @@ class LLMProvider:
                 if "json" not in ctype:
                     raise LLMResponseError(
                         f"{self.name}: expected text/event-stream, got {ctype or 'no'} "
-                        "content type", provider=self.name,
+                        "content type",
+                        provider=self.name,
                     )
                 # The server ignored stream=true and sent one JSON body: replay it.
                 raw = await _http.read_body(response, self.config.max_response_bytes, self.name)
                 try:
                     data = from_json(raw)
                 except ValueError as exc:
-                    raise LLMResponseError(f"{self.name}: invalid JSON body: {exc}",
-                                           provider=self.name) from None
+                    raise LLMResponseError(
+                        f"{self.name}: invalid JSON body: {exc}", provider=self.name
+                    ) from None
                 resp = parse_completion(data, self.name, name_map)
                 self._account(resp, started)
                 done.append(resp)

@@ -165,8 +165,9 @@ def tool_spec(tool: Any) -> dict[str, Any]:
         raise TypeError(f"cannot use {type(tool).__name__} as a tool description")
     if tool.get("type") == "function" and "function" in tool:
         return tool
-    fn_spec = {k: v for k, v in tool.items() if k in ("name", "description", "parameters",
-                                                       "strict")}
+    fn_spec = {
+        k: v for k, v in tool.items() if k in ("name", "description", "parameters", "strict")
+    }
     fn_spec.setdefault("parameters", {"type": "object", "properties": {}})
     return {"type": "function", "function": fn_spec}
 

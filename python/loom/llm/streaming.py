@@ -221,9 +221,7 @@ class StreamAccumulator:
         out = []
         for index in sorted(self._tools):
             s = self._tools[index]
-            out.append(
-                ToolCall.from_raw(s.id or f"call_{index}", s.name, "".join(s.args))
-            )
+            out.append(ToolCall.from_raw(s.id or f"call_{index}", s.name, "".join(s.args)))
         return out
 
     def finish(self, *, estimate_prompt_tokens: int = 0) -> list[StreamEvent]:
@@ -295,8 +293,9 @@ def parse_completion(
             provider=provider,
         ) from None
     if not isinstance(message, dict):
-        raise LLMResponseError(f"{provider}: choices[0].message is not an object",
-                               provider=provider)
+        raise LLMResponseError(
+            f"{provider}: choices[0].message is not an object", provider=provider
+        )
     name_map = name_map or {}
     calls: list[ToolCall] = []
     for i, tc in enumerate(message.get("tool_calls") or ()):
@@ -305,8 +304,9 @@ def parse_completion(
         if not name:
             raise LLMResponseError(f"{provider}: tool call {i} has no name", provider=provider)
         calls.append(
-            ToolCall.from_raw(tc.get("id") or f"call_{i}", name_map.get(name, name),
-                              fn.get("arguments"))
+            ToolCall.from_raw(
+                tc.get("id") or f"call_{i}", name_map.get(name, name), fn.get("arguments")
+            )
         )
     content = message.get("content")
     if isinstance(content, list):  # some servers return content parts
@@ -335,8 +335,9 @@ def response_events(response: LLMResponse) -> list[StreamEvent]:
     for i, call in enumerate(response.tool_calls):
         events.append(ToolCallStart(i, call.id, call.name))
         if call.raw_arguments or call.arguments:
-            events.append(ToolCallDelta(i, call.raw_arguments or call.to_wire()["function"]
-                                        ["arguments"]))
+            events.append(
+                ToolCallDelta(i, call.raw_arguments or call.to_wire()["function"]["arguments"])
+            )
     for i, call in enumerate(response.tool_calls):
         events.append(ToolCallComplete(i, call))
     events.append(UsageEvent(response.usage))

@@ -293,7 +293,12 @@ class FinishEvent:
 
 
 StreamEvent = Union[  # noqa: UP007 - a runtime alias; `X | Y` of classes needs 3.10 anyway
-    TextDelta, ReasoningDelta, ToolCallStart, ToolCallDelta, ToolCallComplete, UsageEvent,
+    TextDelta,
+    ReasoningDelta,
+    ToolCallStart,
+    ToolCallDelta,
+    ToolCallComplete,
+    UsageEvent,
     FinishEvent,
 ]
 

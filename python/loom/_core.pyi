@@ -115,3 +115,55 @@ class Bus:
 def validate_topic(topic: str) -> None: ...
 def validate_pattern(pattern: str) -> None: ...
 def topic_matches(pattern: str, topic: str) -> bool: ...
+
+# -- tools (native fs/shell tools and their sandbox) ----------------------------------
+
+@final
+class ToolCall:
+    """A call started by :meth:`NativeTools.call`."""
+
+    def cancel(self) -> None:
+        """Stops the call; its processes are killed within ~50 ms."""
+    @property
+    def cancelled(self) -> bool: ...
+
+@final
+class NativeTools:
+    """The native tools (``fs:*``, ``system:shell``), confined to one workspace.
+
+    ``config_json`` is the JSON form of ``[workspace]``, ``[sandbox]`` and ``[tools]``
+    from ``loom.toml`` (see ``docs/tools.md``). Raises ``loom.errors.ConfigError`` (with
+    ``key``) for an invalid configuration.
+
+    A call resolves to ``(result_json, error, spans_json)``: the tool's JSON result or
+    ``None``; a ``loom.errors.ToolError`` instance (``ToolNotFound``,
+    ``ToolArgumentsInvalid``, ``ToolDenied``, ``ToolTimeout``, ``ToolFailed``) or
+    ``None``; and the sandbox's spans as a JSON list of
+    ``{name, start_unix_nanos, end_unix_nanos, attributes, status_error, parent}``.
+    """
+
+    def __new__(cls, config_json: str, *, workers: int = 16) -> NativeTools: ...
+    def specs(self) -> list[dict[str, Any]]:
+        """``[{"name", "description", "parameters"}]`` sorted by name."""
+    def status(self) -> dict[str, Any]:
+        """What the sandbox enforces here (Landlock level, seccomp, pid namespace, ...)."""
+    @property
+    def workspace(self) -> str: ...
+    def call(
+        self,
+        name: str,
+        args: str | dict[str, Any],
+        timeout: float | None,
+        loop: Any,
+        future: Any,
+    ) -> ToolCall:
+        """Runs on a worker thread (no GIL); resolves ``future`` via ``loop.call_soon_threadsafe``.
+
+        ``args`` is a JSON object, as text or as a dict.
+        """
+    def call_sync(
+        self, name: str, args: str | dict[str, Any], timeout: float | None = None
+    ) -> tuple[str | None, Exception | None, str]:
+        """Runs on the calling thread with the GIL released."""
+    def close(self) -> None:
+        """Stops accepting calls; running calls finish or time out."""

@@ -6,6 +6,7 @@
 mod bus;
 mod convert;
 mod errors;
+mod tools;
 
 use pyo3::prelude::*;
 
@@ -13,5 +14,6 @@ use pyo3::prelude::*;
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     bus::register(m)?;
+    tools::register(m)?;
     Ok(())
 }

@@ -26,6 +26,7 @@ use std::ffi::{CStr, CString};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use super::child::{
@@ -297,6 +298,7 @@ impl Policy {
         argv: &[String],
         cwd: BorrowedFd<'_>,
         timeout: Duration,
+        cancel: Option<&AtomicBool>,
     ) -> Result<Output, SandboxError> {
         self.check_required()?;
         let start = Instant::now();
@@ -406,7 +408,7 @@ impl Policy {
         }
         let pid = pid as libc::pid_t;
         let mut child = Child { pid, reaped: false };
-        let io = pump(&out_r, &err_r, pid, start + timeout, self.max_output_bytes);
+        let io = pump(&out_r, &err_r, pid, start + timeout, self.max_output_bytes, cancel);
         child.wait();
         let records = read_records(&st_r);
         let duration = start.elapsed();
@@ -467,6 +469,8 @@ pub enum Killed {
     Timeout,
     /// Output went far past the cap; killed rather than drained forever.
     OutputLimit,
+    /// The caller cancelled the call.
+    Cancelled,
 }
 
 impl Killed {
@@ -475,6 +479,7 @@ impl Killed {
         match self {
             Killed::Timeout => "timeout",
             Killed::OutputLimit => "output_limit",
+            Killed::Cancelled => "cancelled",
         }
     }
 }
@@ -562,7 +567,14 @@ struct Pumped {
 
 /// Reads both pipes until EOF (every process holding them is gone), killing at the
 /// deadline or when output runs far past the cap.
-fn pump(out: &OwnedFd, err: &OwnedFd, pid: libc::pid_t, deadline: Instant, cap: usize) -> Pumped {
+fn pump(
+    out: &OwnedFd,
+    err: &OwnedFd,
+    pid: libc::pid_t,
+    deadline: Instant,
+    cap: usize,
+    cancel: Option<&AtomicBool>,
+) -> Pumped {
     let mut s = [
         Stream {
             buf: Vec::new(),
@@ -588,6 +600,10 @@ fn pump(out: &OwnedFd, err: &OwnedFd, pid: libc::pid_t, deadline: Instant, cap: 
             kill_all(pid);
             killed = Some(Killed::Timeout);
         }
+        if killed.is_none() && cancel.is_some_and(|c| c.load(Ordering::Relaxed)) {
+            kill_all(pid);
+            killed = Some(Killed::Cancelled);
+        }
         if killed.is_some() && grace.is_none() {
             grace = Some(now + Duration::from_secs(2));
         }
@@ -595,7 +611,8 @@ fn pump(out: &OwnedFd, err: &OwnedFd, pid: libc::pid_t, deadline: Instant, cap: 
             break; // killed, but something still holds a pipe: give up on it
         }
         let until = grace.unwrap_or(deadline);
-        let wait_ms = until.saturating_duration_since(now).as_millis().min(1000) as libc::c_int;
+        let tick = if cancel.is_some() { 50 } else { 1000 };
+        let wait_ms = until.saturating_duration_since(now).as_millis().min(tick) as libc::c_int;
         let mut pfds = [
             libc::pollfd {
                 fd: if s[0].open { fds[0] } else { -1 },

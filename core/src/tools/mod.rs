@@ -15,6 +15,7 @@ mod shell;
 mod trace;
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -251,8 +252,19 @@ impl NativeTools {
     /// `timeout` caps the call (for `system:shell`, together with the `timeout` argument
     /// and `[tools.shell] max_timeout`).
     pub fn call(&self, name: &str, args: Value, timeout: Option<Duration>) -> ToolOutcome {
+        self.call_cancellable(name, args, timeout, None)
+    }
+
+    /// [`NativeTools::call`] that stops early (killing its processes) once `cancel` is set.
+    pub fn call_cancellable(
+        &self,
+        name: &str,
+        args: Value,
+        timeout: Option<Duration>,
+        cancel: Option<&AtomicBool>,
+    ) -> ToolOutcome {
         let mut trace = Trace::default();
-        let result = self.dispatch(name, &args, timeout, &mut trace);
+        let result = self.dispatch(name, &args, timeout, cancel, &mut trace);
         ToolOutcome {
             result,
             spans: trace.into_spans(),
@@ -264,6 +276,7 @@ impl NativeTools {
         name: &str,
         args: &Value,
         timeout: Option<Duration>,
+        cancel: Option<&AtomicBool>,
         trace: &mut Trace,
     ) -> Result<Value, ToolError> {
         let Some((kind, spec)) = self.tools.get(name) else {
@@ -280,6 +293,7 @@ impl NativeTools {
             tools: self,
             tool: name,
             deadline,
+            cancel,
         };
         match kind {
             Kind::ReadFile => fs::read_file(&cx, args, trace),
@@ -303,6 +317,8 @@ pub(crate) struct Cx<'a> {
     pub(crate) tool: &'a str,
     /// The call's deadline and the timeout it came from.
     pub(crate) deadline: Option<(Instant, Duration)>,
+    /// Set by the caller to stop the call.
+    pub(crate) cancel: Option<&'a AtomicBool>,
 }
 
 impl Cx<'_> {
@@ -318,8 +334,10 @@ impl Cx<'_> {
         ToolError::from_sandbox(self.tool, e)
     }
 
+    /// Past the deadline, or cancelled.
     pub(crate) fn expired(&self) -> bool {
         self.deadline.is_some_and(|(d, _)| Instant::now() >= d)
+            || self.cancel.is_some_and(|c| c.load(Ordering::Relaxed))
     }
 }
 

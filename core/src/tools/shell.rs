@@ -19,7 +19,7 @@ use super::config::{ConfigError, SandboxConfig};
 use super::trace::{truncate, Trace};
 use super::{arg_str, Cx, ToolError, ToolSpec};
 use crate::sandbox::path::{RelPath, Want, Workspace};
-use crate::sandbox::process::{Output, Policy, PolicyConfig};
+use crate::sandbox::process::{Killed, Output, Policy, PolicyConfig};
 
 /// Where bare allowlist names are looked up (not `/usr/local/bin`: what an admin or a
 /// package manager dropped there has not been reviewed).
@@ -428,9 +428,13 @@ impl Shell {
             "loom.sandbox.process_limit",
             e.process_limit.map_or(Value::Null, |v| json!(v)),
         );
-        let result = self
-            .policy
-            .run(&exe, &argv, std::os::fd::AsFd::as_fd(&cwd), timeout);
+        let result = self.policy.run(
+            &exe,
+            &argv,
+            std::os::fd::AsFd::as_fd(&cwd),
+            timeout,
+            cx.cancel,
+        );
         let out = match result {
             Ok(out) => out,
             Err(err) => {
@@ -444,6 +448,10 @@ impl Shell {
         let cap = sh.max_output_bytes;
         let stdout = render(&out.stdout, out.stdout_total, out.stdout_truncated, cap);
         let stderr = render(&out.stderr, out.stderr_total, out.stderr_truncated, cap);
+        if out.killed == Some(Killed::Cancelled) {
+            trace.error(span, "cancelled");
+            return Err(ToolError::failed(cx.tool, "cancelled; every process of the call was killed"));
+        }
         if out.timed_out {
             trace.error(span, "timeout");
             let mut detail = format!(

@@ -1,0 +1,389 @@
+"""``CognitiveAgent``: an LLM that thinks, calls sandboxed tools, and answers."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import AsyncIterator, Iterable
+from pathlib import Path
+from typing import Any
+
+from loom.cognitive import react
+from loom.cognitive.memory import Memory
+from loom.cognitive.types import (
+    CognitiveConfig,
+    CognitiveResult,
+    RunFinished,
+    Step,
+    ToolChoice,
+    ToolResult,
+)
+from loom.errors import LoomError, ToolError
+from loom.llm.types import (
+    FinishEvent,
+    LLMResponse,
+    TextDelta,
+    ToolCall,
+    ToolCallDelta,
+    ToolCallStart,
+    Usage,
+)
+
+log = logging.getLogger("loom.cognitive")
+
+StreamItem = TextDelta | ToolCallStart | ToolCallDelta | ToolResult | RunFinished
+
+
+def _add_usage(total: Usage, u: Usage) -> Usage:
+    return Usage(
+        prompt_tokens=total.prompt_tokens + u.prompt_tokens,
+        completion_tokens=total.completion_tokens + u.completion_tokens,
+        total_tokens=total.total_tokens + u.total_tokens,
+        cached_tokens=total.cached_tokens + u.cached_tokens,
+        reasoning_tokens=total.reasoning_tokens + u.reasoning_tokens,
+        estimated=total.estimated or u.estimated,
+    )
+
+
+def _render(value: Any) -> str:
+    if isinstance(value, str):
+        return value
+    try:
+        return json.dumps(value, ensure_ascii=False, default=str)
+    except (TypeError, ValueError):
+        return repr(value)
+
+
+class CognitiveAgent:
+    """Runs a goal to an answer: LLM turns, tool calls (concurrent when the model asks
+    for several at once), memory across runs.
+
+    Example:
+        >>> cognitive = CognitiveAgent(agent.ctx, LLMProvider.from_name(agent.ctx, "local"),
+        ...     config=CognitiveConfig(max_iterations=5), tools=["fs:read_file"])
+        >>> result = await cognitive.run("What does notes.md say about Loom?")
+
+    Args:
+        ctx: The agent's context (tools are called through it; may be None if no
+            tools are used).
+        llm: An ``LLMProvider`` (or anything with ``call``/``stream_events``, such as
+            ``loom.testing.ScriptedModel``).
+        config: How to think; see :class:`CognitiveConfig`.
+        tools: Tool names (or ``@tool`` functions) to offer; ``None`` offers every
+            registered tool, ``[]`` none.
+    """
+
+    def __init__(
+        self,
+        ctx: Any,
+        llm: Any,
+        config: CognitiveConfig | None = None,
+        tools: Iterable[Any] | None = None,
+        *,
+        memory: Memory | None = None,
+    ) -> None:
+        self.ctx = ctx
+        self.llm = llm
+        self.config = config or CognitiveConfig()
+        self._tool_items = None if tools is None else list(tools)
+        project = getattr(ctx, "project", None)
+        root = project.root if project is not None else Path.cwd()
+        self.memory = memory or Memory(
+            llm,
+            max_tokens=self.config.memory_tokens,
+            cache_dir=root / ".loom" / "cache",
+            offload_chars=self.config.offload_chars,
+            preview_chars=self.config.preview_chars,
+        )
+        self._tool_defs: list[dict[str, Any]] | None = None
+        self._offered: set[str] = set()
+
+    @property
+    def agent_id(self) -> str:
+        return str(getattr(self.ctx, "agent_id", "cognitive"))
+
+    # -- public API ----------------------------------------------------------------
+
+    async def run(self, goal: str, context: Any = None) -> CognitiveResult:
+        """Works on ``goal`` until the model answers or ``max_iterations`` is hit.
+
+        Failures (LLM errors, the iteration limit) come back as a result with
+        ``success=False`` and ``error`` set, not as exceptions; tool errors are shown to
+        the model so it can recover, and recorded in ``steps``.
+        """
+        result: CognitiveResult | None = None
+        async for item in self._loop(goal, context, stream=False):
+            if isinstance(item, RunFinished):
+                result = item.result
+        assert result is not None
+        return result
+
+    async def run_stream(self, goal: str, context: Any = None) -> AsyncIterator[StreamItem]:
+        """Like :meth:`run`, yielding as it goes: ``TextDelta``, ``ToolCallStart``,
+        ``ToolCallDelta``, ``ToolResult`` and finally ``RunFinished(result)``."""
+        async for item in self._loop(goal, context, stream=True):
+            yield item
+
+    # -- the loop ------------------------------------------------------------------
+
+    async def _offer(self) -> list[dict[str, Any]]:
+        if self._tool_defs is not None:
+            return self._tool_defs
+        if self._tool_items == [] or self.ctx is None:
+            self._tool_defs = []
+            return self._tool_defs
+        from loom.tools import PythonTool
+
+        registry = await self.ctx.runtime.get_tools()
+        names: list[str] | None = None
+        if self._tool_items is not None:
+            names = []
+            for t in self._tool_items:
+                if isinstance(t, str):
+                    names.append(registry.get(t).spec.name)
+                else:
+                    pt = t if isinstance(t, PythonTool) else PythonTool(t)
+                    if pt.name not in registry:
+                        registry.register(pt)
+                    names.append(pt.name)
+        self._tool_defs = registry.openai_tools(names)
+        self._offered = {registry.get(d["function"]["name"]).spec.name for d in self._tool_defs}
+        return self._tool_defs
+
+    def _choice(self, iteration: int) -> ToolChoice | None:
+        choice = self.config.tool_choice
+        if isinstance(choice, list):
+            return choice[min(iteration, len(choice) - 1)] if choice else None
+        return choice
+
+    def _system(self, tools: list[dict[str, Any]], mode: str) -> str:
+        if mode == "react" and tools:
+            return f"{self.config.system_prompt}\n\n{react.instructions(tools)}"
+        return self.config.system_prompt
+
+    async def _loop(self, goal: str, context: Any, *, stream: bool) -> AsyncIterator[StreamItem]:
+        from loom.telemetry.spans import tracer
+
+        started = time.perf_counter()
+        with tracer().start_as_current_span(
+            f"invoke_agent {self.agent_id}",
+            attributes={
+                "gen_ai.operation.name": "invoke_agent",
+                "gen_ai.agent.name": self.agent_id,
+                "loom.cognitive.max_iterations": self.config.max_iterations,
+            },
+        ) as span:
+            tools = await self._offer()
+            mode = self.config.tool_mode
+            if mode == "auto":
+                mode = "native"
+            user = goal if context is None else f"{goal}\n\nContext:\n{_render(context)}"
+            messages: list[dict[str, Any]] = [
+                {"role": "system", "content": self._system(tools, mode)},
+                *self.memory.messages(),
+                {"role": "user", "content": user},
+            ]
+            run_turns: list[dict[str, Any]] = [{"role": "user", "content": user}]
+            steps: list[Step] = []
+            usage = Usage()
+            cost = 0.0
+            answer = ""
+            error: str | None = None
+            success = False
+            iterations = 0
+            for it in range(self.config.max_iterations):
+                iterations = it + 1
+                kwargs: dict[str, Any] = {}
+                if self.config.temperature is not None:
+                    kwargs["temperature"] = self.config.temperature
+                if self.config.max_tokens is not None:
+                    kwargs["max_tokens"] = self.config.max_tokens
+                if mode == "native" and tools:
+                    kwargs["tools"] = tools
+                    choice = self._choice(it)
+                    if choice is not None:
+                        kwargs["tool_choice"] = choice
+                try:
+                    if stream:
+                        response: LLMResponse | None = None
+                        async for ev in self.llm.stream_events(messages, **kwargs):
+                            if isinstance(ev, FinishEvent):
+                                response = ev.response
+                            elif isinstance(ev, (TextDelta, ToolCallStart, ToolCallDelta)):
+                                yield ev
+                        if response is None:
+                            raise LoomError("the stream ended without a finish event")
+                    else:
+                        response = await self.llm.call(messages=messages, **kwargs)
+                except LoomError as exc:
+                    error = f"LLM call failed: {exc}"
+                    log.warning("%s: %s", self.agent_id, error)
+                    break
+                usage = _add_usage(usage, response.usage)
+                cost += float(getattr(response, "cost_usd", 0.0) or 0.0)
+
+                if mode == "native" and response.tool_calls:
+                    messages.append(self._assistant_tool_message(response))
+                    done = await asyncio.gather(
+                        *(self._call_tool(tc, it) for tc in response.tool_calls)
+                    )
+                    for step in done:
+                        steps.append(step)
+                        shown = self._shown(step)
+                        messages.append(
+                            {"role": "tool", "tool_call_id": step.call_id or "", "content": shown}
+                        )
+                        run_turns.append(
+                            {"role": "assistant", "content": f"[{step.tool}] {shown[:300]}"}
+                        )
+                        if stream:
+                            yield ToolResult(
+                                step.call_id or "", step.tool or "", step.result, step.error
+                            )
+                    continue
+
+                if mode == "react" and tools:
+                    parsed = react.parse(response.content)
+                    if parsed.kind == "action":
+                        call = ToolCall(
+                            id=f"react_{it}", name=parsed.tool, arguments=parsed.arguments or {}
+                        )
+                        step = await self._call_tool(call, it)
+                        steps.append(step)
+                        shown = self._shown(step)
+                        messages.append({"role": "assistant", "content": response.content})
+                        messages.append({"role": "user", "content": f"Observation: {shown}"})
+                        run_turns.append(
+                            {"role": "assistant", "content": f"[{step.tool}] {shown[:300]}"}
+                        )
+                        if stream:
+                            yield ToolResult(
+                                step.call_id or "", step.tool or "", step.result, step.error
+                            )
+                        continue
+                    if parsed.kind == "invalid":
+                        messages.append({"role": "assistant", "content": response.content})
+                        messages.append(
+                            {
+                                "role": "user",
+                                "content": f"Your reply did not follow the format "
+                                f"({parsed.error}). Reply with an Action and Action Input, "
+                                "or a Final Answer.",
+                            }
+                        )
+                        steps.append(Step("thought", it, text=response.content, error=parsed.error))
+                        continue
+                    answer = parsed.answer
+                else:
+                    answer = response.content
+                steps.append(Step("answer", it, text=answer))
+                success = True
+                break
+            else:
+                error = (
+                    f"stopped after {self.config.max_iterations} iterations without a final "
+                    "answer (raise CognitiveConfig.max_iterations?)"
+                )
+            if success:
+                run_turns.append({"role": "assistant", "content": answer})
+                await self.memory.remember(run_turns, self._summarizer())
+            result = CognitiveResult(
+                answer=answer,
+                steps=steps,
+                iterations=iterations,
+                success=success,
+                error=error,
+                usage=usage,
+                latency=time.perf_counter() - started,
+                cost_usd=cost,
+            )
+            if span.is_recording():
+                span.set_attribute("gen_ai.usage.input_tokens", usage.prompt_tokens)
+                span.set_attribute("gen_ai.usage.output_tokens", usage.completion_tokens)
+                span.set_attribute("loom.cognitive.iterations", iterations)
+                span.set_attribute("loom.cognitive.tool_calls", len(result.tool_calls))
+                span.set_attribute("loom.cost.usd", cost)
+                if error:
+                    from opentelemetry.trace import Status, StatusCode
+
+                    span.set_attribute("error.type", "CognitiveError")
+                    span.set_status(Status(StatusCode.ERROR, error[:256]))
+            yield RunFinished(result)
+
+    @staticmethod
+    def _assistant_tool_message(response: LLMResponse) -> dict[str, Any]:
+        # content "" rather than None: strict servers (llama.cpp) reject null content
+        # next to tool calls.
+        return {
+            "role": "assistant",
+            "content": response.content or "",
+            "tool_calls": [
+                {
+                    "id": tc.id,
+                    "type": "function",
+                    "function": {"name": tc.name, "arguments": json.dumps(tc.arguments)},
+                }
+                for tc in response.tool_calls
+            ],
+            **(
+                {"reasoning_content": response.reasoning_content}
+                if response.reasoning_content
+                else {}
+            ),
+        }
+
+    def _shown(self, step: Step) -> str:
+        """What the model sees of a tool step."""
+        if step.error:
+            return f"error: {step.error}"
+        return self.memory.offload(_render(step.result))
+
+    async def _call_tool(self, call: ToolCall, iteration: int) -> Step:
+        started = time.perf_counter()
+        step = Step("tool", iteration, tool=call.name, call_id=call.id, arguments=call.arguments)
+        try:
+            if call.arguments_error:
+                raise LoomError(f"the arguments are not valid JSON: {call.arguments_error}")
+            if self.ctx is None:
+                raise LoomError("no context: this CognitiveAgent cannot call tools")
+            registry = await self.ctx.runtime.get_tools()
+            name = registry.get(call.name).spec.name
+            step.tool = name
+            if self._offered and name not in self._offered:
+                raise LoomError(f"tool {name!r} was not offered to this agent")
+            step.result = await self.ctx.tool(
+                name, call.arguments, timeout=self.config.tool_timeout, call_id=call.id or None
+            )
+        except ToolError as exc:
+            step.error = f"{type(exc).__name__}: {exc.reason}"
+        except LoomError as exc:
+            step.error = str(exc)
+        step.seconds = time.perf_counter() - started
+        if step.error:
+            log.info("%s: tool %s failed: %s", self.agent_id, step.tool, step.error)
+        return step
+
+    def _summarizer(self) -> Any:
+        if not self.config.llm_compaction:
+            return None
+
+        async def summarize(transcript: str) -> str:
+            response = await self.llm.call(
+                messages=[
+                    {
+                        "role": "system",
+                        "content": "Summarise this conversation in a few sentences, keeping "
+                        "facts, file names and results.",
+                    },
+                    {"role": "user", "content": transcript},
+                ]
+            )
+            return str(response.content)
+
+        return summarize
+
+    def reset(self) -> None:
+        """Forgets the conversation history."""
+        self.memory.clear()

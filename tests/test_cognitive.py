@@ -10,8 +10,7 @@ from pathlib import Path
 import pytest
 
 from loom import Agent, Runtime
-from loom.cognitive import CognitiveAgent, CognitiveConfig, RunFinished, ToolResult
-from loom.cognitive import react
+from loom.cognitive import CognitiveAgent, CognitiveConfig, RunFinished, ToolResult, react
 from loom.llm import TextDelta, ToolCallStart
 from loom.testing import FunctionModel, ScriptedModel, tool_call
 from loom.tools import ApprovalRequest, PythonTool

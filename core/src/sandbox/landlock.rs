@@ -275,6 +275,17 @@ impl Ruleset {
         Ok(())
     }
 
+    /// A "ruleset" whose fd is not a Landlock ruleset (tests of the fail-closed path).
+    #[cfg(test)]
+    pub(crate) fn bogus() -> Self {
+        let fd = std::fs::File::open("/dev/null").unwrap().into();
+        Self {
+            fd,
+            abi: FULL_ABI,
+            skipped: Vec::new(),
+        }
+    }
+
     /// The kernel's ABI version this ruleset was built for.
     pub fn abi(&self) -> i32 {
         self.abi

@@ -408,7 +408,14 @@ impl Policy {
         }
         let pid = pid as libc::pid_t;
         let mut child = Child { pid, reaped: false };
-        let io = pump(&out_r, &err_r, pid, start + timeout, self.max_output_bytes, cancel);
+        let io = pump(
+            &out_r,
+            &err_r,
+            pid,
+            start + timeout,
+            self.max_output_bytes,
+            cancel,
+        );
         child.wait();
         let records = read_records(&st_r);
         let duration = start.elapsed();
@@ -783,6 +790,70 @@ fn has_any_capability() -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn policy(dir: &Path, require: bool) -> Policy {
+        Policy::new(&PolicyConfig {
+            workspace: dir.to_path_buf(),
+            executables: vec![std::fs::canonicalize("/usr/bin/touch").unwrap()],
+            read_paths: Vec::new(),
+            network: false,
+            limits: Limits::default(),
+            env: vec![("PATH".into(), "/usr/bin".into())],
+            max_output_bytes: 1024,
+            require,
+        })
+        .unwrap()
+    }
+
+    fn touch(p: &Policy, dir: &Path) -> Result<Output, SandboxError> {
+        let cwd = std::fs::File::open(dir).unwrap();
+        let argv = ["touch".to_string(), "ran".to_string()];
+        let exe = std::fs::canonicalize("/usr/bin/touch").unwrap();
+        p.run(&exe, &argv, cwd.as_fd(), Duration::from_secs(5), None)
+    }
+
+    #[test]
+    fn require_fails_closed_without_full_landlock() {
+        let dir = tempfile::tempdir().unwrap();
+        for level in [Status::NotEnforced, Status::PartiallyEnforced] {
+            let mut p = policy(dir.path(), true);
+            p.enforcement.landlock = level;
+            match touch(&p, dir.path()) {
+                Err(SandboxError::Denied { rule, .. }) => assert_eq!(rule, "sandbox_required"),
+                other => panic!("{level:?}: {other:?}"),
+            }
+            assert!(!dir.path().join("ran").exists(), "nothing may run");
+        }
+        let mut p = policy(dir.path(), true);
+        p.enforcement.seccomp = false;
+        assert!(matches!(
+            touch(&p, dir.path()),
+            Err(SandboxError::Denied {
+                rule: "sandbox_required",
+                ..
+            })
+        ));
+        // Without `require`, the same policy runs (and reports what it lacks).
+        let mut p = policy(dir.path(), false);
+        p.enforcement.landlock = Status::NotEnforced;
+        assert_eq!(touch(&p, dir.path()).unwrap().exit_code, Some(0));
+        assert!(dir.path().join("ran").exists());
+    }
+
+    #[test]
+    fn a_restriction_that_fails_in_the_child_runs_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut p = policy(dir.path(), false);
+        p.ruleset = Some(Ruleset::bogus());
+        match touch(&p, dir.path()) {
+            Err(SandboxError::Denied { rule, reason }) => {
+                assert_eq!(rule, "sandbox_setup");
+                assert!(reason.contains("Landlock"), "{reason}");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(!dir.path().join("ran").exists(), "nothing may run");
+    }
 
     #[test]
     fn kernel_version_parses() {

@@ -118,7 +118,7 @@ pub(super) fn search(cx: &Cx<'_>, args: &Value, trace: &mut Trace) -> Result<Val
             stopped = Some("max_entries");
             return Walk::Stop;
         }
-        if visited % 64 == 0 && cx.expired() {
+        if visited % 64 == 1 && cx.expired() {
             stopped = Some("timeout");
             return Walk::Stop;
         }

@@ -1,0 +1,96 @@
+"""MCP client: ``[mcp.<name>]`` servers' tools in Loom's registry as ``<name>:<tool>``.
+
+Speaks JSON-RPC 2.0 itself (no ``mcp`` SDK) over two transports: newline-delimited
+stdio to a child process Loom starts, and streamable HTTP with httpx. The handshake is
+``initialize`` (offering protocol ``2025-06-18``) then ``notifications/initialized``;
+tools come from ``tools/list`` (following ``nextCursor``) and are called with
+``tools/call``. See :func:`loom.tools.mcp.protocol.tool_result` for what a call returns
+and how errors map to ``Tool*`` exceptions.
+
+Lifecycle: servers start when the runtime builds its tool registry, concurrently. One
+that fails to start is logged (with its stderr tail) and its tools are left out — unless
+its table says ``required = true``, which makes that a :class:`~loom.errors.ConfigError`.
+A stdio server that dies is restarted on the next call (immediately the first time,
+then with exponential backoff while it keeps failing); an HTTP session that expires is
+re-initialised. At shutdown, stdio servers get their stdin closed, then SIGTERM, then
+SIGKILL, each to the whole process group.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import TYPE_CHECKING
+
+from loom.tools.mcp.client import McpServer, McpTool, StartError
+from loom.tools.mcp.config import (
+    INHERITED_ENV,
+    HttpServer,
+    ServerConfig,
+    StdioServer,
+    parse_server,
+)
+from loom.tools.mcp.protocol import PROTOCOL_VERSION, tool_result
+from loom.tools.registry import ToolRegistry
+
+if TYPE_CHECKING:
+    from loom.runtime import Runtime
+
+log = logging.getLogger("loom.tools.mcp")
+
+
+async def register(registry: ToolRegistry, runtime: Runtime) -> list[McpServer]:
+    """Starts/connects every ``[mcp.<name>]`` server of ``runtime.project`` and registers
+    its tools in ``registry``; stops them when the runtime stops.
+
+    Returns:
+        The servers that started.
+
+    Raises:
+        ConfigError: an invalid ``[mcp.*]`` table, an unset ``${VAR}``, or a
+            ``required`` server that failed to start.
+    """
+    project = runtime.project
+    if project is None or not project.mcp:
+        return []
+    configs = [parse_server(name, table, project) for name, table in project.mcp.items()]
+    servers = [McpServer(cfg, registry) for cfg in configs if cfg is not None]
+
+    async def close_all() -> None:
+        await asyncio.gather(*(s.close() for s in servers), return_exceptions=True)
+
+    runtime.on_shutdown(close_all)
+    outcomes = await asyncio.gather(*(s.start() for s in servers), return_exceptions=True)
+    started: list[McpServer] = []
+    for server, outcome in zip(servers, outcomes, strict=True):
+        if isinstance(outcome, asyncio.CancelledError):
+            await close_all()
+            raise outcome
+        if isinstance(outcome, BaseException):
+            msg = f"MCP server {server.name!r} failed to start: {outcome}"
+            if server.config.required or not isinstance(outcome, StartError):
+                await close_all()
+                if isinstance(outcome, StartError):
+                    raise project.error(msg, "mcp", server.name) from None
+                raise outcome
+            log.error(
+                "%s\n(its tools are unavailable; set required = true to make this fatal)", msg
+            )
+            continue
+        started.append(server)
+    return started
+
+
+__all__ = [
+    "INHERITED_ENV",
+    "PROTOCOL_VERSION",
+    "HttpServer",
+    "McpServer",
+    "McpTool",
+    "ServerConfig",
+    "StartError",
+    "StdioServer",
+    "parse_server",
+    "register",
+    "tool_result",
+]

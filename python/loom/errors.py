@@ -30,6 +30,7 @@ class ConfigError(LoomError, ValueError):
         line: int | None = None,
         key: str | None = None,
     ) -> None:
+        self.message = message
         self.path = path
         self.line = line
         self.key = key

@@ -255,7 +255,19 @@ impl ConfigError {
 impl SandboxConfig {
     /// Parses the JSON form (what the Python side sends).
     pub fn from_json(json: &str) -> Result<Self, ConfigError> {
-        serde_json::from_str(json).map_err(|e| ConfigError::new("tools", e.to_string()))
+        let de = &mut serde_json::Deserializer::from_str(json);
+        serde_path_to_error::deserialize(de).map_err(|e| {
+            let path = e.path().to_string();
+            let message = e.into_inner().to_string();
+            // serde_json's " at line 1 column 161" is a position in JSON the user never
+            // wrote; the dotted key says where the problem is.
+            let message = match message.rfind(" at line ") {
+                Some(i) => message[..i].to_string(),
+                None => message,
+            };
+            let key = if path == "." { "tools" } else { path.as_str() };
+            ConfigError::new(key, message)
+        })
     }
 
     /// Checks values that serde cannot.

@@ -58,8 +58,9 @@ class ToolSpanHandle:
 
 
 def emit_records(parent: Span, records: Sequence[Mapping[str, Any]]) -> None:
-    """Replays span records ``{name, start_ns, end_ns, attributes, error, parent}``
-    (``parent``: index of an earlier record, or None for ``parent`` itself)."""
+    """Replays span records ``{name, start_unix_nanos, end_unix_nanos, attributes,
+    status_error, parent}`` made in Rust (``parent``: index of an earlier record, or
+    None for ``parent`` itself)."""
     made: list[Span] = []
     ctx0 = trace.set_span_in_context(parent)
     for rec in records:
@@ -68,19 +69,19 @@ def emit_records(parent: Span, records: Sequence[Mapping[str, Any]]) -> None:
         span = tracer().start_span(
             str(rec.get("name", "rust")),
             context=ctx,
-            start_time=int(rec.get("start_ns") or 0) or None,
+            start_time=int(rec.get("start_unix_nanos") or 0) or None,
             attributes={
                 k: v
                 for k, v in dict(rec.get("attributes") or {}).items()
                 if isinstance(v, (str, bool, int, float))
             },
         )
-        if rec.get("error"):
-            span.set_status(Status(StatusCode.ERROR, str(rec["error"])))
+        if rec.get("status_error"):
+            span.set_status(Status(StatusCode.ERROR, str(rec["status_error"])))
         made.append(span)
     # End children before parents so exporters see consistent trees.
     for rec, span in reversed(list(zip(records, made, strict=True))):
-        span.end(end_time=int(rec.get("end_ns") or 0) or None)
+        span.end(end_time=int(rec.get("end_unix_nanos") or 0) or None)
 
 
 @contextmanager

@@ -1,22 +1,116 @@
-"""The native tools of the Rust core (``fs:*``, ``system:shell``), sandboxed there."""
+"""The native tools of the Rust core (``fs:*``, ``system:shell``), sandboxed there.
+
+Calls run on the core's worker threads without the GIL; the asyncio future is
+resolved with ``loop.call_soon_threadsafe``, so the loop never blocks. The spans the
+sandbox recorded (path resolution, the confined process) come back with each result and
+are emitted as children of the ``execute_tool`` span.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import json
 import logging
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
+from loom.errors import ConfigError
 from loom.tools.registry import ToolRegistry
+from loom.tools.spec import ToolSpec
 
 if TYPE_CHECKING:
+    from loom import _core
+    from loom.config import ProjectConfig
     from loom.runtime import Runtime
 
 log = logging.getLogger("loom.tools")
 
 
+class NativeTool:
+    """One tool of a ``loom._core.NativeTools`` instance."""
+
+    def __init__(self, core: _core.NativeTools, spec: ToolSpec) -> None:
+        self._core = core
+        self.spec = spec
+
+    async def invoke(self, ctx: Any, args: dict[str, Any], timeout: float | None) -> Any:
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[tuple[str | None, BaseException | None, str]] = loop.create_future()
+        handle = self._core.call(self.spec.name, args, timeout, loop, fut)
+        try:
+            result_json, error, spans_json = await fut
+        except asyncio.CancelledError:
+            handle.cancel()  # kills the sandboxed processes
+            raise
+        _emit_spans(spans_json)
+        if error is not None:
+            raise error
+        return json.loads(result_json) if result_json is not None else None
+
+
+def _emit_spans(spans_json: str) -> None:
+    from opentelemetry import trace
+
+    from loom.telemetry import tracing_active
+    from loom.telemetry.spans import emit_records
+
+    if not spans_json or not tracing_active():
+        return
+    parent = trace.get_current_span()
+    if parent.is_recording():
+        emit_records(parent, json.loads(spans_json))
+
+
+def sandbox_config(project: ProjectConfig) -> dict[str, Any]:
+    """The JSON the core expects: ``[workspace]`` (root made absolute), ``[sandbox]``,
+    ``[tools.fs]`` and ``[tools.shell]``."""
+    tools = project.tools
+    return {
+        "workspace": {"root": str(project.workspace_root)},
+        "sandbox": dict(project.sandbox),
+        "tools": {k: tools[k] for k in ("fs", "shell") if k in tools},
+    }
+
+
 async def register(registry: ToolRegistry, runtime: Runtime) -> None:
-    """Registers the native tools (wired to ``loom._core`` by the tools runtime)."""
+    """Registers the native tools of ``runtime.project`` (none without a project)."""
     from loom import _core
 
-    if not hasattr(_core, "NativeTools"):
-        log.debug("this build of loom._core has no native tools")
+    project = runtime.project
+    if project is None:
+        log.debug("no loom.toml: native tools (fs:*, system:shell) are not registered")
         return
+    root = project.workspace_root
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise project.error(
+            f"cannot create the workspace {root}: {exc}", "workspace", "root"
+        ) from None
+    try:
+        core = _core.NativeTools(json.dumps(sandbox_config(project)))
+    except ConfigError as exc:
+        raise project.error(exc.message, *(exc.key or "").split(".")) from None
+    status = core.status()
+    shell = status.get("shell", {})
+    enforcement = shell.get("enforcement", {})
+    log.info(
+        "native tools confined to %s (landlock: %s, seccomp: %s, pid namespace: %s)",
+        core.workspace,
+        enforcement.get("landlock", "?"),
+        enforcement.get("seccomp", "?"),
+        enforcement.get("pid_namespace", "?"),
+    )
+    runtime.on_shutdown(core.close)
+    runtime.sandbox_status = status
+    for spec in core.specs():
+        registry.register(
+            NativeTool(
+                core,
+                ToolSpec(
+                    name=spec["name"],
+                    description=spec.get("description", ""),
+                    parameters=spec.get("parameters") or {"type": "object", "properties": {}},
+                    source="native",
+                ),
+            )
+        )

@@ -8,6 +8,7 @@ then for each client and concurrency 1/16/64 measures requests/s and p50 latency
 
     python benchmarks/llm_client.py            # full run (~2-3 min)
     python benchmarks/llm_client.py --smoke    # a few seconds, for CI
+    python benchmarks/llm_client.py --local    # also the real SmolLM2 server
 
 Needs: openai (with aiohttp extra), httpx-aiohttp. On a 2-core box, the server is
 pinned to one core and the clients to the other when the OS allows it.
@@ -314,11 +315,52 @@ async def run(args: argparse.Namespace, base: str) -> dict[str, Any]:
     return results
 
 
+async def bench_local(runs: int) -> None:
+    """Time to first chunk and tokens/s of the real SmolLM2 server, through loom.llm."""
+    from loom.llm import LLMConfig, LLMProvider, LocalModelServer, TextDelta
+    from loom.llm.local_server import unavailable_reason
+
+    reason = unavailable_reason()
+    if reason:
+        print(f"local model: skipped ({reason})")
+        return
+    t0 = time.perf_counter()
+    async with LocalModelServer("smollm2") as server:
+        ready = time.perf_counter() - t0
+        llm = LLMProvider(
+            None,
+            LLMConfig(
+                base_url=server.base_url, model=server.model, max_tokens=64, quirks="llamacpp"
+            ),
+        )
+        ttfc, rates = [], []
+        for i in range(runs):
+            start = time.perf_counter()
+            first = None
+            n = 0
+            async for ev in llm.stream_events([{"role": "user", "content": f"Tell a story #{i}"}]):
+                if isinstance(ev, TextDelta):
+                    n += 1
+                    if first is None:
+                        first = time.perf_counter() - start
+            total = time.perf_counter() - start
+            ttfc.append(first or total)
+            rates.append(n / max(total - (first or 0), 1e-9))
+        await llm.aclose()
+    print(
+        f"local SmolLM2-135M: ready in {ready:.1f}s, first chunk p50 "
+        f"{statistics.median(ttfc) * 1000:.0f} ms, {statistics.median(rates):.0f} chunks/s"
+    )
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--smoke", action="store_true", help="a few seconds, for CI")
     ap.add_argument("--seconds", type=float, default=3.0, help="seconds per cell")
     ap.add_argument("--serve", type=int, help=argparse.SUPPRESS)
+    ap.add_argument(
+        "--local", action="store_true", help="also time the real SmolLM2 server (llama.cpp)"
+    )
     args = ap.parse_args()
     if args.serve:
         serve(args.serve)
@@ -362,6 +404,9 @@ def main() -> None:
         f"vs openai-aiohttp {s['loom'][0] / s['openai-aiohttp'][0]:5.2f}x"
     )
     print(f"  import loom {t_loom:.3f}s (goal <= 0.3s)")
+    if args.local:
+        print()
+        asyncio.run(bench_local(3 if args.smoke else 8))
 
 
 if __name__ == "__main__":

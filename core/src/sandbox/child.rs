@@ -23,6 +23,7 @@ pub(super) const STAGE_SECCOMP: i32 = 10;
 pub(super) const STAGE_FORK: i32 = 11;
 pub(super) const STAGE_CHDIR: i32 = 12;
 pub(super) const STAGE_EXEC: i32 = 13;
+pub(super) const STAGE_MOUNT: i32 = 14;
 
 pub(super) fn stage_name(stage: i32) -> &'static str {
     match stage {
@@ -39,6 +40,7 @@ pub(super) fn stage_name(stage: i32) -> &'static str {
         STAGE_FORK => "fork",
         STAGE_CHDIR => "chdir into the workspace",
         STAGE_EXEC => "execve",
+        STAGE_MOUNT => "the read-only protected paths",
         _ => "unknown stage",
     }
 }
@@ -55,6 +57,11 @@ pub(super) struct Plan<'a> {
     pub(super) seccomp: Option<*const libc::sock_fprog>,
     pub(super) drop_caps: bool,
     pub(super) in_pidns: bool,
+    /// In a private mount namespace: bind these (absolute) paths read-only.
+    pub(super) mount_ns: bool,
+    pub(super) protect: &'a [std::ffi::CString],
+    /// Absolute path of the working directory (fd 5 is the same directory).
+    pub(super) cwd_path: &'a CStr,
 }
 
 pub(super) fn decimal(mut n: u64) -> [u8; 24] {
@@ -144,6 +151,35 @@ pub(super) unsafe fn child_main(plan: &Plan<'_>) -> ! {
         }
         if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) != 0 {
             fail(status_fd, STAGE_PDEATHSIG);
+        }
+    }
+    if plan.mount_ns {
+        // SAFETY: mount(2) with valid C strings (or NULL where the call ignores them).
+        unsafe {
+            // Nothing done here may propagate back to the host's mounts.
+            let null = std::ptr::null::<libc::c_char>();
+            let flags = libc::MS_REC | libc::MS_PRIVATE;
+            if libc::mount(null, c"/".as_ptr(), null, flags, std::ptr::null()) != 0 {
+                fail(status_fd, STAGE_MOUNT);
+            }
+            for p in plan.protect {
+                let p = p.as_ptr();
+                if libc::mount(p, p, null, libc::MS_BIND | libc::MS_REC, std::ptr::null()) != 0 {
+                    if errno() == libc::ENOENT {
+                        continue; // gone since the parent looked: nothing to protect
+                    }
+                    fail(status_fd, STAGE_MOUNT);
+                }
+                let ro = libc::MS_BIND
+                    | libc::MS_REMOUNT
+                    | libc::MS_RDONLY
+                    | libc::MS_NOSUID
+                    | libc::MS_NODEV
+                    | libc::MS_NOEXEC;
+                if libc::mount(null, p, null, ro, std::ptr::null()) != 0 {
+                    fail(status_fd, STAGE_MOUNT);
+                }
+            }
         }
     }
     if let Some((pid_max, last_pid)) = plan.pid_max {
@@ -290,7 +326,23 @@ pub(super) unsafe fn child_main(plan: &Plan<'_>) -> ! {
         // SAFETY: raw syscalls on fds we own and pointers prepared by the parent.
         unsafe {
             libc::fcntl(3, libc::F_SETFD, libc::FD_CLOEXEC);
-            if libc::fchdir(5) != 0 {
+            if plan.mount_ns {
+                // fd 5 belongs to the parent's mount namespace, where the read-only binds
+                // do not exist: change directory by path, in ours, and check it is the
+                // directory the parent resolved.
+                let mut want: libc::stat = std::mem::zeroed();
+                let mut got: libc::stat = std::mem::zeroed();
+                if libc::chdir(plan.cwd_path.as_ptr()) != 0
+                    || libc::fstat(5, &mut want) != 0
+                    || libc::stat(c".".as_ptr(), &mut got) != 0
+                {
+                    fail(3, STAGE_CHDIR);
+                }
+                if want.st_dev != got.st_dev || want.st_ino != got.st_ino {
+                    put(3, REC_FAILED, STAGE_CHDIR, libc::ESTALE);
+                    libc::_exit(127);
+                }
+            } else if libc::fchdir(5) != 0 {
                 fail(3, STAGE_CHDIR);
             }
             libc::close(5);

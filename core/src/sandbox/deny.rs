@@ -44,7 +44,10 @@ pub const MANDATORY_DENY_WRITE: &[&str] = &[
 struct Pattern {
     text: String,
     anchored: bool,
+    /// Lower-cased, for matching.
     parts: Vec<String>,
+    /// As written, for naming real paths.
+    orig: Vec<String>,
 }
 
 /// A compiled deny list.
@@ -69,17 +72,19 @@ impl DenyList {
                     "deny pattern {text:?} must be a non-empty relative path"
                 ));
             }
-            let parts: Vec<String> = body
+            let orig: Vec<String> = body
                 .split('/')
                 .filter(|c| !c.is_empty() && *c != ".")
-                .map(str::to_ascii_lowercase)
+                .map(str::to_string)
                 .collect();
+            let parts: Vec<String> = orig.iter().map(|c| c.to_ascii_lowercase()).collect();
             if parts.iter().any(|c| c == "..") {
                 return Err(format!("deny pattern {text:?} must not contain '..'"));
             }
             out.push(Pattern {
                 anchored: parts.len() > 1,
                 parts,
+                orig,
                 text,
             });
         }
@@ -126,6 +131,44 @@ impl DenyList {
                     .all(|(pat, c)| glob_component(pat, c));
             hit.then_some(p.text.as_str())
         })
+    }
+
+    /// Paths to make read-only for the shell tool (which Landlock cannot keep out of
+    /// parts of the workspace), given the names at the workspace root:
+    /// * `.git` as a whole for any pattern under `.git/` (protecting only `.git/hooks`
+    ///   would let `mv .git x` and a fresh `.git/hooks` through);
+    /// * the path of every other anchored pattern without glob characters;
+    /// * root-level entries matching an unanchored pattern (`.env`, `.bashrc`, ...).
+    ///
+    /// Callers check that each exists and is not a symlink.
+    pub fn protect_candidates(&self, root_names: &[String]) -> Vec<RelPath> {
+        let mut out: Vec<RelPath> = Vec::new();
+        let mut push = |p: RelPath| {
+            if !out.contains(&p) {
+                out.push(p);
+            }
+        };
+        for p in &self.patterns {
+            if p.anchored {
+                if p.parts[0] == ".git" {
+                    push(RelPath::parse(".git").unwrap_or_else(|_| RelPath::root()));
+                } else if !p.orig.iter().any(|c| c.contains(['*', '?'])) {
+                    if let Ok(rel) = RelPath::parse(&p.orig.join("/")) {
+                        push(rel);
+                    }
+                }
+            } else {
+                for name in root_names {
+                    if glob_component(&p.parts[0], &name.to_ascii_lowercase()) {
+                        if let Ok(rel) = RelPath::parse(name) {
+                            push(rel);
+                        }
+                    }
+                }
+            }
+        }
+        out.retain(|r| !r.is_root());
+        out
     }
 
     /// The patterns, as configured.
@@ -193,6 +236,36 @@ mod tests {
         assert_eq!(d.contains_anchored(&rel(".git")), Some(".git/hooks"));
         assert_eq!(d.contains_anchored(&rel("")), Some(".git/hooks"));
         assert_eq!(d.contains_anchored(&rel("src")), None);
+    }
+
+    #[test]
+    fn shell_protection_candidates() {
+        let d = DenyList::new(
+            MANDATORY_DENY_WRITE
+                .iter()
+                .copied()
+                .chain([".github/Workflows", "*.pem"]),
+        )
+        .unwrap();
+        let names: Vec<String> = [".git", ".env", ".env.local", "src", "key.PEM", ".bashrc"]
+            .map(String::from)
+            .to_vec();
+        let got: Vec<String> = d
+            .protect_candidates(&names)
+            .iter()
+            .map(RelPath::as_string)
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ".git",
+                ".env",
+                ".env.local",
+                ".bashrc",
+                ".github/Workflows",
+                "key.PEM"
+            ]
+        );
     }
 
     #[test]

@@ -144,6 +144,9 @@ pub struct Enforcement {
     pub pid_namespace: bool,
     /// Kernel-enforced cap on processes alive at once (per-namespace `pid_max`), if any.
     pub process_limit: Option<u64>,
+    /// Runs in a private mount namespace where protected paths (`.git`, existing
+    /// deny-listed files) are bind-mounted read-only.
+    pub protected_paths: bool,
     /// All capabilities dropped (bounding set, permitted, effective, ambient) — true
     /// whenever the caller had any.
     pub capabilities_dropped: bool,
@@ -162,6 +165,7 @@ impl Enforcement {
             "network": self.network,
             "pid_namespace": self.pid_namespace,
             "process_limit": self.process_limit,
+            "protected_paths": self.protected_paths,
             "capabilities_dropped": self.capabilities_dropped,
             "no_new_privs": self.no_new_privs,
         })
@@ -177,6 +181,7 @@ pub struct Policy {
     limits: Limits,
     max_output_bytes: usize,
     pidns: bool,
+    mountns: bool,
     pid_max_per_ns: bool,
     drop_caps: bool,
     require: bool,
@@ -221,6 +226,7 @@ impl Policy {
         let ruleset = Ruleset::build(&spec)?;
         let seccomp = super::seccomp::supported().then(|| Filter::build(cfg.network));
         let pidns = probe_pid_namespace();
+        let mountns = pidns && probe_namespaces(libc::CLONE_NEWPID | libc::CLONE_NEWNS);
         let pid_max_per_ns = pidns && kernel_at_least(6, 14);
         // SAFETY: geteuid has no preconditions.
         let drop_caps = unsafe { libc::geteuid() } == 0 || has_any_capability();
@@ -241,6 +247,7 @@ impl Policy {
             network: cfg.network,
             pid_namespace: pidns,
             process_limit: pid_max_per_ns.then_some(cfg.limits.processes),
+            protected_paths: mountns,
             capabilities_dropped: drop_caps,
             no_new_privs: true,
         };
@@ -251,6 +258,7 @@ impl Policy {
             limits: cfg.limits,
             max_output_bytes: cfg.max_output_bytes,
             pidns,
+            mountns,
             pid_max_per_ns,
             drop_caps,
             require: cfg.require,
@@ -290,16 +298,17 @@ impl Policy {
         Ok(())
     }
 
-    /// Runs `exe` (canonical path of an allowlisted binary) with `argv` (argv[0] first)
-    /// in `cwd` (a directory fd beneath the workspace), killing everything at `timeout`.
-    pub fn run(
-        &self,
-        exe: &Path,
-        argv: &[String],
-        cwd: BorrowedFd<'_>,
-        timeout: Duration,
-        cancel: Option<&AtomicBool>,
-    ) -> Result<Output, SandboxError> {
+    /// Runs `req.exe` with `req.argv` in `req.cwd`, killing everything at the timeout.
+    pub fn run(&self, req: &Request<'_>) -> Result<Output, SandboxError> {
+        let Request {
+            exe,
+            argv,
+            cwd,
+            cwd_path,
+            timeout,
+            cancel,
+            protect,
+        } = *req;
         self.check_required()?;
         let start = Instant::now();
         let plan_err =
@@ -316,6 +325,14 @@ impl Policy {
         let mut envp: Vec<*const libc::c_char> = self.env.iter().map(|c| c.as_ptr()).collect();
         envp.push(std::ptr::null());
 
+        let protect_c = protect
+            .iter()
+            .take(64)
+            .map(|p| CString::new(p.as_os_str().as_bytes()))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|_| plan_err("a protected path"))?;
+        let cwd_c = CString::new(cwd_path.as_os_str().as_bytes())
+            .map_err(|_| plan_err("the working directory"))?;
         let (out_r, out_w) = pipe()?;
         let (err_r, err_w) = pipe()?;
         let (st_r, st_w) = pipe()?;
@@ -385,9 +402,16 @@ impl Policy {
             seccomp: fprog.as_ref().map(|p| p as *const libc::sock_fprog),
             drop_caps: self.drop_caps,
             in_pidns: self.pidns,
+            mount_ns: self.mountns,
+            protect: &protect_c,
+            cwd_path: &cwd_c,
         };
 
-        let flags = if self.pidns { libc::CLONE_NEWPID } else { 0 };
+        let flags = match (self.pidns, self.mountns) {
+            (true, true) => libc::CLONE_NEWPID | libc::CLONE_NEWNS,
+            (true, false) => libc::CLONE_NEWPID,
+            _ => 0,
+        };
         let pid = {
             let _mask = BlockSignals::new();
             // SAFETY: a fork-like clone (no CLONE_VM, no new stack): the child gets a copy
@@ -467,6 +491,27 @@ impl Policy {
         }
         Ok(out)
     }
+}
+
+/// One process to run under a [`Policy`].
+#[derive(Debug, Clone, Copy)]
+pub struct Request<'a> {
+    /// Canonical path of an allowlisted binary (what is executed).
+    pub exe: &'a Path,
+    /// argv, argv[0] first.
+    pub argv: &'a [String],
+    /// The working directory, resolved beneath the workspace.
+    pub cwd: BorrowedFd<'a>,
+    /// Its absolute path; in a mount namespace the child changes into it by path and
+    /// checks (device, inode) against `cwd` (an fd from the parent's namespace would
+    /// bypass the read-only binds).
+    pub cwd_path: &'a Path,
+    /// Everything is killed after this long.
+    pub timeout: Duration,
+    /// Set to stop the run early.
+    pub cancel: Option<&'a AtomicBool>,
+    /// Absolute paths bound read-only in the child's mount namespace.
+    pub protect: &'a [PathBuf],
 }
 
 /// How a run was cut short.
@@ -738,9 +783,14 @@ impl Drop for BlockSignals {
 
 /// Can this process create pid namespaces? (Root can, unless a container forbids it.)
 pub fn probe_pid_namespace() -> bool {
+    probe_namespaces(libc::CLONE_NEWPID)
+}
+
+/// Can this process create the namespaces in `flags`?
+fn probe_namespaces(flags: libc::c_int) -> bool {
     let _mask = BlockSignals::new();
     // SAFETY: the child only calls _exit.
-    let pid = unsafe { raw_clone(libc::CLONE_NEWPID as libc::c_ulong) };
+    let pid = unsafe { raw_clone(flags as libc::c_ulong) };
     if pid == 0 {
         // SAFETY: immediate exit of the probe child.
         unsafe { libc::_exit(0) }
@@ -809,7 +859,15 @@ mod tests {
         let cwd = std::fs::File::open(dir).unwrap();
         let argv = ["touch".to_string(), "ran".to_string()];
         let exe = std::fs::canonicalize("/usr/bin/touch").unwrap();
-        p.run(&exe, &argv, cwd.as_fd(), Duration::from_secs(5), None)
+        p.run(&Request {
+            exe: &exe,
+            argv: &argv,
+            cwd: cwd.as_fd(),
+            cwd_path: dir,
+            timeout: Duration::from_secs(5),
+            cancel: None,
+            protect: &[],
+        })
     }
 
     #[test]

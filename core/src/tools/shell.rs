@@ -18,8 +18,9 @@ use serde_json::{json, Value};
 use super::config::{ConfigError, SandboxConfig};
 use super::trace::{truncate, Trace};
 use super::{arg_str, Cx, ToolError, ToolSpec};
+use crate::sandbox::deny::DenyList;
 use crate::sandbox::path::{RelPath, Want, Workspace};
-use crate::sandbox::process::{Killed, Output, Policy, PolicyConfig};
+use crate::sandbox::process::{Killed, Output, Policy, PolicyConfig, Request};
 
 /// Where bare allowlist names are looked up (not `/usr/local/bin`: what an admin or a
 /// package manager dropped there has not been reviewed).
@@ -428,13 +429,26 @@ impl Shell {
             "loom.sandbox.process_limit",
             e.process_limit.map_or(Value::Null, |v| json!(v)),
         );
-        let result = self.policy.run(
-            &exe,
-            &argv,
-            std::os::fd::AsFd::as_fd(&cwd),
+        let protect = if e.protected_paths {
+            protected_paths(ws, &cx.tools.deny_write)
+        } else {
+            Vec::new()
+        };
+        trace.attr(span, "loom.sandbox.protected_paths", protect.len() as u64);
+        let cwd_path = ws.root_path().join(if cwd_rel.is_root() {
+            String::new()
+        } else {
+            cwd_rel.as_string()
+        });
+        let result = self.policy.run(&Request {
+            exe: &exe,
+            argv: &argv,
+            cwd: std::os::fd::AsFd::as_fd(&cwd),
+            cwd_path: &cwd_path,
             timeout,
-            cx.cancel,
-        );
+            cancel: cx.cancel,
+            protect: &protect,
+        });
         let out = match result {
             Ok(out) => out,
             Err(err) => {
@@ -450,7 +464,10 @@ impl Shell {
         let stderr = render(&out.stderr, out.stderr_total, out.stderr_truncated, cap);
         if out.killed == Some(Killed::Cancelled) {
             trace.error(span, "cancelled");
-            return Err(ToolError::failed(cx.tool, "cancelled; every process of the call was killed"));
+            return Err(ToolError::failed(
+                cx.tool,
+                "cancelled; every process of the call was killed",
+            ));
         }
         if out.timed_out {
             trace.error(span, "timeout");
@@ -519,6 +536,20 @@ fn record(trace: &mut Trace, span: usize, out: &Output) {
         "loom.process.killed",
         out.killed.map_or(Value::Null, |k| json!(k.as_str())),
     );
+}
+
+/// Existing deny-listed paths to bind read-only in the child's mount namespace
+/// (directories and regular files only; never through a symlink).
+fn protected_paths(ws: &Workspace, deny: &DenyList) -> Vec<PathBuf> {
+    let names: Vec<String> = match crate::sandbox::fs::list_dir(ws, &RelPath::root(), 10_000) {
+        Ok((entries, _)) => entries.into_iter().map(|e| e.name).collect(),
+        Err(_) => Vec::new(),
+    };
+    deny.protect_candidates(&names)
+        .into_iter()
+        .filter(|rel| ws.resolve(rel, Want::Any).is_ok())
+        .map(|rel| ws.root_path().join(rel.as_string()))
+        .collect()
 }
 
 /// Output as text with a truncation marker.

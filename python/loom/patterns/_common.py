@@ -1,0 +1,184 @@
+"""What the patterns share: the model protocol, prompt text, bus replies and spans."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import json
+from collections.abc import Awaitable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+
+from opentelemetry.trace import Span, SpanKind, Status, StatusCode
+from pydantic import BaseModel
+
+from loom.patterns.errors import RemoteError
+from loom.telemetry import capture_content
+
+if TYPE_CHECKING:
+    from loom._core import Envelope
+    from loom.llm.types import LLMResponse, Message
+
+M = TypeVar("M")
+R = TypeVar("R")
+
+#: Seconds a pattern waits for an agent's reply by default.
+DEFAULT_BUS_TIMEOUT = 30.0
+
+#: Content attributes on spans are cut to this many characters.
+MAX_SPAN_CONTENT = 4096
+
+
+class ChatModel(Protocol):
+    """What the patterns need from a model: :class:`loom.llm.LLMProvider`,
+    :class:`loom.testing.ScriptedModel` and :class:`loom.testing.FunctionModel` all fit."""
+
+    async def call(
+        self, messages: Sequence[Message | dict[str, Any]], **kwargs: Any
+    ) -> LLMResponse:
+        """One chat completion."""
+        ...
+
+    async def call_json(
+        self,
+        messages: Sequence[Message | dict[str, Any]],
+        schema: type[M],
+        *,
+        max_attempts: int | None = None,
+        **kwargs: Any,
+    ) -> M:
+        """A completion validated against ``schema`` (raises ``StructuredOutputError``)."""
+        ...
+
+
+def to_text(value: Any) -> str:
+    """Prompt text for a pattern input: strings as they are, models and data as JSON."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, BaseModel):
+        return value.model_dump_json()
+    try:
+        return json.dumps(value, default=str, ensure_ascii=False)
+    except (TypeError, ValueError):
+        return repr(value)
+
+
+def to_jsonable(value: Any) -> Any:
+    """``value`` as plain JSON data, for a bus payload (models are dumped)."""
+    if isinstance(value, BaseModel):
+        return value.model_dump(mode="json")
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    if isinstance(value, dict):
+        return {str(k): to_jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [to_jsonable(v) for v in value]
+    return str(value)
+
+
+def messages(instructions: str, prompt: str) -> list[dict[str, Any]]:
+    """A system + user conversation."""
+    return [
+        {"role": "system", "content": instructions},
+        {"role": "user", "content": prompt},
+    ]
+
+
+async def maybe_await(value: Awaitable[R] | R) -> R:
+    """Awaits ``value`` if it is awaitable (handlers may be sync or async)."""
+    if inspect.isawaitable(value):
+        return await value
+    return value
+
+
+def reply_payload(reply: Envelope, topic: str) -> Any:
+    """The payload of an agent's reply; an ``error`` reply raises :class:`RemoteError`.
+
+    JSON text and bytes payloads are decoded (they arrive that way across processes).
+    """
+    if reply.type == "error":
+        raise RemoteError(topic, reply.payload)
+    payload = reply.payload
+    if isinstance(payload, (bytes, bytearray)):
+        payload = payload.decode("utf-8", errors="replace")
+    if isinstance(payload, str) and payload[:1] in "{[":
+        try:
+            return json.loads(payload)
+        except ValueError:
+            return payload
+    return payload
+
+
+async def cancel_all(tasks: Sequence[asyncio.Task[Any]]) -> None:
+    """Cancels ``tasks`` and waits until they have really stopped."""
+    for t in tasks:
+        t.cancel()
+    if tasks:
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def gather_or_cancel(coros: Sequence[Awaitable[R]]) -> list[R]:
+    """Like ``asyncio.gather``, but the first exception cancels the others (and is
+    raised once they have stopped) instead of leaving them running."""
+    tasks = [asyncio.ensure_future(c) for c in coros]
+    try:
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+    except BaseException:
+        await cancel_all(tasks)
+        raise
+    failed = [t for t in tasks if t.done() and not t.cancelled() and t.exception() is not None]
+    if failed:
+        await cancel_all([t for t in tasks if not t.done()])
+        exc = failed[0].exception()
+        assert exc is not None
+        raise exc
+    return [t.result() for t in tasks]
+
+
+# -- tracing ---------------------------------------------------------------------------
+
+
+def content_attr(span: Span, key: str, value: Any) -> None:
+    """Puts ``value`` on the span as ``key``, only when content capture is on."""
+    if span.is_recording() and capture_content():
+        text = to_text(value)
+        if len(text) > MAX_SPAN_CONTENT:
+            text = text[:MAX_SPAN_CONTENT] + "…"
+        span.set_attribute(key, text)
+
+
+@contextmanager
+def span(name: str, kind: str, /, **attributes: str | int | float | bool | None) -> Iterator[Span]:
+    """A span named ``name`` with ``loom.pattern.kind`` and ``loom.pattern.*`` attributes
+    (``None`` values are left out). Exceptions set ``error.type`` and an error status."""
+    from loom.telemetry.spans import tracer
+
+    attrs: dict[str, str | int | float | bool] = {"loom.pattern.kind": kind}
+    for key, value in attributes.items():
+        if value is not None:
+            attrs[key if "." in key else f"loom.pattern.{key}"] = value
+    with tracer().start_as_current_span(
+        name,
+        kind=SpanKind.INTERNAL,
+        attributes=attrs,
+        record_exception=False,
+        set_status_on_exception=False,
+    ) as s:
+        try:
+            yield s
+        except asyncio.CancelledError:
+            s.set_attribute("loom.pattern.outcome", "cancelled")
+            raise
+        except BaseException as exc:
+            s.set_attribute("error.type", type(exc).__name__)
+            s.set_status(Status(StatusCode.ERROR, str(exc)[:512]))
+            raise
+
+
+def workflow_span(kind: str, name: str) -> Any:
+    """The ``invoke_workflow {name}`` span around one run of a pattern."""
+    return span(
+        f"invoke_workflow {name}",
+        kind,
+        **{"gen_ai.operation.name": "invoke_workflow", "name": name},
+    )

@@ -6,8 +6,11 @@ import asyncio
 import json
 import logging
 import signal
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, TextIO
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TextIO
 
 from loom._core import Envelope
 from loom.agent import Agent
@@ -15,6 +18,9 @@ from loom.config import ProjectConfig
 from loom.errors import LoomError, RequestTimeout
 from loom.loader import build_agents
 from loom.runtime import Runtime
+
+if TYPE_CHECKING:
+    from loom.telemetry import TelemetryHandle
 
 log = logging.getLogger("loom.run")
 
@@ -34,6 +40,8 @@ class RunResult:
     exit_code: int
     reply: Envelope | None = None
     message: str = ""
+    #: The run's OTLP/JSON trace file (``loom trace show <run>``), when one was written.
+    trace_file: Path | None = None
 
 
 def _render(payload: Any) -> str:
@@ -52,11 +60,32 @@ async def run_project(
     stop: asyncio.Event | None = None,
     out: TextIO | None = None,
     install_signal_handlers: bool = True,
+    telemetry: bool | None = None,
 ) -> RunResult:
     """Starts every agent of ``project`` on one runtime. With a ``[job]``, sends it
     and returns when the reply arrives; otherwise runs until ``stop`` is set or
-    SIGINT/SIGTERM arrives. Always stops the runtime cleanly."""
+    SIGINT/SIGTERM arrives. Always stops the runtime cleanly.
+
+    Telemetry: unless the caller already installed a tracer provider (or passes
+    ``telemetry=False``), installs the one ``[telemetry]`` describes — by default the
+    OTLP/JSON file ``.loom/traces/<run-id>.jsonl`` — and flushes it at the end. The
+    whole run is one trace under an ``invoke_workflow {project}`` span.
+
+    Raises:
+        ConfigError: invalid ``[telemetry]`` settings (before anything starts).
+    """
+    from loom.telemetry import refresh_tracing_active
+
+    handle: TelemetryHandle | None = None
+    if telemetry is None:
+        telemetry = not refresh_tracing_active()
+    if telemetry:
+        from loom.telemetry import setup
+
+        handle = setup(project)
     runtime = runtime or Runtime(project)
+    if handle is not None:
+        handle.observe_bus(runtime)
     Runtime.set_default(runtime)
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -68,24 +97,81 @@ async def run_project(
                 installed.append(sig)
             except (NotImplementedError, RuntimeError):
                 pass
+    result = RunResult(EXIT_INTERRUPTED, message="interrupted")
     try:
-        agents = build_agents(project, runtime)
-        for agent in agents:
-            await agent.start()
-        log.info(
-            "project %s: %d agent(s) running%s",
-            project.project.name,
-            len(agents),
-            "" if project.job else "; press Ctrl-C to stop",
-        )
-        if project.job is None:
-            await stop.wait()
-            return RunResult(EXIT_OK, message="stopped")
-        return await _run_job(project, runtime, stop, out)
+        with _workflow_span(project, handle) as root:
+            try:
+                agents = build_agents(project, runtime)
+                for agent in agents:
+                    await agent.start()
+                log.info(
+                    "project %s: %d agent(s) running%s",
+                    project.project.name,
+                    len(agents),
+                    "" if project.job else "; press Ctrl-C to stop",
+                )
+                if project.job is None:
+                    await stop.wait()
+                    result = RunResult(EXIT_OK, message="stopped")
+                else:
+                    result = await _run_job(project, runtime, stop, out)
+            finally:
+                for sig in installed:
+                    loop.remove_signal_handler(sig)
+                # Inside the span: handlers still in flight finish as its descendants.
+                await runtime.stop()
+            _end_workflow_span(root, result)
     finally:
-        for sig in installed:
-            loop.remove_signal_handler(sig)
-        await runtime.stop()
+        if handle is not None:
+            # Off the loop: a slow OTLP endpoint must not freeze it while flushing.
+            await asyncio.to_thread(handle.shutdown)
+            result.trace_file = handle.trace_file
+            if handle.trace_file is not None and handle.trace_file.exists():
+                log.info("trace: %s (loom trace show %s)", handle.trace_file, handle.run_id)
+    return result
+
+
+@contextmanager
+def _workflow_span(project: ProjectConfig, handle: TelemetryHandle | None) -> Iterator[Any]:
+    """``invoke_workflow {project}``: the GenAI conventions' span for a run that
+    coordinates several agents; everything the run does is under it (one trace)."""
+    from loom.telemetry import tracing_active
+
+    if not tracing_active():
+        yield None
+        return
+    from opentelemetry.trace import SpanKind
+
+    from loom.telemetry.spans import tracer
+
+    name = project.project.name
+    attrs: dict[str, Any] = {
+        "gen_ai.operation.name": "invoke_workflow",
+        "gen_ai.workflow.name": name,
+        "loom.project.agents": len([a for a in project.agents.values() if a.enabled]),
+    }
+    if handle is not None:
+        attrs["loom.run.id"] = handle.run_id
+    if project.job is not None:
+        attrs["loom.job.topic"] = project.job.topic
+        attrs["loom.job.type"] = project.job.type
+    with tracer().start_as_current_span(
+        f"invoke_workflow {name}", kind=SpanKind.INTERNAL, attributes=attrs
+    ) as span:
+        yield span
+
+
+def _end_workflow_span(span: Any, result: RunResult) -> None:
+    if span is None or not span.is_recording():
+        return
+    from opentelemetry.trace import Status, StatusCode
+
+    span.set_attribute("loom.run.exit_code", result.exit_code)
+    if result.exit_code == EXIT_JOB_FAILED:
+        span.set_attribute("error.type", "job_failed")
+        span.set_status(Status(StatusCode.ERROR, result.message[:512]))
+    elif result.exit_code == EXIT_INTERRUPTED:
+        span.set_attribute("loom.run.interrupted", True)
 
 
 async def _run_job(

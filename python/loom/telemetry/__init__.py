@@ -50,4 +50,16 @@ def refresh_tracing_active() -> bool:
     return _tracing[0]
 
 
-__all__ = ["capture_content", "refresh_tracing_active", "set_capture_content", "tracing_active"]
+# Imported here (not lazily) so that ``loom.telemetry.setup`` is always the function,
+# never shadowed by the submodule of the same name; setup.py imports the SDK only
+# when called.
+from loom.telemetry.setup import TelemetryHandle, setup  # noqa: E402
+
+__all__ = [
+    "TelemetryHandle",
+    "capture_content",
+    "refresh_tracing_active",
+    "set_capture_content",
+    "setup",
+    "tracing_active",
+]

@@ -179,3 +179,38 @@ async def test_provider_serves_its_own_model():
     assert server is not None and server.running and llm.base_url.startswith("http://127.0.0.1:")
     await llm.aclose()
     assert not server.running
+
+
+async def test_server_that_dies_reports_its_log(tmp_path):
+    from loom.llm import LocalServerError
+    from loom.llm.local_server import LocalModelServer, unavailable_reason
+
+    if unavailable_reason():
+        pytest.skip(unavailable_reason())
+    bogus = tmp_path / "broken.gguf"
+    bogus.write_bytes(b"this is not a gguf file")
+    server = LocalModelServer(str(bogus), startup_timeout=60, log_path=tmp_path / "srv.log")
+    with pytest.raises(LocalServerError, match="exited with code") as ei:
+        await server.start()
+    assert "srv.log" in str(ei.value) and len(str(ei.value).splitlines()) > 1
+    assert not server.running
+
+
+async def test_server_not_ready_in_time(tmp_path):
+    from loom.llm import LocalServerError
+    from loom.llm.local_server import LocalModelServer, unavailable_reason
+
+    if unavailable_reason():
+        pytest.skip(unavailable_reason())
+    server = LocalModelServer("smollm2", startup_timeout=0.05)
+    with pytest.raises(LocalServerError, match="not ready after"):
+        await server.start()
+    assert not server.running
+
+
+def test_missing_model_file():
+    from loom.llm import LocalServerError
+    from loom.llm.local_server import find_gguf
+
+    with pytest.raises(LocalServerError, match="not found"):
+        find_gguf("/nonexistent/model.gguf")

@@ -152,3 +152,34 @@ async def test_json_schema_response_format_per_quirk(fault_server, make_provider
     assert fmts[0]["type"] == "json_schema" and fmts[0]["json_schema"]["name"] == "P"
     assert fmts[1]["type"] == "json_object" and fmts[1]["schema"]["properties"]["n"]
     assert fmts[2] is None  # instructions only
+
+
+def test_llamacpp_tool_schemas_lose_length_bounds() -> None:
+    """llama-cpp-python turns maxLength: 4096 into a grammar its parser rejects, and the
+    server process exits; the quirk strips such bounds for that server only."""
+    from loom.llm._request import build_body
+    from loom.llm.config import LLMConfig
+    from loom.llm.quirks import QUIRKS
+    from loom.llm.types import CallRequest
+
+    tool = {
+        "type": "function",
+        "function": {
+            "name": "fs:read_file",
+            "parameters": {
+                "type": "object",
+                "properties": {
+                    "path": {"type": "string", "maxLength": 4096, "minLength": 1},
+                    "tags": {"type": "array", "items": {"type": "string", "maxLength": 9}, "maxItems": 3},
+                },
+            },
+        },
+    }
+    cfg = LLMConfig(base_url="http://127.0.0.1:1/v1", model="m")
+    req = CallRequest(messages=[{"role": "user", "content": "hi"}], tools=[tool])
+    llama = build_body(cfg, QUIRKS["llamacpp"], req, stream=False, stream_usage=False)
+    params = llama["tools"][0]["function"]["parameters"]
+    assert "maxLength" not in str(params) and "minLength" not in str(params)
+    assert "maxItems" not in str(params)
+    openai = build_body(cfg, QUIRKS["openai"], req, stream=False, stream_usage=False)
+    assert openai["tools"][0]["function"]["parameters"]["properties"]["path"]["maxLength"] == 4096

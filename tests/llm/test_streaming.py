@@ -249,3 +249,15 @@ async def test_stream_text_helper(fault_server, make_provider):
         "b",
         "c",
     ]
+
+
+async def test_consumer_breaking_early_releases_the_connection(fault_server, make_provider):
+    fault_server.push(sse(text_chunks([str(i) for i in range(50)], usage=False), delay=0.01))
+    llm = make_provider(max_concurrency=1)
+    async for _ in llm.stream([{"role": "user", "content": "x"}]):
+        break
+    # The slot and the connection were given back: the next call is not stuck.
+    import asyncio
+
+    r = await asyncio.wait_for(llm.call([{"role": "user", "content": "y"}]), 5)
+    assert r.content == "hello"

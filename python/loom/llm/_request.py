@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .config import LLMConfig
-from .quirks import Quirks, serialize_messages, tool_choice_spec, tool_spec
+from .quirks import Quirks, serialize_messages, strip_bounds, tool_choice_spec, tool_spec
 from .types import Message
 
 MessageLike = Message | dict[str, Any]
@@ -71,6 +71,14 @@ def build_body(
         specs = []
         for t in req.tools:
             spec = tool_spec(t)
+            if not quirks.bounded_schemas and "parameters" in spec["function"]:
+                spec = {
+                    **spec,
+                    "function": {
+                        **spec["function"],
+                        "parameters": strip_bounds(spec["function"]["parameters"]),
+                    },
+                }
             fn = spec["function"]
             wire = wire_tool_name(fn["name"])
             if wire != fn["name"]:

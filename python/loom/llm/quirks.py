@@ -37,6 +37,11 @@ class Quirks:
     json_object_schema: bool = False
     """Accepts ``response_format: {type: json_object, schema: ...}`` (llama-cpp-python
     turns it into a grammar, so the output is schema-valid by construction)."""
+    bounded_schemas: bool = True
+    """Copes with length/count bounds in tool schemas. llama-cpp-python compiles tool
+    schemas into a grammar that repeats a rule ``maxLength`` times; ``maxLength: 4096``
+    makes the grammar parser fail and the server process exit. Without this quirk the
+    bounds are stripped from tool schemas (the tool still enforces them)."""
 
 
 QUIRKS: dict[str, Quirks] = {
@@ -58,6 +63,7 @@ QUIRKS: dict[str, Quirks] = {
         json_schema=False,
         null_content_with_tool_calls=False,
         json_object_schema=True,
+        bounded_schemas=False,
     ),
     # Unknown OpenAI-compatible servers: only what every server accepts.
     "generic": Quirks(
@@ -172,6 +178,21 @@ def tool_spec(tool: Any) -> dict[str, Any]:
     return {"type": "function", "function": fn_spec}
 
 
+_BOUNDS = frozenset(
+    {"maxLength", "minLength", "maxItems", "minItems", "maxProperties", "minProperties"}
+)
+
+
+def strip_bounds(schema: Any) -> Any:
+    """``schema`` without length/count bounds, recursively (see
+    :attr:`Quirks.bounded_schemas`)."""
+    if isinstance(schema, dict):
+        return {k: strip_bounds(v) for k, v in schema.items() if k not in _BOUNDS}
+    if isinstance(schema, list):
+        return [strip_bounds(v) for v in schema]
+    return schema
+
+
 def tool_choice_spec(choice: Any) -> Any:
     """``"auto"``/``"none"``/``"required"`` pass through; a bare name forces that tool."""
     if isinstance(choice, str) and choice not in ("auto", "none", "required"):
@@ -186,6 +207,7 @@ __all__ = [
     "is_loopback",
     "serialize_message",
     "serialize_messages",
+    "strip_bounds",
     "tool_choice_spec",
     "tool_spec",
 ]

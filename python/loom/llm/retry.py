@@ -1,9 +1,10 @@
 """When to retry and how long to wait (the policy of openai-python).
 
 Retried: 408, 409, 429, every 5xx, and connection errors/timeouts. A server's
-``retry-after-ms`` or ``Retry-After`` (seconds or an HTTP date) is honoured when it is
-between 0 and :data:`MAX_RETRY_AFTER`; otherwise exponential backoff from 0.5 s doubling
-to 8 s, minus up to 25 % jitter so that many agents don't retry in lockstep.
+``retry-after-ms`` or ``Retry-After`` (seconds or an HTTP date) is honoured, capped at
+:data:`MAX_RETRY_AFTER` so that one answer cannot park an agent for an hour; without
+one, exponential backoff from 0.5 s doubling to 8 s, minus up to 25 % jitter so that
+many agents don't retry in lockstep.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ def is_retryable_status(status_code: int) -> bool:
 
 
 def retry_after(headers: Mapping[str, str] | None) -> float | None:
-    """Seconds the server asked us to wait, or None (absent, unparsable or out of range)."""
+    """Seconds the server asked us to wait (capped), or None (absent, unparsable, negative)."""
     if not headers:
         return None
     value: float | None = None
@@ -41,9 +42,9 @@ def retry_after(headers: Mapping[str, str] | None) -> float | None:
                 parsed = email.utils.parsedate_tz(raw)
                 if parsed is not None:
                     value = email.utils.mktime_tz(parsed) - time.time()
-    if value is None or not (0 <= value <= MAX_RETRY_AFTER):
+    if value is None or value != value or value < 0:  # absent, NaN or in the past
         return None
-    return value
+    return min(value, MAX_RETRY_AFTER)
 
 
 def backoff(retries_taken: int, *, rng: random.Random | None = None) -> float:

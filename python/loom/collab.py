@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -114,7 +115,8 @@ class ContractResult:
 
 
 def default_choice(bids: list[Envelope]) -> Envelope | None:
-    """Lowest ``cost``, else highest ``score``, else the first bid."""
+    """Lowest ``cost``, else highest ``score``, else the first bid; ties are broken at
+    random so that equal bidders share the work."""
     if not bids:
         return None
 
@@ -125,10 +127,12 @@ def default_choice(bids: list[Envelope]) -> Envelope | None:
 
     costed = [(c, b) for b in bids if (c := num(b, "cost")) is not None]
     if costed:
-        return min(costed, key=lambda cb: cb[0])[1]
+        best = min(c for c, _ in costed)
+        return random.choice([b for c, b in costed if c == best])
     scored = [(s, b) for b in bids if (s := num(b, "score")) is not None]
     if scored:
-        return max(scored, key=lambda sb: sb[0])[1]
+        top = max(s for s, _ in scored)
+        return random.choice([b for s, b in scored if s == top])
     return bids[0]
 
 

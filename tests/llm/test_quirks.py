@@ -157,10 +157,9 @@ async def test_json_schema_response_format_per_quirk(fault_server, make_provider
 def test_llamacpp_tool_schemas_lose_length_bounds() -> None:
     """llama-cpp-python turns maxLength: 4096 into a grammar its parser rejects, and the
     server process exits; the quirk strips such bounds for that server only."""
-    from loom.llm._request import build_body
+    from loom.llm._request import CallRequest, build_body
     from loom.llm.config import LLMConfig
     from loom.llm.quirks import QUIRKS
-    from loom.llm.types import CallRequest
 
     tool = {
         "type": "function",
@@ -170,7 +169,11 @@ def test_llamacpp_tool_schemas_lose_length_bounds() -> None:
                 "type": "object",
                 "properties": {
                     "path": {"type": "string", "maxLength": 4096, "minLength": 1},
-                    "tags": {"type": "array", "items": {"type": "string", "maxLength": 9}, "maxItems": 3},
+                    "tags": {
+                        "type": "array",
+                        "items": {"type": "string", "maxLength": 9},
+                        "maxItems": 3,
+                    },
                 },
             },
         },

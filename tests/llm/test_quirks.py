@@ -180,9 +180,9 @@ def test_llamacpp_tool_schemas_lose_length_bounds() -> None:
     }
     cfg = LLMConfig(base_url="http://127.0.0.1:1/v1", model="m")
     req = CallRequest(messages=[{"role": "user", "content": "hi"}], tools=[tool])
-    llama = build_body(cfg, QUIRKS["llamacpp"], req, stream=False, stream_usage=False)
+    llama, _ = build_body(cfg, QUIRKS["llamacpp"], req, stream=False, stream_usage=False)
     params = llama["tools"][0]["function"]["parameters"]
     assert "maxLength" not in str(params) and "minLength" not in str(params)
     assert "maxItems" not in str(params)
-    openai = build_body(cfg, QUIRKS["openai"], req, stream=False, stream_usage=False)
+    openai, _ = build_body(cfg, QUIRKS["openai"], req, stream=False, stream_usage=False)
     assert openai["tools"][0]["function"]["parameters"]["properties"]["path"]["maxLength"] == 4096

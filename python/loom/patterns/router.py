@@ -192,7 +192,11 @@ class Router:
             StructuredOutputError: no valid decision after ``max_attempts`` answers.
         """
         convo = messages(self.instructions, to_text(request))
-        return await self.llm.call_json(convo, self.decision_model, max_attempts=self.max_attempts)
+        narrow = await self.llm.call_json(
+            convo, self.decision_model, max_attempts=self.max_attempts
+        )
+        # A plain RouteDecision: equal to one built by hand, and picklable.
+        return RouteDecision.model_validate(narrow.model_dump())
 
     async def run(self, request: Any) -> RouterResult:
         """Classifies ``request`` and runs the chosen route's handler, or the reject path.

@@ -8,12 +8,14 @@ from __future__ import annotations
 import asyncio
 import importlib.util
 import logging
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
+from pydantic_core import from_json
 
 from ._constants import MAX_CONNECTIONS, MAX_KEEPALIVE_CONNECTIONS
-from .errors import LLMConnectionError, LLMResponseError, LLMTimeoutError
+from .errors import LLMConnectionError, LLMResponseError, LLMTimeoutError, make_status_error
 from .quirks import is_loopback
 
 log = logging.getLogger("loom.llm")
@@ -194,23 +196,129 @@ def request_id(headers: httpx.Headers) -> str | None:
 
 def decode_error_body(raw: bytes) -> Any:
     """An error body as JSON if it is JSON, else as text."""
-    from pydantic_core import from_json
-
     try:
         return from_json(raw)
     except ValueError:
         return raw.decode("utf-8", "replace")
 
 
+@dataclass(frozen=True)
+class Endpoint:
+    """Everything one provider needs to send a request, computed once."""
+
+    provider: str
+    url: httpx.URL
+    headers: dict[str, str]
+    timeout: float
+    connect_timeout: float
+    client: httpx.AsyncClient
+    #: The pool's transport when the provider owns the client (the fast path), else None.
+    transport: httpx.AsyncBaseTransport | None
+    max_response_bytes: int
+    secrets: list[str]
+    bad_request_500: bool = False
+
+    def timeouts(self, override: float | None) -> dict[str, float]:
+        """httpx's per-request timeout extension."""
+        t = self.timeout if override is None else override
+        return {"connect": self.connect_timeout, "read": t, "write": t, "pool": t}
+
+
+async def open_attempt(
+    ep: Endpoint, content: bytes, extra_headers: dict[str, str], timeout: float | None
+) -> httpx.Response:
+    """Send one attempt; return the 2xx response with its body unread.
+
+    Raises:
+        LLMConnectionError: transport failure (``LLMTimeoutError`` for timeouts).
+        LLMStatusError: an error status (the subclass for it), body read and scrubbed.
+    """
+    headers = {**ep.headers, **extra_headers} if extra_headers else ep.headers
+    try:
+        if ep.transport is not None:
+            # Our own pool: straight to the transport (see make_client for why).
+            request = httpx.Request(
+                "POST",
+                ep.url,
+                headers=headers,
+                content=content,
+                extensions={"timeout": ep.timeouts(timeout)},
+            )
+            response = await ep.transport.handle_async_request(request)
+            response.request = request
+        else:
+            # A caller-supplied client: honour everything it is configured with.
+            t = ep.timeouts(timeout)
+            request = ep.client.build_request(
+                "POST",
+                ep.url,
+                content=content,
+                headers=headers,
+                timeout=httpx.Timeout(t["read"], connect=t["connect"]),
+            )
+            response = await ep.client.send(request, stream=True)
+    except TRANSPORT_ERRORS as exc:
+        raise map_transport_error(exc, ep.provider, str(ep.url)) from None
+    if response.status_code >= 400:
+        try:
+            raw = await read_body(response, 256 * 1024, ep.provider)
+        except (LLMResponseError, httpx.TransportError, OSError, asyncio.TimeoutError):
+            raw = b""
+        finally:
+            await response.aclose()
+        raise make_status_error(
+            response.status_code,
+            decode_error_body(raw),
+            request_id=request_id(response.headers),
+            provider=ep.provider,
+            secrets=ep.secrets,
+            headers=dict(response.headers),
+            bad_request_500=ep.bad_request_500,
+        )
+    return response
+
+
+async def fetch_json(
+    ep: Endpoint, content: bytes, extra_headers: dict[str, str], timeout: float | None
+) -> dict[str, Any]:
+    """One non-streamed attempt: the decoded JSON object of a 2xx response.
+
+    Raises:
+        LLMResponseError: the body is too large, not JSON, or not an object.
+    """
+    response = await open_attempt(ep, content, extra_headers, timeout)
+    try:
+        raw = await read_body(response, ep.max_response_bytes, ep.provider)
+    except TRANSPORT_ERRORS as exc:
+        raise map_transport_error(exc, ep.provider, str(ep.url)) from None
+    finally:
+        await response.aclose()
+    try:
+        data = from_json(raw)
+    except ValueError as exc:
+        ctype = response.headers.get("content-type", "?")
+        raise LLMResponseError(
+            f"{ep.provider}: expected a JSON body, got {ctype!r} that does not parse "
+            f"({exc}): {raw[:200]!r}",
+            provider=ep.provider,
+        ) from None
+    if not isinstance(data, dict):
+        raise LLMResponseError(f"{ep.provider}: JSON body is not an object", provider=ep.provider)
+    return data
+
+
 __all__ = [
     "TRANSPORT_ERRORS",
+    "Endpoint",
     "GuardTransport",
     "NetworkBlockedError",
     "aiohttp_available",
     "block",
     "check_host",
+    "fetch_json",
     "make_client",
     "map_transport_error",
+    "open_attempt",
     "read_body",
     "unblock",
 ]

@@ -45,6 +45,7 @@ class LLMStatusError(LLMError):
         status_code: The HTTP status.
         request_id: The server's request id (``x-request-id`` and friends), if any.
         body: The decoded error body (JSON object or text), API keys removed.
+        headers: The response headers (``retry-after`` and friends).
     """
 
     def __init__(
@@ -55,11 +56,13 @@ class LLMStatusError(LLMError):
         request_id: str | None = None,
         body: Any = None,
         provider: str | None = None,
+        headers: dict[str, str] | None = None,
     ) -> None:
         self.status_code = status_code
         self.request_id = request_id
         self.body = body
         self.provider = provider
+        self.headers = headers or {}
         super().__init__(message)
 
 
@@ -177,8 +180,14 @@ def make_status_error(
     request_id: str | None,
     provider: str | None,
     secrets: Iterable[str] = (),
+    headers: dict[str, str] | None = None,
+    bad_request_500: bool = False,
 ) -> LLMStatusError:
-    """Build the typed error for an HTTP error response (body already decoded)."""
+    """Build the typed error for an HTTP error response (body already decoded).
+
+    ``bad_request_500``: the server (llama.cpp) answers 500 to requests it could not
+    validate; such a 500 becomes :class:`BadRequestError`, since retrying cannot help.
+    """
     body = redact(body, secrets)
     if isinstance(body, str) and len(body) > MAX_ERROR_BODY_CHARS:
         body = body[:MAX_ERROR_BODY_CHARS] + "..."
@@ -196,8 +205,15 @@ def make_status_error(
     if request_id:
         message += f" (request id {request_id})"
     cls = status_error_class(status_code)
+    if bad_request_500 and status_code == 500 and "validation" in str(body).lower():
+        cls = BadRequestError
     return cls(
-        message, status_code=status_code, request_id=request_id, body=body, provider=provider
+        message,
+        status_code=status_code,
+        request_id=request_id,
+        body=body,
+        provider=provider,
+        headers=headers,
     )
 
 

@@ -1,6 +1,6 @@
 """``LLMProvider``: calls one OpenAI-compatible chat completions endpoint.
 
-Every request goes through :meth:`LLMProvider._open` (one attempt) inside the retry loops
+Every request goes through :func:`loom.llm._http.open_attempt` (one attempt) inside the retry loops
 of :meth:`LLMProvider._call_direct` and :meth:`LLMProvider._stream_direct`, each wrapped
 in one ``chat {model}`` span: the single place where telemetry, limits, budgets and the
 cache apply.
@@ -32,12 +32,11 @@ from .errors import (
     LLMStatusError,
     RateLimitError,
     ServerError,
-    make_status_error,
     redact,
 )
 from .limits import limiter_for
 from .quirks import detect
-from .retry import is_retryable_status, retry_delay
+from .retry import retry_delay, retryable
 from .streaming import SSEDecoder, StreamAccumulator, parse_completion, response_events
 from .types import LLMResponse, StreamEvent, TextDelta, UsageEvent
 
@@ -93,9 +92,8 @@ class LLMProvider:
         self._owns_client = http_client is None
         self._client_loop: asyncio.AbstractEventLoop | None = None
         self._transport: httpx.AsyncBaseTransport | None = None
-        self._headers: dict[str, str] = {}
         self._url: httpx.URL | None = None
-        self._timeouts: dict[str, float] = {}
+        self._endpoint: _http.Endpoint | None = None
         self._host: str = ""
         self._port: int | None = None
         self._server: LocalModelServer | None = None
@@ -449,7 +447,7 @@ class LLMProvider:
             self.config, self.quirks, req, stream=stream, stream_usage=self._stream_usage
         )
 
-    async def _ensure_ready(self) -> httpx.AsyncClient:
+    async def _ensure_ready(self) -> _http.Endpoint:
         if self._closed:
             raise LLMError(f"{self.name}: provider is closed")
         if self.config.serve and self._server is None:
@@ -487,9 +485,10 @@ class LLMProvider:
             )
             self._owns_client = True
             self._client_loop = asyncio.get_running_loop()
-        if self._url is None:
+        if self._url is None or self._endpoint is None:
             self._prepare_requests()
-        return self._client
+        assert self._endpoint is not None
+        return self._endpoint
 
     def _prepare_requests(self) -> None:
         """Headers, URL and timeouts computed once, not per request."""
@@ -503,10 +502,20 @@ class LLMProvider:
         headers.update(self.config.headers)
         if self._api_key:
             headers["Authorization"] = f"Bearer {self._api_key}"
-        self._headers = headers
-        self._url = httpx.URL(self._base_url + "/chat/completions")
-        t, c = self.config.timeout, self.config.connect_timeout
-        self._timeouts = {"connect": c, "read": t, "write": t, "pool": t}
+        assert self._client is not None
+        self._endpoint = _http.Endpoint(
+            provider=self.name,
+            url=httpx.URL(self._base_url + "/chat/completions"),
+            headers=headers,
+            timeout=self.config.timeout,
+            connect_timeout=self.config.connect_timeout,
+            client=self._client,
+            transport=self._transport,
+            max_response_bytes=self.config.max_response_bytes,
+            secrets=self._secrets,
+            bad_request_500=self.quirks.name == "llamacpp",
+        )
+        self._url = self._endpoint.url
 
     def _check_budget(self) -> None:
         tracker.check_budget(self.name, self.config.budget_usd)
@@ -535,97 +544,11 @@ class LLMProvider:
             stream=stream,
         )
 
-    async def _open(
-        self, client: httpx.AsyncClient, body: dict[str, Any], req: CallRequest
-    ) -> httpx.Response:
-        """Send one attempt; return the 2xx response with its body unread."""
-        url = self._base_url + "/chat/completions"
-        content = to_json(body)
-        try:
-            if self._transport is not None and self._url is not None:
-                # Our own pool: straight to the transport (see _http.make_client).
-                headers = self._headers
-                if req.extra_headers:
-                    headers = {**headers, **req.extra_headers}
-                timeouts = self._timeouts
-                if req.timeout is not None:
-                    t = req.timeout
-                    timeouts = {
-                        "connect": self.config.connect_timeout,
-                        "read": t,
-                        "write": t,
-                        "pool": t,
-                    }
-                request = httpx.Request(
-                    "POST",
-                    self._url,
-                    headers=headers,
-                    content=content,
-                    extensions={"timeout": timeouts},
-                )
-                response = await self._transport.handle_async_request(request)
-                response.request = request
-            else:
-                # A caller-supplied client: honour everything it is configured with.
-                extra = {**self._headers, **req.extra_headers}
-                timeout: Any = httpx.Timeout(
-                    self.config.timeout, connect=self.config.connect_timeout
-                )
-                if req.timeout is not None:
-                    timeout = httpx.Timeout(req.timeout, connect=self.config.connect_timeout)
-                request = client.build_request(
-                    "POST", url, content=content, headers=extra, timeout=timeout
-                )
-                response = await client.send(request, stream=True)
-        except _http.TRANSPORT_ERRORS as exc:
-            raise _http.map_transport_error(exc, self.name, url) from None
-        if response.status_code >= 400:
-            try:
-                raw = await _http.read_body(response, 256 * 1024, self.name)
-            except (LLMResponseError, httpx.TransportError, OSError, asyncio.TimeoutError):
-                raw = b""
-            finally:
-                await response.aclose()
-            err = make_status_error(
-                response.status_code,
-                _http.decode_error_body(raw),
-                request_id=_http.request_id(response.headers),
-                provider=self.name,
-                secrets=self._secrets,
-            )
-            err.retry_after_headers = dict(response.headers)  # type: ignore[attr-defined]
-            raise self._reclassify(err)
-        return response
-
-    def _reclassify(self, err: LLMStatusError) -> LLMStatusError:
-        # llama.cpp answers 500 for requests it could not validate; retrying them only
-        # wastes time, so they become BadRequestError.
-        if (
-            self.quirks.name == "llamacpp"
-            and err.status_code == 500
-            and isinstance(err.body, dict)
-            and "validation" in str(err.body.get("error", "")).lower()
-        ):
-            from .errors import BadRequestError
-
-            new = BadRequestError(
-                str(err),
-                status_code=500,
-                request_id=err.request_id,
-                body=err.body,
-                provider=self.name,
-            )
-            return new
-        return err
-
     def _retryable(self, err: LLMError) -> bool:
-        if isinstance(err, LLMStatusError):
-            return type(err).__name__ != "BadRequestError" and is_retryable_status(err.status_code)
-        return isinstance(err, LLMConnectionError)
+        return retryable(err)
 
     async def _backoff(self, err: LLMError, retries_taken: int, span: Any) -> None:
-        headers = getattr(err, "retry_after_headers", None)
-        delay = retry_delay(retries_taken, headers)
+        delay = retry_delay(retries_taken, err.headers if isinstance(err, LLMStatusError) else None)
         reason = str(err.status_code) if isinstance(err, LLMStatusError) else type(err).__name__
         log.debug(
             "%s: retrying in %.2fs (retry %d) after %s",
@@ -637,23 +560,23 @@ class LLMProvider:
         _otel.retry_event(span, attempt=retries_taken + 1, delay=delay, reason=reason)
         await asyncio.sleep(delay)
 
-    def _no_retry(self, err: LLMError, retries_taken: int, max_retries: int) -> None:
-        if retries_taken >= max_retries and self._retryable(err):
+    def _no_retry(self, err: LLMError, retries_taken: int) -> None:
+        if not retryable(err):
+            log.debug("%s: not retrying %s", self.name, type(err).__name__)
+        else:
             log.debug(
                 "%s: giving up after %d retries: %s",
                 self.name,
                 retries_taken,
                 redact(str(err), self._secrets),
             )
-        elif not self._retryable(err):
-            log.debug("%s: not retrying %s", self.name, type(err).__name__)
 
     def _estimate(self, body: dict[str, Any]) -> int:
         return estimate_prompt_tokens(body)
 
     async def _call_direct(self, req: CallRequest) -> LLMResponse:
         self._check_budget()
-        client = await self._ensure_ready()
+        endpoint = await self._ensure_ready()
         body, name_map = self._body(req, stream=False)
         key = None
         if self._cache is not None:
@@ -672,14 +595,18 @@ class LLMProvider:
                     if self._limiter is not None:
                         est = self._estimate(body) + int(body.get("max_tokens") or 0)
                         async with self._limiter.slot(est) as slot:
-                            data = await self._fetch_json(client, body, req)
+                            data = await _http.fetch_json(
+                                endpoint, to_json(body), req.extra_headers, req.timeout
+                            )
                             slot.settle(int((data.get("usage") or {}).get("total_tokens") or est))
                     else:
-                        data = await self._fetch_json(client, body, req)
+                        data = await _http.fetch_json(
+                            endpoint, to_json(body), req.extra_headers, req.timeout
+                        )
                     break
                 except LLMError as err:
                     if retries >= max_retries or not self._retryable(err):
-                        self._no_retry(err, retries, max_retries)
+                        self._no_retry(err, retries)
                         raise
                     await self._backoff(err, retries, span)
                     retries += 1
@@ -693,32 +620,9 @@ class LLMProvider:
             self._cache.put(key, response)
         return response
 
-    async def _fetch_json(
-        self, client: httpx.AsyncClient, body: dict[str, Any], req: CallRequest
-    ) -> dict[str, Any]:
-        response = await self._open(client, body, req)
-        try:
-            raw = await _http.read_body(response, self.config.max_response_bytes, self.name)
-        except _http.TRANSPORT_ERRORS as exc:
-            raise _http.map_transport_error(exc, self.name, str(response.url)) from None
-        finally:
-            await response.aclose()
-        try:
-            data = from_json(raw)
-        except ValueError as exc:
-            ctype = response.headers.get("content-type", "?")
-            raise LLMResponseError(
-                f"{self.name}: expected a JSON body, got {ctype!r} that does not parse "
-                f"({exc}): {raw[:200]!r}",
-                provider=self.name,
-            ) from None
-        if not isinstance(data, dict):
-            raise LLMResponseError(f"{self.name}: JSON body is not an object", provider=self.name)
-        return data
-
     async def _stream_direct(self, req: CallRequest) -> AsyncIterator[StreamEvent]:
         self._check_budget()
-        client = await self._ensure_ready()
+        endpoint = await self._ensure_ready()
         body, name_map = self._body(req, stream=True)
         if self._cache is not None:
             hit = self._cache.get(cache_key(self._base_url, body))
@@ -739,7 +643,7 @@ class LLMProvider:
                         est = self._estimate(body) + int(body.get("max_tokens") or 0)
                         async with self._limiter.slot(est) as slot:
                             async for event in self._stream_once(
-                                client, body, req, name_map, span, started, done
+                                endpoint, body, req, name_map, span, started, done
                             ):
                                 yielded = True
                                 yield event
@@ -747,7 +651,7 @@ class LLMProvider:
                                     slot.settle(event.usage.total_tokens)
                     else:
                         async for event in self._stream_once(
-                            client, body, req, name_map, span, started, done
+                            endpoint, body, req, name_map, span, started, done
                         ):
                             yielded = True
                             yield event
@@ -757,7 +661,7 @@ class LLMProvider:
                         if yielded:
                             log.debug("%s: not retrying a stream after its first chunk", self.name)
                         else:
-                            self._no_retry(err, retries, max_retries)
+                            self._no_retry(err, retries)
                         raise
                     await self._backoff(err, retries, span)
                     retries += 1
@@ -774,7 +678,7 @@ class LLMProvider:
 
     async def _stream_once(
         self,
-        client: httpx.AsyncClient,
+        endpoint: _http.Endpoint,
         body: dict[str, Any],
         req: CallRequest,
         name_map: dict[str, str],
@@ -782,7 +686,7 @@ class LLMProvider:
         started: float,
         done: list[LLMResponse],
     ) -> AsyncIterator[StreamEvent]:
-        response = await self._open(client, body, req)
+        response = await _http.open_attempt(endpoint, to_json(body), req.extra_headers, req.timeout)
         url = str(response.url)
         try:
             ctype = response.headers.get("content-type", "")

@@ -22,6 +22,16 @@ def is_retryable_status(status_code: int) -> bool:
     return status_code in RETRY_STATUSES or status_code >= 500
 
 
+def retryable(err: BaseException) -> bool:
+    """Whether an error from one attempt is worth another: connection errors and
+    timeouts, and status errors with a retryable status (not a reclassified 400)."""
+    from .errors import BadRequestError, LLMConnectionError, LLMStatusError
+
+    if isinstance(err, LLMStatusError):
+        return not isinstance(err, BadRequestError) and is_retryable_status(err.status_code)
+    return isinstance(err, LLMConnectionError)
+
+
 def retry_after(headers: Mapping[str, str] | None) -> float | None:
     """Seconds the server asked us to wait (capped), or None (absent, unparsable, negative)."""
     if not headers:
@@ -62,4 +72,4 @@ def retry_delay(retries_taken: int, headers: Mapping[str, str] | None = None) ->
     return backoff(retries_taken)
 
 
-__all__ = ["backoff", "is_retryable_status", "retry_after", "retry_delay"]
+__all__ = ["backoff", "is_retryable_status", "retry_after", "retry_delay", "retryable"]

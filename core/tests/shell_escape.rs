@@ -735,6 +735,7 @@ fn git_metadata_and_existing_protected_files_are_read_only_for_the_shell() {
     // Reading them and writing elsewhere still works.
     let r = f.shell(&["cat", ".git/config"]).unwrap();
     assert_eq!(stdout(&r), "[core]\n");
+    assert_eq!(r["sandbox"]["protected"], json!([".git", ".env", ".bashrc"]));
     let r = f.shell(&["cp", "evil.sh", "copy.sh"]).unwrap();
     assert_eq!(r["exit_code"], 0, "{r}");
     // The read-only binds live in the child's mount namespace only.

@@ -350,25 +350,47 @@ pub(super) unsafe fn child_main(plan: &Plan<'_>) -> ! {
         }
         fail(3, STAGE_EXEC);
     }
-    // A: reap until B is gone (orphans re-parent to us in the namespace), report B.
-    // SAFETY: closing our copy of the cwd fd; waitpid into a stack int.
+    // A: reap until B is gone (orphans re-parent to us in the namespace).
+    // SAFETY: closing fds, waitpid into a stack int, kill, _exit.
     unsafe {
         libc::close(5);
+        let mut status: Option<libc::c_int> = None;
         loop {
             let mut st: libc::c_int = 0;
             let r = libc::waitpid(-1, &mut st, 0);
             if r == b as libc::pid_t {
-                put(status_fd, REC_STATUS, st, 0);
+                status = Some(st);
                 break;
             }
             if r < 0 && errno() != libc::EINTR {
                 break;
             }
         }
+        if plan.in_pidns {
+            // Kill everything left in the namespace (kill(-1) from its init spares only
+            // init) and reap it all, so that when the parent sees our report nothing of
+            // this call is alive any more.
+            libc::kill(-1, libc::SIGKILL);
+            loop {
+                let mut st: libc::c_int = 0;
+                let r = libc::waitpid(-1, &mut st, libc::__WALL);
+                if r < 0 && errno() != libc::EINTR {
+                    break; // ECHILD: the namespace is empty
+                }
+            }
+        }
+        if let Some(st) = status {
+            put(status_fd, REC_STATUS, st, 0);
+        }
         if !plan.in_pidns {
             // No namespace to tear down: kill what is left of our process group (which
             // seccomp stops anything from leaving), ourselves included.
             libc::kill(0, libc::SIGKILL);
+        }
+        // Close the pipes now: the parent sees EOF without waiting for the kernel to
+        // tear down our namespaces, which happens after this process exits.
+        for fd in 0..6 {
+            libc::close(fd);
         }
         libc::_exit(0)
     }

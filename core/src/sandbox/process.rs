@@ -402,12 +402,14 @@ impl Policy {
             seccomp: fprog.as_ref().map(|p| p as *const libc::sock_fprog),
             drop_caps: self.drop_caps,
             in_pidns: self.pidns,
-            mount_ns: self.mountns,
+            // A mount namespace costs a few hundred µs to set up and tear down: only
+            // when there is something to protect.
+            mount_ns: self.mountns && !protect_c.is_empty(),
             protect: &protect_c,
             cwd_path: &cwd_c,
         };
 
-        let flags = match (self.pidns, self.mountns) {
+        let flags = match (self.pidns, plan.mount_ns) {
             (true, true) => libc::CLONE_NEWPID | libc::CLONE_NEWNS,
             (true, false) => libc::CLONE_NEWPID,
             _ => 0,
@@ -440,8 +442,16 @@ impl Policy {
             self.max_output_bytes,
             cancel,
         );
-        child.wait();
         let records = read_records(&st_r);
+        if io.killed.is_some() || !self.pidns {
+            // Killed (or no namespace): A's reaping means the kernel has killed and
+            // reaped everything in its namespace/group. Wait for it.
+            child.wait();
+        } else {
+            // A reaped every process of the call before reporting; what is left is the
+            // kernel tearing its namespaces down. Reap it off the caller's path.
+            child.detach();
+        }
         let duration = start.elapsed();
         drop((exe_c, argv_c, argv_p, envp, fprog));
 
@@ -583,6 +593,43 @@ impl Child {
             }
         }
     }
+}
+
+impl Child {
+    /// Reaps now if A has exited, else hands it to the reaper thread.
+    fn detach(&mut self) {
+        let mut st = 0;
+        // SAFETY: non-blocking wait for our own child.
+        let r = unsafe { libc::waitpid(self.pid, &mut st, libc::__WALL | libc::WNOHANG) };
+        if r == self.pid || r < 0 {
+            self.reaped = true;
+            return;
+        }
+        if reaper().lock().send(self.pid).is_ok() {
+            self.reaped = true;
+        }
+    }
+}
+
+/// One thread that reaps detached children (blocking `waitpid` per pid, in order).
+fn reaper() -> &'static parking_lot::Mutex<std::sync::mpsc::Sender<libc::pid_t>> {
+    static REAPER: std::sync::OnceLock<parking_lot::Mutex<std::sync::mpsc::Sender<libc::pid_t>>> =
+        std::sync::OnceLock::new();
+    REAPER.get_or_init(|| {
+        let (tx, rx) = std::sync::mpsc::channel::<libc::pid_t>();
+        let spawned = std::thread::Builder::new()
+            .name("loom-reaper".into())
+            .spawn(move || {
+                while let Ok(pid) = rx.recv() {
+                    let mut child = Child { pid, reaped: false };
+                    child.wait();
+                }
+            });
+        if spawned.is_err() {
+            // No thread: the receiver is gone, `send` fails and callers wait inline.
+        }
+        parking_lot::Mutex::new(tx)
+    })
 }
 
 impl Drop for Child {

@@ -491,6 +491,12 @@ impl Shell {
                 detail,
             });
         }
+        let mut sandbox = out.enforcement.to_json();
+        sandbox["protected"] = json!(protect
+            .iter()
+            .filter_map(|p| p.strip_prefix(ws.root_path()).ok())
+            .map(|p| p.display().to_string())
+            .collect::<Vec<_>>());
         Ok(json!({
             "argv0": name,
             "exit_code": out.exit_code,
@@ -503,15 +509,7 @@ impl Shell {
             "stderr_truncated": out.stderr_truncated,
             "killed": out.killed.map(|k| k.as_str()),
             "duration_ms": (out.duration.as_secs_f64() * 1000.0 * 1000.0).round() / 1000.0,
-            "sandbox": {
-                let mut sb = out.enforcement.to_json();
-                sb["protected"] = json!(protect
-                    .iter()
-                    .filter_map(|p| p.strip_prefix(ws.root_path()).ok())
-                    .map(|p| p.display().to_string())
-                    .collect::<Vec<_>>());
-                sb
-            },
+            "sandbox": sandbox,
         }))
     }
 }

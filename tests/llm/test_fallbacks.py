@@ -92,3 +92,25 @@ async def test_unknown_fallback_ignored(fault_server, caplog):
         await llm.call(MSG)
     assert any("ghost" in r.getMessage() for r in caplog.records)
     await llm.aclose()
+
+
+async def test_misconfigured_fallback_skipped_not_fatal(
+    fault_server, free_port, monkeypatch, caplog
+):
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    project = {
+        "llm": {
+            "primary": {
+                "base_url": f"http://127.0.0.1:{free_port}/v1",
+                "max_retries": 0,
+                "fallbacks": ["openai", "backup"],
+            },
+            "backup": {"base_url": fault_server.base_url},
+        }
+    }
+    fault_server.push(sse(text_chunks(["ok"])))
+    llm = LLMProvider.from_config(None, "primary", project)
+    assert "".join([p async for p in llm.stream(MSG)]) == "ok"
+    assert (await llm.call(MSG)).provider == "backup"
+    assert any("skipping fallback 'openai'" in r.getMessage() for r in caplog.records)
+    await llm.aclose()

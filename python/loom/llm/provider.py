@@ -20,6 +20,8 @@ from urllib.parse import urlsplit
 import httpx
 from pydantic_core import from_json, to_json
 
+from loom.errors import ConfigError
+
 from . import _http, _otel
 from ._request import CallRequest, MessageLike, build_body, estimate_prompt_tokens, wire_tool_name
 from .cache import ResponseCache, cache_key
@@ -306,21 +308,29 @@ class LLMProvider:
             extra_body,
             overrides,
         )
-        providers = [self, *self._fallback_providers()] if self.config.fallbacks else [self]
-        last: LLMError | None = None
-        for i, provider in enumerate(providers):
-            if i:
-                log.warning("%s failed (%s); falling back to %s", self.name, last, provider.name)
-            started = False
+        started = False
+        try:
+            async for event in self._stream_direct(req):
+                started = True
+                yield event
+            return
+        except LLMError as exc:
+            if started or not _fallbackable(exc) or not self.config.fallbacks:
+                raise
+            last = exc
+        # Fallbacks are built only now, so a misconfigured one cannot break the primary.
+        for fb in self._fallback_providers():
+            log.warning("%s failed (%s); falling back to %s", self.name, last, fb.name)
             try:
-                async for event in provider._stream_direct(req):
+                async for event in fb._stream_direct(req):
                     started = True
                     yield event
                 return
             except LLMError as exc:
-                if started or not _fallbackable(exc) or i == len(providers) - 1:
+                if started or not _fallbackable(exc):
                     raise
                 last = exc
+        raise last
 
     async def call_json(
         self,
@@ -434,11 +444,14 @@ class LLMProvider:
                 if name == self.name or not has_config(name, self._project):
                     log.warning("%s: ignoring unknown fallback %r", self.name, name)
                     continue
-                out.append(
-                    LLMProvider(
-                        self.ctx, resolve_config(name, self._project), project=self._project
-                    )
-                )
+                try:
+                    config = resolve_config(name, self._project)
+                except ConfigError as exc:
+                    # e.g. its key variable is unset: skip it rather than hide the
+                    # primary's error behind a config error.
+                    log.warning("%s: skipping fallback %r: %s", self.name, name, exc)
+                    continue
+                out.append(LLMProvider(self.ctx, config, project=self._project))
             self._fallbacks = out
         return self._fallbacks
 

@@ -5,13 +5,14 @@
 Run it over stdio (the default) or over streamable HTTP::
 
     python notes_server.py                  # stdio
-    python notes_server.py --http [--json]  # HTTP on 127.0.0.1:<free port>, printed as
-                                            # "PORT <n>" on stdout
+    python notes_server.py --http [--json] [--port N]
+        # HTTP on 127.0.0.1 (a free port unless given), printed as "PORT <n>" on stdout
 
 Environment knobs (read at start-up):
 
 - ``NOTES_PAGE_SIZE``: paginate ``tools/list`` with this many tools per page.
 - ``NOTES_BOOT_STDERR``: bytes of noise to write to stderr before serving.
+- ``NOTES_BOOT_STDOUT``: a line of non-JSON-RPC junk to write to stdout before serving.
 """
 
 from __future__ import annotations
@@ -20,13 +21,21 @@ import asyncio
 import json
 import os
 import socket
+import subprocess
 import sys
 from typing import Any
 
-from mcp.server.mcpserver import MCPServer
+from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 from mcp.shared.exceptions import MCPError
-from mcp_types import INVALID_PARAMS, ListToolsResult
+from mcp.shared.message import ServerMessageMetadata
+from mcp_types import (
+    INVALID_PARAMS,
+    EmptyResult,
+    ListToolsResult,
+    PingRequest,
+    ToolListChangedNotification,
+)
 
 PAGE_SIZE = int(os.environ.get("NOTES_PAGE_SIZE", "0"))
 
@@ -96,11 +105,30 @@ def rate(stars: int) -> str:
     return "*" * stars
 
 
+CANCELLED: list[float] = []
+
+
 @server.tool()
 async def sleep(seconds: float) -> str:
     """Sleeps, then says so."""
-    await asyncio.sleep(seconds)
+    try:
+        await asyncio.sleep(seconds)
+    except asyncio.CancelledError:
+        CANCELLED.append(seconds)
+        raise
     return f"slept {seconds}"
+
+
+@server.tool()
+def cancelled() -> list[float]:
+    """The ``sleep`` calls the client cancelled (``notifications/cancelled``)."""
+    return CANCELLED
+
+
+@server.tool()
+def spawn_sleeper() -> int:
+    """Starts a ``sleep 300`` grandchild (in the server's process group); its pid."""
+    return subprocess.Popen(["sleep", "300"]).pid
 
 
 @server.tool()
@@ -125,12 +153,47 @@ def pid() -> int:
     return os.getpid()
 
 
-def _serve_http(json_response: bool) -> None:
+@server.tool()
+async def chatty(ctx: Context) -> str:
+    """Sends a log notification and pings the client before answering (both on this
+    request's stream, so they also work over HTTP with SSE responses)."""
+    await ctx.info("chatty is working")
+    await ctx.request_context.session.send_request(
+        PingRequest(),
+        EmptyResult,
+        metadata=ServerMessageMetadata(related_request_id=ctx.request_id),
+    )
+    return "done"
+
+
+def bonus(x: int) -> int:
+    """Doubles ``x`` (registered by ``grow``)."""
+    return 2 * x
+
+
+@server.tool()
+async def grow(ctx: Context) -> str:
+    """Adds the ``bonus`` tool and notifies the client that the tool list changed."""
+    server.add_tool(bonus)
+    await ctx.request_context.session.send_notification(
+        ToolListChangedNotification(), related_request_id=ctx.request_id
+    )
+    return "grown"
+
+
+@server.tool()
+def whoami(ctx: Context) -> dict[str, str | None]:
+    """The ``Authorization`` and ``User-Agent`` headers of this request (HTTP only)."""
+    headers = ctx.headers or {}
+    return {"authorization": headers.get("authorization"), "user_agent": headers.get("user-agent")}
+
+
+def _serve_http(json_response: bool, port: int) -> None:
     import uvicorn
 
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
+    sock.bind(("127.0.0.1", port))
     app = server.streamable_http_app(json_response=json_response)
     # Report the port before serving: the caller polls until it accepts connections.
     print(f"PORT {sock.getsockname()[1]}", flush=True)
@@ -138,6 +201,10 @@ def _serve_http(json_response: bool) -> None:
 
 
 if __name__ == "__main__":
+    if os.environ.get("NOTES_BOOT_STDOUT"):
+        # Misbehaving servers log to stdout; the client must skip such lines.
+        sys.stdout.write(os.environ["NOTES_BOOT_STDOUT"] + "\n")
+        sys.stdout.flush()
     noise = int(os.environ.get("NOTES_BOOT_STDERR", "0"))
     if noise:
         sys.stderr.write("n" * noise + "\n")
@@ -145,6 +212,7 @@ if __name__ == "__main__":
     sys.stderr.write(f"notes server {os.getpid()} starting\n")
     sys.stderr.flush()
     if "--http" in sys.argv:
-        _serve_http(json_response="--json" in sys.argv)
+        port = int(sys.argv[sys.argv.index("--port") + 1]) if "--port" in sys.argv else 0
+        _serve_http(json_response="--json" in sys.argv, port=port)
     else:
         server.run()

@@ -39,6 +39,7 @@ class StdioTransport(Transport):
         self._closed = False
         self._tasks: list[asyncio.Task[None]] = []
         self._stderr_done = asyncio.Event()
+        self._lost_event = asyncio.Event()
         self._stderr_tail: collections.deque[str] = collections.deque(maxlen=STDERR_TAIL_LINES)
 
     @property
@@ -99,6 +100,7 @@ class StdioTransport(Transport):
 
     async def _send(self, msg: dict[str, Any]) -> None:
         data = protocol.encode(msg)
+        failure: ConnectionLost
         async with self._write_lock:
             if self._lost is not None or self._closed or self.proc is None:
                 raise self._lost or ConnectionLost("the connection is closed", retry_safe=True)
@@ -107,8 +109,13 @@ class StdioTransport(Transport):
             try:
                 stdin.write(data)
                 await stdin.drain()
+                return
             except (BrokenPipeError, ConnectionResetError) as exc:
-                raise ConnectionLost(f"cannot write to the server's stdin: {exc}") from None
+                failure = ConnectionLost(f"cannot write to the server's stdin: {exc}")
+        # The process is probably gone: report how it ended, as the reader will.
+        with suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(self._lost_event.wait(), EXIT_GRACE + 1.0)
+        raise self._lost or failure
 
     # -- receiving -----------------------------------------------------------------
 
@@ -213,6 +220,7 @@ class StdioTransport(Transport):
     def _lose(self, exc: ConnectionLost) -> None:
         if self._lost is None and not self._closed:
             self._lost = exc
+            self._lost_event.set()
             log.warning("mcp %s: %s", self.server, exc.detail)
         for fut in self._pending.values():
             if not fut.done():

@@ -416,3 +416,36 @@ fn many_threads_at_once() {
         h.join().unwrap();
     }
 }
+
+#[test]
+fn the_config_block_in_docs_tools_md_is_the_default() {
+    // The documented `loom.toml` must parse and say exactly what the code defaults to.
+    let doc = include_str!("../../docs/tools.md");
+    let start = doc.find("```toml\n").expect("a toml block") + 8;
+    let block = &doc[start..start + doc[start..].find("```").unwrap()];
+    let out = std::process::Command::new("python3")
+        .args([
+            "-c",
+            "import json, sys, tomllib; print(json.dumps(tomllib.loads(sys.stdin.read())))",
+        ])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .and_then(|mut c| {
+            use std::io::Write;
+            c.stdin.take().unwrap().write_all(block.as_bytes())?;
+            c.wait_with_output()
+        });
+    let Some(out) = out.ok().filter(|o| o.status.success()) else {
+        eprintln!(
+            "SKIPPED the_config_block_in_docs_tools_md_is_the_default: no python3 with tomllib"
+        );
+        return;
+    };
+    let mut documented: Value = serde_json::from_slice(&out.stdout).unwrap();
+    documented["workspace"]["root"] = json!("/somewhere");
+    let documented: _core::tools::SandboxConfig = serde_json::from_value(documented).unwrap();
+    let default: _core::tools::SandboxConfig =
+        serde_json::from_value(json!({"workspace": {"root": "/somewhere"}})).unwrap();
+    assert_eq!(documented, default);
+}

@@ -68,7 +68,7 @@ pub const DEFAULT_SHELL_ALLOW: &[&str] = &[
 ];
 
 /// The whole native-tools configuration (`[workspace]`, `[sandbox]`, `[tools]`).
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(default)]
 pub struct SandboxConfig {
     /// `[workspace]`.
@@ -80,7 +80,7 @@ pub struct SandboxConfig {
 }
 
 /// `[workspace]`.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct WorkspaceConfig {
     /// The directory every tool is confined to. Required.
@@ -88,7 +88,7 @@ pub struct WorkspaceConfig {
 }
 
 /// `[sandbox]`.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct SandboxSection {
     /// Fail closed: refuse `system:shell` unless Landlock is fully enforced and seccomp
@@ -97,7 +97,7 @@ pub struct SandboxSection {
 }
 
 /// `[tools]`.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(default)]
 pub struct ToolsConfig {
     /// `[tools.fs]`.
@@ -107,7 +107,7 @@ pub struct ToolsConfig {
 }
 
 /// `[tools.fs]`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct FsConfig {
     /// Register the `fs:*` tools.
@@ -147,7 +147,7 @@ impl Default for FsConfig {
 }
 
 /// `[tools.shell]`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ShellConfig {
     /// Register `system:shell`.
@@ -192,7 +192,7 @@ impl Default for ShellConfig {
 }
 
 /// `[tools.shell.limits]`.
-#[derive(Debug, Clone, Copy, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct LimitsConfig {
     /// `RLIMIT_CPU`, seconds.

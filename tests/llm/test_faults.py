@@ -180,11 +180,14 @@ async def test_truncated_sse_is_response_error(fault_server, make_provider):
     assert got == ["a", "b"]
 
 
-async def test_stream_connection_dropped_mid_stream_not_retried(fault_server, make_provider):
+@pytest.mark.parametrize("transport", ["aiohttp", "httpx"])
+async def test_stream_connection_dropped_mid_stream_not_retried(
+    fault_server, make_provider, transport
+):
     fault_server.push(sse(text_chunks(["a", "b", "c"]), close_after=3))
     got = []
     with pytest.raises(LLMConnectionError):
-        async for piece in make_provider().stream(MSG):
+        async for piece in make_provider(transport=transport).stream(MSG):
             got.append(piece)
     assert got == ["a", "b"]
     assert len(fault_server.requests) == 1  # never retried after the first chunk

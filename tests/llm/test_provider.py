@@ -126,3 +126,15 @@ def test_seed_response_shapes():
     assert (r.usage + Usage(prompt_tokens=1)).prompt_tokens == 11
     assert Message(role="user", content="Hello!").role == "user"
     assert "raw" not in repr(r)
+
+
+async def test_pydantic_model_as_response_format(fault_server, make_provider):
+    from pydantic import BaseModel
+
+    class Answer(BaseModel):
+        text: str
+
+    await make_provider().call(MSG, response_format=Answer)
+    fmt = fault_server.requests[0].json()["response_format"]
+    assert fmt["type"] == "json_schema" and fmt["json_schema"]["name"] == "Answer"
+    assert fmt["json_schema"]["schema"]["properties"]["text"]["type"] == "string"

@@ -65,3 +65,10 @@ async def test_key_from_env_not_in_spans(fault_server, make_provider, spans, mon
     exported = json.dumps([json.loads(s.to_json()) for s in spans.get_finished_spans()])
     assert len(spans.get_finished_spans()) == 2
     assert KEY not in exported
+
+
+async def test_not_in_internal_reprs(fault_server, make_provider):
+    llm = make_provider(api_key=KEY)
+    await llm.call(MSG)
+    assert llm._endpoint is not None
+    assert KEY not in repr(llm._endpoint) and KEY not in repr(llm)

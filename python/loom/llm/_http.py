@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import importlib.util
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
@@ -208,14 +208,16 @@ class Endpoint:
 
     provider: str
     url: httpx.URL
-    headers: dict[str, str]
+    #: Carries the Authorization header: kept out of repr (and so out of tracebacks
+    #: that print objects).
+    headers: dict[str, str] = field(repr=False)
     timeout: float
     connect_timeout: float
     client: httpx.AsyncClient
     #: The pool's transport when the provider owns the client (the fast path), else None.
     transport: httpx.AsyncBaseTransport | None
     max_response_bytes: int
-    secrets: list[str]
+    secrets: list[str] = field(repr=False)
     bad_request_500: bool = False
 
     def timeouts(self, override: float | None) -> dict[str, float]:

@@ -71,14 +71,9 @@ def build_body(
         specs = []
         for t in req.tools:
             spec = tool_spec(t)
-            if not quirks.bounded_schemas and "parameters" in spec["function"]:
-                spec = {
-                    **spec,
-                    "function": {
-                        **spec["function"],
-                        "parameters": strip_bounds(spec["function"]["parameters"]),
-                    },
-                }
+            if quirks.max_schema_bound is not None and "parameters" in spec["function"]:
+                params = strip_bounds(spec["function"]["parameters"], quirks.max_schema_bound)
+                spec = {**spec, "function": {**spec["function"], "parameters": params}}
             fn = spec["function"]
             wire = wire_tool_name(fn["name"])
             if wire != fn["name"]:
@@ -93,7 +88,7 @@ def build_body(
             choice = {**choice, "function": {**choice["function"], "name": wire_tool_name(fname)}}
         body["tool_choice"] = choice
     if req.response_format is not None:
-        body["response_format"] = req.response_format
+        body["response_format"] = response_format_spec(req.response_format)
     if cfg.extra_body:
         body.update(cfg.extra_body)
     if req.extra_body:
@@ -103,6 +98,21 @@ def build_body(
         if stream_usage:
             body["stream_options"] = {"include_usage": True}
     return body, name_map
+
+
+def response_format_spec(value: Any) -> Any:
+    """A pydantic model class becomes a ``json_schema`` response format; anything else
+    (``{"type": "json_object"}``...) passes through."""
+    if isinstance(value, type):
+        from pydantic import BaseModel
+
+        if issubclass(value, BaseModel):
+            name = _TOOL_NAME_BAD.sub("_", value.__name__)[:64] or "response"
+            return {
+                "type": "json_schema",
+                "json_schema": {"name": name, "schema": value.model_json_schema()},
+            }
+    return value
 
 
 def estimate_prompt_tokens(body: dict[str, Any]) -> int:

@@ -39,7 +39,7 @@ EXPECTED = {
         "plan: intro, example, conclusion",
         "round 0: score 0.55, approved False",
         "round 1: score 0.90, approved True",
-        "approved: True after 1 revision(s)",
+        "approved: True after 1 revision(s) (approved)",
         "[intro section]",
         "",
         "[example section (revised)]",

@@ -62,7 +62,12 @@ async def main() -> None:
         for r in result.rounds:
             if r.review is not None:
                 print(f"round {r.round}: score {r.review.score:.2f}, approved {r.review.approved}")
-        print(f"approved: {result.approved} after {result.revisions} revision(s)")
+        print(
+            f"approved: {result.approved} after {result.revisions} revision(s) "
+            f"({result.stop_reason})"
+        )
+        if result.error:
+            print(f"reviewer failed: {result.error}")
         print(result.output)
     finally:
         if hasattr(llm, "aclose"):

@@ -6,7 +6,7 @@ import asyncio
 import inspect
 import json
 from collections.abc import Awaitable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
@@ -175,7 +175,7 @@ def span(name: str, kind: str, /, **attributes: str | int | float | bool | None)
             raise
 
 
-def workflow_span(kind: str, name: str) -> Any:
+def workflow_span(kind: str, name: str) -> AbstractContextManager[Span]:
     """The ``invoke_workflow {name}`` span around one run of a pattern."""
     return span(
         f"invoke_workflow {name}",

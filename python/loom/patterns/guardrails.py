@@ -333,7 +333,7 @@ class Guardrails:
                     return GuardrailsResult(
                         ok=False,
                         failed_guard=tasks[failed],
-                        reason=failed.result().reason or "failed",
+                        reason=failed.result().reason or "failed (no reason given)",
                         verdicts=verdicts,
                         cancelled=cancelled,
                         elapsed=time.monotonic() - start,

@@ -263,13 +263,13 @@ class Router:
 
     async def _dispatch(
         self,
-        handler: RouteHandler | RejectHandler | str,
+        handler: Callable[[Any, Any], Awaitable[Any] | Any] | str,
         request: Any,
         info: RouteDecision | Rejection,
         type: str,
     ) -> Any:
         if not isinstance(handler, str):
-            return await maybe_await(handler(request, info))  # type: ignore[arg-type]
+            return await maybe_await(handler(request, info))
         assert self.ctx is not None  # checked in __init__
         payload = {"input": to_jsonable(request), **info.model_dump(mode="json")}
         reply = await self.ctx.request(handler, type, payload, timeout=self.timeout)

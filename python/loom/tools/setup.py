@@ -26,6 +26,9 @@ async def build_registry(runtime: Runtime) -> ToolRegistry:
     from loom.tools import native
 
     await native.register(registry, runtime)
+    from loom.tools import http
+
+    await http.register(registry, runtime)
     for t in GLOBAL_TOOLS:
         registry.register(t)
     if project and project.mcp:

@@ -5,10 +5,10 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from typing import Literal
+from typing import Annotated, Literal
 
 import pytest
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from loom import (
     Agent,
@@ -182,3 +182,19 @@ async def test_agent_lists_unknown_tool_name(runtime: Runtime) -> None:
     with pytest.raises(ToolNotFound):
         await Agent("a", tools=["nope:missing"]).start()
     assert "a" not in runtime.agents
+
+
+def test_annotated_constraints_reach_the_schema() -> None:
+    def tag(
+        label: Annotated[str, Field(max_length=12, pattern="^[a-z]+$")],
+        n: Annotated[int, Field(ge=1)] = 1,
+    ) -> str:
+        """Tags things."""
+        return label * n
+
+    t = PythonTool(tag, name="t:tag")
+    props = t.spec.parameters["properties"]
+    assert props["label"]["maxLength"] == 12 and props["label"]["pattern"] == "^[a-z]+$"
+    assert props["n"]["minimum"] == 1
+    with pytest.raises(ToolArgumentsInvalid):
+        t.validate({"label": "UPPER"})

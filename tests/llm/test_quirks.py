@@ -182,7 +182,9 @@ def test_llamacpp_tool_schemas_lose_length_bounds() -> None:
     req = CallRequest(messages=[{"role": "user", "content": "hi"}], tools=[tool])
     llama, _ = build_body(cfg, QUIRKS["llamacpp"], req, stream=False, stream_usage=False)
     params = llama["tools"][0]["function"]["parameters"]
-    assert "maxLength" not in str(params) and "minLength" not in str(params)
-    assert "maxItems" not in str(params)
+    assert "maxLength" not in params["properties"]["path"]  # 4096: dropped
+    assert params["properties"]["path"]["minLength"] == 1  # small bounds stay
+    assert params["properties"]["tags"]["items"]["maxLength"] == 9
+    assert params["properties"]["tags"]["maxItems"] == 3
     openai, _ = build_body(cfg, QUIRKS["openai"], req, stream=False, stream_usage=False)
     assert openai["tools"][0]["function"]["parameters"]["properties"]["path"]["maxLength"] == 4096

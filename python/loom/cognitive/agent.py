@@ -344,8 +344,6 @@ class CognitiveAgent:
         started = time.perf_counter()
         step = Step("tool", iteration, tool=call.name, call_id=call.id, arguments=call.arguments)
         try:
-            if call.arguments_error:
-                raise LoomError(f"the arguments are not valid JSON: {call.arguments_error}")
             if self.ctx is None:
                 raise LoomError("no context: this CognitiveAgent cannot call tools")
             registry = await self.ctx.runtime.get_tools()
@@ -353,6 +351,8 @@ class CognitiveAgent:
             step.tool = name
             if self._offered and name not in self._offered:
                 raise LoomError(f"tool {name!r} was not offered to this agent")
+            if call.arguments_error:
+                raise LoomError(f"the arguments are not valid JSON: {call.arguments_error}")
             step.result = await self.ctx.tool(
                 name, call.arguments, timeout=self.config.tool_timeout, call_id=call.id or None
             )

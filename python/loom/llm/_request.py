@@ -71,8 +71,8 @@ def build_body(
         specs = []
         for t in req.tools:
             spec = tool_spec(t)
-            if not quirks.bounded_schemas and "parameters" in spec["function"]:
-                params = strip_bounds(spec["function"]["parameters"])
+            if quirks.max_schema_bound is not None and "parameters" in spec["function"]:
+                params = strip_bounds(spec["function"]["parameters"], quirks.max_schema_bound)
                 spec = {**spec, "function": {**spec["function"], "parameters": params}}
             fn = spec["function"]
             wire = wire_tool_name(fn["name"])

@@ -37,11 +37,12 @@ class Quirks:
     json_object_schema: bool = False
     """Accepts ``response_format: {type: json_object, schema: ...}`` (llama-cpp-python
     turns it into a grammar, so the output is schema-valid by construction)."""
-    bounded_schemas: bool = True
-    """Copes with length/count bounds in tool schemas. llama-cpp-python compiles tool
-    schemas into a grammar that repeats a rule ``maxLength`` times; ``maxLength: 4096``
-    makes the grammar parser fail and the server process exit. Without this quirk the
-    bounds are stripped from tool schemas (the tool still enforces them)."""
+    max_schema_bound: int | None = None
+    """The largest length/count bound a tool schema may carry. llama-cpp-python
+    compiles tool schemas into a grammar that repeats a rule ``maxLength`` times;
+    ``maxLength: 4096`` makes its grammar parser fail and the server process exit.
+    Larger bounds are dropped from the schema sent (the tool still enforces them);
+    small ones stay, and keep a tiny model from rambling inside a string."""
 
 
 QUIRKS: dict[str, Quirks] = {
@@ -63,7 +64,7 @@ QUIRKS: dict[str, Quirks] = {
         json_schema=False,
         null_content_with_tool_calls=False,
         json_object_schema=True,
-        bounded_schemas=False,
+        max_schema_bound=64,
     ),
     # Unknown OpenAI-compatible servers: only what every server accepts.
     "generic": Quirks(
@@ -183,13 +184,17 @@ _BOUNDS = frozenset(
 )
 
 
-def strip_bounds(schema: Any) -> Any:
-    """``schema`` without length/count bounds, recursively (see
-    :attr:`Quirks.bounded_schemas`)."""
+def strip_bounds(schema: Any, limit: int) -> Any:
+    """``schema`` without length/count bounds above ``limit``, recursively (see
+    :attr:`Quirks.max_schema_bound`)."""
     if isinstance(schema, dict):
-        return {k: strip_bounds(v) for k, v in schema.items() if k not in _BOUNDS}
+        return {
+            k: strip_bounds(v, limit)
+            for k, v in schema.items()
+            if not (k in _BOUNDS and isinstance(v, int) and v > limit)
+        }
     if isinstance(schema, list):
-        return [strip_bounds(v) for v in schema]
+        return [strip_bounds(v, limit) for v in schema]
     return schema
 
 

@@ -61,7 +61,7 @@ class PythonTool:
         summary, arg_docs = _doc_parts(fn.__doc__)
         sig = inspect.signature(fn)
         try:
-            hints = get_type_hints(fn)
+            hints = get_type_hints(fn, include_extras=True)
         except Exception:  # unresolvable forward refs: fall back to raw annotations
             hints = {}
         fields: dict[str, Any] = {}

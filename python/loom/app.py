@@ -47,6 +47,9 @@ class RunResult:
 def _render(payload: Any) -> str:
     if isinstance(payload, str):
         return payload
+    if isinstance(payload, dict) and isinstance(payload.get("summary"), str):
+        # A job that explains itself: print its summary, not the raw JSON.
+        return str(payload["summary"])
     try:
         return json.dumps(payload, indent=2, ensure_ascii=False, default=str)
     except (TypeError, ValueError):
@@ -61,6 +64,7 @@ async def run_project(
     out: TextIO | None = None,
     install_signal_handlers: bool = True,
     telemetry: bool | None = None,
+    llm_provider: str | None = None,
 ) -> RunResult:
     """Starts every agent of ``project`` on one runtime. With a ``[job]``, sends it
     and returns when the reply arrives; otherwise runs until ``stop`` is set or
@@ -84,6 +88,11 @@ async def run_project(
 
         handle = setup(project)
     runtime = runtime or Runtime(project)
+    if llm_provider:
+        from loom.llm.config import resolve_config
+
+        resolve_config(llm_provider, project)  # unknown name / unset key: ConfigError now
+        runtime.llm_provider = llm_provider
     if handle is not None:
         handle.observe_bus(runtime)
     Runtime.set_default(runtime)

@@ -46,6 +46,8 @@ class Runtime:
         #: The tool registry (``loom.tools.ToolRegistry``), built on first use.
         self.tools: Any = None
         self._tools_lock: asyncio.Lock | None = None
+        #: The provider ``"auto"`` resolves to (``loom run --provider``); None = detect.
+        self.llm_provider: str | None = None
         #: What the native sandbox enforces here (set when native tools load).
         self.sandbox_status: dict[str, Any] | None = None
         self.stopping = False

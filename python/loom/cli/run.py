@@ -13,6 +13,13 @@ from loom.errors import LoomError
 def add_parser(sub: Any) -> None:
     p = sub.add_parser("run", help="run the agents (and job) of a loom.toml")
     p.add_argument("path", nargs="?", default="loom.toml", help="loom.toml or its directory")
+    p.add_argument(
+        "--provider",
+        metavar="NAME",
+        help='the LLM provider agents configured with llm = "auto" use (a [llm.NAME] '
+        "table or a preset: openai, deepseek, openrouter, ollama, local); default: "
+        "OpenAI or DeepSeek if their API key is set, else the local model",
+    )
     p.set_defaults(func=cmd)
 
 
@@ -27,7 +34,7 @@ def cmd(args: argparse.Namespace) -> int:
         print(f"loom: error: {exc}", file=sys.stderr)
         return EXIT_CONFIG
     try:
-        result = asyncio.run(run_project(project, out=sys.stdout))
+        result = asyncio.run(run_project(project, out=sys.stdout, llm_provider=args.provider))
     except (ConfigError, AgentError) as exc:
         print(f"loom: error: {exc}", file=sys.stderr)
         return EXIT_CONFIG

@@ -142,6 +142,12 @@ async def test_overall_timeout_fails_the_late_guards() -> None:
     assert result.reason == "no verdict within 0.2s"
     assert result.cancelled == ["slow"] and slow.cancelled
     assert result.verdicts["quick"].ok
+    # Several late guards: the first listed is reported, the others named.
+    probes = [Probe("z_late", 5.0, True), Probe("a_late", 5.0, True)]
+    many = await Guardrails([p.guard() for p in probes], timeout=0.05).check("x")
+    assert many.failed_guard == "z_late"
+    assert many.reason == "no verdict within 0.05s (also late: a_late)"
+    assert many.cancelled == ["z_late", "a_late"]
 
 
 def classify_by_instructions(verdicts: dict[str, Any]) -> Any:

@@ -304,29 +304,22 @@ class Guardrails:
                     pending, timeout=wait, return_when=asyncio.FIRST_COMPLETED
                 )
                 if not done:  # the overall timeout
-                    late = sorted(tasks[t] for t in pending)
+                    late = sorted((tasks[t] for t in pending), key=self._index)
                     await cancel_all(list(pending))
+                    also = f" (also late: {', '.join(late[1:])})" if len(late) > 1 else ""
                     return GuardrailsResult(
                         ok=False,
                         failed_guard=late[0],
-                        reason=f"no verdict within {self.timeout}s (also late: {late[1:]})"
-                        if len(late) > 1
-                        else f"no verdict within {self.timeout}s",
+                        reason=f"no verdict within {self.timeout}s{also}",
                         verdicts=verdicts,
                         cancelled=late,
                         elapsed=time.monotonic() - start,
                     )
                 # Among guards finishing together, report the first one listed.
-                for t in sorted(done, key=lambda t: self._index(tasks[t])):
+                finished = sorted(done, key=lambda t: self._index(tasks[t]))
+                for t in finished:
                     verdicts[tasks[t]] = t.result()
-                failed = next(
-                    (
-                        t
-                        for t in sorted(done, key=lambda t: self._index(tasks[t]))
-                        if not t.result().ok
-                    ),
-                    None,
-                )
+                failed = next((t for t in finished if not t.result().ok), None)
                 if failed is not None:
                     cancelled = sorted((tasks[t] for t in pending), key=self._index)
                     await cancel_all(list(pending))

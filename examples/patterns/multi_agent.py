@@ -94,6 +94,8 @@ def build_agents(llm: Any) -> list[Agent]:
         result = await rails.run(event.payload, router.run)
         if not result.ok:
             await ctx.reply(event, payload=f"refused ({result.failed_guard}: {result.reason})")
+        elif not result.output.ok:  # the router's RouterResult
+            await ctx.reply(event, payload=f"not routed ({result.output.reason})")
         else:
             await ctx.reply(event, payload=result.output.output)
 

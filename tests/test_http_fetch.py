@@ -243,6 +243,19 @@ async def test_exact_host_name_entry_resolves_and_sends_the_name(
         assert echo["accept_encoding"] == "identity"
 
 
+async def test_proxy_settings_in_the_environment_are_ignored(
+    fetch_with: Any, servers: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A proxy would see (and could answer) requests for any host; and it would make the
+    connection go somewhere other than the checked address."""
+    a, b, _ = servers
+    for var in ("HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.setenv(var, b.base)
+    fetch = await fetch_with(allow(f"127.0.0.1:{a.port}"))
+    assert (await fetch(f"{a.base}/hello"))["body"] == "hello"
+    assert a.hits == ["/hello"] and b.hits == []
+
+
 async def test_tool_is_absent_without_an_allowlist(tmp_path: Path) -> None:
     for source in ("", "[tools.http]\nallow = []\n"):
         rt = Runtime(parse_project_config(source, tmp_path / "loom.toml"))
@@ -572,3 +585,18 @@ async def test_https_connects_to_the_address_and_verifies_the_name(
     # the certificate does not cover the IP: verification is on and uses the URL's host
     with pytest.raises(ToolFailed, match=r"CERTIFICATE_VERIFY_FAILED|certificate"):
         await fetch(f"https://127.0.0.1:{port}/hello")
+
+
+def test_the_documented_config_block_is_the_default() -> None:
+    """docs/tools.md's ``[tools.http]`` block shows the real defaults."""
+    import re
+
+    doc = (Path(__file__).parent.parent / "docs" / "tools.md").read_text()
+    section = doc[doc.index("## http:fetch") :]
+    block = re.search(r"```toml\n(.*?)```", section, re.S)
+    assert block is not None
+    table = parse_project_config(block.group(1)).tools["http"]
+    documented = parse_config(table)
+    default = parse_config({"allow": table["allow"]})
+    assert documented == default
+    assert [r.text for r in documented.allow] == ["example.com", "*.example.org", "127.0.0.1:8080"]

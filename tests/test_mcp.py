@@ -564,3 +564,24 @@ async def test_server_requests_and_notifications_during_a_call(
             assert time.monotonic() < deadline, "the new tool was never registered"
             await asyncio.sleep(0.05)
         assert await a.ctx.tool("notes:bonus", {"x": 21}) == {"result": 42}
+
+
+def test_the_documented_tables_parse(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """docs/tools.md's ``[mcp.*]`` example is valid and its defaults are the real ones."""
+    import re
+
+    from loom.tools.mcp import DEFAULT_STARTUP_TIMEOUT, HttpServer, StdioServer, parse_server
+
+    doc = (Path(__file__).parent.parent / "docs" / "tools.md").read_text()
+    section = doc[doc.index("## MCP servers") :]
+    block = re.search(r"```toml\n(.*?)```", section, re.S)
+    assert block is not None
+    monkeypatch.setenv("NOTES_TOKEN", "n")
+    monkeypatch.setenv("SEARCH_TOKEN", "s")
+    project = parse_project_config(block.group(1), tmp_path / "loom.toml")
+    notes = parse_server("notes", project.mcp["notes"], project)
+    search = parse_server("search", project.mcp["search"], project)
+    assert isinstance(notes, StdioServer) and isinstance(search, HttpServer)
+    assert notes.env["NOTES_TOKEN"] == "n" and notes.cwd == tmp_path
+    assert not notes.required and notes.startup_timeout == DEFAULT_STARTUP_TIMEOUT
+    assert search.headers == {"Authorization": "Bearer s"}

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING
 
 from loom.tools.mcp.client import McpServer, McpTool, StartError
 from loom.tools.mcp.config import (
+    DEFAULT_STARTUP_TIMEOUT,
     INHERITED_ENV,
     HttpServer,
     ServerConfig,
@@ -82,6 +83,7 @@ async def register(registry: ToolRegistry, runtime: Runtime) -> list[McpServer]:
 
 
 __all__ = [
+    "DEFAULT_STARTUP_TIMEOUT",
     "INHERITED_ENV",
     "PROTOCOL_VERSION",
     "HttpServer",

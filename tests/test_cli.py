@@ -134,3 +134,26 @@ def test_reactive_project_runs_until_sigint_then_exits_0(tmp_path: Path) -> None
         proc.kill()
     assert proc.returncode == 0, err
     assert (tmp_path / "stopped").read_text() == "yes"
+
+
+def test_tools_lists_native_and_openai_format(tmp_path: Path) -> None:
+    (tmp_path / "loom.toml").write_text(
+        '[workspace]\nroot = "ws"\n[tools]\nrequire_approval = ["system:shell"]\n'
+    )
+    r = loom("tools", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "fs:read_file" in r.stdout and "native" in r.stdout
+    assert "system:shell" in r.stdout and "[approval]" in r.stdout
+    r = loom("tools", "--openai", cwd=tmp_path)
+    import json
+
+    tools = json.loads(r.stdout)
+    names = {t["function"]["name"] for t in tools}
+    assert "fs__read_file" in names and all(t["type"] == "function" for t in tools)
+    r = loom("tools", "--sandbox", cwd=tmp_path)
+    assert "landlock=" in r.stdout and "shell allowlist:" in r.stdout
+
+
+def test_tools_bad_path_is_a_clear_error(tmp_path: Path) -> None:
+    r = loom("tools", "missing.toml", cwd=tmp_path)
+    assert r.returncode == 2 and "file not found" in r.stderr

@@ -257,6 +257,17 @@ def load_project_config(path: str | Path = "loom.toml") -> ProjectConfig:
     return parse_project_config(source, p.resolve())
 
 
+def load_project_or_default(path: str | Path = "loom.toml") -> ProjectConfig:
+    """Like :func:`load_project_config`, but a missing *default* ``loom.toml`` gives an
+    empty project (commands like ``loom chat`` work outside a project); a path the user
+    named must exist."""
+    p = Path(path)
+    target = p / "loom.toml" if p.is_dir() else p
+    if not target.is_file() and str(path) == "loom.toml":
+        return parse_project_config("")
+    return load_project_config(p)
+
+
 __all__ = [
     "AgentSpec",
     "JobSpec",
@@ -265,5 +276,6 @@ __all__ = [
     "RuntimeSpec",
     "WorkspaceSpec",
     "load_project_config",
+    "load_project_or_default",
     "parse_project_config",
 ]

@@ -1,0 +1,157 @@
+"""``loom chat``: an interactive session with a cognitive agent in the terminal.
+
+Streams the answer as it is generated, shows tool calls and their results, and asks
+on the terminal before running a tool that requires approval. Commands: /help,
+/history, /clear, /tools, /exit (or Ctrl-D).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from loom.config import ProjectConfig
+
+HELP = """commands:
+  /help      this help
+  /history   the conversation so far
+  /clear     forget the conversation
+  /tools     the tools the agent can use
+  /exit      leave (Ctrl-D works too)
+anything else is sent to the agent"""
+
+
+def add_parser(sub: Any) -> None:
+    p = sub.add_parser("chat", help="chat with a cognitive agent in the terminal")
+    p.add_argument("path", nargs="?", default="loom.toml", help="loom.toml or its directory")
+    p.add_argument("--agent", help="use the settings of [agents.NAME] (system_prompt, llm, tools)")
+    p.add_argument("--provider", help="LLM provider (default: the agent's `llm`, else auto)")
+    p.add_argument("--no-tools", action="store_true", help="offer no tools to the model")
+    p.add_argument("--max-iterations", type=int, default=6)
+    p.set_defaults(func=cmd)
+
+
+def _short(value: Any, limit: int = 200) -> str:
+    text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, default=str)
+    text = text.replace("\n", " ")
+    return text if len(text) <= limit else text[:limit] + "…"
+
+
+def _ask_approval(req: Any) -> bool:
+    """Runs in a worker thread (the registry keeps sync approvers off the loop)."""
+    print(f"\n? {req.tool} wants to run with {_short(req.arguments)}", flush=True)
+    try:
+        answer = input("  allow? [y/N] ")
+    except EOFError:
+        return False
+    return answer.strip().lower() in {"y", "yes"}
+
+
+async def _session(args: argparse.Namespace, project: ProjectConfig) -> int:
+    from loom import Agent, Runtime
+    from loom.cognitive import CognitiveAgent, CognitiveConfig, RunFinished, ToolResult
+    from loom.errors import LoomError
+    from loom.llm import TextDelta, ToolCallStart
+    from loom.llm.auto import provider_for
+
+    settings: dict[str, Any] = {}
+    if args.agent:
+        if args.agent not in project.agents:
+            raise project.error(f"no [agents.{args.agent}] table", "agents")
+        settings = project.agents[args.agent].model_dump()
+    runtime = Runtime(project)
+    agent = Agent(args.agent or "chat", config=settings, runtime=runtime)
+    await agent.start()
+    try:
+        registry = await runtime.get_tools()
+        registry.approver = _ask_approval
+        llm = provider_for(agent.ctx, args.provider or settings.get("llm", "auto"))
+        tools = [] if args.no_tools else settings.get("tools") or None
+        config = CognitiveConfig(
+            system_prompt=settings.get(
+                "system_prompt",
+                "You are a helpful assistant working in the user's project. Use the tools "
+                "when they help, and answer concisely.",
+            ),
+            max_iterations=args.max_iterations,
+        )
+        cognitive = CognitiveAgent(agent.ctx, llm, config, tools=tools)
+        offered = [t["function"]["name"] for t in await cognitive._offer()]
+        print(f"loom chat — {llm.name} ({llm.model}); {len(offered)} tool(s). /help for help.")
+        while True:
+            try:
+                line = await asyncio.to_thread(input, "you> ")
+            except EOFError:
+                print()
+                return 0
+            line = line.strip()
+            if not line:
+                continue
+            if line.startswith("/"):
+                cmd = line.split()[0]
+                if cmd in ("/exit", "/quit"):
+                    return 0
+                if cmd == "/help":
+                    print(HELP)
+                elif cmd == "/clear":
+                    cognitive.reset()
+                    print("(conversation cleared)")
+                elif cmd == "/history":
+                    history = cognitive.memory.messages()
+                    if not history:
+                        print("(no history yet)")
+                    for m in history:
+                        print(f"{m['role']:>9}: {_short(m.get('content') or '', 300)}")
+                elif cmd == "/tools":
+                    print("\n".join(offered) or "(no tools)")
+                else:
+                    print(f"unknown command {cmd}; /help lists them")
+                continue
+            print("agent> ", end="", flush=True)
+            try:
+                async for event in cognitive.run_stream(line):
+                    if isinstance(event, TextDelta):
+                        print(event.text, end="", flush=True)
+                    elif isinstance(event, ToolCallStart):
+                        print(f"\n  → {event.name}", end="", flush=True)
+                    elif isinstance(event, ToolResult):
+                        if event.error:
+                            print(f"\n  ✗ {event.name}: {_short(event.error)}", flush=True)
+                        else:
+                            print(f"\n  ← {event.name}: {_short(event.result)}", flush=True)
+                    elif isinstance(event, RunFinished):
+                        result = event.result
+                        if not result.success:
+                            print(f"\n(stopped: {result.error})", flush=True)
+                        u = result.usage
+                        print(
+                            f"\n[{u.prompt_tokens}+{u.completion_tokens} tokens, "
+                            f"{result.latency:.1f}s]",
+                            flush=True,
+                        )
+            except LoomError as exc:
+                print(f"\nerror: {exc}", flush=True)
+    finally:
+        await runtime.stop(timeout=5)
+
+
+def cmd(args: argparse.Namespace) -> int:
+    from loom.config import load_project_or_default
+    from loom.errors import LoomError
+
+    try:
+        import readline  # noqa: F401 - line editing and history for input()
+    except ImportError:  # pragma: no cover - not on every platform
+        pass
+    try:
+        return asyncio.run(_session(args, load_project_or_default(args.path)))
+    except LoomError as exc:
+        print(f"loom: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print()
+        return 0

@@ -16,7 +16,7 @@ from opentelemetry.sdk.metrics.export import MetricExporter, MetricExportResult,
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
-from loom.telemetry.otlp_json import dumps, encode_request
+from loom.telemetry.otlp_json import request_json
 
 if TYPE_CHECKING:
     from loom.telemetry.setup import TelemetrySettings
@@ -77,7 +77,7 @@ class OtlpJsonFileExporter(SpanExporter):
         if not spans:
             return SpanExportResult.SUCCESS
         try:
-            line = dumps(encode_request(spans))
+            line = request_json(spans)
             if not self._file.write(line):
                 return SpanExportResult.FAILURE
         except (OSError, ValueError, TypeError) as exc:

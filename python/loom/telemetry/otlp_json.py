@@ -50,42 +50,79 @@ STATUS_UNSET, STATUS_OK, STATUS_ERROR = 0, 1, 2
 
 
 # -- encoding ---------------------------------------------------------------------------
+# The JSON text is built directly (no intermediate dicts, no generic json.dumps walk):
+# this runs on the batch processor's thread for every span, and under the GIL every
+# microsecond there is taken from the event loop. ``encode_basestring`` is the C string
+# escaper json.dumps itself uses (with ensure_ascii=False).
+
+_q = json.encoder.encode_basestring  # type: ignore[attr-defined]
+_key_cache: dict[str, str] = {}
 
 
-def _double(v: float) -> float | str:
+def _key(k: str) -> str:
+    head = _key_cache.get(k)
+    if head is None:
+        head = '{"key":' + _q(k) + ',"value":'
+        if len(_key_cache) < 4096:  # attribute keys are few; guard against odd callers
+            _key_cache[k] = head
+    return head
+
+
+def _double(v: float) -> str:
     if math.isfinite(v):
-        return v
+        return repr(v)
     if math.isnan(v):
-        return "NaN"
-    return "Infinity" if v > 0 else "-Infinity"
+        return '"NaN"'
+    return '"Infinity"' if v > 0 else '"-Infinity"'
+
+
+def _value_json(v: Any) -> str:
+    t = type(v)
+    if t is str:
+        return '{"stringValue":' + _q(v) + "}"
+    if t is bool:
+        return '{"boolValue":true}' if v else '{"boolValue":false}'
+    if t is int:
+        return '{"intValue":"' + str(v) + '"}'
+    if t is float:
+        return '{"doubleValue":' + _double(v) + "}"
+    if isinstance(v, (list, tuple)):
+        if not v:
+            return '{"arrayValue":{}}'
+        return '{"arrayValue":{"values":[' + ",".join(_value_json(x) for x in v) + "]}}"
+    if isinstance(v, (bytes, bytearray)):
+        return '{"bytesValue":"' + base64.b64encode(bytes(v)).decode("ascii") + '"}'
+    if isinstance(v, Mapping):
+        if not v:
+            return '{"kvlistValue":{}}'
+        return '{"kvlistValue":{"values":' + _attrs_json(v) + "}}"
+    if v is None:
+        return "{}"
+    if isinstance(v, bool):
+        return _value_json(bool(v))
+    if isinstance(v, int):
+        return _value_json(int(v))
+    if isinstance(v, float):
+        return _value_json(float(v))
+    return _value_json(str(v))
+
+
+def _attrs_json(attrs: Mapping[str, Any]) -> str:
+    return "[" + ",".join([_key(k) + _value_json(v) + "}" for k, v in attrs.items()]) + "]"
 
 
 def any_value(v: Any) -> dict[str, Any]:
-    """An attribute value as an OTLP/JSON ``AnyValue``."""
-    if isinstance(v, str):
-        return {"stringValue": v}
-    if isinstance(v, bool):
-        return {"boolValue": v}
-    if isinstance(v, int):
-        return {"intValue": str(v)}
-    if isinstance(v, float):
-        return {"doubleValue": _double(v)}
-    if isinstance(v, (bytes, bytearray)):
-        return {"bytesValue": base64.b64encode(bytes(v)).decode("ascii")}
-    if isinstance(v, Mapping):
-        return {"kvlistValue": {"values": attributes(v)} if v else {}}
-    if isinstance(v, (list, tuple)):
-        return {"arrayValue": {"values": [any_value(x) for x in v]} if v else {}}
-    if v is None:
-        return {}
-    return {"stringValue": str(v)}
+    """An attribute value as an OTLP/JSON ``AnyValue`` (parsed)."""
+    result: dict[str, Any] = json.loads(_value_json(v))
+    return result
 
 
 def attributes(attrs: Mapping[str, Any] | None) -> list[dict[str, Any]]:
-    """Attributes as a list of OTLP/JSON ``KeyValue``."""
+    """Attributes as a list of OTLP/JSON ``KeyValue`` (parsed)."""
     if not attrs:
         return []
-    return [{"key": k, "value": any_value(v)} for k, v in attrs.items()]
+    result: list[dict[str, Any]] = json.loads(_attrs_json(attrs))
+    return result
 
 
 def _flags(parent: Any) -> int:
@@ -95,114 +132,127 @@ def _flags(parent: Any) -> int:
     return FLAG_HAS_IS_REMOTE
 
 
-def encode_span(span: ReadableSpan) -> dict[str, Any]:
-    """One SDK span as an OTLP/JSON ``Span``."""
+def span_json(span: ReadableSpan) -> str:
+    """One SDK span as OTLP/JSON ``Span`` text."""
     ctx = span.get_span_context()
     assert ctx is not None
-    out: dict[str, Any] = {
-        "traceId": f"{ctx.trace_id:032x}",
-        "spanId": f"{ctx.span_id:016x}",
-    }
+    parts = ['{"traceId":"%032x","spanId":"%016x"' % (ctx.trace_id, ctx.span_id)]
     state = ctx.trace_state
     if state:
-        out["traceState"] = state.to_header()
+        parts.append(',"traceState":' + _q(state.to_header()))
     parent = span.parent
     if parent is not None:
-        out["parentSpanId"] = f"{parent.span_id:016x}"
-    out["flags"] = _flags(parent)
-    out["name"] = span.name
-    out["kind"] = span.kind.value + 1
-    out["startTimeUnixNano"] = str(span.start_time or 0)
-    out["endTimeUnixNano"] = str(span.end_time or 0)
+        parts.append(',"parentSpanId":"%016x"' % parent.span_id)
+    parts.append(
+        ',"flags":%d,"name":%s,"kind":%d,"startTimeUnixNano":"%d","endTimeUnixNano":"%d"'
+        % (
+            _flags(parent),
+            _q(span.name),
+            span.kind.value + 1,
+            span.start_time or 0,
+            span.end_time or 0,
+        )
+    )
     if span.attributes:
-        out["attributes"] = attributes(span.attributes)
+        parts.append(',"attributes":' + _attrs_json(span.attributes))
     if span.dropped_attributes:
-        out["droppedAttributesCount"] = span.dropped_attributes
+        parts.append(',"droppedAttributesCount":%d' % span.dropped_attributes)
     if span.events:
         events = []
         for e in span.events:
-            ev: dict[str, Any] = {"timeUnixNano": str(e.timestamp), "name": e.name}
+            ev = '{"timeUnixNano":"%d","name":%s' % (e.timestamp, _q(e.name))
             if e.attributes:
-                ev["attributes"] = attributes(e.attributes)
+                ev += ',"attributes":' + _attrs_json(e.attributes)
             if e.dropped_attributes:
-                ev["droppedAttributesCount"] = e.dropped_attributes
-            events.append(ev)
-        out["events"] = events
+                ev += ',"droppedAttributesCount":%d' % e.dropped_attributes
+            events.append(ev + "}")
+        parts.append(',"events":[' + ",".join(events) + "]")
     if span.dropped_events:
-        out["droppedEventsCount"] = span.dropped_events
+        parts.append(',"droppedEventsCount":%d' % span.dropped_events)
     if span.links:
         links = []
         for link in span.links:
-            lk: dict[str, Any] = {
-                "traceId": f"{link.context.trace_id:032x}",
-                "spanId": f"{link.context.span_id:016x}",
-            }
+            lk = '{"traceId":"%032x","spanId":"%016x"' % (
+                link.context.trace_id,
+                link.context.span_id,
+            )
             if link.context.trace_state:
-                lk["traceState"] = link.context.trace_state.to_header()
+                lk += ',"traceState":' + _q(link.context.trace_state.to_header())
             if link.attributes:
-                lk["attributes"] = attributes(link.attributes)
+                lk += ',"attributes":' + _attrs_json(link.attributes)
             if link.dropped_attributes:
-                lk["droppedAttributesCount"] = link.dropped_attributes
-            lk["flags"] = _flags(link.context)
-            links.append(lk)
-        out["links"] = links
+                lk += ',"droppedAttributesCount":%d' % link.dropped_attributes
+            links.append(lk + ',"flags":%d}' % _flags(link.context))
+        parts.append(',"links":[' + ",".join(links) + "]")
     if span.dropped_links:
-        out["droppedLinksCount"] = span.dropped_links
-    status: dict[str, Any] = {}
-    code = span.status.status_code.value
-    if code:
-        status["code"] = code
-    if span.status.description:
-        status["message"] = span.status.description
-    out["status"] = status
-    return out
+        parts.append(',"droppedLinksCount":%d' % span.dropped_links)
+    status = span.status
+    code = status.status_code.value
+    if code and status.description:
+        parts.append(',"status":{"code":%d,"message":%s}}' % (code, _q(status.description)))
+    elif code:
+        parts.append(',"status":{"code":%d}}' % code)
+    else:
+        parts.append(',"status":{}}')
+    return "".join(parts)
 
 
-def _resource(resource: Resource) -> dict[str, Any]:
-    out: dict[str, Any] = {}
+def _resource_json(resource: Resource) -> str:
     if resource.attributes:
-        out["attributes"] = attributes(resource.attributes)
-    return out
+        return '{"attributes":' + _attrs_json(resource.attributes) + "}"
+    return "{}"
 
 
-def _scope(scope: InstrumentationScope | None) -> dict[str, Any]:
+def _scope_json(scope: InstrumentationScope | None) -> str:
     if scope is None:
-        return {}
-    out: dict[str, Any] = {"name": scope.name}
+        return "{}"
+    out = '{"name":' + _q(scope.name)
     if scope.version:
-        out["version"] = scope.version
+        out += ',"version":' + _q(scope.version)
     attrs = getattr(scope, "attributes", None)
     if attrs:
-        out["attributes"] = attributes(attrs)
-    return out
+        out += ',"attributes":' + _attrs_json(attrs)
+    return out + "}"
 
 
-def encode_request(spans: Sequence[ReadableSpan]) -> dict[str, Any]:
-    """SDK spans as one OTLP/JSON ``ExportTraceServiceRequest`` (grouped by resource,
-    then instrumentation scope, like the protobuf encoder)."""
-    by_resource: dict[int, tuple[Any, dict[int, tuple[Any, list[dict[str, Any]]]]]] = {}
+def request_json(spans: Sequence[ReadableSpan]) -> str:
+    """SDK spans as one OTLP/JSON ``ExportTraceServiceRequest``, one line of text
+    (grouped by resource, then instrumentation scope, like the protobuf encoder)."""
+    by_resource: dict[int, tuple[Any, dict[int, tuple[Any, list[str]]]]] = {}
     for span in spans:
         res = span.resource
         scopes = by_resource.setdefault(id(res), (res, {}))[1]
         scope = span.instrumentation_scope
-        scopes.setdefault(id(scope), (scope, []))[1].append(encode_span(span))
+        scopes.setdefault(id(scope), (scope, []))[1].append(span_json(span))
     resource_spans = []
     for res, scopes in by_resource.values():
         scope_spans = []
         for scope, encoded in scopes.values():
-            entry: dict[str, Any] = {"scope": _scope(scope), "spans": encoded}
+            entry = '{"scope":' + _scope_json(scope) + ',"spans":[' + ",".join(encoded) + "]"
             if scope is not None and scope.schema_url:
-                entry["schemaUrl"] = scope.schema_url
-            scope_spans.append(entry)
-        rs: dict[str, Any] = {"resource": _resource(res), "scopeSpans": scope_spans}
+                entry += ',"schemaUrl":' + _q(scope.schema_url)
+            scope_spans.append(entry + "}")
+        rs = '{"resource":' + _resource_json(res) + ',"scopeSpans":[' + ",".join(scope_spans) + "]"
         if res.schema_url:
-            rs["schemaUrl"] = res.schema_url
-        resource_spans.append(rs)
-    return {"resourceSpans": resource_spans}
+            rs += ',"schemaUrl":' + _q(res.schema_url)
+        resource_spans.append(rs + "}")
+    return '{"resourceSpans":[' + ",".join(resource_spans) + "]}"
+
+
+def encode_span(span: ReadableSpan) -> dict[str, Any]:
+    """One SDK span as a parsed OTLP/JSON ``Span``."""
+    result: dict[str, Any] = json.loads(span_json(span))
+    return result
+
+
+def encode_request(spans: Sequence[ReadableSpan]) -> dict[str, Any]:
+    """SDK spans as a parsed OTLP/JSON ``ExportTraceServiceRequest``."""
+    result: dict[str, Any] = json.loads(request_json(spans))
+    return result
 
 
 def dumps(request: Mapping[str, Any]) -> str:
-    """Compact JSON of a request (one line, UTF-8 characters kept)."""
+    """Compact JSON of a parsed request (one line, UTF-8 characters kept)."""
     return json.dumps(request, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
 
 
@@ -390,6 +440,8 @@ __all__ = [
     "dumps",
     "encode_request",
     "encode_span",
+    "request_json",
+    "span_json",
     "merge_requests",
     "read_spans",
 ]

@@ -1,3 +1,4 @@
+# ruff: noqa: UP031
 """OTLP/JSON: the protobuf-JSON mapping of ``ExportTraceServiceRequest``, both ways.
 
 Encoding follows the OTLP/JSON rules (https://opentelemetry.io/docs/specs/otlp/#json-protobuf-encoding):
@@ -53,9 +54,10 @@ STATUS_UNSET, STATUS_OK, STATUS_ERROR = 0, 1, 2
 # The JSON text is built directly (no intermediate dicts, no generic json.dumps walk):
 # this runs on the batch processor's thread for every span, and under the GIL every
 # microsecond there is taken from the event loop. ``encode_basestring`` is the C string
-# escaper json.dumps itself uses (with ensure_ascii=False).
+# escaper json.dumps itself uses (with ensure_ascii=False). %-formatting is used on
+# purpose: it is the fastest way to splice ids and numbers (hence the file-wide UP031).
 
-_q = json.encoder.encode_basestring  # type: ignore[attr-defined]
+_q = json.encoder.encode_basestring
 _key_cache: dict[str, str] = {}
 
 
@@ -440,8 +442,8 @@ __all__ = [
     "dumps",
     "encode_request",
     "encode_span",
-    "request_json",
-    "span_json",
     "merge_requests",
     "read_spans",
+    "request_json",
+    "span_json",
 ]

@@ -273,3 +273,26 @@ def test_run_blocks_and_stops_cleanly_on_sigint(tmp_path: Path) -> None:
         out, err = proc.communicate(timeout=10)
         assert proc.returncode == 0, err
         assert "stopped cleanly" in out and "run returned" in out
+
+
+async def test_late_reply_to_a_timed_out_request_is_dropped(runtime: Runtime) -> None:
+    direct: list[Envelope] = []
+
+    async def slow(ctx, topic, event):  # type: ignore[no-untyped-def]
+        await asyncio.sleep(0.3)
+        await ctx.reply(event, payload="late")
+
+    async def client_handler(ctx, topic, event):  # type: ignore[no-untyped-def]
+        direct.append(event)
+
+    async with (
+        Agent("slow", topics=["slow"], on_event=slow),
+        Agent("client", on_event=client_handler) as c,
+    ):
+        with pytest.raises(RequestTimeout):
+            await c.ctx.request("slow", timeout=0.1)
+        await asyncio.sleep(0.4)
+        # A genuine direct message still arrives.
+        await runtime.bus.publish(c.ctx.inbox, "direct", "hello")
+        await asyncio.sleep(0.05)
+    assert [e.payload for e in direct] == ["hello"]

@@ -204,6 +204,8 @@ async def run_until_signal(agents: Iterable[Agent], stop: asyncio.Event | None =
     runtime(s) cleanly."""
     agents = list(agents)
     stop = stop or asyncio.Event()
+    for a in agents:
+        a.runtime.stop_requested = stop
     loop = asyncio.get_running_loop()
     installed = []
     for sig in (signal.SIGINT, signal.SIGTERM):

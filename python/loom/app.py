@@ -97,6 +97,7 @@ async def run_project(
         handle.observe_bus(runtime)
     Runtime.set_default(runtime)
     stop = stop or asyncio.Event()
+    runtime.stop_requested = stop
     loop = asyncio.get_running_loop()
     installed: list[signal.Signals] = []
     if install_signal_handlers:

@@ -60,6 +60,7 @@ async def gather(
             pass
     finally:
         ctx._collectors.pop(correlation_id, None)
+        ctx._abandon(correlation_id)  # later replies are dropped, not sent to on_event
     return list(replies)
 
 

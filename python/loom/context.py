@@ -34,6 +34,9 @@ _UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
 #: Default seconds a request waits for its reply.
 DEFAULT_REQUEST_TIMEOUT = 30.0
 
+#: How many abandoned correlation ids an agent remembers (to drop late replies).
+ABANDONED_MAX = 4096
+
 
 class AgentContext:
     """The agent's handle on the runtime: bus, request/reply, tools and config."""
@@ -53,6 +56,9 @@ class AgentContext:
         #: The topic replies to this agent's requests are sent to.
         self.inbox = f"_INBOX.{_UNSAFE.sub('_', agent_id) or 'agent'}.{uuid.uuid4().hex[:12]}"
         self._pending: dict[str, asyncio.Future[Envelope]] = {}
+        # Correlation ids of requests given up on (timeout, cancel, gather done): late
+        # replies to them are dropped, not mistaken for direct messages.
+        self._abandoned: dict[str, None] = {}
         self._collectors: dict[str, Callable[[Envelope], None]] = {}
         self._runners: dict[int, SubscriptionRunner] = {}
         self._max_concurrency = max_concurrency
@@ -165,6 +171,8 @@ class AgentContext:
             ) from None
         finally:
             self._pending.pop(correlation_id, None)
+            if not fut.done() or fut.cancelled():
+                self._abandon(correlation_id)
 
     async def reply(
         self,
@@ -335,9 +343,22 @@ class AgentContext:
         )
         self._inbox_runner.start()
 
+    def _abandon(self, correlation_id: str) -> None:
+        self._abandoned[correlation_id] = None
+        if len(self._abandoned) > ABANDONED_MAX:
+            del self._abandoned[next(iter(self._abandoned))]
+
     async def _on_inbox(self, _topic: str, event: Envelope) -> None:
         cid = event.correlation_id
         if cid is not None:
+            if cid in self._abandoned:
+                log.debug(
+                    "%s: dropping late reply %s (%s) to an abandoned request",
+                    self.agent_id,
+                    event.id,
+                    event.type,
+                )
+                return
             fut = self._pending.get(cid)
             if fut is not None:
                 if not fut.done():

@@ -51,6 +51,8 @@ class Runtime:
         #: What the native sandbox enforces here (set when native tools load).
         self.sandbox_status: dict[str, Any] | None = None
         self.stopping = False
+        #: Set by :meth:`request_stop`; ``loom run`` waits on it.
+        self.stop_requested: asyncio.Event | None = None
         refresh_tracing_active()
 
     # -- default runtime -----------------------------------------------------------
@@ -160,6 +162,12 @@ class Runtime:
         return await tools.call(ctx, name, payload, **kwargs)
 
     # -- shutdown ------------------------------------------------------------------
+
+    def request_stop(self) -> None:
+        """Asks whoever runs this runtime (``loom run``, ``run_until_signal``) to stop
+        it cleanly, as SIGINT would: e.g. an interactive agent whose user left."""
+        if self.stop_requested is not None:
+            self.stop_requested.set()
 
     async def stop(self, timeout: float | None = None) -> None:
         """Stops every agent (letting in-flight events finish for up to ``timeout``

@@ -8,7 +8,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-TEMPLATES = ("basic",)
+TEMPLATES = ("basic", "cognitive")
 
 
 def add_parser(sub: Any) -> None:

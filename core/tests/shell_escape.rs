@@ -301,7 +301,7 @@ fn no_capabilities_no_new_privs_seccomp_on() {
 /// number of bomb processes seen alive at once and the call's result.
 fn run_bomb(limit: u64) -> (usize, Result<Value, ToolError>) {
     let f = unsafe_fixture(json!({"limits": {"processes": limit}, "timeout": 20.0}));
-    let tag = format!("2.{:03}{:06}", limit % 1000, std::process::id() % 1_000_000);
+    let tag = format!("3.{:03}{:06}", limit % 1000, std::process::id() % 1_000_000);
     let marker = tag.clone(); // in the script and in every `sleep` argv
     let script = format!(
         "b() {{ if [ $1 -lt 9 ]; then b $(($1+1)) & b $(($1+1)) & fi; exec sleep {tag}; }}; b 0 # {marker}"
@@ -353,7 +353,7 @@ fn fork_bomb_is_contained() {
     // down completely when the call ends).
     let (peak, _) = run_bomb(2048);
     assert!(
-        peak > 200,
+        peak > 64,
         "the uncontained bomb only reached {peak}: the test would prove nothing"
     );
     // Contained: never more than 32 at once, and the shell saw its forks fail.

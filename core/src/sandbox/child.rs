@@ -1,11 +1,15 @@
 //! The child side of [`super::process`]: what runs between `clone` and `execve`, and
 //! the status-pipe protocol it reports through.
 //!
-//! Only raw, async-signal-safe syscalls run here — no allocation, no locks, no panics —
-//! on data the parent prepared before `clone` ([`Plan`]).
+//! The child shares the caller's address space (`CLONE_VM`, like `posix_spawn`), so only
+//! raw syscalls that never touch `errno` run here ([`super::sys`]) — no allocation, no
+//! locks, no panics, no writes outside its own stack — on data the parent prepared
+//! before `clone` ([`Plan`]).
 
 use std::ffi::CStr;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+
+use super::sys::{self, sys};
 
 pub(super) const REC_STATUS: i32 = 1;
 pub(super) const REC_FAILED: i32 = 2;
@@ -62,6 +66,8 @@ pub(super) struct Plan<'a> {
     pub(super) protect: &'a [std::ffi::CString],
     /// Absolute path of the working directory (fd 5 is the same directory).
     pub(super) cwd_path: &'a CStr,
+    /// Top of the stack B starts on (inside a mapping the parent owns).
+    pub(super) b_stack: *mut libc::c_void,
 }
 
 pub(super) fn decimal(mut n: u64) -> [u8; 24] {
@@ -86,295 +92,296 @@ fn put(fd: RawFd, kind: i32, a: i32, b: i32) {
     buf[..4].copy_from_slice(&kind.to_ne_bytes());
     buf[4..8].copy_from_slice(&a.to_ne_bytes());
     buf[8..].copy_from_slice(&b.to_ne_bytes());
-    // SAFETY: writing a stack buffer to an fd; result deliberately ignored (nothing else
-    // can be done from here).
-    unsafe {
-        libc::write(fd, buf.as_ptr().cast(), buf.len());
-    }
+    // SAFETY: writing a stack buffer to an fd; nothing else can be done on failure.
+    let _ = unsafe {
+        sys(
+            libc::SYS_write,
+            &[fd as usize, buf.as_ptr() as usize, buf.len()],
+        )
+    };
 }
 
+/// `errno` of the last libc call on this thread (parent side only).
 pub(super) fn errno() -> i32 {
     std::io::Error::last_os_error().raw_os_error().unwrap_or(0)
 }
 
 /// Reports a failed stage and exits without running anything.
-fn fail(status_fd: RawFd, stage: i32) -> ! {
-    put(status_fd, REC_FAILED, stage, errno());
-    // SAFETY: _exit is async-signal-safe and ends this process.
-    unsafe { libc::_exit(127) }
+fn fail(status_fd: RawFd, stage: i32, err: i32) -> ! {
+    put(status_fd, REC_FAILED, stage, err);
+    sys::exit(127)
 }
 
-fn write_file(path: &CStr, text: &[u8; 24]) -> bool {
-    let len = text.iter().position(|&b| b == 0).unwrap_or(text.len());
-    // SAFETY: valid C string and buffer; raw open/write/close.
-    unsafe {
-        let fd = libc::open(path.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
-        if fd < 0 {
-            return false;
-        }
-        let ok = libc::write(fd, text.as_ptr().cast(), len) == len as isize;
-        libc::close(fd);
-        ok
+/// `r`'s value, or report `stage` and exit.
+fn check(r: Result<usize, i32>, status_fd: RawFd, stage: i32) -> usize {
+    match r {
+        Ok(v) => v,
+        Err(e) => fail(status_fd, stage, e),
     }
 }
 
-/// The child ("A"). Only raw syscalls from here on; never returns.
+fn write_file(path: &CStr, text: &[u8; 24]) -> Result<(), i32> {
+    let len = text.iter().position(|&b| b == 0).unwrap_or(text.len());
+    // SAFETY: a valid C string and buffer; the fd is ours and closed here.
+    unsafe {
+        let fd = sys(
+            libc::SYS_openat,
+            &[
+                libc::AT_FDCWD as usize,
+                path.as_ptr() as usize,
+                (libc::O_WRONLY | libc::O_CLOEXEC) as usize,
+            ],
+        )?;
+        let n = sys(libc::SYS_write, &[fd, text.as_ptr() as usize, len]);
+        let _ = sys(libc::SYS_close, &[fd]);
+        if n? != len {
+            return Err(libc::EIO);
+        }
+    }
+    Ok(())
+}
+
+fn prctl(a: &[usize]) -> Result<usize, i32> {
+    // SAFETY: every prctl used here takes integers only.
+    unsafe { sys(libc::SYS_prctl, a) }
+}
+
+/// Entry point of the child ("A") for `clone(CLONE_VM, stack)`: `arg` is the `Plan`.
 ///
 /// # Safety
-/// Must be called only in the child right after `raw_clone`, with `plan` pointing into
-/// the copied address space.
-pub(super) unsafe fn child_main(plan: &Plan<'_>) -> ! {
+/// Only as the entry function of that clone; `arg` points to a `Plan` that the parent
+/// keeps alive until this process has closed its status pipe.
+pub(super) extern "C" fn a_entry(arg: *mut libc::c_void) -> libc::c_int {
+    // SAFETY: upheld by the caller (see above).
+    unsafe { child_main(&*(arg as *const Plan<'_>)) }
+}
+
+/// The child ("A"). Shares the caller's memory (`CLONE_VM`) and TLS: only raw syscalls
+/// (no `errno`), no allocation, no locks, no panics, no writes outside its own stack.
+///
+/// # Safety
+/// Must run only as the `CLONE_VM` child, with `plan` alive for its whole run.
+unsafe fn child_main(plan: &Plan<'_>) -> ! {
     let mut status_fd = plan.fds[3];
 
-    // Default dispositions and an empty mask: no handler of the host process runs here,
-    // and ignored signals (Rust and Python ignore SIGPIPE) are not inherited by exec.
-    // SAFETY: plain syscalls on stack data.
-    unsafe {
-        let mut dfl: libc::sigaction = std::mem::zeroed();
-        dfl.sa_sigaction = libc::SIG_DFL;
-        for sig in 1..65 {
-            if sig != libc::SIGKILL && sig != libc::SIGSTOP {
-                // EINVAL for numbers libc reserves: nothing to reset there.
-                libc::sigaction(sig, &dfl, std::ptr::null_mut());
-            }
-        }
-        let mut set: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut set);
-        if libc::sigprocmask(libc::SIG_SETMASK, &set, std::ptr::null_mut()) != 0 {
-            fail(status_fd, STAGE_SIGNALS);
+    // Default dispositions (on our own copy of the handler table: no CLONE_SIGHAND) and
+    // an empty mask: no handler of the host process runs here, and ignored signals
+    // (Rust and Python ignore SIGPIPE) are not inherited by the exec.
+    let dfl = [0u64; 4]; // struct sigaction { SIG_DFL, 0, NULL, 0 }
+    for sig in 1..65usize {
+        if sig != libc::SIGKILL as usize && sig != libc::SIGSTOP as usize {
+            // SAFETY: rt_sigaction with a valid, zeroed kernel sigaction.
+            let _ = unsafe { sys(libc::SYS_rt_sigaction, &[sig, dfl.as_ptr() as usize, 0, 8]) };
         }
     }
-    // SAFETY: setsid/prctl take no pointers.
-    unsafe {
-        if libc::setsid() < 0 {
-            fail(status_fd, STAGE_SETSID);
-        }
-        if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) != 0 {
-            fail(status_fd, STAGE_PDEATHSIG);
-        }
-    }
+    let empty: u64 = 0;
+    // SAFETY: rt_sigprocmask(SIG_SETMASK, &empty, NULL, 8).
+    let r = unsafe {
+        sys(
+            libc::SYS_rt_sigprocmask,
+            &[
+                libc::SIG_SETMASK as usize,
+                &empty as *const u64 as usize,
+                0,
+                8,
+            ],
+        )
+    };
+    check(r, status_fd, STAGE_SIGNALS);
+    // SAFETY: setsid takes nothing.
+    check(
+        unsafe { sys(libc::SYS_setsid, &[]) },
+        status_fd,
+        STAGE_SETSID,
+    );
+    check(
+        prctl(&[libc::PR_SET_PDEATHSIG as usize, libc::SIGKILL as usize]),
+        status_fd,
+        STAGE_PDEATHSIG,
+    );
     if plan.mount_ns {
-        // SAFETY: mount(2) with valid C strings (or NULL where the call ignores them).
-        unsafe {
-            // Nothing done here may propagate back to the host's mounts.
-            let null = std::ptr::null::<libc::c_char>();
-            let flags = libc::MS_REC | libc::MS_PRIVATE;
-            if libc::mount(null, c"/".as_ptr(), null, flags, std::ptr::null()) != 0 {
-                fail(status_fd, STAGE_MOUNT);
+        let mount = |src: usize, target: usize, flags: libc::c_ulong| {
+            // SAFETY: mount(2) with valid C strings or NULL where it ignores them.
+            unsafe { sys(libc::SYS_mount, &[src, target, 0, flags as usize, 0]) }
+        };
+        // Nothing done here may propagate back to the host's mounts.
+        check(
+            mount(0, c"/".as_ptr() as usize, libc::MS_REC | libc::MS_PRIVATE),
+            status_fd,
+            STAGE_MOUNT,
+        );
+        for p in plan.protect {
+            let p = p.as_ptr() as usize;
+            match mount(p, p, libc::MS_BIND | libc::MS_REC) {
+                Ok(_) => {}
+                Err(libc::ENOENT) => continue, // gone since the parent looked
+                Err(e) => fail(status_fd, STAGE_MOUNT, e),
             }
-            for p in plan.protect {
-                let p = p.as_ptr();
-                if libc::mount(p, p, null, libc::MS_BIND | libc::MS_REC, std::ptr::null()) != 0 {
-                    if errno() == libc::ENOENT {
-                        continue; // gone since the parent looked: nothing to protect
-                    }
-                    fail(status_fd, STAGE_MOUNT);
-                }
-                let ro = libc::MS_BIND
-                    | libc::MS_REMOUNT
-                    | libc::MS_RDONLY
-                    | libc::MS_NOSUID
-                    | libc::MS_NODEV
-                    | libc::MS_NOEXEC;
-                if libc::mount(null, p, null, ro, std::ptr::null()) != 0 {
-                    fail(status_fd, STAGE_MOUNT);
-                }
-            }
+            let ro = libc::MS_BIND
+                | libc::MS_REMOUNT
+                | libc::MS_RDONLY
+                | libc::MS_NOSUID
+                | libc::MS_NODEV
+                | libc::MS_NOEXEC;
+            check(mount(0, p, ro), status_fd, STAGE_MOUNT);
         }
     }
     if let Some((pid_max, last_pid)) = plan.pid_max {
-        if !write_file(c"/proc/sys/kernel/pid_max", pid_max)
-            || !write_file(c"/proc/sys/kernel/ns_last_pid", last_pid)
+        if let Err(e) = write_file(c"/proc/sys/kernel/pid_max", pid_max)
+            .and_then(|()| write_file(c"/proc/sys/kernel/ns_last_pid", last_pid))
         {
-            fail(status_fd, STAGE_PID_MAX);
+            fail(status_fd, STAGE_PID_MAX, e);
         }
     }
     for &(res, soft, hard) in &plan.rlimits {
-        let lim = libc::rlimit64 {
-            rlim_cur: soft,
-            rlim_max: hard,
-        };
+        let lim = [soft, hard];
         // SAFETY: prlimit64(0 = self, resource, &new, NULL).
         let r = unsafe {
-            libc::syscall(
+            sys(
                 libc::SYS_prlimit64,
-                0,
-                res,
-                &lim as *const libc::rlimit64,
-                std::ptr::null_mut::<libc::rlimit64>(),
+                &[0, res as usize, lim.as_ptr() as usize, 0],
             )
         };
-        if r != 0 {
-            fail(status_fd, STAGE_RLIMIT);
-        }
+        check(r, status_fd, STAGE_RLIMIT);
     }
-    // fds: every source is >= 10, so these dup2s never clobber one another.
+    // fds: every source is >= 10, so these never clobber one another (dup3 needs
+    // src != dst, which that also guarantees).
     for (target, &src) in plan.fds.iter().enumerate() {
-        if src >= 0 {
-            // SAFETY: dup2 on fds we own.
-            if unsafe { libc::dup2(src, target as RawFd) } < 0 {
-                fail(status_fd, STAGE_FDS);
+        // SAFETY: dup3/close on fd numbers of our own (copied) fd table.
+        let r = unsafe {
+            if src >= 0 {
+                sys(libc::SYS_dup3, &[src as usize, target, 0])
+            } else {
+                let _ = sys(libc::SYS_close, &[target]);
+                Ok(0)
             }
-        } else {
-            // SAFETY: closing a possibly-unused fd number.
-            unsafe { libc::close(target as RawFd) };
-        }
+        };
+        check(r, status_fd, STAGE_FDS);
     }
     status_fd = 3;
-    // SAFETY: close everything else the host had open (close_range, 5.9+; else a loop).
+    // Close everything else the host had open (close_range: 5.9+; else a loop).
+    // SAFETY: closing fds of our own fd table.
     unsafe {
-        if libc::syscall(libc::SYS_close_range, 6u32, u32::MAX, 0u32) != 0 {
-            for fd in 6..65536 {
-                libc::close(fd);
+        if sys(libc::SYS_close_range, &[6, u32::MAX as usize, 0]).is_err() {
+            for fd in 6..65536usize {
+                let _ = sys(libc::SYS_close, &[fd]);
             }
-        }
-        if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 {
-            fail(status_fd, STAGE_NO_NEW_PRIVS);
         }
     }
+    check(
+        prctl(&[libc::PR_SET_NO_NEW_PRIVS as usize, 1]),
+        status_fd,
+        STAGE_NO_NEW_PRIVS,
+    );
     if plan.drop_caps {
-        // SAFETY: prctl/capset with valid arguments.
-        unsafe {
-            for cap in 0..64 {
-                if libc::prctl(libc::PR_CAPBSET_DROP, cap, 0, 0, 0) != 0 {
-                    if errno() == libc::EINVAL {
-                        break; // past CAP_LAST_CAP
-                    }
-                    fail(status_fd, STAGE_CAPS);
-                }
+        for cap in 0..64usize {
+            match prctl(&[libc::PR_CAPBSET_DROP as usize, cap]) {
+                Ok(_) => {}
+                Err(libc::EINVAL) => break, // past CAP_LAST_CAP
+                Err(e) => fail(status_fd, STAGE_CAPS, e),
             }
-            let bits = libc::SECBIT_NOROOT
-                | libc::SECBIT_NOROOT_LOCKED
-                | libc::SECBIT_NO_SETUID_FIXUP
-                | libc::SECBIT_NO_SETUID_FIXUP_LOCKED
-                | libc::SECBIT_KEEP_CAPS_LOCKED
-                | libc::SECBIT_NO_CAP_AMBIENT_RAISE
-                | libc::SECBIT_NO_CAP_AMBIENT_RAISE_LOCKED;
-            if libc::prctl(libc::PR_SET_SECUREBITS, bits, 0, 0, 0) != 0 {
-                fail(status_fd, STAGE_CAPS);
-            }
-            // Ambient set: EINVAL on kernels before 4.3, where it does not exist.
-            if libc::prctl(
-                libc::PR_CAP_AMBIENT,
-                libc::PR_CAP_AMBIENT_CLEAR_ALL,
-                0,
-                0,
-                0,
-            ) != 0
-                && errno() != libc::EINVAL
-            {
-                fail(status_fd, STAGE_CAPS);
-            }
+        }
+        let bits = libc::SECBIT_NOROOT
+            | libc::SECBIT_NOROOT_LOCKED
+            | libc::SECBIT_NO_SETUID_FIXUP
+            | libc::SECBIT_NO_SETUID_FIXUP_LOCKED
+            | libc::SECBIT_KEEP_CAPS_LOCKED
+            | libc::SECBIT_NO_CAP_AMBIENT_RAISE
+            | libc::SECBIT_NO_CAP_AMBIENT_RAISE_LOCKED;
+        check(
+            prctl(&[libc::PR_SET_SECUREBITS as usize, bits as usize]),
+            status_fd,
+            STAGE_CAPS,
+        );
+        // The ambient set: EINVAL before Linux 4.3, where it does not exist.
+        match prctl(&[
+            libc::PR_CAP_AMBIENT as usize,
+            libc::PR_CAP_AMBIENT_CLEAR_ALL as usize,
+        ]) {
+            Ok(_) | Err(libc::EINVAL) => {}
+            Err(e) => fail(status_fd, STAGE_CAPS, e),
         }
     }
     // Empty effective/permitted/inheritable sets (always allowed: it only drops).
-    #[repr(C)]
-    struct CapHeader {
-        version: u32,
-        pid: i32,
-    }
-    #[repr(C)]
-    struct CapData {
-        effective: u32,
-        permitted: u32,
-        inheritable: u32,
-    }
-    let header = CapHeader {
-        version: 0x2008_0522, // _LINUX_CAPABILITY_VERSION_3
-        pid: 0,
+    let header: [u32; 2] = [0x2008_0522, 0]; // _LINUX_CAPABILITY_VERSION_3, this process
+    let data = [0u32; 6]; // two { effective, permitted, inheritable }
+                          // SAFETY: capset with a v3 header and two data structs.
+    let r = unsafe {
+        sys(
+            libc::SYS_capset,
+            &[header.as_ptr() as usize, data.as_ptr() as usize],
+        )
     };
-    let data = [
-        CapData {
-            effective: 0,
-            permitted: 0,
-            inheritable: 0,
-        },
-        CapData {
-            effective: 0,
-            permitted: 0,
-            inheritable: 0,
-        },
-    ];
-    // SAFETY: capset with a v3 header and two data structs.
-    if unsafe { libc::syscall(libc::SYS_capset, &header as *const CapHeader, data.as_ptr()) } != 0 {
-        fail(status_fd, STAGE_CAPS);
-    }
+    check(r, status_fd, STAGE_CAPS);
     if plan.fds[4] >= 0 {
         // SAFETY: fd 4 is the Landlock ruleset.
-        unsafe {
-            if libc::syscall(libc::SYS_landlock_restrict_self, 4, 0u32) != 0 {
-                fail(status_fd, STAGE_LANDLOCK);
-            }
-            libc::close(4);
-        }
+        let r = unsafe { sys(libc::SYS_landlock_restrict_self, &[4, 0]) };
+        check(r, status_fd, STAGE_LANDLOCK);
+        // SAFETY: closing our copy of the ruleset fd.
+        let _ = unsafe { sys(libc::SYS_close, &[4]) };
     }
     if let Some(prog) = plan.seccomp {
         // SAFETY: `prog` points to a sock_fprog whose filter outlives this call.
-        if unsafe { libc::syscall(libc::SYS_seccomp, libc::SECCOMP_SET_MODE_FILTER, 0u32, prog) }
-            != 0
-        {
-            fail(status_fd, STAGE_SECCOMP);
-        }
+        let r = unsafe {
+            sys(
+                libc::SYS_seccomp,
+                &[libc::SECCOMP_SET_MODE_FILTER as usize, 0, prog as usize],
+            )
+        };
+        check(r, status_fd, STAGE_SECCOMP);
     }
-    // SAFETY: a plain fork of this single-threaded process.
-    let b = unsafe { raw_clone(libc::SIGCHLD as libc::c_ulong) };
+    // B: shares memory (no page tables copied) and runs on its own stack. Not
+    // CLONE_VFORK: we do not need to wait for its exec (neither writes what the other
+    // reads), and one wake-up less matters on a busy machine. glibc's clone wrapper does
+    // the stack switch; it only touches errno if the clone fails.
+    // SAFETY: b_entry only makes raw syscalls on its own stack and the plan.
+    let b = unsafe {
+        libc::clone(
+            b_entry,
+            plan.b_stack,
+            libc::CLONE_VM | libc::SIGCHLD,
+            plan as *const Plan<'_> as *mut libc::c_void,
+        )
+    };
     if b < 0 {
-        fail(status_fd, STAGE_FORK);
-    }
-    if b == 0 {
-        // B: into the workspace and exec. fd 3 closes on a successful exec.
-        // SAFETY: raw syscalls on fds we own and pointers prepared by the parent.
-        unsafe {
-            libc::fcntl(3, libc::F_SETFD, libc::FD_CLOEXEC);
-            if plan.mount_ns {
-                // fd 5 belongs to the parent's mount namespace, where the read-only binds
-                // do not exist: change directory by path, in ours, and check it is the
-                // directory the parent resolved.
-                let mut want: libc::stat = std::mem::zeroed();
-                let mut got: libc::stat = std::mem::zeroed();
-                if libc::chdir(plan.cwd_path.as_ptr()) != 0
-                    || libc::fstat(5, &mut want) != 0
-                    || libc::stat(c".".as_ptr(), &mut got) != 0
-                {
-                    fail(3, STAGE_CHDIR);
-                }
-                if want.st_dev != got.st_dev || want.st_ino != got.st_ino {
-                    put(3, REC_FAILED, STAGE_CHDIR, libc::ESTALE);
-                    libc::_exit(127);
-                }
-            } else if libc::fchdir(5) != 0 {
-                fail(3, STAGE_CHDIR);
-            }
-            libc::close(5);
-            libc::execve(plan.exe, plan.argv, plan.envp);
-        }
-        fail(3, STAGE_EXEC);
+        fail(status_fd, STAGE_FORK, libc::EAGAIN);
     }
     // A: reap until B is gone (orphans re-parent to us in the namespace).
-    // SAFETY: closing fds, waitpid into a stack int, kill, _exit.
+    // SAFETY: raw syscalls on our own fds and stack.
     unsafe {
-        libc::close(5);
-        let mut status: Option<libc::c_int> = None;
+        let _ = sys(libc::SYS_close, &[5]);
+        let mut status: Option<i32> = None;
         loop {
-            let mut st: libc::c_int = 0;
-            let r = libc::waitpid(-1, &mut st, 0);
-            if r == b as libc::pid_t {
-                status = Some(st);
-                break;
-            }
-            if r < 0 && errno() != libc::EINTR {
-                break;
+            let mut st: i32 = 0;
+            match sys(
+                libc::SYS_wait4,
+                &[usize::MAX, &mut st as *mut i32 as usize, 0, 0],
+            ) {
+                Ok(pid) if pid as i32 == b => {
+                    status = Some(st);
+                    break;
+                }
+                Ok(_) | Err(libc::EINTR) => {}
+                Err(_) => break,
             }
         }
         if plan.in_pidns {
             // Kill everything left in the namespace (kill(-1) from its init spares only
             // init) and reap it all, so that when the parent sees our report nothing of
             // this call is alive any more.
-            libc::kill(-1, libc::SIGKILL);
+            let _ = sys(libc::SYS_kill, &[usize::MAX, libc::SIGKILL as usize]);
             loop {
-                let mut st: libc::c_int = 0;
-                let r = libc::waitpid(-1, &mut st, libc::__WALL);
-                if r < 0 && errno() != libc::EINTR {
+                let mut st: i32 = 0;
+                let r = sys(
+                    libc::SYS_wait4,
+                    &[
+                        usize::MAX,
+                        &mut st as *mut i32 as usize,
+                        libc::__WALL as usize,
+                        0,
+                    ],
+                );
+                if matches!(r, Err(e) if e != libc::EINTR) {
                     break; // ECHILD: the namespace is empty
                 }
             }
@@ -385,24 +392,82 @@ pub(super) unsafe fn child_main(plan: &Plan<'_>) -> ! {
         if !plan.in_pidns {
             // No namespace to tear down: kill what is left of our process group (which
             // seccomp stops anything from leaving), ourselves included.
-            libc::kill(0, libc::SIGKILL);
+            let _ = sys(libc::SYS_kill, &[0, libc::SIGKILL as usize]);
         }
         // Close the pipes now: the parent sees EOF without waiting for the kernel to
         // tear down our namespaces, which happens after this process exits.
-        for fd in 0..6 {
-            libc::close(fd);
+        for fd in 0..6usize {
+            let _ = sys(libc::SYS_close, &[fd]);
         }
-        libc::_exit(0)
+    }
+    sys::exit(0)
+}
+
+/// Entry point of B: into the working directory, then exec. fd 3 (status) closes on a
+/// successful exec.
+///
+/// # Safety
+/// Only as the entry function of A's `CLONE_VM` clone.
+extern "C" fn b_entry(arg: *mut libc::c_void) -> libc::c_int {
+    // SAFETY: `arg` is the plan, alive while A waits for us.
+    let plan = unsafe { &*(arg as *const Plan<'_>) };
+    // SAFETY: raw syscalls on fds we own and pointers prepared by the parent.
+    unsafe {
+        let _ = sys(
+            libc::SYS_fcntl,
+            &[3, libc::F_SETFD as usize, libc::FD_CLOEXEC as usize],
+        );
+        if plan.mount_ns {
+            // fd 5 belongs to the parent's mount namespace, where the read-only binds do
+            // not exist: change directory by path, in ours, and check it is the directory
+            // the parent resolved.
+            let mut want: libc::stat = std::mem::zeroed();
+            let mut got: libc::stat = std::mem::zeroed();
+            let r = sys(libc::SYS_chdir, &[plan.cwd_path.as_ptr() as usize])
+                .and_then(|_| {
+                    sys(
+                        libc::SYS_newfstatat,
+                        &[
+                            5,
+                            c"".as_ptr() as usize,
+                            &mut want as *mut libc::stat as usize,
+                            libc::AT_EMPTY_PATH as usize,
+                        ],
+                    )
+                })
+                .and_then(|_| {
+                    sys(
+                        libc::SYS_newfstatat,
+                        &[
+                            libc::AT_FDCWD as usize,
+                            c".".as_ptr() as usize,
+                            &mut got as *mut libc::stat as usize,
+                            0,
+                        ],
+                    )
+                });
+            check(r, 3, STAGE_CHDIR);
+            if want.st_dev != got.st_dev || want.st_ino != got.st_ino {
+                fail(3, STAGE_CHDIR, libc::ESTALE);
+            }
+        } else {
+            check(sys(libc::SYS_fchdir, &[5]), 3, STAGE_CHDIR);
+        }
+        let _ = sys(libc::SYS_close, &[5]);
+        let e = sys(
+            libc::SYS_execve,
+            &[plan.exe as usize, plan.argv as usize, plan.envp as usize],
+        );
+        fail(3, STAGE_EXEC, e.err().unwrap_or(libc::ENOEXEC))
     }
 }
 
-/// `clone(flags)` like `fork()`: no new stack, no CLONE_VM. The exit signal is in the
-/// low byte of `flags` (0: the caller reaps with `__WALL`, and a host `SIGCHLD` handler
-/// that reaps with `waitpid(-1)` does not steal it).
+/// `clone(flags)` like `fork()` (no new stack, no `CLONE_VM`); used only to probe which
+/// namespaces can be created. The child must only call `_exit`.
 ///
 /// # Safety
-/// The child must only make async-signal-safe calls before exec/_exit.
-pub(super) unsafe fn raw_clone(flags: libc::c_ulong) -> libc::c_long {
+/// The child must make no call but `_exit`.
+pub(super) unsafe fn fork_probe(flags: libc::c_ulong) -> libc::c_long {
     // SAFETY: upheld by the caller; with a NULL stack the child continues on a copy of
     // the caller's stack, exactly like fork().
     unsafe { libc::syscall(libc::SYS_clone, flags, 0usize, 0usize, 0usize, 0usize) }

@@ -30,7 +30,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use super::child::{
-    self, child_main, decimal, errno, raw_clone, read_records, stage_name, Plan, Record,
+    self, a_entry, decimal, errno, fork_probe, read_records, stage_name, Plan, Record,
 };
 use super::landlock::{self, Ruleset, Status};
 use super::seccomp::Filter;
@@ -385,7 +385,9 @@ impl Policy {
             len: f.instructions().len() as libc::c_ushort,
             filter: f.instructions().as_ptr().cast_mut(),
         });
+        let stacks = Stacks::new()?;
         let plan = Plan {
+            b_stack: stacks.b_top(),
             exe: exe_c.as_ptr(),
             argv: argv_p.as_ptr(),
             envp: envp.as_ptr(),
@@ -416,24 +418,32 @@ impl Policy {
         };
         let pid = {
             let _mask = BlockSignals::new();
-            // SAFETY: a fork-like clone (no CLONE_VM, no new stack): the child gets a copy
-            // of this address space and runs `child_main`, which only makes raw syscalls
-            // on data prepared above and never returns. Signals are blocked around it so
-            // no handler of the host process runs in the child.
-            let pid = unsafe { raw_clone(flags as libc::c_ulong) };
-            if pid == 0 {
-                // SAFETY: we are the freshly cloned child; `plan` points into memory that
-                // the clone copied and that nothing frees before exec/_exit.
-                unsafe { child_main(&plan) }
+            // SAFETY: clone(CLONE_VM) onto a stack of our own, like posix_spawn: no page
+            // tables are copied, whatever the size of the host process. The child runs
+            // `a_entry`, which makes only raw syscalls (no errno, no allocation) on its own
+            // stack and on `plan`, which stays alive until the child has closed its status
+            // pipe (read below) — or been killed. Signals are blocked around the clone so
+            // no handler of the host process runs in the child; exit signal 0, so only
+            // `__WALL` waits (ours) reap it.
+            unsafe {
+                libc::clone(
+                    a_entry,
+                    stacks.a_top(),
+                    flags | libc::CLONE_VM,
+                    &plan as *const Plan<'_> as *mut libc::c_void,
+                )
             }
-            pid
         };
         drop((c_in, c_out, c_err, c_st, c_rules, c_cwd));
         if pid < 0 {
             return Err(SandboxError::io("clone", std::io::Error::last_os_error()));
         }
         let pid = pid as libc::pid_t;
-        let mut child = Child { pid, reaped: false };
+        let mut child = Child {
+            pid,
+            reaped: false,
+            stacks: Some(stacks),
+        };
         let io = pump(
             &out_r,
             &err_r,
@@ -577,9 +587,11 @@ pub struct Output {
 
 // ---- parent side ------------------------------------------------------------------
 
+/// The child A until it is reaped; owns the stacks it runs on (they must outlive it).
 struct Child {
     pid: libc::pid_t,
     reaped: bool,
+    stacks: Option<Stacks>,
 }
 
 impl Child {
@@ -592,12 +604,11 @@ impl Child {
                 self.reaped = true;
             }
         }
+        self.stacks.take();
     }
-}
 
-impl Child {
-    /// Reaps now if A has exited, else hands it to the reaper thread.
-    fn detach(&mut self) {
+    /// Reaps now if A has exited, else hands it (and its stacks) to the reaper thread.
+    fn detach(mut self) {
         let mut st = 0;
         // SAFETY: non-blocking wait for our own child.
         let r = unsafe { libc::waitpid(self.pid, &mut st, libc::__WALL | libc::WNOHANG) };
@@ -605,29 +616,35 @@ impl Child {
             self.reaped = true;
             return;
         }
-        if reaper().lock().send(self.pid).is_ok() {
-            self.reaped = true;
+        let pid = self.pid;
+        let stacks = self.stacks.take();
+        self.reaped = true; // ownership moves to the reaper
+        let job = Child {
+            pid,
+            reaped: false,
+            stacks,
+        };
+        if let Err(std::sync::mpsc::SendError(mut job)) = reaper().lock().send(job) {
+            job.wait(); // no reaper thread: wait here
         }
     }
 }
 
-/// One thread that reaps detached children (blocking `waitpid` per pid, in order).
-fn reaper() -> &'static parking_lot::Mutex<std::sync::mpsc::Sender<libc::pid_t>> {
-    static REAPER: std::sync::OnceLock<parking_lot::Mutex<std::sync::mpsc::Sender<libc::pid_t>>> =
+/// One thread that reaps detached children (blocking `waitpid`, in order).
+fn reaper() -> &'static parking_lot::Mutex<std::sync::mpsc::Sender<Child>> {
+    static REAPER: std::sync::OnceLock<parking_lot::Mutex<std::sync::mpsc::Sender<Child>>> =
         std::sync::OnceLock::new();
     REAPER.get_or_init(|| {
-        let (tx, rx) = std::sync::mpsc::channel::<libc::pid_t>();
-        let spawned = std::thread::Builder::new()
+        let (tx, rx) = std::sync::mpsc::channel::<Child>();
+        // If the thread cannot start, the receiver is dropped and `send` fails: callers
+        // then wait inline.
+        let _ = std::thread::Builder::new()
             .name("loom-reaper".into())
             .spawn(move || {
-                while let Ok(pid) = rx.recv() {
-                    let mut child = Child { pid, reaped: false };
+                while let Ok(mut child) = rx.recv() {
                     child.wait();
                 }
             });
-        if spawned.is_err() {
-            // No thread: the receiver is gone, `send` fails and callers wait inline.
-        }
         parking_lot::Mutex::new(tx)
     })
 }
@@ -637,6 +654,73 @@ impl Drop for Child {
         if !self.reaped {
             kill_all(self.pid);
             self.wait();
+        }
+    }
+}
+
+/// The stacks A and B run on: one mapping, each stack with a guard page below it.
+struct Stacks {
+    base: *mut libc::c_void,
+    len: usize,
+}
+
+// SAFETY: an exclusively owned anonymous mapping; moving it between threads is fine.
+unsafe impl Send for Stacks {}
+
+const PAGE: usize = 4096;
+const B_STACK: usize = 64 * 1024;
+const A_STACK: usize = 256 * 1024;
+
+impl Stacks {
+    fn new() -> Result<Self, SandboxError> {
+        let len = PAGE + B_STACK + PAGE + A_STACK;
+        // SAFETY: a fresh private anonymous mapping.
+        let base = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_STACK,
+                -1,
+                0,
+            )
+        };
+        if base == libc::MAP_FAILED {
+            return Err(SandboxError::io(
+                "mmap (child stacks)",
+                std::io::Error::last_os_error(),
+            ));
+        }
+        let stacks = Self { base, len };
+        // Guard pages at the bottom of each stack.
+        // SAFETY: both ranges lie inside the mapping.
+        unsafe {
+            libc::mprotect(base, PAGE, libc::PROT_NONE);
+            libc::mprotect(
+                base.cast::<u8>().add(PAGE + B_STACK).cast(),
+                PAGE,
+                libc::PROT_NONE,
+            );
+        }
+        Ok(stacks)
+    }
+
+    fn b_top(&self) -> *mut libc::c_void {
+        // SAFETY: inside the mapping (the end of B's stack, 16-byte aligned).
+        unsafe { self.base.cast::<u8>().add(PAGE + B_STACK).cast() }
+    }
+
+    fn a_top(&self) -> *mut libc::c_void {
+        // SAFETY: the end of the mapping (16-byte aligned).
+        unsafe { self.base.cast::<u8>().add(self.len).cast() }
+    }
+}
+
+impl Drop for Stacks {
+    fn drop(&mut self) {
+        // SAFETY: our mapping, no longer used by any process (the child was reaped).
+        unsafe {
+            libc::munmap(self.base, self.len);
         }
     }
 }
@@ -837,7 +921,7 @@ pub fn probe_pid_namespace() -> bool {
 fn probe_namespaces(flags: libc::c_int) -> bool {
     let _mask = BlockSignals::new();
     // SAFETY: the child only calls _exit.
-    let pid = unsafe { raw_clone(flags as libc::c_ulong) };
+    let pid = unsafe { fork_probe(flags as libc::c_ulong) };
     if pid == 0 {
         // SAFETY: immediate exit of the probe child.
         unsafe { libc::_exit(0) }
@@ -848,6 +932,7 @@ fn probe_namespaces(flags: libc::c_int) -> bool {
     let mut child = Child {
         pid: pid as libc::pid_t,
         reaped: false,
+        stacks: None,
     };
     child.wait();
     true

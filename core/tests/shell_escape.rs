@@ -745,3 +745,32 @@ fn git_metadata_and_existing_protected_files_are_read_only_for_the_shell() {
         "a bind leaked into the host: {mounts}"
     );
 }
+
+#[test]
+fn child_cannot_read_the_memory_of_its_init() {
+    // The namespace's init shares the host process's memory (CLONE_VM, like
+    // posix_spawn). Even with /proc readable it must be out of reach: it keeps its
+    // capabilities and stays outside the Landlock domain of what it runs.
+    std::env::set_var("LOOM_TEST_SECRET", "hunter2-loom");
+    let f = unsafe_fixture(json!({"read_paths": ["/proc"]}));
+    let script = r#"
+import os
+ppid = [l.split()[1] for l in open('/proc/self/status') if l.startswith('PPid:')][0]
+print('PPID', ppid)
+for name in ('environ', 'mem', 'cmdline', 'maps'):
+    try:
+        with open(f'/proc/{ppid}/{name}', 'rb') as fh:
+            data = fh.read(1 << 20)
+        print(name, 'READ', len(data), b'hunter2' in data)
+    except OSError as e:
+        print(name, 'DENIED', e.errno)
+"#;
+    let r = f.shell(&["python3", "-c", script]).unwrap();
+    let out = stdout(&r);
+    assert!(out.contains("PPID"), "{r}");
+    assert!(!out.contains("True"), "the secret was read: {out}");
+    for name in ["environ", "mem", "maps"] {
+        let line = out.lines().find(|l| l.starts_with(&format!("{name} "))).unwrap();
+        assert!(line.contains("DENIED"), "{line}");
+    }
+}

@@ -273,53 +273,6 @@ unsafe fn child_main(plan: &Plan<'_>) -> ! {
         status_fd,
         STAGE_NO_NEW_PRIVS,
     );
-    if plan.drop_caps {
-        for cap in 0..64usize {
-            match prctl(&[libc::PR_CAPBSET_DROP as usize, cap]) {
-                Ok(_) => {}
-                Err(libc::EINVAL) => break, // past CAP_LAST_CAP
-                Err(e) => fail(status_fd, STAGE_CAPS, e),
-            }
-        }
-        let bits = libc::SECBIT_NOROOT
-            | libc::SECBIT_NOROOT_LOCKED
-            | libc::SECBIT_NO_SETUID_FIXUP
-            | libc::SECBIT_NO_SETUID_FIXUP_LOCKED
-            | libc::SECBIT_KEEP_CAPS_LOCKED
-            | libc::SECBIT_NO_CAP_AMBIENT_RAISE
-            | libc::SECBIT_NO_CAP_AMBIENT_RAISE_LOCKED;
-        check(
-            prctl(&[libc::PR_SET_SECUREBITS as usize, bits as usize]),
-            status_fd,
-            STAGE_CAPS,
-        );
-        // The ambient set: EINVAL before Linux 4.3, where it does not exist.
-        match prctl(&[
-            libc::PR_CAP_AMBIENT as usize,
-            libc::PR_CAP_AMBIENT_CLEAR_ALL as usize,
-        ]) {
-            Ok(_) | Err(libc::EINVAL) => {}
-            Err(e) => fail(status_fd, STAGE_CAPS, e),
-        }
-    }
-    // Empty effective/permitted/inheritable sets (always allowed: it only drops).
-    let header: [u32; 2] = [0x2008_0522, 0]; // _LINUX_CAPABILITY_VERSION_3, this process
-    let data = [0u32; 6]; // two { effective, permitted, inheritable }
-                          // SAFETY: capset with a v3 header and two data structs.
-    let r = unsafe {
-        sys(
-            libc::SYS_capset,
-            &[header.as_ptr() as usize, data.as_ptr() as usize],
-        )
-    };
-    check(r, status_fd, STAGE_CAPS);
-    if plan.fds[4] >= 0 {
-        // SAFETY: fd 4 is the Landlock ruleset.
-        let r = unsafe { sys(libc::SYS_landlock_restrict_self, &[4, 0]) };
-        check(r, status_fd, STAGE_LANDLOCK);
-        // SAFETY: closing our copy of the ruleset fd.
-        let _ = unsafe { sys(libc::SYS_close, &[4]) };
-    }
     if let Some(prog) = plan.seccomp {
         // SAFETY: `prog` points to a sock_fprog whose filter outlives this call.
         let r = unsafe {
@@ -349,6 +302,7 @@ unsafe fn child_main(plan: &Plan<'_>) -> ! {
     // A: reap until B is gone (orphans re-parent to us in the namespace).
     // SAFETY: raw syscalls on our own fds and stack.
     unsafe {
+        let _ = sys(libc::SYS_close, &[4]);
         let _ = sys(libc::SYS_close, &[5]);
         let mut status: Option<i32> = None;
         loop {
@@ -403,6 +357,64 @@ unsafe fn child_main(plan: &Plan<'_>) -> ! {
     sys::exit(0)
 }
 
+/// B's own restrictions, applied before exec: every capability dropped, then the
+/// Landlock ruleset. They are applied in B rather than in A on purpose: A shares the host
+/// process's memory (`CLONE_VM`), so it must stay *less* restricted than anything that
+/// runs untrusted code — with full capabilities and outside the Landlock domain, A (and
+/// through it the host's memory, `/proc/<A>/mem`, `/proc/<A>/environ`) is out of ptrace
+/// reach for B and its descendants on two counts (commoncap: the target has capabilities
+/// the tracer lacks; Landlock: the target is outside the tracer's domain), besides
+/// seccomp refusing `ptrace` and `process_vm_*` and `/proc` being unreadable by default.
+fn restrict_b(plan: &Plan<'_>) {
+    if plan.drop_caps {
+        for cap in 0..64usize {
+            match prctl(&[libc::PR_CAPBSET_DROP as usize, cap]) {
+                Ok(_) => {}
+                Err(libc::EINVAL) => break, // past CAP_LAST_CAP
+                Err(e) => fail(3, STAGE_CAPS, e),
+            }
+        }
+        let bits = libc::SECBIT_NOROOT
+            | libc::SECBIT_NOROOT_LOCKED
+            | libc::SECBIT_NO_SETUID_FIXUP
+            | libc::SECBIT_NO_SETUID_FIXUP_LOCKED
+            | libc::SECBIT_KEEP_CAPS_LOCKED
+            | libc::SECBIT_NO_CAP_AMBIENT_RAISE
+            | libc::SECBIT_NO_CAP_AMBIENT_RAISE_LOCKED;
+        check(
+            prctl(&[libc::PR_SET_SECUREBITS as usize, bits as usize]),
+            3,
+            STAGE_CAPS,
+        );
+        // The ambient set: EINVAL before Linux 4.3, where it does not exist.
+        match prctl(&[
+            libc::PR_CAP_AMBIENT as usize,
+            libc::PR_CAP_AMBIENT_CLEAR_ALL as usize,
+        ]) {
+            Ok(_) | Err(libc::EINVAL) => {}
+            Err(e) => fail(3, STAGE_CAPS, e),
+        }
+    }
+    // Empty effective/permitted/inheritable sets (always allowed: it only drops).
+    let header: [u32; 2] = [0x2008_0522, 0]; // _LINUX_CAPABILITY_VERSION_3, this process
+    let data = [0u32; 6]; // two { effective, permitted, inheritable }
+    // SAFETY: capset with a v3 header and two data structs.
+    let r = unsafe {
+        sys(
+            libc::SYS_capset,
+            &[header.as_ptr() as usize, data.as_ptr() as usize],
+        )
+    };
+    check(r, 3, STAGE_CAPS);
+    if plan.fds[4] >= 0 {
+        // SAFETY: fd 4 is the Landlock ruleset.
+        let r = unsafe { sys(libc::SYS_landlock_restrict_self, &[4, 0]) };
+        check(r, 3, STAGE_LANDLOCK);
+        // SAFETY: closing our copy of the ruleset fd.
+        let _ = unsafe { sys(libc::SYS_close, &[4]) };
+    }
+}
+
 /// Entry point of B: into the working directory, then exec. fd 3 (status) closes on a
 /// successful exec.
 ///
@@ -411,6 +423,7 @@ unsafe fn child_main(plan: &Plan<'_>) -> ! {
 extern "C" fn b_entry(arg: *mut libc::c_void) -> libc::c_int {
     // SAFETY: `arg` is the plan, alive while A waits for us.
     let plan = unsafe { &*(arg as *const Plan<'_>) };
+    restrict_b(plan);
     // SAFETY: raw syscalls on fds we own and pointers prepared by the parent.
     unsafe {
         let _ = sys(

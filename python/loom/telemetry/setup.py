@@ -60,6 +60,10 @@ KEYS = frozenset(
     }
 )
 
+#: Span queue of the ``file`` exporter's batch processor (``OTEL_BSP_MAX_QUEUE_SIZE``
+#: overrides it).
+FILE_QUEUE_SIZE = 32768
+
 #: Where ``file`` writes, relative to the project root.
 DEFAULT_TRACE_DIR = ".loom/traces"
 
@@ -482,7 +486,13 @@ def setup(project_or_dict: Any = None, *, run_id: str | None = None) -> Telemetr
     )
     for name in settings.exporters:
         exporter = _exp.span_exporter(name, settings, trace_file)
-        tracer_provider.add_span_processor(BatchSpanProcessor(exporter))
+        queue = None
+        if name == "file" and not os.environ.get("OTEL_BSP_MAX_QUEUE_SIZE"):
+            # The SDK's 2048 overflows (and drops spans) when a busy run ends thousands
+            # of spans per second while the loop starves the export thread; a local
+            # file can take a deeper queue.
+            queue = FILE_QUEUE_SIZE
+        tracer_provider.add_span_processor(BatchSpanProcessor(exporter, max_queue_size=queue))
 
     meter_provider = None
     if settings.metrics:

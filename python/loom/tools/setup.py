@@ -26,9 +26,10 @@ async def build_registry(runtime: Runtime) -> ToolRegistry:
     from loom.tools import native
 
     await native.register(registry, runtime)
-    from loom.tools import http
+    if "http" in tools_cfg:  # importing httpx costs ~70 ms of loop time: only when used
+        from loom.tools import http
 
-    await http.register(registry, runtime)
+        await http.register(registry, runtime)
     for t in GLOBAL_TOOLS:
         registry.register(t)
     if project and project.mcp:

@@ -449,3 +449,13 @@ fn the_config_block_in_docs_tools_md_is_the_default() {
         serde_json::from_value(json!({"workspace": {"root": "/somewhere"}})).unwrap();
     assert_eq!(documented, default);
 }
+
+#[test]
+fn content_search_is_bounded_by_bytes_read() {
+    let f = Fixture::with(|c| c["tools"] = json!({"fs": {"max_search_bytes": 1000}}));
+    for i in 0..10 {
+        std::fs::write(f.ws(&format!("f{i}.txt")), "x".repeat(300)).unwrap();
+    }
+    let r = f.call("fs:search", json!({"content": "y"})).unwrap();
+    assert_eq!(r["stopped"], "max_bytes");
+}

@@ -398,7 +398,7 @@ fn restrict_b(plan: &Plan<'_>) {
     // Empty effective/permitted/inheritable sets (always allowed: it only drops).
     let header: [u32; 2] = [0x2008_0522, 0]; // _LINUX_CAPABILITY_VERSION_3, this process
     let data = [0u32; 6]; // two { effective, permitted, inheritable }
-    // SAFETY: capset with a v3 header and two data structs.
+                          // SAFETY: capset with a v3 header and two data structs.
     let r = unsafe {
         sys(
             libc::SYS_capset,

@@ -249,6 +249,16 @@ pub fn list_dir(
     Ok((out, truncated))
 }
 
+/// The names in a directory beneath the root (unsorted, no `stat`), at most `max`.
+pub fn names(ws: &Workspace, rel: &RelPath, max: usize) -> Result<Vec<String>, SandboxError> {
+    let fd = ws.open_dir_read(rel)?;
+    Ok(entries(&fd, rel)?
+        .into_iter()
+        .take(max)
+        .map(|(name, _)| display_name(&name))
+        .collect())
+}
+
 /// What [`delete`] removed.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct DeleteOut {

@@ -126,6 +126,8 @@ pub struct FsConfig {
     pub max_search_results: usize,
     /// Most entries `fs:search` visits.
     pub max_search_entries: usize,
+    /// Most bytes of file content one `fs:search` reads, in all.
+    pub max_search_bytes: u64,
     /// Most entries a recursive `fs:delete` removes.
     pub max_delete_entries: u64,
 }
@@ -141,6 +143,7 @@ impl Default for FsConfig {
             max_list_entries: 1000,
             max_search_results: 200,
             max_search_entries: 20_000,
+            max_search_bytes: 64 << 20,
             max_delete_entries: 10_000,
         }
     }

@@ -79,6 +79,7 @@ pub(super) fn search(cx: &Cx<'_>, args: &Value, trace: &mut Trace) -> Result<Val
         (m as usize).min(fsc.max_search_results)
     });
     let max_entries = fsc.max_search_entries;
+    let mut byte_budget = fsc.max_search_bytes;
     let max_bytes = fsc.max_read_bytes;
     let fold = |s: &str| {
         if case {
@@ -153,6 +154,11 @@ pub(super) fn search(cx: &Cx<'_>, args: &Value, trace: &mut Trace) -> Result<Val
             skipped_large += 1;
             return Walk::Continue;
         }
+        if size > byte_budget {
+            stopped = Some("max_bytes");
+            return Walk::Stop;
+        }
+        byte_budget -= size;
         files_read += 1;
         let mut buf = Vec::with_capacity(size as usize);
         if file.take(max_bytes).read_to_end(&mut buf).is_err()

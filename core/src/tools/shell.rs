@@ -547,10 +547,7 @@ fn record(trace: &mut Trace, span: usize, out: &Output) {
 /// Existing deny-listed paths to bind read-only in the child's mount namespace
 /// (directories and regular files only; never through a symlink).
 fn protected_paths(ws: &Workspace, deny: &DenyList) -> Vec<PathBuf> {
-    let names: Vec<String> = match crate::sandbox::fs::list_dir(ws, &RelPath::root(), 10_000) {
-        Ok((entries, _)) => entries.into_iter().map(|e| e.name).collect(),
-        Err(_) => Vec::new(),
-    };
+    let names = crate::sandbox::fs::names(ws, &RelPath::root(), 100_000).unwrap_or_default();
     deny.protect_candidates(&names)
         .into_iter()
         .filter(|rel| ws.resolve(rel, Want::Any).is_ok())

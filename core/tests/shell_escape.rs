@@ -735,7 +735,10 @@ fn git_metadata_and_existing_protected_files_are_read_only_for_the_shell() {
     // Reading them and writing elsewhere still works.
     let r = f.shell(&["cat", ".git/config"]).unwrap();
     assert_eq!(stdout(&r), "[core]\n");
-    assert_eq!(r["sandbox"]["protected"], json!([".git", ".env", ".bashrc"]));
+    assert_eq!(
+        r["sandbox"]["protected"],
+        json!([".git", ".env", ".bashrc"])
+    );
     let r = f.shell(&["cp", "evil.sh", "copy.sh"]).unwrap();
     assert_eq!(r["exit_code"], 0, "{r}");
     // The read-only binds live in the child's mount namespace only.
@@ -770,7 +773,10 @@ for name in ('environ', 'mem', 'cmdline', 'maps'):
     assert!(out.contains("PPID"), "{r}");
     assert!(!out.contains("True"), "the secret was read: {out}");
     for name in ["environ", "mem", "maps"] {
-        let line = out.lines().find(|l| l.starts_with(&format!("{name} "))).unwrap();
+        let line = out
+            .lines()
+            .find(|l| l.starts_with(&format!("{name} ")))
+            .unwrap();
         assert!(line.contains("DENIED"), "{line}");
     }
 }

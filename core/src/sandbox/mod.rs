@@ -16,6 +16,7 @@ pub mod landlock;
 pub mod path;
 pub mod process;
 pub mod seccomp;
+mod spawn;
 mod sys;
 
 /// A refusal or failure of a sandboxed operation.

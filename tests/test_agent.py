@@ -296,3 +296,27 @@ async def test_late_reply_to_a_timed_out_request_is_dropped(runtime: Runtime) ->
         await runtime.bus.publish(c.ctx.inbox, "direct", "hello")
         await asyncio.sleep(0.05)
     assert [e.payload for e in direct] == ["hello"]
+
+
+async def test_queue_group_shares_work_between_agents(runtime: Runtime) -> None:
+    handled: dict[str, int] = {"w1": 0, "w2": 0}
+
+    async def work(ctx, topic, event):  # type: ignore[no-untyped-def]
+        handled[ctx.agent_id] += 1
+        await asyncio.sleep(0.01)
+        await ctx.reply(event, payload=ctx.agent_id)
+
+    async with (
+        Agent("w1", topics=["jobs"], on_event=work, group="pool"),
+        Agent("w2", topics=["jobs"], on_event=work, group="pool"),
+        Agent("c") as c,
+    ):
+        replies = await asyncio.gather(
+            *(c.ctx.request("jobs", payload=i, timeout=5) for i in range(40))
+        )
+        # Each request was handled exactly once (by one member of the group).
+        assert sum(handled.values()) == 40
+        assert handled["w1"] >= 10 and handled["w2"] >= 10, handled
+        assert {r.payload for r in replies} == {"w1", "w2"}
+        subs = [s for s in runtime.bus.stats().subscriptions if s.pattern == "jobs"]
+        assert {s.group for s in subs} == {"pool"}

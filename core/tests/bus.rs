@@ -22,8 +22,12 @@ fn num(e: &Envelope) -> i64 {
 #[test]
 fn wildcards_route_to_matching_subscribers_only() {
     let bus = Bus::new();
-    let exact = bus.subscribe("market.price.aapl", Qos::Realtime, None).unwrap();
-    let star = bus.subscribe("market.price.*", Qos::Realtime, None).unwrap();
+    let exact = bus
+        .subscribe("market.price.aapl", Qos::Realtime, None)
+        .unwrap();
+    let star = bus
+        .subscribe("market.price.*", Qos::Realtime, None)
+        .unwrap();
     let rest = bus.subscribe("market.>", Qos::Realtime, None).unwrap();
     let other = bus.subscribe("news.>", Qos::Realtime, None).unwrap();
 
@@ -44,9 +48,15 @@ fn wildcards_route_to_matching_subscribers_only() {
 fn invalid_topics_are_rejected() {
     let bus = Bus::new();
     for t in ["", "a..b", "a.*", "a b", "a.>"] {
-        assert!(matches!(bus.publish(ev(t, 0)), Err(BusError::InvalidTopic { .. })), "{t:?}");
+        assert!(
+            matches!(bus.publish(ev(t, 0)), Err(BusError::InvalidTopic { .. })),
+            "{t:?}"
+        );
     }
-    assert!(matches!(bus.subscribe("a.>.b", Qos::Realtime, None), Err(BusError::InvalidTopic { .. })));
+    assert!(matches!(
+        bus.subscribe("a.>.b", Qos::Realtime, None),
+        Err(BusError::InvalidTopic { .. })
+    ));
 }
 
 #[test]
@@ -59,9 +69,15 @@ fn realtime_drops_oldest_and_counts() {
     let got: Vec<_> = sub.take(100).iter().map(|e| num(e)).collect();
     assert_eq!(got, vec![7, 8, 9]);
     let s = sub.stats();
-    assert_eq!((s.enqueued, s.delivered, s.dropped_oldest, s.depth), (10, 3, 7, 0));
+    assert_eq!(
+        (s.enqueued, s.delivered, s.dropped_oldest, s.depth),
+        (10, 3, 7, 0)
+    );
     let t = &bus.stats().topics[0];
-    assert_eq!((t.published, t.delivered, t.dropped, t.subscribers), (10, 10, 7, 1));
+    assert_eq!(
+        (t.published, t.delivered, t.dropped, t.subscribers),
+        (10, 10, 7, 1)
+    );
 }
 
 #[test]
@@ -81,10 +97,14 @@ fn background_drops_newest_and_counts() {
 fn reliable_blocks_then_times_out_with_full() {
     let bus = Bus::new();
     let sub = bus.subscribe("t", Qos::Reliable, Some(2)).unwrap();
-    bus.publish_blocking(ev("t", 0), Duration::from_millis(10)).unwrap();
-    bus.publish_blocking(ev("t", 1), Duration::from_millis(10)).unwrap();
+    bus.publish_blocking(ev("t", 0), Duration::from_millis(10))
+        .unwrap();
+    bus.publish_blocking(ev("t", 1), Duration::from_millis(10))
+        .unwrap();
     let start = Instant::now();
-    let err = bus.publish_blocking(ev("t", 2), Duration::from_millis(50)).unwrap_err();
+    let err = bus
+        .publish_blocking(ev("t", 2), Duration::from_millis(50))
+        .unwrap_err();
     assert!(start.elapsed() >= Duration::from_millis(45));
     assert!(matches!(err, BusError::Full { .. }), "{err}");
     assert!(err.to_string().contains("stayed full"));
@@ -110,7 +130,8 @@ fn reliable_publisher_resumes_when_consumer_takes() {
         })
     };
     for i in 0..50 {
-        bus.publish_blocking(ev("t", i), Duration::from_secs(5)).unwrap();
+        bus.publish_blocking(ev("t", i), Duration::from_secs(5))
+            .unwrap();
     }
     assert_eq!(consumer.join().unwrap(), (0..50).collect::<Vec<_>>());
     assert_eq!(sub.stats().dropped_timeout, 0);
@@ -137,7 +158,9 @@ fn a_slow_reliable_subscriber_does_not_delay_others() {
 #[test]
 fn per_publisher_order_is_kept_with_concurrent_publishers() {
     let bus = Bus::new();
-    let sub = bus.subscribe("p.>", Qos::Background, Some(100_000)).unwrap();
+    let sub = bus
+        .subscribe("p.>", Qos::Background, Some(100_000))
+        .unwrap();
     let handles: Vec<_> = (0..4)
         .map(|p| {
             let bus = bus.clone();
@@ -240,4 +263,65 @@ fn topic_stats_are_bounded() {
     assert_eq!(s.topics.len(), _core::bus::MAX_TRACKED_TOPICS);
     assert_eq!(s.untracked_published, 5);
     assert_eq!(s.published as usize, _core::bus::MAX_TRACKED_TOPICS + 5);
+}
+
+#[test]
+fn queue_group_delivers_each_event_to_one_member() {
+    let bus = Bus::new();
+    let a = bus
+        .subscribe_group("jobs.*", Qos::Realtime, None, Some("workers"))
+        .unwrap();
+    let b = bus
+        .subscribe_group("jobs.*", Qos::Realtime, None, Some("workers"))
+        .unwrap();
+    let watcher = bus.subscribe("jobs.>", Qos::Realtime, None).unwrap();
+    for i in 0..100 {
+        let p = bus.publish(ev("jobs.x", i)).unwrap();
+        assert_eq!(p.delivered, 2, "one group member + the watcher");
+    }
+    let (na, nb) = (a.take(1000).len(), b.take(1000).len());
+    assert_eq!(na + nb, 100);
+    assert!(na >= 40 && nb >= 40, "shared out evenly: {na} / {nb}");
+    assert_eq!(watcher.take(1000).len(), 100);
+    assert_eq!(a.stats().group.as_deref(), Some("workers"));
+}
+
+#[test]
+fn queue_group_prefers_the_shortest_queue_and_skips_full_members() {
+    let bus = Bus::new();
+    let busy = bus
+        .subscribe_group("t", Qos::Reliable, Some(2), Some("g"))
+        .unwrap();
+    let idle = bus
+        .subscribe_group("t", Qos::Reliable, Some(2), Some("g"))
+        .unwrap();
+    bus.publish(ev("t", 0)).unwrap();
+    bus.publish(ev("t", 1)).unwrap();
+    assert_eq!((busy.depth(), idle.depth()), (1, 1), "least depth first");
+    bus.publish(ev("t", 2)).unwrap();
+    bus.publish(ev("t", 3)).unwrap();
+    assert_eq!(busy.depth() + idle.depth(), 4);
+    // Both full: the publisher is told to wait on one member, not both.
+    let p = bus.publish(ev("t", 4)).unwrap();
+    assert_eq!((p.delivered, p.blocked.len()), (0, 1));
+    busy.take(1);
+    assert!(bus
+        .publish_blocking(ev("t", 5), Duration::from_millis(50))
+        .is_ok());
+}
+
+#[test]
+fn different_groups_each_get_a_copy() {
+    let bus = Bus::new();
+    let g1 = bus
+        .subscribe_group("t", Qos::Realtime, None, Some("one"))
+        .unwrap();
+    let g2 = bus
+        .subscribe_group("t", Qos::Realtime, None, Some("two"))
+        .unwrap();
+    assert_eq!(bus.publish(ev("t", 1)).unwrap().delivered, 2);
+    assert_eq!((g1.depth(), g2.depth()), (1, 1));
+    assert!(bus
+        .subscribe_group("t", Qos::Realtime, None, Some("bad name"))
+        .is_err());
 }

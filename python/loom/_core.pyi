@@ -3,7 +3,18 @@
 from typing import Any, Final, final
 
 __version__: Final[str]
-__all__: list[str]
+__all__ = [
+    "Bus",
+    "Envelope",
+    "NativeTools",
+    "PendingPublish",
+    "Subscription",
+    "ToolCall",
+    "__version__",
+    "topic_matches",
+    "validate_pattern",
+    "validate_topic",
+]
 
 # -- bus ---------------------------------------------------------------------------
 
@@ -76,6 +87,8 @@ class Subscription:
     @property
     def qos(self) -> str: ...
     @property
+    def group(self) -> str | None: ...
+    @property
     def capacity(self) -> int: ...
     @property
     def depth(self) -> int: ...
@@ -88,7 +101,11 @@ class Bus:
 
     def __new__(cls) -> Bus: ...
     def subscribe(
-        self, pattern: str, qos: str = "realtime", capacity: int | None = None
+        self,
+        pattern: str,
+        qos: str = "realtime",
+        capacity: int | None = None,
+        group: str | None = None,
     ) -> Subscription: ...
     def publish(
         self,

@@ -49,6 +49,8 @@ class Agent:
         qos: QoS of the topic subscriptions.
         capacity: Queue bound of each subscription (default per QoS).
         max_concurrency: Handlers running at once.
+        group: Queue group of the topic subscriptions: agents in the same group share
+            the events (each goes to one of them) instead of each getting a copy.
         runtime: The runtime to join (default: :meth:`Runtime.default`).
     """
 
@@ -67,6 +69,7 @@ class Agent:
         qos: QoS = "reliable",
         capacity: int | None = None,
         max_concurrency: int = 16,
+        group: str | None = None,
         runtime: Runtime | None = None,
     ) -> None:
         if not agent_id or not isinstance(agent_id, str):
@@ -91,6 +94,7 @@ class Agent:
         self.qos: QoS = qos
         self.capacity = capacity
         self.max_concurrency = max_concurrency
+        self.group = group
         self.runtime = runtime or Runtime.default()
         self.ctx = AgentContext(agent_id, self.runtime, config, max_concurrency=max_concurrency)
         self._running = False
@@ -116,10 +120,20 @@ class Agent:
             for pattern in self.topics:
                 if self.on_batch is not None:
                     self.ctx.subscribe(
-                        pattern, on_batch=self.on_batch, qos=self.qos, capacity=self.capacity
+                        pattern,
+                        on_batch=self.on_batch,
+                        qos=self.qos,
+                        capacity=self.capacity,
+                        group=self.group,
                     )
                 elif self.on_event is not None:
-                    self.ctx.subscribe(pattern, self.on_event, qos=self.qos, capacity=self.capacity)
+                    self.ctx.subscribe(
+                        pattern,
+                        self.on_event,
+                        qos=self.qos,
+                        capacity=self.capacity,
+                        group=self.group,
+                    )
             self._running = True
             if self.on_start is not None:
                 await _maybe_await(self.on_start(self.ctx))

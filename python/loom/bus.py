@@ -32,6 +32,7 @@ class SubscriptionStats:
 
     id: int
     pattern: str
+    group: str | None
     qos: str
     capacity: int
     depth: int
@@ -95,6 +96,11 @@ class Subscription:
     @property
     def qos(self) -> str:
         return self._sub.qos
+
+    @property
+    def group(self) -> str | None:
+        """The queue group, if any."""
+        return self._sub.group
 
     @property
     def depth(self) -> int:
@@ -178,15 +184,22 @@ class EventBus:
         return self._core
 
     def subscribe(
-        self, pattern: str, *, qos: QoS = "realtime", capacity: int | None = None
+        self,
+        pattern: str,
+        *,
+        qos: QoS = "realtime",
+        capacity: int | None = None,
+        group: str | None = None,
     ) -> Subscription:
-        """Subscribes to ``pattern``.
+        """Subscribes to ``pattern``. With ``group``, the subscription joins that queue
+        group: each event goes to one member (the least busy) instead of all of them,
+        as in NATS — a pool of workers.
 
         Raises:
             InvalidTopicError: the pattern is malformed.
             ValueError: unknown ``qos`` or ``capacity < 1``.
         """
-        return Subscription(self._core.subscribe(pattern, qos, capacity))
+        return Subscription(self._core.subscribe(pattern, qos, capacity, group))
 
     def publish_nowait(
         self,

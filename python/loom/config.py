@@ -75,6 +75,8 @@ class AgentSpec(BaseModel):
     qos: Literal["realtime", "reliable", "background"] = "reliable"
     capacity: int | None = Field(default=None, ge=1)
     max_concurrency: int = Field(default=16, ge=1)
+    #: Queue group: agents with the same group share their topics' events.
+    group: str | None = None
     enabled: bool = True
 
     @field_validator("topics")

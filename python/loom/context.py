@@ -217,14 +217,17 @@ class AgentContext:
         qos: QoS = "reliable",
         capacity: int | None = None,
         max_concurrency: int | None = None,
+        group: str | None = None,
     ) -> Subscription:
         """Calls ``handler(ctx, topic, event)`` for events matching ``pattern`` (or
-        ``on_batch(ctx, pattern, events)`` with every pending event at once).
+        ``on_batch(ctx, pattern, events)`` with every pending event at once). With
+        ``group``, agents subscribed in the same queue group share the events: each
+        goes to one of them (a worker pool).
 
         Must be called while the event loop runs. Returns the subscription; pass it to
         :meth:`unsubscribe` to stop.
         """
-        sub = self.runtime.bus.subscribe(pattern, qos=qos, capacity=capacity)
+        sub = self.runtime.bus.subscribe(pattern, qos=qos, capacity=capacity, group=group)
         if on_batch is not None:
             runner = SubscriptionRunner(self.agent_id, sub, self, on_batch=on_batch)
         elif handler is not None:

@@ -86,6 +86,7 @@ def build_agent(project: ProjectConfig, name: str, spec: AgentSpec, runtime: Run
         qos=spec.qos,
         capacity=spec.capacity,
         max_concurrency=spec.max_concurrency,
+        group=spec.group,
         runtime=runtime,
     )
 

@@ -46,7 +46,15 @@ struct TopicCounters {
     dropped: AtomicU64,
 }
 
-type Route = Arc<[Arc<Subscription>]>;
+/// Where a topic's events go: every subscriber without a group, and one member of
+/// each queue group.
+#[derive(Default)]
+struct RouteInner {
+    singles: Vec<Arc<Subscription>>,
+    groups: Vec<Vec<Arc<Subscription>>>,
+}
+
+type Route = Arc<RouteInner>;
 
 #[derive(Default)]
 struct TopicEntry {
@@ -99,6 +107,7 @@ struct Inner {
     topics: RwLock<HashMap<Arc<str>, Arc<TopicEntry>>>,
     generation: AtomicU64,
     next_id: AtomicU64,
+    rotation: AtomicU64,
     published: AtomicU64,
     untracked: AtomicU64,
     closed: AtomicBool,
@@ -132,16 +141,39 @@ impl Bus {
         qos: Qos,
         capacity: Option<usize>,
     ) -> Result<Arc<Subscription>, BusError> {
+        self.subscribe_group(pattern, qos, capacity, None)
+    }
+
+    /// Like [`Bus::subscribe`], as a member of queue group `group` (NATS semantics):
+    /// each matching event goes to one member of the group — the one with the shortest
+    /// queue, round-robin among equals — instead of to all of them.
+    pub fn subscribe_group(
+        &self,
+        pattern: &str,
+        qos: Qos,
+        capacity: Option<usize>,
+        group: Option<&str>,
+    ) -> Result<Arc<Subscription>, BusError> {
         if self.inner.closed.load(Relaxed) {
             return Err(BusError::Closed("bus"));
         }
         topic::validate_pattern(pattern)?;
+        if let Some(g) = group {
+            if g.is_empty() || g.chars().any(|c| c.is_whitespace() || c.is_control()) {
+                return Err(BusError::InvalidTopic {
+                    what: "queue group",
+                    topic: g.to_owned(),
+                    reason: "it must be non-empty, without whitespace".into(),
+                });
+            }
+        }
         let id = self.inner.next_id.fetch_add(1, Relaxed) + 1;
         let sub = Arc::new(Subscription::new(
             id,
             pattern,
             qos,
             capacity.unwrap_or_else(|| qos.default_capacity()),
+            group,
         ));
         // Hold the trie lock while bumping the generation so a concurrent publish can't
         // cache a route computed from the old trie under the new generation.
@@ -198,7 +230,54 @@ impl Bus {
         });
         // Deliver in subscription order: deterministic and fair across publishes.
         route.sort_unstable_by_key(|s| s.id);
-        (generation, route.into())
+        let mut out = RouteInner::default();
+        let mut names: Vec<Arc<str>> = Vec::new();
+        for sub in route {
+            match &sub.group {
+                None => out.singles.push(sub),
+                Some(g) => match names.iter().position(|n| n == g) {
+                    Some(i) => out.groups[i].push(sub),
+                    None => {
+                        names.push(Arc::clone(g));
+                        out.groups.push(vec![sub]);
+                    }
+                },
+            }
+        }
+        (generation, Arc::new(out))
+    }
+
+    /// Offers `env` to one member of a queue group: shortest queue first, rotating
+    /// among equals; the next ones if it refuses. Returns the member to wait on if
+    /// every member is a full `reliable` queue.
+    fn offer_group(&self, members: &[Arc<Subscription>], env: &Arc<Envelope>, out: &mut Published) {
+        let n = members.len();
+        let start = self.inner.rotation.fetch_add(1, Relaxed) as usize % n;
+        let mut order: Vec<(usize, usize)> = (0..n)
+            .map(|k| {
+                let i = (start + k) % n;
+                (members[i].depth(), i)
+            })
+            .collect();
+        order.sort_by_key(|&(depth, _)| depth); // stable: rotation breaks ties
+        let mut first_full = None;
+        for (_, i) in order {
+            match members[i].offer(env) {
+                Offer::Queued { evicted } => {
+                    out.delivered += 1;
+                    out.dropped += usize::from(evicted);
+                    return;
+                }
+                Offer::Full => {
+                    first_full.get_or_insert(i);
+                }
+                Offer::Dropped => {}
+            }
+        }
+        match first_full {
+            Some(i) => out.blocked.push(Arc::clone(&members[i])),
+            None => out.dropped += 1,
+        }
     }
 
     fn route(&self, topic: &str, entry: Option<&TopicEntry>) -> Route {
@@ -247,7 +326,10 @@ impl Bus {
             dropped: 0,
             blocked: Vec::new(),
         };
-        for sub in route.iter() {
+        for members in &route.groups {
+            self.offer_group(members, &env, &mut out);
+        }
+        for sub in &route.singles {
             match sub.offer(&env) {
                 Offer::Queued { evicted } => {
                     out.delivered += 1;
@@ -261,7 +343,9 @@ impl Bus {
         match entry {
             Some(e) => {
                 e.counters.published.fetch_add(1, Relaxed);
-                e.counters.delivered.fetch_add(out.delivered as u64, Relaxed);
+                e.counters
+                    .delivered
+                    .fetch_add(out.delivered as u64, Relaxed);
                 e.counters.dropped.fetch_add(out.dropped as u64, Relaxed);
             }
             None => {
@@ -311,7 +395,11 @@ impl Bus {
 
     /// Publishes, blocking the calling thread up to `timeout` for full `reliable`
     /// subscribers. For Rust producers running on their own threads.
-    pub fn publish_blocking(&self, env: Envelope, timeout: Duration) -> Result<Published, BusError> {
+    pub fn publish_blocking(
+        &self,
+        env: Envelope,
+        timeout: Duration,
+    ) -> Result<Published, BusError> {
         let mut published = self.publish(env)?;
         let deadline = std::time::Instant::now() + timeout;
         let env = Arc::clone(&published.envelope);
@@ -358,7 +446,8 @@ impl Bus {
 
     /// A statistics snapshot.
     pub fn stats(&self) -> BusStats {
-        let mut subscriptions: Vec<_> = self.inner.subs.read().values().map(|s| s.stats()).collect();
+        let mut subscriptions: Vec<_> =
+            self.inner.subs.read().values().map(|s| s.stats()).collect();
         subscriptions.sort_unstable_by_key(|s| s.id);
         let entries: Vec<(Arc<str>, Arc<TopicEntry>)> = self
             .inner

@@ -90,6 +90,7 @@ pub struct SubCounters {
 pub struct SubscriptionStats {
     pub id: u64,
     pub pattern: String,
+    pub group: Option<String>,
     pub qos: Qos,
     pub capacity: usize,
     /// Events waiting in the queue right now.
@@ -112,6 +113,8 @@ pub struct SubscriptionStats {
 pub struct Subscription {
     pub id: u64,
     pub pattern: Arc<str>,
+    /// Queue group (NATS semantics): each event goes to one member of the group.
+    pub group: Option<Arc<str>>,
     pub qos: Qos,
     pub capacity: usize,
     state: Mutex<State>,
@@ -127,6 +130,7 @@ impl std::fmt::Debug for Subscription {
         f.debug_struct("Subscription")
             .field("id", &self.id)
             .field("pattern", &self.pattern)
+            .field("group", &self.group)
             .field("qos", &self.qos)
             .field("capacity", &self.capacity)
             .finish_non_exhaustive()
@@ -134,10 +138,17 @@ impl std::fmt::Debug for Subscription {
 }
 
 impl Subscription {
-    pub(crate) fn new(id: u64, pattern: &str, qos: Qos, capacity: usize) -> Self {
+    pub(crate) fn new(
+        id: u64,
+        pattern: &str,
+        qos: Qos,
+        capacity: usize,
+        group: Option<&str>,
+    ) -> Self {
         Subscription {
             id,
             pattern: pattern.into(),
+            group: group.map(Into::into),
             qos,
             capacity: capacity.max(1),
             state: Mutex::new(State::default()),
@@ -301,6 +312,7 @@ impl Subscription {
         SubscriptionStats {
             id: self.id,
             pattern: self.pattern.to_string(),
+            group: self.group.as_deref().map(str::to_owned),
             qos: self.qos,
             capacity: self.capacity,
             depth: self.depth(),

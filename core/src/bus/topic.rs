@@ -34,14 +34,20 @@ fn check_common(what: &'static str, s: &str) -> Result<(), BusError> {
             return Err(invalid(
                 what,
                 s,
-                format!("token {} is empty (leading, trailing or doubled '.')", i + 1),
+                format!(
+                    "token {} is empty (leading, trailing or doubled '.')",
+                    i + 1
+                ),
             ));
         }
         if let Some(c) = token.chars().find(|c| c.is_whitespace() || c.is_control()) {
             return Err(invalid(
                 what,
                 s,
-                format!("token {:?} contains whitespace or a control character ({c:?})", token),
+                format!(
+                    "token {:?} contains whitespace or a control character ({c:?})",
+                    token
+                ),
             ));
         }
     }
@@ -51,11 +57,16 @@ fn check_common(what: &'static str, s: &str) -> Result<(), BusError> {
 /// Validates a concrete topic to publish on: no wildcards.
 pub fn validate_topic(topic: &str) -> Result<(), BusError> {
     check_common("topic", topic)?;
-    if let Some(token) = topic.split('.').find(|t| t.contains('*') || t.contains('>')) {
+    if let Some(token) = topic
+        .split('.')
+        .find(|t| t.contains('*') || t.contains('>'))
+    {
         return Err(invalid(
             "topic",
             topic,
-            format!("token {token:?} contains a wildcard; wildcards are only allowed in subscriptions"),
+            format!(
+                "token {token:?} contains a wildcard; wildcards are only allowed in subscriptions"
+            ),
         ));
     }
     Ok(())
@@ -75,7 +86,11 @@ pub fn validate_pattern(pattern: &str) -> Result<(), BusError> {
             ));
         }
         if *token == ">" && i + 1 != tokens.len() {
-            return Err(invalid("pattern", pattern, "'>' is only allowed as the last token"));
+            return Err(invalid(
+                "pattern",
+                pattern,
+                "'>' is only allowed as the last token",
+            ));
         }
     }
     Ok(())

@@ -24,7 +24,10 @@ impl<T> Node<T> {
     }
 
     fn is_empty(&self) -> bool {
-        self.literal.is_empty() && self.star.is_none() && self.rest.is_empty() && self.here.is_empty()
+        self.literal.is_empty()
+            && self.star.is_none()
+            && self.rest.is_empty()
+            && self.here.is_empty()
     }
 }
 
@@ -96,7 +99,9 @@ impl<T: Clone + PartialEq> Trie<T> {
             None => take(&mut node.here),
             Some((&">", _)) => take(&mut node.rest),
             Some((&"*", rest)) => {
-                let Some(child) = node.star.as_mut() else { return false };
+                let Some(child) = node.star.as_mut() else {
+                    return false;
+                };
                 let removed = Self::remove_at(child, rest, value);
                 if child.is_empty() {
                     node.star = None;
@@ -104,7 +109,9 @@ impl<T: Clone + PartialEq> Trie<T> {
                 removed
             }
             Some((lit, rest)) => {
-                let Some(child) = node.literal.get_mut(*lit) else { return false };
+                let Some(child) = node.literal.get_mut(*lit) else {
+                    return false;
+                };
                 let removed = Self::remove_at(child, rest, value);
                 if child.is_empty() {
                     node.literal.remove(*lit);
@@ -183,7 +190,11 @@ mod tests {
     }
 
     fn token() -> impl Strategy<Value = String> {
-        prop_oneof![Just("a".to_owned()), Just("b".to_owned()), Just("c".to_owned())]
+        prop_oneof![
+            Just("a".to_owned()),
+            Just("b".to_owned()),
+            Just("c".to_owned())
+        ]
     }
 
     fn topic() -> impl Strategy<Value = String> {
@@ -192,10 +203,7 @@ mod tests {
 
     fn pattern() -> impl Strategy<Value = String> {
         (
-            prop::collection::vec(
-                prop_oneof![3 => token(), 1 => Just("*".to_owned())],
-                1..5,
-            ),
+            prop::collection::vec(prop_oneof![3 => token(), 1 => Just("*".to_owned())], 1..5),
             any::<bool>(),
         )
             .prop_map(|(mut v, tail)| {

@@ -17,7 +17,10 @@ use pyo3::types::{PyBytes, PyDict, PyList, PyString};
 
 use super::convert::json_to_py;
 use super::errors::bus_error;
-use crate::bus::{topic, Bus, Envelope, Payload, Published, Qos, Subscription, SubscriptionStats, Waker, DEFAULT_TTL};
+use crate::bus::{
+    topic, Bus, Envelope, Payload, Published, Qos, Subscription, SubscriptionStats, Waker,
+    DEFAULT_TTL,
+};
 
 // The Python signatures below spell the default hop limit as a literal.
 const _: () = assert!(DEFAULT_TTL == 32);
@@ -68,7 +71,10 @@ mod log {
         let _ = (|| -> PyResult<()> {
             let logging = PyModule::import(py, "logging")?;
             let logger = logging.call_method1("getLogger", ("loom.bus",))?;
-            logger.call_method1("debug", ("waker could not resolve its future: %s", err.value(py)))?;
+            logger.call_method1(
+                "debug",
+                ("waker could not resolve its future: %s", err.value(py)),
+            )?;
             Ok(())
         })();
     }
@@ -110,8 +116,20 @@ impl PyEnvelope {
         headers: Option<&Bound<'_, PyDict>>,
     ) -> PyResult<Self> {
         topic::validate_topic(topic).map_err(|e| bus_error(py, e))?;
-        let env = build(topic, r#type, payload, source, correlation_id, reply_to, thread_id, ttl, headers)?;
-        Ok(PyEnvelope { inner: Arc::new(env) })
+        let env = build(
+            topic,
+            r#type,
+            payload,
+            source,
+            correlation_id,
+            reply_to,
+            thread_id,
+            ttl,
+            headers,
+        )?;
+        Ok(PyEnvelope {
+            inner: Arc::new(env),
+        })
     }
 
     #[getter]
@@ -199,7 +217,10 @@ impl PyEnvelope {
             self.inner.id,
             &*self.inner.topic,
             &*self.inner.kind,
-            self.inner.source.as_deref().map_or("None".to_owned(), |s| format!("{s:?}"))
+            self.inner
+                .source
+                .as_deref()
+                .map_or("None".to_owned(), |s| format!("{s:?}"))
         )
     }
 }
@@ -229,7 +250,8 @@ fn build(
     if let Some(h) = headers {
         env.headers.reserve(h.len());
         for (k, v) in h.iter() {
-            env.headers.push((k.extract::<String>()?.into(), v.extract::<String>()?.into()));
+            env.headers
+                .push((k.extract::<String>()?.into(), v.extract::<String>()?.into()));
         }
     }
     Ok(env)
@@ -264,7 +286,11 @@ impl PyPendingPublish {
     /// Gives up waiting: counts the drops and returns the `BusFullError` to raise.
     fn give_up(&self, py: Python<'_>, timeout: f64) -> PyErr {
         let p = self.inner.lock();
-        bus_error(py, self.bus.give_up(&p, Duration::from_secs_f64(timeout.max(0.0))))
+        bus_error(
+            py,
+            self.bus
+                .give_up(&p, Duration::from_secs_f64(timeout.max(0.0))),
+        )
     }
 
     #[getter]
@@ -313,6 +339,10 @@ impl PySubscription {
         self.sub.qos.as_str()
     }
     #[getter]
+    fn group(&self) -> Option<&str> {
+        self.sub.group.as_deref()
+    }
+    #[getter]
     fn capacity(&self) -> usize {
         self.sub.capacity
     }
@@ -343,6 +373,7 @@ fn sub_stats<'py>(py: Python<'py>, s: &SubscriptionStats) -> PyResult<Bound<'py,
     let d = PyDict::new(py);
     d.set_item("id", s.id)?;
     d.set_item("pattern", &s.pattern)?;
+    d.set_item("group", s.group.as_deref())?;
     d.set_item("qos", s.qos.as_str())?;
     d.set_item("capacity", s.capacity)?;
     d.set_item("depth", s.depth)?;
@@ -370,14 +401,29 @@ impl PyBus {
         PyBus { bus: Bus::new() }
     }
 
-    #[pyo3(signature = (pattern, qos = "realtime", capacity = None))]
-    fn subscribe(&self, py: Python<'_>, pattern: &str, qos: &str, capacity: Option<usize>) -> PyResult<PySubscription> {
+    #[pyo3(signature = (pattern, qos = "realtime", capacity = None, group = None))]
+    fn subscribe(
+        &self,
+        py: Python<'_>,
+        pattern: &str,
+        qos: &str,
+        capacity: Option<usize>,
+        group: Option<&str>,
+    ) -> PyResult<PySubscription> {
         let qos = parse_qos(qos)?;
         if capacity == Some(0) {
-            return Err(pyo3::exceptions::PyValueError::new_err("capacity must be at least 1"));
+            return Err(pyo3::exceptions::PyValueError::new_err(
+                "capacity must be at least 1",
+            ));
         }
-        let sub = self.bus.subscribe(pattern, qos, capacity).map_err(|e| bus_error(py, e))?;
-        Ok(PySubscription { sub, bus: self.bus.clone() })
+        let sub = self
+            .bus
+            .subscribe_group(pattern, qos, capacity, group)
+            .map_err(|e| bus_error(py, e))?;
+        Ok(PySubscription {
+            sub,
+            bus: self.bus.clone(),
+        })
     }
 
     /// Publishes an event. Returns `None` when every subscriber took it, or a
@@ -397,12 +443,26 @@ impl PyBus {
         ttl: u32,
         headers: Option<&Bound<'_, PyDict>>,
     ) -> PyResult<Option<PyPendingPublish>> {
-        let env = build(topic, r#type, payload, source, correlation_id, reply_to, thread_id, ttl, headers)?;
+        let env = build(
+            topic,
+            r#type,
+            payload,
+            source,
+            correlation_id,
+            reply_to,
+            thread_id,
+            ttl,
+            headers,
+        )?;
         self.finish(py, self.bus.publish(env))
     }
 
     /// Publishes an existing envelope again (a relay), with its hop limit reduced by one.
-    fn republish(&self, py: Python<'_>, envelope: &PyEnvelope) -> PyResult<Option<PyPendingPublish>> {
+    fn republish(
+        &self,
+        py: Python<'_>,
+        envelope: &PyEnvelope,
+    ) -> PyResult<Option<PyPendingPublish>> {
         let mut env = (*envelope.inner).clone();
         env.ttl = env.ttl.saturating_sub(1);
         self.finish(py, self.bus.publish(env))

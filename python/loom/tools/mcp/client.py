@@ -123,7 +123,7 @@ class McpServer:
         """
         timeout = self.config.startup_timeout
         async with self._lock:
-            self.transport = await self._connect(timeout)
+            self.transport = await self._unless_closed(await self._connect(timeout))
             try:
                 tools = await self._list_tools(self.transport, timeout)
             except (McpError, asyncio.TimeoutError) as exc:
@@ -151,6 +151,8 @@ class McpServer:
                         f"next restart attempt in {wait:.1f}s"
                     )
                 await asyncio.sleep(wait)
+                if self._closed:
+                    raise ConnectionLost(f"MCP server {self.name!r} has been shut down")
             if transport is not None:
                 await transport.close()
                 self.transport = None
@@ -166,7 +168,7 @@ class McpServer:
                 raise ConnectionLost(
                     f"MCP server {self.name!r} could not be restarted: {exc}"
                 ) from None
-            self.transport = transport
+            self.transport = await self._unless_closed(transport)
             log.warning(
                 "mcp %s: %s", self.name, "restarted" if kind == "restarting" else "reconnected"
             )
@@ -331,13 +333,20 @@ class McpServer:
         self._retry_at = 0.0
 
     async def close(self) -> None:
-        """Ends the connection (kills a stdio server's process group)."""
+        """Ends the connection (kills a stdio server's process group). Does not wait
+        for a call that is backing off or restarting: that one closes what it starts."""
         self._closed = True
         if self._refresh is not None:
             self._refresh.cancel()
-        async with self._lock:
-            if self.transport is not None:
-                await self.transport.close()
+            await asyncio.gather(self._refresh, return_exceptions=True)
+        if self.transport is not None:
+            await self.transport.close()
+
+    async def _unless_closed(self, transport: Transport) -> Transport:
+        if self._closed:
+            await transport.close()
+            raise ConnectionLost(f"MCP server {self.name!r} has been shut down")
+        return transport
 
 
 class McpTool:

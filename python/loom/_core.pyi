@@ -159,7 +159,7 @@ class NativeTools:
     ``{name, start_unix_nanos, end_unix_nanos, attributes, status_error, parent}``.
     """
 
-    def __new__(cls, config_json: str, *, workers: int = 16) -> NativeTools: ...
+    def __new__(cls, config_json: str) -> NativeTools: ...
     def specs(self) -> list[dict[str, Any]]:
         """``[{"name", "description", "parameters"}]`` sorted by name."""
     def status(self) -> dict[str, Any]:
@@ -174,7 +174,8 @@ class NativeTools:
         loop: Any,
         future: Any,
     ) -> ToolCall:
-        """Runs on a worker thread (no GIL); resolves ``future`` via ``loop.call_soon_threadsafe``.
+        """Runs on a process-wide worker thread (no GIL); resolves ``future`` via
+        ``loop.call_soon_threadsafe``.
 
         ``args`` is a JSON object, as text or as a dict.
         """

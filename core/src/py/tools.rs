@@ -1,15 +1,15 @@
 //! Python binding of the native tools: `NativeTools(config_json)`.
 //!
-//! Calls run on a small pool of Rust worker threads with no GIL held; the result is
-//! handed back to asyncio through `loop.call_soon_threadsafe`, so the event loop never
-//! blocks. Each call resolves its future with a tuple `(result_json, error, spans_json)`:
+//! Calls run on a process-wide pool of Rust worker threads with no GIL held; the result
+//! is handed back to asyncio through `loop.call_soon_threadsafe`, so the event loop
+//! never blocks. Each call resolves its future with a tuple `(result_json, error, spans_json)`:
 //! the tool's JSON result (or `None`), a `loom.errors.ToolError` instance (or `None`) and
 //! the sandbox's spans as a JSON list — spans come back on failures too, so a denial is
 //! visible in the trace.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{mpsc, Arc};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{mpsc, Arc, OnceLock, Weak};
 use std::time::Duration;
 
 use parking_lot::Mutex;
@@ -24,49 +24,105 @@ use crate::tools::{NativeTools, SandboxConfig, ToolError, ToolOutcome};
 
 type Job = Box<dyn FnOnce() + Send>;
 
-/// A fixed set of named worker threads fed through a channel; dropping it lets the
-/// threads finish what is queued and exit (they are not joined: a running `system:shell`
-/// may take until its timeout).
+/// Most worker threads the process-wide pool grows to.
+const MAX_WORKERS: usize = 64;
+
+/// One process-wide pool of worker threads for every `NativeTools` (no threads per
+/// instance), growing on demand so a few long `system:shell` calls never hold up quick
+/// file reads.
+///
+/// Interpreter shutdown: a worker that takes the GIL while CPython finalizes is killed
+/// with `pthread_exit`, which cannot unwind through Rust frames and aborts the process.
+/// So an `atexit` hook ([`_shutdown_tool_workers`], run before finalization starts)
+/// cancels every running call and waits — without the GIL — for in-flight deliveries to
+/// finish; after it, workers no longer touch Python.
 struct Pool {
-    tx: Mutex<Option<mpsc::Sender<Job>>>,
+    tx: mpsc::Sender<Job>,
+    rx: Arc<Mutex<mpsc::Receiver<Job>>>,
+    threads: AtomicUsize,
+    idle: AtomicUsize,
+    /// Calls submitted and not yet delivered.
+    inflight: AtomicUsize,
+    shutting_down: AtomicBool,
+    /// Cancel flags of the calls in flight (to stop them at shutdown).
+    running: Mutex<Vec<Weak<AtomicBool>>>,
+}
+
+fn pool() -> &'static Pool {
+    static POOL: OnceLock<Pool> = OnceLock::new();
+    POOL.get_or_init(|| {
+        let (tx, rx) = mpsc::channel::<Job>();
+        Pool {
+            tx,
+            rx: Arc::new(Mutex::new(rx)),
+            threads: AtomicUsize::new(0),
+            idle: AtomicUsize::new(0),
+            inflight: AtomicUsize::new(0),
+            shutting_down: AtomicBool::new(false),
+            running: Mutex::new(Vec::new()),
+        }
+    })
 }
 
 impl Pool {
-    fn new(workers: usize) -> PyResult<Self> {
-        let (tx, rx) = mpsc::channel::<Job>();
-        let rx = Arc::new(Mutex::new(rx));
-        for i in 0..workers {
-            let rx = rx.clone();
-            std::thread::Builder::new()
-                .name(format!("loom-tool-{i}"))
-                .spawn(move || loop {
-                    let job = rx.lock().recv();
-                    match job {
-                        Ok(job) => job(),
-                        Err(_) => break,
-                    }
-                })
-                .map_err(|e| {
-                    pyo3::exceptions::PyRuntimeError::new_err(format!(
-                        "cannot start tool worker: {e}"
-                    ))
-                })?;
+    fn submit(&'static self, job: Job) -> PyResult<()> {
+        if self.shutting_down.load(Ordering::SeqCst) {
+            return Err(pyo3::exceptions::PyRuntimeError::new_err(
+                "the interpreter is shutting down",
+            ));
         }
-        Ok(Self {
-            tx: Mutex::new(Some(tx)),
-        })
-    }
-
-    fn submit(&self, job: Job) -> bool {
+        if self.idle.load(Ordering::SeqCst) == 0
+            && self.threads.load(Ordering::SeqCst) < MAX_WORKERS
+        {
+            self.spawn_worker()?;
+        }
         self.tx
-            .lock()
-            .as_ref()
-            .is_some_and(|tx| tx.send(job).is_ok())
+            .send(job)
+            .map_err(|_| pyo3::exceptions::PyRuntimeError::new_err("tool workers are gone"))
     }
 
-    fn close(&self) {
-        self.tx.lock().take();
+    fn spawn_worker(&'static self) -> PyResult<()> {
+        let n = self.threads.fetch_add(1, Ordering::SeqCst);
+        let rx = self.rx.clone();
+        let spawned = std::thread::Builder::new()
+            .name(format!("loom-tool-{n}"))
+            .spawn(move || loop {
+                self.idle.fetch_add(1, Ordering::SeqCst);
+                let job = rx.lock().recv();
+                self.idle.fetch_sub(1, Ordering::SeqCst);
+                match job {
+                    Ok(job) => job(),
+                    Err(_) => break,
+                }
+            });
+        if let Err(e) = spawned {
+            self.threads.fetch_sub(1, Ordering::SeqCst);
+            if n == 0 {
+                return Err(pyo3::exceptions::PyRuntimeError::new_err(format!(
+                    "cannot start a tool worker: {e}"
+                )));
+            }
+        }
+        Ok(())
     }
+}
+
+/// Registered with `atexit`: stop delivering into Python before it finalizes.
+#[pyfunction]
+fn _shutdown_tool_workers(py: Python<'_>) {
+    let p = pool();
+    p.shutting_down.store(true, Ordering::SeqCst);
+    for flag in p.running.lock().iter().filter_map(Weak::upgrade) {
+        flag.store(true, Ordering::SeqCst);
+    }
+    // Cancelled calls stop within ~50 ms; their deliveries need the GIL, so wait
+    // without it (bounded: past this, workers see `shutting_down` and skip Python).
+    py.detach(|| {
+        let deadline = std::time::Instant::now() + Duration::from_secs(3);
+        while p.inflight.load(Ordering::SeqCst) > 0 && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    });
 }
 
 /// Runs a call, turning a panic into `ToolFailed` so a future is always completed.
@@ -165,7 +221,7 @@ fn deliver(loop_: &Py<PyAny>, fut: &Py<PyAny>, outcome: &ToolOutcome) {
 #[pyclass(name = "NativeTools", module = "loom._core", frozen)]
 pub(crate) struct PyNativeTools {
     inner: Arc<NativeTools>,
-    pool: Pool,
+    closed: AtomicBool,
 }
 
 /// A running call: `cancel()` stops it and kills its processes.
@@ -191,13 +247,8 @@ impl PyToolCall {
 #[pymethods]
 impl PyNativeTools {
     #[new]
-    #[pyo3(signature = (config_json, *, workers = 16))]
-    fn new(py: Python<'_>, config_json: &str, workers: usize) -> PyResult<Self> {
-        if workers == 0 || workers > 1024 {
-            return Err(pyo3::exceptions::PyValueError::new_err(
-                "workers must be between 1 and 1024",
-            ));
-        }
+    #[pyo3(signature = (config_json))]
+    fn new(py: Python<'_>, config_json: &str) -> PyResult<Self> {
         let cfg = SandboxConfig::from_json(config_json).map_err(|e| config_error(py, &e))?;
         // Start-up opens the workspace, resolves the allowlist and probes the kernel
         // (it forks once): not with the GIL held.
@@ -206,7 +257,7 @@ impl PyNativeTools {
             .map_err(|e| config_error(py, &e))?;
         Ok(Self {
             inner: Arc::new(tools),
-            pool: Pool::new(workers)?,
+            closed: AtomicBool::new(false),
         })
     }
 
@@ -273,8 +324,20 @@ impl PyNativeTools {
         let loop_ = r#loop.clone().unbind();
         let fut = future.clone().unbind();
         let parsed = parse_args(&name, args);
+        if self.closed.load(Ordering::SeqCst) {
+            return Err(pyo3::exceptions::PyRuntimeError::new_err(
+                "NativeTools is closed",
+            ));
+        }
         let tools = self.inner.clone();
         let flag = cancel.clone();
+        let p = pool();
+        {
+            let mut running = p.running.lock();
+            running.retain(|w| w.strong_count() > 0);
+            running.push(Arc::downgrade(&cancel));
+        }
+        p.inflight.fetch_add(1, Ordering::SeqCst);
         let job: Job = Box::new(move || {
             let outcome = match parsed {
                 Ok(args) => run_call(&tools, &name, args, timeout, &flag),
@@ -283,24 +346,31 @@ impl PyNativeTools {
                     spans: Vec::new(),
                 },
             };
-            deliver(&loop_, &fut, &outcome);
+            if !p.shutting_down.load(Ordering::SeqCst) {
+                deliver(&loop_, &fut, &outcome);
+            } else {
+                // Past the atexit hook: Python must not be touched. The futures are
+                // dropped without the GIL, which PyO3 defers safely.
+            }
+            p.inflight.fetch_sub(1, Ordering::SeqCst);
         });
-        if !self.pool.submit(job) {
-            return Err(pyo3::exceptions::PyRuntimeError::new_err(
-                "NativeTools is closed",
-            ));
+        if let Err(e) = p.submit(job) {
+            p.inflight.fetch_sub(1, Ordering::SeqCst);
+            return Err(e);
         }
         Ok(PyToolCall { cancel })
     }
 
     /// Stops accepting calls; running calls finish (or time out) on their own.
     fn close(&self) {
-        self.pool.close();
+        self.closed.store(true, Ordering::SeqCst);
     }
 }
 
 pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PyNativeTools>()?;
     m.add_class::<PyToolCall>()?;
+    let shutdown = wrap_pyfunction!(_shutdown_tool_workers, m)?;
+    PyModule::import(m.py(), "atexit")?.call_method1("register", (shutdown,))?;
     Ok(())
 }

@@ -44,7 +44,8 @@ async def on_event(ctx: Any, topic: str, event: Any) -> None:
         ctx,
         llm,
         CognitiveConfig(
-            system_prompt="You write one short section of a research report, from the sources given.",
+            system_prompt="You write one short section of a research report from the "
+            "sources given.",
             max_iterations=1,
             max_tokens=200,
             temperature=0.3,

@@ -234,6 +234,9 @@ unsafe fn child_main(plan: &Plan<'_>) -> ! {
         }
     }
     for &(res, soft, hard) in &plan.rlimits {
+        if res < 0 {
+            continue; // left as inherited
+        }
         let lim = [soft, hard];
         // SAFETY: prlimit64(0 = self, resource, &new, NULL).
         let r = unsafe {

@@ -17,7 +17,7 @@
 //! * Fork bombs: on kernels with a per-namespace `pid_max` (6.14+), A sets the namespace's
 //!   `pid_max` to `300 + processes` and `ns_last_pid` to 299, so at most `processes` pids
 //!   exist in the namespace at once — enforced by the kernel, for root too (root ignores
-//!   `RLIMIT_NPROC`, which is set anyway for non-root callers).
+//!   `RLIMIT_NPROC`).
 //! * Everything the child needs is prepared before `clone` (argv, envp, fds, the
 //!   Landlock ruleset, the BPF program); between `clone` and `execve` only raw,
 //!   async-signal-safe syscalls run — no allocation, no locks, no panics.
@@ -42,8 +42,8 @@ pub struct Limits {
     pub cpu_seconds: u64,
     /// `RLIMIT_AS`, bytes of address space.
     pub address_space_bytes: u64,
-    /// Processes (and threads) alive at once in the sandbox's pid namespace; also
-    /// `RLIMIT_NPROC`.
+    /// Processes (and threads) alive at once in the sandbox's pid namespace (the
+    /// namespace's `pid_max`, Linux 6.14+; root only).
     pub processes: u64,
     /// `RLIMIT_FSIZE`, largest file the process may write, bytes.
     pub file_size_bytes: u64,
@@ -183,6 +183,7 @@ pub struct Policy {
     mountns: bool,
     pid_max_per_ns: bool,
     drop_caps: bool,
+    is_root: bool,
     require: bool,
     enforcement: Enforcement,
 }
@@ -225,8 +226,11 @@ impl Policy {
         let ruleset = Ruleset::build(&spec)?;
         let seccomp = super::seccomp::supported().then(|| Filter::build(cfg.network));
         let pidns = probe_pid_namespace();
-        let mountns = pidns && probe_namespaces(libc::CLONE_NEWPID | libc::CLONE_NEWNS);
-        let pid_max_per_ns = pidns && kernel_at_least(6, 14);
+        let mountns = pidns && probe(libc::CLONE_NEWPID | libc::CLONE_NEWNS, Probe::Mount);
+        // Before 6.14 `pid_max` is global: writing it from a namespace would change the
+        // host's. Never probe it there.
+        let pid_max_per_ns =
+            pidns && kernel_at_least(6, 14) && probe(libc::CLONE_NEWPID, Probe::PidMax);
         // SAFETY: geteuid has no preconditions.
         let drop_caps = unsafe { libc::geteuid() } == 0 || has_any_capability();
         let env = cfg
@@ -260,6 +264,8 @@ impl Policy {
             mountns,
             pid_max_per_ns,
             drop_caps,
+            // SAFETY: geteuid has no preconditions.
+            is_root: unsafe { libc::geteuid() } == 0,
             require: cfg.require,
             enforcement,
         })
@@ -361,8 +367,16 @@ impl Policy {
                 limits.address_space_bytes,
                 limits.address_space_bytes,
             ),
+            // RLIMIT_NPROC counts every task of the user, not just this call's: for a
+            // non-root caller (a desktop session has hundreds) a low value would make the
+            // first fork fail, so it is left as inherited there. Root ignores it; the cap
+            // that binds root is the namespace's pid_max.
             (
-                libc::RLIMIT_NPROC as libc::c_int,
+                if self.is_root {
+                    libc::RLIMIT_NPROC as libc::c_int
+                } else {
+                    -1
+                },
                 limits.processes,
                 limits.processes,
             ),
@@ -586,28 +600,70 @@ pub struct Output {
 
 /// Can this process create pid namespaces? (Root can, unless a container forbids it.)
 pub fn probe_pid_namespace() -> bool {
-    probe_namespaces(libc::CLONE_NEWPID)
+    probe(libc::CLONE_NEWPID, Probe::Nothing)
 }
 
-/// Can this process create the namespaces in `flags`?
-fn probe_namespaces(flags: libc::c_int) -> bool {
+/// What a probe child tries before reporting success.
+#[derive(Clone, Copy)]
+enum Probe {
+    Nothing,
+    /// Write its pid namespace's `pid_max` and `ns_last_pid` (read-only `/proc/sys` in a
+    /// container would make every call fail at that stage otherwise).
+    PidMax,
+    /// Make its mount namespace private (a container's seccomp or LSM may refuse).
+    Mount,
+}
+
+/// Can this process create the namespaces in `flags` and do `what` in them? Runs a
+/// throw-away child (a fork: it only makes async-signal-safe calls and exits).
+fn probe(flags: libc::c_int, what: Probe) -> bool {
     let _mask = BlockSignals::new();
-    // SAFETY: the child only calls _exit.
+    // SAFETY: the child only makes raw syscalls on static data and exits.
     let pid = unsafe { fork_probe(flags as libc::c_ulong) };
     if pid == 0 {
-        // SAFETY: immediate exit of the probe child.
-        unsafe { libc::_exit(0) }
+        // SAFETY: open/write/close/mount/_exit in the forked probe child.
+        unsafe {
+            let ok = match what {
+                Probe::Nothing => true,
+                Probe::PidMax => {
+                    let write = |path: &CStr, text: &[u8]| {
+                        let fd = libc::open(path.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
+                        let ok = fd >= 0
+                            && libc::write(fd, text.as_ptr().cast(), text.len())
+                                == text.len() as isize;
+                        if fd >= 0 {
+                            libc::close(fd);
+                        }
+                        ok
+                    };
+                    write(c"/proc/sys/kernel/pid_max", b"400")
+                        && write(c"/proc/sys/kernel/ns_last_pid", b"299")
+                }
+                Probe::Mount => {
+                    let null = std::ptr::null::<libc::c_char>();
+                    libc::mount(
+                        null,
+                        c"/".as_ptr(),
+                        null,
+                        libc::MS_REC | libc::MS_PRIVATE,
+                        std::ptr::null(),
+                    ) == 0
+                }
+            };
+            libc::_exit(if ok { 0 } else { 1 })
+        }
     }
     if pid < 0 {
         return false;
     }
-    let mut child = Child {
-        pid: pid as libc::pid_t,
-        reaped: false,
-        stacks: None,
-    };
-    child.wait();
-    true
+    let mut st = 0;
+    loop {
+        // SAFETY: waiting for our own probe child.
+        let r = unsafe { libc::waitpid(pid as libc::pid_t, &mut st, libc::__WALL) };
+        if r >= 0 || child::errno() != libc::EINTR {
+            return r == pid as libc::pid_t && libc::WIFEXITED(st) && libc::WEXITSTATUS(st) == 0;
+        }
+    }
 }
 
 /// The running kernel is at least `major.minor`.

@@ -453,13 +453,13 @@ async def test_slow_server_times_out(fetch_with: Any, servers: Any) -> None:
     start = time.monotonic()
     with pytest.raises(ToolTimeout):
         await fetch(f"{a.base}/slow?s=5", timeout=0.5)
-    assert time.monotonic() - start < 1.5
+    assert time.monotonic() - start < 2.5
     # the [tools.http] timeout caps the total, also for a body that keeps trickling
     capped = await fetch_with(allow(f"127.0.0.1:{a.port}", timeout=0.7))
     start = time.monotonic()
     with pytest.raises(ToolTimeout):
         await capped(f"{a.base}/trickle", timeout=30)
-    assert time.monotonic() - start < 2
+    assert time.monotonic() - start < 3
     assert (await fetch(f"{a.base}/hello"))["body"] == "hello"
 
 

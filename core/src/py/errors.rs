@@ -16,7 +16,9 @@ where
 {
     let build = || -> PyResult<PyErr> {
         let module = ERRORS
-            .get_or_try_init(py, || PyModule::import(py, "loom.errors").map(Bound::unbind))?
+            .get_or_try_init(py, || {
+                PyModule::import(py, "loom.errors").map(Bound::unbind)
+            })?
             .bind(py);
         let exc = module.getattr(class)?.call1(args)?;
         Ok(PyErr::from_value(exc))
@@ -54,11 +56,15 @@ pub(crate) fn tool_error(py: Python<'_>, err: &ToolError) -> PyErr {
 pub(crate) fn config_error(py: Python<'_>, err: &ConfigError) -> PyErr {
     let build = || -> PyResult<PyErr> {
         let module = ERRORS
-            .get_or_try_init(py, || PyModule::import(py, "loom.errors").map(Bound::unbind))?
+            .get_or_try_init(py, || {
+                PyModule::import(py, "loom.errors").map(Bound::unbind)
+            })?
             .bind(py);
         let kwargs = pyo3::types::PyDict::new(py);
         kwargs.set_item("key", &err.key)?;
-        let exc = module.getattr("ConfigError")?.call((err.message.clone(),), Some(&kwargs))?;
+        let exc = module
+            .getattr("ConfigError")?
+            .call((err.message.clone(),), Some(&kwargs))?;
         Ok(PyErr::from_value(exc))
     };
     build().unwrap_or_else(|e| e)

@@ -214,16 +214,19 @@ class SubscriptionRunner:
                 except asyncio.CancelledError:
                     raise
                 except Exception:
-                    log.exception(
-                        "agent %s: handler failed on event %s (topic %s, type %s)",
-                        self.owner,
-                        event.id,
-                        event.topic,
-                        event.type,
-                    )
+                    self._log_failure(event)
                 finally:
                     if lim is not None:
                         lim.release()
+
+    def _log_failure(self, event: Envelope) -> None:
+        log.exception(
+            "agent %s: handler failed on event %s (topic %s, type %s)",
+            self.owner,
+            event.id,
+            event.topic,
+            event.type,
+        )
 
     async def _handle_traced(self, event: Envelope) -> None:
         """The slow path when tracing is on: one ``invoke_agent`` span per event."""
@@ -249,13 +252,7 @@ class SubscriptionRunner:
                     span.set_attribute("error.type", type(exc).__name__)
                     span.set_status(Status(StatusCode.ERROR, str(exc)[:512]))
                     span.record_exception(exc)
-                    log.exception(
-                        "agent %s: handler failed on event %s (topic %s, type %s)",
-                        self.owner,
-                        event.id,
-                        event.topic,
-                        event.type,
-                    )
+                    self._log_failure(event)
         finally:
             if lim is not None:
                 lim.release()

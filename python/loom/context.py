@@ -11,6 +11,7 @@ import logging
 import re
 import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from typing import TYPE_CHECKING, Any
 
 from loom._core import Envelope
@@ -98,28 +99,13 @@ class AgentContext:
             InvalidTopicError: the topic is malformed.
             BusFullError: a ``reliable`` subscriber stayed full for ``timeout`` seconds.
         """
-        span = None
+        span: AbstractContextManager[Any] = nullcontext()
         if _tracing[0]:
             from loom.telemetry.spans import publish_span
 
-            span = publish_span(topic, type, correlation_id)
-        if span is None:
-            pending = self._publish(
-                topic,
-                type,
-                payload,
-                source=self.agent_id,
-                correlation_id=correlation_id,
-                reply_to=reply_to,
-                thread_id=thread_id,
-                ttl=ttl,
-                headers=self.runtime.outgoing_headers(headers),
-            )
-            if pending is not None:
-                await wait_pending(pending, timeout)
-            return
+            span = publish_span(topic, type, correlation_id) or span
+        # Inside the span, so the traceparent sent is the PRODUCER span's.
         with span:
-            # Inside the span, so the traceparent sent is the PRODUCER span's.
             pending = self._publish(
                 topic,
                 type,

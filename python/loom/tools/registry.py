@@ -157,10 +157,11 @@ class ToolRegistry:
                 result = await asyncio.wait_for(
                     tool.invoke(ctx, payload, timeout), timeout + 1.0 if timeout else None
                 )
+            except ToolError:
+                # Before TimeoutError: ToolTimeout is one, and keeps the tool's message.
+                raise
             except asyncio.TimeoutError:
                 raise ToolTimeout(name, f"did not finish within {timeout}s") from None
-            except ToolError:
-                raise
             except LoomError as exc:
                 raise ToolFailed(name, str(exc)) from exc
             span.set_result(result)

@@ -104,6 +104,10 @@ class StdioTransport(Transport):
         async with self._write_lock:
             if self._lost is not None or self._closed or self.proc is None:
                 raise self._lost or ConnectionLost("the connection is closed", retry_safe=True)
+            if _exited(self.proc.pid):
+                # Died while idle and the reader has not seen EOF yet: nothing is sent,
+                # so the call can safely go to a fresh server.
+                raise ConnectionLost("the server process has exited", retry_safe=True)
             stdin = self.proc.stdin
             assert stdin is not None
             try:
@@ -263,3 +267,16 @@ class StdioTransport(Transport):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self._stop_background()
+
+
+def _exited(pid: int) -> bool:
+    """Whether ``pid`` is gone or a zombie (Linux ``/proc``; False where unknown)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+    except FileNotFoundError:
+        return True
+    except OSError:
+        return False
+    # The state follows the parenthesised command name, which may contain spaces.
+    return stat[stat.rfind(b")") + 2 : stat.rfind(b")") + 3] in (b"Z", b"X")

@@ -325,3 +325,28 @@ fn different_groups_each_get_a_copy() {
         .subscribe_group("t", Qos::Realtime, None, Some("bad name"))
         .is_err());
 }
+
+#[test]
+fn remote_groups_leave_queue_groups_to_the_transport() {
+    use _core::bus::Delivery;
+    let bus = Bus::new();
+    let member = bus
+        .subscribe_group("t", Qos::Realtime, None, Some("g"))
+        .unwrap();
+    let single = bus.subscribe("t", Qos::Realtime, None).unwrap();
+    bus.set_remote_groups(true);
+    assert_eq!(bus.publish(ev("t", 1)).unwrap().delivered, 1);
+    assert_eq!((member.depth(), single.depth()), (0, 1));
+    // The transport hands the event back for the group only.
+    let p = bus.deliver_to(ev("t", 2), Delivery::Group("g")).unwrap();
+    assert_eq!(p.delivered, 1);
+    assert_eq!((member.depth(), single.depth()), (1, 1));
+    assert_eq!(
+        bus.deliver_to(ev("t", 3), Delivery::Group("other"))
+            .unwrap()
+            .delivered,
+        0
+    );
+    bus.set_remote_groups(false);
+    assert_eq!(bus.publish(ev("t", 4)).unwrap().delivered, 2);
+}

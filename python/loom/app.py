@@ -112,6 +112,13 @@ async def run_project(
         with _workflow_span(project, handle) as root:
             try:
                 agents = build_agents(project, runtime)
+                nats_url = project.bus.get("nats")
+                if nats_url:
+                    from loom.nats import connect
+
+                    if not isinstance(nats_url, str):
+                        raise project.error("must be a URL string", "bus", "nats")
+                    await connect(runtime, nats_url, name=project.project.name)
                 for agent in agents:
                     await agent.start()
                 log.info(

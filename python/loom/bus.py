@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 from loom import _core
 from loom._core import Envelope
@@ -71,6 +71,14 @@ class BusStats:
         }
 
 
+class SubscriptionWatcher(Protocol):
+    """Told about subscriptions as they come and go (see :meth:`EventBus.watch`)."""
+
+    def subscribed(self, sub: Subscription) -> None: ...
+
+    def unsubscribed(self, sub: Subscription) -> None: ...
+
+
 class Subscription:
     """A subscription's queue on the asyncio side.
 
@@ -79,11 +87,14 @@ class Subscription:
     subscription is closed.
     """
 
-    __slots__ = ("_loop", "_sub")
+    __slots__ = ("_loop", "_on_close", "_sub")
 
-    def __init__(self, sub: _core.Subscription) -> None:
+    def __init__(
+        self, sub: _core.Subscription, on_close: Callable[[Subscription], None] | None = None
+    ) -> None:
         self._sub = sub
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._on_close = on_close
 
     @property
     def id(self) -> int:
@@ -164,7 +175,10 @@ class Subscription:
 
     def unsubscribe(self) -> bool:
         """Stops delivery; queued events can still be taken. Idempotent."""
-        return self._sub.unsubscribe()
+        removed = self._sub.unsubscribe()
+        if removed and self._on_close is not None:
+            self._on_close(self)
+        return removed
 
     def __repr__(self) -> str:
         return f"Subscription(id={self.id}, pattern={self.pattern!r}, qos={self.qos!r})"
@@ -177,6 +191,12 @@ class EventBus:
         self._core = core or _core.Bus()
         # Bound once: publish is the hot path.
         self._publish = self._core.publish
+        self._watchers: list[SubscriptionWatcher] = []
+
+    def watch(self, watcher: SubscriptionWatcher) -> None:
+        """Tells ``watcher`` about every subscription made from now on, and when it
+        ends (how a transport such as NATS learns which subjects to import)."""
+        self._watchers.append(watcher)
 
     @property
     def core(self) -> _core.Bus:
@@ -199,7 +219,17 @@ class EventBus:
             InvalidTopicError: the pattern is malformed.
             ValueError: unknown ``qos`` or ``capacity < 1``.
         """
-        return Subscription(self._core.subscribe(pattern, qos, capacity, group))
+        sub = self._core.subscribe(pattern, qos, capacity, group)
+        if not self._watchers:
+            return Subscription(sub)
+        wrapped = Subscription(sub, self._closed)
+        for w in self._watchers:
+            w.subscribed(wrapped)
+        return wrapped
+
+    def _closed(self, sub: Subscription) -> None:
+        for w in self._watchers:
+            w.unsubscribed(sub)
 
     def publish_nowait(
         self,

@@ -33,6 +33,17 @@ use trie::Trie;
 /// unbounded stream of distinct topics cannot grow memory without bound.
 pub const MAX_TRACKED_TOPICS: usize = 10_000;
 
+/// Which local subscribers an event goes to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Delivery<'a> {
+    /// Every subscriber, one member per queue group.
+    All,
+    /// Only subscribers outside queue groups.
+    Singles,
+    /// Only one member of this queue group.
+    Group(&'a str),
+}
+
 /// Forwards local publishes to another transport (NATS, ...).
 pub trait Uplink: Send + Sync {
     /// Called for every event published locally, after local routing.
@@ -111,6 +122,7 @@ struct Inner {
     published: AtomicU64,
     untracked: AtomicU64,
     closed: AtomicBool,
+    remote_groups: AtomicBool,
     uplink: RwLock<Option<Arc<dyn Uplink>>>,
 }
 
@@ -296,17 +308,36 @@ impl Bus {
     }
 
     /// Publishes locally and to the uplink. Never blocks: full `reliable`
-    /// subscriptions are returned in [`Published::blocked`].
+    /// subscriptions are returned in [`Published::blocked`]. With
+    /// [`Bus::set_remote_groups`] on, queue groups are left to the transport.
     pub fn publish(&self, env: Envelope) -> Result<Published, BusError> {
-        let published = self.deliver(env)?;
+        let delivery = if self.inner.remote_groups.load(Relaxed) {
+            Delivery::Singles
+        } else {
+            Delivery::All
+        };
+        let published = self.deliver_to(env, delivery)?;
         if let Some(uplink) = self.inner.uplink.read().as_ref() {
             uplink.forward(&published.envelope)?;
         }
         Ok(published)
     }
 
-    /// Routes `env` to local subscribers only (events arriving from an uplink).
+    /// When a transport spanning processes (NATS) is attached, queue groups must be
+    /// balanced across all processes by that transport: local publishes then skip
+    /// the groups, and the transport hands each event back with
+    /// [`Delivery::Group`] to the one process that should serve it.
+    pub fn set_remote_groups(&self, on: bool) {
+        self.inner.remote_groups.store(on, Relaxed);
+    }
+
+    /// Routes `env` to every local subscriber (events arriving from an uplink).
     pub fn deliver(&self, env: Envelope) -> Result<Published, BusError> {
+        self.deliver_to(env, Delivery::All)
+    }
+
+    /// Routes `env` to the local subscribers `delivery` selects.
+    pub fn deliver_to(&self, env: Envelope, delivery: Delivery<'_>) -> Result<Published, BusError> {
         if self.inner.closed.load(Relaxed) {
             return Err(BusError::Closed("bus"));
         }
@@ -327,9 +358,20 @@ impl Bus {
             blocked: Vec::new(),
         };
         for members in &route.groups {
-            self.offer_group(members, &env, &mut out);
+            let wanted = match delivery {
+                Delivery::All => true,
+                Delivery::Singles => false,
+                Delivery::Group(g) => members[0].group.as_deref() == Some(g),
+            };
+            if wanted {
+                self.offer_group(members, &env, &mut out);
+            }
         }
-        for sub in &route.singles {
+        let singles: &[Arc<Subscription>] = match delivery {
+            Delivery::Group(_) => &[],
+            _ => &route.singles,
+        };
+        for sub in singles {
             match sub.offer(&env) {
                 Offer::Queued { evicted } => {
                     out.delivered += 1;

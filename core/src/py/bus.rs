@@ -18,8 +18,8 @@ use pyo3::types::{PyBytes, PyDict, PyList, PyString};
 use super::convert::json_to_py;
 use super::errors::bus_error;
 use crate::bus::{
-    topic, Bus, Envelope, Payload, Published, Qos, Subscription, SubscriptionStats, Waker,
-    DEFAULT_TTL,
+    topic, Bus, Delivery, Envelope, Payload, Published, Qos, Subscription, SubscriptionStats,
+    Waker, DEFAULT_TTL,
 };
 
 // The Python signatures below spell the default hop limit as a literal.
@@ -428,7 +428,7 @@ impl PyBus {
 
     /// Publishes an event. Returns `None` when every subscriber took it, or a
     /// `PendingPublish` when `reliable` subscribers were full.
-    #[pyo3(signature = (topic, r#type = "event", payload = None, *, source = None, correlation_id = None, reply_to = None, thread_id = None, ttl = 32, headers = None))]
+    #[pyo3(signature = (topic, r#type = "event", payload = None, *, source = None, correlation_id = None, reply_to = None, thread_id = None, ttl = 32, headers = None, to_group = None))]
     #[allow(clippy::too_many_arguments)]
     fn publish(
         &self,
@@ -442,6 +442,7 @@ impl PyBus {
         thread_id: Option<&str>,
         ttl: u32,
         headers: Option<&Bound<'_, PyDict>>,
+        to_group: Option<&str>,
     ) -> PyResult<Option<PyPendingPublish>> {
         let env = build(
             topic,
@@ -454,7 +455,11 @@ impl PyBus {
             ttl,
             headers,
         )?;
-        self.finish(py, self.bus.publish(env))
+        match to_group {
+            // A transport handing an event to the queue group this process serves.
+            Some(g) => self.finish(py, self.bus.deliver_to(env, Delivery::Group(g))),
+            None => self.finish(py, self.bus.publish(env)),
+        }
     }
 
     /// Publishes an existing envelope again (a relay), with its hop limit reduced by one.
@@ -470,6 +475,11 @@ impl PyBus {
 
     fn unsubscribe(&self, id: u64) -> bool {
         self.bus.unsubscribe(id)
+    }
+
+    /// Leaves queue groups to a transport spanning processes (see `loom.nats`).
+    fn set_remote_groups(&self, on: bool) {
+        self.bus.set_remote_groups(on)
     }
 
     fn close(&self) {

@@ -11,7 +11,6 @@ import logging
 import re
 import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from contextlib import AbstractContextManager, nullcontext
 from typing import TYPE_CHECKING, Any
 
 from loom._core import Envelope
@@ -99,26 +98,48 @@ class AgentContext:
             InvalidTopicError: the topic is malformed.
             BusFullError: a ``reliable`` subscriber stayed full for ``timeout`` seconds.
         """
-        span: AbstractContextManager[Any] = nullcontext()
         if _tracing[0]:
             from loom.telemetry.spans import publish_span
 
-            span = publish_span(topic, type, correlation_id) or span
-        # Inside the span, so the traceparent sent is the PRODUCER span's.
-        with span:
-            pending = self._publish(
-                topic,
-                type,
-                payload,
-                source=self.agent_id,
-                correlation_id=correlation_id,
-                reply_to=reply_to,
-                thread_id=thread_id,
-                ttl=ttl,
-                headers=self.runtime.outgoing_headers(headers),
-            )
-            if pending is not None:
-                await wait_pending(pending, timeout)
+            span = publish_span(topic, type, correlation_id)
+            if span is not None:
+                # Inside the span, so the traceparent sent is the PRODUCER span's.
+                with span:
+                    pending = self._send(
+                        topic, type, payload, correlation_id, reply_to, thread_id, ttl, headers
+                    )
+                    if pending is not None:
+                        await wait_pending(pending, timeout)
+                return
+        # The hot path: no context manager, no extra coroutine.
+        pending = self._send(
+            topic, type, payload, correlation_id, reply_to, thread_id, ttl, headers
+        )
+        if pending is not None:
+            await wait_pending(pending, timeout)
+
+    def _send(
+        self,
+        topic: str,
+        type: str,
+        payload: Any,
+        correlation_id: str | None,
+        reply_to: str | None,
+        thread_id: str | None,
+        ttl: int,
+        headers: Mapping[str, str] | None,
+    ) -> Any:
+        return self._publish(
+            topic,
+            type,
+            payload,
+            source=self.agent_id,
+            correlation_id=correlation_id,
+            reply_to=reply_to,
+            thread_id=thread_id,
+            ttl=ttl,
+            headers=self.runtime.outgoing_headers(headers),
+        )
 
     async def request(
         self,

@@ -12,8 +12,8 @@ the worst case for tracing: an agent step with a real model takes 100-1000x long
 *tracing + metrics*: the same with metrics on, which is what ``loom run`` installs by
 default (the GenAI histograms are recorded for every chat span).
 
-Per request that is 6 spans: send, invoke_agent, chat, execute_tool, the reply's send,
-and its delivery. The scripted model emits no ``chat`` span of its own, so the
+Per request that is 5 spans: send, invoke_agent, chat, execute_tool and the reply's
+send. The scripted model emits no ``chat`` span of its own, so the
 benchmark wraps each call in the LLM client's own span helpers (``loom.llm._otel``), the
 code path of a real ``LLMProvider`` call.
 
@@ -163,7 +163,7 @@ async def main() -> int:
     args = ap.parse_args()
     latency = args.llm_latency_ms / 1000
     calls, repeat = (1_000, 1) if args.smoke else (args.calls, args.repeat)
-    spans_per_call = 6
+    spans_per_call = 5
 
     print(
         f"tracing overhead: {calls} scripted LLM calls + tool calls, concurrency "

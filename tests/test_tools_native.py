@@ -144,13 +144,16 @@ async def test_100_tool_calls_never_stall_the_loop(agent: Agent) -> None:
             last = now
 
     tick = asyncio.create_task(ticker())
+    await asyncio.sleep(0.005)  # the ticker is running before the calls start
     calls = [agent.ctx.tool("fs:read_file", {"path": "notes.md"}) for _ in range(50)]
     calls += [agent.ctx.tool("system:shell", {"argv": ["true"]}) for _ in range(50)]
     results = await asyncio.gather(*calls)
+    await asyncio.sleep(0.005)  # and one more tick after them
     stop.set()
     await tick
     assert len(results) == 100
-    assert len(gaps) > 5
+    assert gaps, "the ticker ran"
+    # A blocked loop shows as one long gap; 100 ms leaves room for a loaded machine.
     assert max(gaps) < 0.1, f"the loop stalled for {max(gaps) * 1000:.0f} ms"
 
 

@@ -78,3 +78,17 @@ async def test_handler_error_marks_the_span(
 def test_untraced_by_default() -> None:
     refresh_tracing_active()
     assert _tracing[0] is False
+
+
+async def test_replies_do_not_get_their_own_agent_span(
+    span_exporter: InMemorySpanExporter, runtime: Runtime
+) -> None:
+    async def echo(ctx, topic, event):  # type: ignore[no-untyped-def]
+        await ctx.reply(event, payload=1)
+
+    async with Agent("svc", topics=["svc"], on_event=echo), Agent("caller") as caller:
+        with trace.get_tracer("test").start_as_current_span("root"):
+            await caller.ctx.request("svc", timeout=2)
+    names = [s.name for s in span_exporter.get_finished_spans()]
+    assert names.count("invoke_agent svc") == 1
+    assert "invoke_agent caller" not in names, names

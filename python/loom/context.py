@@ -348,8 +348,10 @@ class AgentContext:
         to ``direct`` (the agent's handler)."""
         self._direct = direct
         sub = self.runtime.bus.subscribe(self.inbox, qos="reliable", capacity=4096)
+        # Not traced here: replies only resolve futures; direct messages get their
+        # invoke_agent span in _on_inbox.
         self._inbox_runner = SubscriptionRunner(
-            self.agent_id, sub, self, on_event=AgentContext._on_inbox, concurrency=4
+            self.agent_id, sub, self, on_event=AgentContext._on_inbox, concurrency=4, traced=False
         )
         self._inbox_runner.start()
 

@@ -161,7 +161,6 @@ def invoke_agent_span(agent_id: str, event: Any) -> Iterator[Span]:
     attrs: dict[str, Any] = {
         "gen_ai.operation.name": "invoke_agent",
         "gen_ai.agent.name": agent_id,
-        "gen_ai.agent.id": agent_id,
         "messaging.system": "loom",
         "messaging.operation.type": "process",
         "messaging.destination.name": event.topic,

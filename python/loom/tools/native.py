@@ -13,7 +13,10 @@ import json
 import logging
 from typing import TYPE_CHECKING, Any
 
+from pydantic_core import from_json
+
 from loom.errors import ConfigError
+from loom.telemetry import _tracing
 from loom.tools.registry import ToolRegistry
 from loom.tools.spec import ToolSpec
 
@@ -44,17 +47,16 @@ class NativeTool:
         _emit_spans(spans_json)
         if error is not None:
             raise error
-        return json.loads(result_json) if result_json is not None else None
+        return from_json(result_json) if result_json is not None else None
 
 
 def _emit_spans(spans_json: str) -> None:
+    if not spans_json or not _tracing[0]:
+        return
     from opentelemetry import trace
 
-    from loom.telemetry import tracing_active
     from loom.telemetry.spans import emit_records
 
-    if not spans_json or not tracing_active():
-        return
     parent = trace.get_current_span()
     if parent.is_recording():
         emit_records(parent, json.loads(spans_json))

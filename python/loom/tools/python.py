@@ -48,6 +48,9 @@ def _takes_ctx(param: inspect.Parameter, hint: Any) -> bool:
 class PythonTool:
     """A Python function registered as a tool."""
 
+    #: The registry enforces the timeout exactly (a coroutine is simply cancelled).
+    timeout_grace = 0.0
+
     def __init__(
         self, fn: Callable[..., Any], name: str | None = None, description: str | None = None
     ) -> None:

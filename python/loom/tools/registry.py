@@ -5,20 +5,27 @@ from __future__ import annotations
 
 import asyncio
 import difflib
+import itertools
 import logging
-import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from loom.errors import LoomError, ToolDenied, ToolError, ToolFailed, ToolNotFound, ToolTimeout
+from loom.telemetry import _tracing
 from loom.tools.spec import ToolSpec, openai_name
 
 log = logging.getLogger("loom.tools")
 
 #: Seconds a tool call may take unless the caller or config says otherwise.
 DEFAULT_TIMEOUT = 30.0
+
+# asyncio.timeout (3.11+) costs no extra task, unlike wait_for.
+_timeout = getattr(asyncio, "timeout", None)
+# Call ids: unique per process (random prefix) and cheap (a counter, not uuid4).
+_ID_PREFIX = uuid.uuid4().hex[:8]
+_call_ids = itertools.count(1)
 
 
 class Tool(Protocol):
@@ -41,17 +48,6 @@ class ApprovalRequest:
 
 #: ``async def approve(request) -> bool`` (sync callables are run off the loop).
 Approver = Callable[[ApprovalRequest], Awaitable[bool] | bool]
-
-
-@dataclass
-class CallRecord:
-    """Timing and outcome of the last calls (for ``loom tools`` and tests)."""
-
-    tool: str
-    agent_id: str
-    seconds: float
-    outcome: str
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 class ToolRegistry:
@@ -141,38 +137,42 @@ class ToolRegistry:
     ) -> Any:
         """Calls a tool and returns its JSON result; see ``AgentContext.tool``."""
         tool = self.get(name)
-        name = tool.spec.name
-        call_id = call_id or f"call_{uuid.uuid4().hex[:16]}"
-        agent_id = getattr(ctx, "agent_id", "?")
+        call_id = call_id or f"call_{_ID_PREFIX}{next(_call_ids):x}"
         timeout = self.default_timeout if timeout is None else timeout
+        if not _tracing[0]:
+            # The hot path: no span machinery at all when nothing records spans.
+            return await self._run(tool, ctx, payload, timeout, call_id)
         from loom.telemetry.spans import tool_span
 
-        with tool_span(name, call_id, tool.spec, payload) as span:
-            if name in self.require_approval:
-                await self._approve(ApprovalRequest(name, payload, agent_id, call_id))
-            started = time.perf_counter()
-            try:
-                # The tool enforces the timeout itself (Rust kills its processes); the
-                # outer wait is a backstop with a little grace.
-                result = await asyncio.wait_for(
-                    tool.invoke(ctx, payload, timeout), timeout + 1.0 if timeout else None
-                )
-            except ToolError:
-                # Before TimeoutError: ToolTimeout is one, and keeps the tool's message.
-                raise
-            except asyncio.TimeoutError:
-                raise ToolTimeout(name, f"did not finish within {timeout}s") from None
-            except LoomError as exc:
-                raise ToolFailed(name, str(exc)) from exc
+        with tool_span(tool.spec.name, call_id, tool.spec, payload) as span:
+            result = await self._run(tool, ctx, payload, timeout, call_id)
             span.set_result(result)
-            log.debug(
-                "%s: %s (%s) ok in %.1f ms",
-                agent_id,
-                name,
-                call_id,
-                (time.perf_counter() - started) * 1000,
-            )
             return result
+
+    async def _run(
+        self, tool: Tool, ctx: Any, payload: dict[str, Any], timeout: float, call_id: str
+    ) -> Any:
+        name = tool.spec.name
+        if name in self.require_approval:
+            agent_id = getattr(ctx, "agent_id", "?")
+            await self._approve(ApprovalRequest(name, payload, agent_id, call_id))
+        # Tools that enforce the timeout themselves (the Rust core kills its processes,
+        # MCP cancels the request) get a little grace, so their own error wins.
+        limit = timeout + getattr(tool, "timeout_grace", 1.0) if timeout else None
+        try:
+            if limit is None:
+                return await tool.invoke(ctx, payload, timeout)
+            if _timeout is not None:
+                async with _timeout(limit):
+                    return await tool.invoke(ctx, payload, timeout)
+            return await asyncio.wait_for(tool.invoke(ctx, payload, timeout), limit)
+        except ToolError:
+            # Before TimeoutError: ToolTimeout is one, and keeps the tool's message.
+            raise
+        except (asyncio.TimeoutError, TimeoutError):
+            raise ToolTimeout(name, f"did not finish within {timeout}s") from None
+        except LoomError as exc:
+            raise ToolFailed(name, str(exc)) from exc
 
     async def _approve(self, req: ApprovalRequest) -> None:
         if self.approver is None:

@@ -106,8 +106,10 @@ class StdioTransport(Transport):
                 raise self._lost or ConnectionLost("the connection is closed", retry_safe=True)
             if _exited(self.proc.pid):
                 # Died while idle and the reader has not seen EOF yet: nothing is sent,
-                # so the call can safely go to a fresh server.
-                raise ConnectionLost("the server process has exited", retry_safe=True)
+                # so the call can safely go to a fresh server (and this transport is
+                # dead from now on, so the client starts one).
+                self._lost = ConnectionLost("the server process has exited", retry_safe=True)
+                raise self._lost
             stdin = self.proc.stdin
             assert stdin is not None
             try:

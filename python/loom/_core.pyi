@@ -154,8 +154,8 @@ class NativeTools:
     from ``loom.toml`` (see ``docs/tools.md``). Raises ``loom.errors.ConfigError`` (with
     ``key``) for an invalid configuration.
 
-    A call resolves to ``(result_json, error, spans_json)``: the tool's JSON result or
-    ``None``; a ``loom.errors.ToolError`` instance (``ToolNotFound``,
+    A call resolves to ``(result, error, spans_json)``: the tool's result or
+    ``None`` (as Python objects); a ``loom.errors.ToolError`` instance (``ToolNotFound``,
     ``ToolArgumentsInvalid``, ``ToolDenied``, ``ToolTimeout``, ``ToolFailed``) or
     ``None``; and the sandbox's spans as a JSON list of
     ``{name, start_unix_nanos, end_unix_nanos, attributes, status_error, parent}``.
@@ -183,7 +183,7 @@ class NativeTools:
         """
     def call_sync(
         self, name: str, args: str | dict[str, Any], timeout: float | None = None
-    ) -> tuple[str | None, Exception | None, str]:
+    ) -> tuple[Any, Exception | None, str]:
         """Runs on the calling thread with the GIL released."""
     def close(self) -> None:
         """Stops accepting calls; running calls finish or time out."""

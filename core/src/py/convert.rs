@@ -63,7 +63,10 @@ pub(crate) fn py_to_json(obj: &Bound<'_, PyAny>) -> PyResult<Value> {
             let key = k.cast::<PyString>().map_err(|_| {
                 pyo3::exceptions::PyTypeError::new_err(format!(
                     "JSON object keys must be str, not {}",
-                    k.get_type().name().map(|n| n.to_string()).unwrap_or_default()
+                    k.get_type()
+                        .name()
+                        .map(|n| n.to_string())
+                        .unwrap_or_default()
                 ))
             })?;
             map.insert(key.to_str()?.to_owned(), py_to_json(&v)?);
@@ -71,13 +74,24 @@ pub(crate) fn py_to_json(obj: &Bound<'_, PyAny>) -> PyResult<Value> {
         return Ok(Value::Object(map));
     }
     if let Ok(l) = obj.cast::<PyList>() {
-        return l.iter().map(|v| py_to_json(&v)).collect::<PyResult<Vec<_>>>().map(Value::Array);
+        return l
+            .iter()
+            .map(|v| py_to_json(&v))
+            .collect::<PyResult<Vec<_>>>()
+            .map(Value::Array);
     }
     if let Ok(t) = obj.cast::<pyo3::types::PyTuple>() {
-        return t.iter().map(|v| py_to_json(&v)).collect::<PyResult<Vec<_>>>().map(Value::Array);
+        return t
+            .iter()
+            .map(|v| py_to_json(&v))
+            .collect::<PyResult<Vec<_>>>()
+            .map(Value::Array);
     }
     Err(pyo3::exceptions::PyTypeError::new_err(format!(
         "value of type {} is not JSON-serialisable",
-        obj.get_type().name().map(|n| n.to_string()).unwrap_or_default()
+        obj.get_type()
+            .name()
+            .map(|n| n.to_string())
+            .unwrap_or_default()
     )))
 }

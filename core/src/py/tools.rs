@@ -2,7 +2,7 @@
 //!
 //! Calls run on a process-wide pool of Rust worker threads with no GIL held; the result
 //! is handed back to asyncio through `loop.call_soon_threadsafe`, so the event loop
-//! never blocks. Each call resolves its future with a tuple `(result_json, error, spans_json)`:
+//! never blocks. Each call resolves its future with a tuple `(result, error, spans_json)`:
 //! the tool's JSON result (or `None`), a `loom.errors.ToolError` instance (or `None`) and
 //! the sandbox's spans as a JSON list — spans come back on failures too, so a denial is
 //! visible in the trace.
@@ -145,13 +145,15 @@ fn run_call(
     })
 }
 
-/// `(result_json | None, error | None, spans_json)`.
+/// `(result | None, error | None, spans_json)`. The result is built as Python objects
+/// directly (no JSON text in between: a 64 KiB file would be escaped and parsed again).
 fn outcome_tuple<'py>(py: Python<'py>, outcome: &ToolOutcome) -> PyResult<Bound<'py, PyTuple>> {
     let spans = Value::Array(outcome.spans.iter().map(|s| s.to_json()).collect()).to_string();
-    let (result, error): (Option<String>, Option<Bound<'py, PyAny>>) = match &outcome.result {
-        Ok(v) => (Some(v.to_string()), None),
-        Err(e) => (None, Some(tool_error(py, e).value(py).clone().into_any())),
-    };
+    let (result, error): (Option<Bound<'py, PyAny>>, Option<Bound<'py, PyAny>>) =
+        match &outcome.result {
+            Ok(v) => (Some(json_to_py(py, v)?), None),
+            Err(e) => (None, Some(tool_error(py, e).value(py).clone().into_any())),
+        };
     (result, error, spans).into_pyobject(py)
 }
 
@@ -284,7 +286,7 @@ impl PyNativeTools {
     }
 
     /// Runs a tool on the calling thread with the GIL released; returns
-    /// `(result_json | None, error | None, spans_json)`.
+    /// `(result | None, error | None, spans_json)`.
     #[pyo3(signature = (name, args, timeout = None))]
     fn call_sync<'py>(
         &self,
@@ -309,7 +311,7 @@ impl PyNativeTools {
     }
 
     /// Runs a tool on a worker thread and resolves `future` (of `loop`) with
-    /// `(result_json | None, error | None, spans_json)`. Never blocks the caller.
+    /// `(result | None, error | None, spans_json)`. Never blocks the caller.
     #[pyo3(signature = (name, args, timeout, r#loop, future))]
     fn call(
         &self,

@@ -13,8 +13,6 @@ import json
 import logging
 from typing import TYPE_CHECKING, Any
 
-from pydantic_core import from_json
-
 from loom.errors import ConfigError
 from loom.telemetry import _tracing
 from loom.tools.registry import ToolRegistry
@@ -37,17 +35,17 @@ class NativeTool:
 
     async def invoke(self, ctx: Any, args: dict[str, Any], timeout: float | None) -> Any:
         loop = asyncio.get_running_loop()
-        fut: asyncio.Future[tuple[str | None, BaseException | None, str]] = loop.create_future()
+        fut: asyncio.Future[tuple[Any, BaseException | None, str]] = loop.create_future()
         handle = self._core.call(self.spec.name, args, timeout, loop, fut)
         try:
-            result_json, error, spans_json = await fut
+            result, error, spans_json = await fut
         except asyncio.CancelledError:
             handle.cancel()  # kills the sandboxed processes
             raise
         _emit_spans(spans_json)
         if error is not None:
             raise error
-        return from_json(result_json) if result_json is not None else None
+        return result
 
 
 def _emit_spans(spans_json: str) -> None:

@@ -35,7 +35,6 @@ pub(crate) fn json_to_py<'py>(py: Python<'py>, v: &Value) -> PyResult<Bound<'py,
     })
 }
 
-#[allow(dead_code)] // used by the tools binding
 pub(crate) fn py_to_json(obj: &Bound<'_, PyAny>) -> PyResult<Value> {
     if obj.is_none() {
         return Ok(Value::Null);

@@ -14,7 +14,9 @@ from loom.llm.auto import provider_for
 
 log = logging.getLogger("desk")
 
-_STOP = set("a an and are as at be by do does for from how in is it of on or the to what why with".split())
+_STOP = set(
+    "a an and are as at be by do does for from how in is it of on or the to what why with".split()
+)
 
 
 def keywords(question: str) -> list[str]:

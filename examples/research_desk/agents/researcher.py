@@ -60,8 +60,7 @@ async def research(ctx: Any, task: dict[str, Any]) -> dict[str, Any]:
         tools=["fs:read_file"],
     )
     result = await reader.run(
-        f'Use fs__read_file with {{"path": "{source}"}} to read the file, then answer: '
-        f"{question}"
+        f'Use fs__read_file with {{"path": "{source}"}} to read the file, then answer: {question}'
     )
     usage = result.usage
     cost = result.cost_usd

@@ -52,9 +52,7 @@ def test_main_job_from_a_clean_checkout(tmp_path: Path) -> None:
     # Progress on the terminal: the lead's plan and each researcher's work.
     assert "lead: question" in r.stderr and "wrote notes/" in r.stderr
 
-    traces = [
-        p for p in (project / ".loom" / "traces").glob("*.jsonl") if ".metrics" not in p.name
-    ]
+    traces = [p for p in (project / ".loom" / "traces").glob("*.jsonl") if ".metrics" not in p.name]
     assert len(traces) == 1, traces
     spans = [
         span

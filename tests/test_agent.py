@@ -320,3 +320,22 @@ async def test_queue_group_shares_work_between_agents(runtime: Runtime) -> None:
         assert {r.payload for r in replies} == {"w1", "w2"}
         subs = [s for s in runtime.bus.stats().subscriptions if s.pattern == "jobs"]
         assert {s.group for s in subs} == {"pool"}
+
+
+async def test_a_slow_handler_does_not_delay_the_next_event(runtime: Runtime) -> None:
+    """Events arriving one by one while a handler is busy start at once (another worker
+    is watching the queue), they do not wait for the busy one."""
+    started: dict[int, float] = {}
+
+    async def slow(ctx, topic, event):  # type: ignore[no-untyped-def]
+        started[event.payload] = time.monotonic()
+        await asyncio.sleep(0.5)
+
+    async with Agent("slow", topics=["s"], on_event=slow, max_concurrency=4), Agent("c") as c:
+        t0 = time.monotonic()
+        for i in range(3):
+            await c.ctx.emit("s", payload=i)
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(0.1)
+        assert sorted(started) == [0, 1, 2]
+        assert max(started.values()) - t0 < 0.4, "each started while the others slept"

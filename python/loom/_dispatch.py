@@ -1,14 +1,15 @@
 """Running handlers for bus subscriptions: worker tasks with bounded concurrency.
 
 Each subscription gets up to ``concurrency`` long-lived worker tasks that take events
-straight from the Rust queue and run the handler inside the worker's own task, so
+straight from the Rust queue and await the handler inside the worker's own task, so
 ``asyncio.timeout`` and cancellation inside a handler behave as users expect, and no
 task is created per event.
 
 Only one idle worker (the *leader*) waits on the Rust queue; the others wait on their
-own futures and are woken one at a time, only when a running handler actually
-suspends. A handler that completes without suspending therefore costs no task
-switch at all, and an event never wakes more than two tasks.
+own futures. When the leader goes to work it wakes one follower to take over the
+watch, and a worker that leaves events behind in the shared deque wakes one helper —
+at most one woken worker is on its way at any time, so a burst costs one task switch
+per worker brought in, not one per event, and an event never wakes more than two tasks.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from collections.abc import Awaitable, Callable, Generator
+from collections.abc import Awaitable, Callable
 from types import CoroutineType
 from typing import Any
 
@@ -62,41 +63,6 @@ class Limiter:
                 return
 
 
-class _Resume:
-    """Awaits the rest of a coroutine that has already run its first step.
-
-    The first step ran inside the current task (so ``asyncio.current_task()`` was
-    right); this re-yields what it yielded and forwards sends and throws, exactly
-    like a plain ``await coro`` would have.
-    """
-
-    __slots__ = ("_coro", "_first")
-
-    def __init__(self, coro: Any, first: Any) -> None:
-        self._coro = coro
-        self._first = first
-
-    def __await__(self) -> Generator[Any, Any, Any]:
-        coro = self._coro
-        out = self._first
-        while True:
-            try:
-                sent = yield out
-            except GeneratorExit:
-                coro.close()
-                raise
-            except BaseException as exc:
-                try:
-                    out = coro.throw(exc)
-                except StopIteration as stop:
-                    return stop.value
-            else:
-                try:
-                    out = coro.send(sent)
-                except StopIteration as stop:
-                    return stop.value
-
-
 class SubscriptionRunner:
     """Feeds one subscription's events to a handler from a pool of worker tasks."""
 
@@ -123,6 +89,7 @@ class SubscriptionRunner:
         self._limiter = limiter
         self._traced = traced
         self._leading = False
+        self._waking = False
         self._idle: deque[asyncio.Future[None]] = deque()
         self._pending: deque[Envelope] = deque()
         self._workers: list[asyncio.Task[None]] = []
@@ -136,11 +103,15 @@ class SubscriptionRunner:
         ]
 
     def _wake_one(self) -> None:
+        """Wakes one idle worker, unless one is already on its way."""
+        if self._waking:
+            return
         idle = self._idle
         while idle:
             fut = idle.popleft()
             if not fut.done():
                 fut.set_result(None)
+                self._waking = True
                 return
 
     async def _wait(self) -> bool:
@@ -151,7 +122,10 @@ class SubscriptionRunner:
         if self._leading:
             # Someone already watches the queue: wait to be handed work.
             self._idle.append(fut)
-            await fut
+            try:
+                await fut
+            finally:
+                self._waking = False
             return True
         self._leading = True
         try:
@@ -159,6 +133,9 @@ class SubscriptionRunner:
                 await fut
         finally:
             self._leading = False
+        if self._concurrency > 1:
+            # This worker goes to work: another takes over watching the queue.
+            self._wake_one()
         if sub.closed and sub.depth == 0:
             # Release the followers so they can see the end too.
             for f in self._idle:
@@ -169,8 +146,7 @@ class SubscriptionRunner:
         return True
 
     async def _event_worker(self) -> None:
-        # The hot loop: everything is a local, and the handler's first step runs inline
-        # (no per-event coroutine of our own).
+        # The hot loop: everything is a local, no per-event coroutine of our own.
         take = self.sub._sub.take
         # Taken events wait in a deque shared by this subscription's workers, so a
         # handler that suspends never sits on events another worker could run.
@@ -192,6 +168,11 @@ class SubscriptionRunner:
                 pending.extend(events)
             while pending:
                 event = pending.popleft()
+                if several and pending:
+                    # More is waiting: bring in a helper (at most one on its way at a
+                    # time; each helper brings the next), so a slow handler never sits
+                    # on events another worker could run.
+                    self._wake_one()
                 if traced and _tracing[0]:
                     await self._handle_traced(event)
                     continue
@@ -203,14 +184,7 @@ class SubscriptionRunner:
                 try:
                     result = on_event(ctx, event.topic, event)
                     if result.__class__ is coroutine:
-                        try:
-                            first = result.send(None)
-                        except StopIteration:
-                            continue
-                        # It suspended: hand the rest to another worker meanwhile.
-                        if several:
-                            self._wake_one()
-                        await _Resume(result, first)
+                        await result
                 except asyncio.CancelledError:
                     raise
                 except Exception:
@@ -240,8 +214,6 @@ class SubscriptionRunner:
             await lim.acquire()
         try:
             with invoke_agent_span(self.owner, event) as span:
-                if self._concurrency > 1:
-                    self._wake_one()
                 try:
                     result = self._on_event(self._ctx, event.topic, event)
                     if asyncio.iscoroutine(result):

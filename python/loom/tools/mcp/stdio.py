@@ -105,10 +105,13 @@ class StdioTransport(Transport):
             if self._lost is not None or self._closed or self.proc is None:
                 raise self._lost or ConnectionLost("the connection is closed", retry_safe=True)
             if _exited(self.proc.pid):
-                # Died while idle and the reader has not seen EOF yet: nothing is sent,
-                # so the call can safely go to a fresh server (and this transport is
-                # dead from now on, so the client starts one).
-                self._lost = ConnectionLost("the server process has exited", retry_safe=True)
+                # Died while idle and the reader has not seen EOF yet. Let it say how the
+                # process ended; nothing was sent, so the call can safely go to a fresh
+                # server (and this transport is dead from now on).
+                with suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(self._lost_event.wait(), EXIT_GRACE + 1.0)
+                detail = self._lost.detail if self._lost else "the server process has exited"
+                self._lost = ConnectionLost(detail, retry_safe=True)
                 raise self._lost
             stdin = self.proc.stdin
             assert stdin is not None

@@ -47,7 +47,9 @@ fn future_waker(loop_: &Bound<'_, PyAny>, fut: &Bound<'_, PyAny>) -> PyResult<Wa
     let fut = fut.clone().unbind();
     let loop_thread: ThreadId = thread::current().id();
     Ok(Box::new(move || {
-        Python::attach(|py| {
+        // `try_attach`: a waker fired from a Rust thread while the interpreter shuts
+        // down must not touch Python (nobody is waiting any more).
+        let _ = Python::try_attach(|py| {
             let fut = fut.bind(py);
             let result = if thread::current().id() == loop_thread {
                 wake_fn.bind(py).call1((fut,)).map(drop)
@@ -61,7 +63,7 @@ fn future_waker(loop_: &Bound<'_, PyAny>, fut: &Bound<'_, PyAny>) -> PyResult<Wa
             if let Err(e) = result {
                 log::debug_py(py, &e);
             }
-        })
+        });
     }))
 }
 

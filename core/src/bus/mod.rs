@@ -6,9 +6,9 @@
 //! Nothing here blocks except the explicitly blocking helpers for Rust producers
 //! ([`Bus::publish_blocking`]); async callers wait on wakers instead.
 //!
-//! The seam for other transports is [`Uplink`]: every local publish is also handed to
-//! the uplink (e.g. a NATS connection), and events arriving from it are injected with
-//! [`Bus::deliver`], which routes to local subscribers only.
+//! The seam for transports that span processes (`loom.nats` over NATS): they subscribe
+//! locally to what they export, inject what arrives with [`Bus::deliver_to`], and with
+//! [`Bus::set_remote_groups`] leave queue groups for the transport to balance.
 
 pub mod envelope;
 pub mod subscription;
@@ -42,12 +42,6 @@ pub enum Delivery<'a> {
     Singles,
     /// Only one member of this queue group.
     Group(&'a str),
-}
-
-/// Forwards local publishes to another transport (NATS, ...).
-pub trait Uplink: Send + Sync {
-    /// Called for every event published locally, after local routing.
-    fn forward(&self, env: &Arc<Envelope>) -> Result<(), BusError>;
 }
 
 #[derive(Debug, Default)]
@@ -123,7 +117,6 @@ struct Inner {
     untracked: AtomicU64,
     closed: AtomicBool,
     remote_groups: AtomicBool,
-    uplink: RwLock<Option<Arc<dyn Uplink>>>,
 }
 
 /// The event bus. Cheap to clone; clones share the same bus.
@@ -207,11 +200,6 @@ impl Bus {
         drop(trie);
         sub.close();
         true
-    }
-
-    /// Installs the uplink that receives every local publish.
-    pub fn set_uplink(&self, uplink: Option<Arc<dyn Uplink>>) {
-        *self.inner.uplink.write() = uplink;
     }
 
     fn entry(&self, topic: &Arc<str>) -> Option<Arc<TopicEntry>> {
@@ -307,20 +295,16 @@ impl Bus {
         route
     }
 
-    /// Publishes locally and to the uplink. Never blocks: full `reliable`
-    /// subscriptions are returned in [`Published::blocked`]. With
-    /// [`Bus::set_remote_groups`] on, queue groups are left to the transport.
+    /// Publishes. Never blocks: full `reliable` subscriptions are returned in
+    /// [`Published::blocked`]. With [`Bus::set_remote_groups`] on, queue groups are
+    /// left to the transport.
     pub fn publish(&self, env: Envelope) -> Result<Published, BusError> {
         let delivery = if self.inner.remote_groups.load(Relaxed) {
             Delivery::Singles
         } else {
             Delivery::All
         };
-        let published = self.deliver_to(env, delivery)?;
-        if let Some(uplink) = self.inner.uplink.read().as_ref() {
-            uplink.forward(&published.envelope)?;
-        }
-        Ok(published)
+        self.deliver_to(env, delivery)
     }
 
     /// When a transport spanning processes (NATS) is attached, queue groups must be
@@ -331,7 +315,7 @@ impl Bus {
         self.inner.remote_groups.store(on, Relaxed);
     }
 
-    /// Routes `env` to every local subscriber (events arriving from an uplink).
+    /// Routes `env` to every local subscriber.
     pub fn deliver(&self, env: Envelope) -> Result<Published, BusError> {
         self.deliver_to(env, Delivery::All)
     }

@@ -42,7 +42,6 @@ class Runtime:
         self.agents: dict[str, Agent] = {}
         self._hooks: list[ShutdownHook] = []
         self._supervised: set[asyncio.Task[None]] = set()
-        self._header_hooks: list[Callable[[dict[str, str]], None]] = []
         #: The tool registry (``loom.tools.ToolRegistry``), built on first use.
         self.tools: Any = None
         self._tools_lock: asyncio.Lock | None = None
@@ -87,22 +86,15 @@ class Runtime:
         stops."""
         self._hooks.append(hook)
 
-    def add_header_hook(self, hook: Callable[[dict[str, str]], None]) -> None:
-        """Lets a subsystem (tracing) add headers to every outgoing event."""
-        self._header_hooks.append(hook)
-
     def outgoing_headers(self, headers: Mapping[str, str] | None) -> dict[str, str] | None:
-        """Headers for an outgoing event: the caller's, the current trace context
-        (W3C ``traceparent``) when tracing, and whatever the hooks add."""
-        if not self._header_hooks and not _tracing[0]:
+        """Headers for an outgoing event: the caller's, plus the current trace context
+        (W3C ``traceparent``) when tracing."""
+        if not _tracing[0]:
             return dict(headers) if headers else None
-        out = dict(headers) if headers else {}
-        if _tracing[0]:
-            from loom.telemetry.spans import inject
+        from loom.telemetry.spans import inject
 
-            inject(out)
-        for hook in self._header_hooks:
-            hook(out)
+        out = dict(headers) if headers else {}
+        inject(out)
         return out or None
 
     # -- supervision ---------------------------------------------------------------

@@ -464,17 +464,6 @@ impl PyBus {
         }
     }
 
-    /// Publishes an existing envelope again (a relay), with its hop limit reduced by one.
-    fn republish(
-        &self,
-        py: Python<'_>,
-        envelope: &PyEnvelope,
-    ) -> PyResult<Option<PyPendingPublish>> {
-        let mut env = (*envelope.inner).clone();
-        env.ttl = env.ttl.saturating_sub(1);
-        self.finish(py, self.bus.publish(env))
-    }
-
     fn unsubscribe(&self, id: u64) -> bool {
         self.bus.unsubscribe(id)
     }

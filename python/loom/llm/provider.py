@@ -543,14 +543,49 @@ class LLMProvider:
         if not response.provider:
             response.provider = self.name
 
+    def _system(self) -> str:
+        """``gen_ai.provider.name``: the kind of server, else the configured name."""
+        return self.quirks.name if self.quirks.name != "generic" else self.name
+
+    def _end_ok(self, span: Any, response: LLMResponse) -> None:
+        """Ends the call's span and records the GenAI client metrics."""
+        from loom.telemetry.metrics import record_llm_call
+
+        u = response.usage
+        record_llm_call(
+            provider=self._system(),
+            request_model=self.model,
+            duration_s=response.latency_ms / 1000.0,
+            response_model=response.model or None,
+            input_tokens=u.prompt_tokens,
+            output_tokens=u.completion_tokens,
+            server_address=self._host or None,
+            server_port=self._port,
+        )
+        _otel.end_ok(span, response, response.latency_ms)
+
+    def _end_error(self, span: Any, exc: BaseException, started: float) -> None:
+        from loom.telemetry.metrics import record_llm_call
+
+        latency_ms = (time.perf_counter() - started) * 1000.0
+        status = getattr(exc, "status_code", None)
+        record_llm_call(
+            provider=self._system(),
+            request_model=self.model,
+            duration_s=latency_ms / 1000.0,
+            error_type=str(status) if status else type(exc).__name__,
+            server_address=self._host or None,
+            server_port=self._port,
+        )
+        _otel.end_error(span, exc, latency_ms)
+
     def _span(self, body: dict[str, Any], stream: bool) -> Any:
         if not self._host:
             parts = urlsplit(self._base_url)
             self._host, self._port = parts.hostname or "", parts.port
-        system = self.quirks.name if self.quirks.name != "generic" else self.name
         return _otel.start_chat_span(
             provider=self.name,
-            system=system,
+            system=self._system(),
             body=body,
             host=self._host,
             port=self._port,
@@ -626,9 +661,9 @@ class LLMProvider:
             response = parse_completion(data, self.name, name_map)
             self._account(response, started)
         except BaseException as exc:
-            _otel.end_error(span, exc, (time.perf_counter() - started) * 1000.0)
+            self._end_error(span, exc, started)
             raise
-        _otel.end_ok(span, response, response.latency_ms)
+        self._end_ok(span, response)
         if self._cache is not None and key is not None:
             self._cache.put(key, response)
         return response
@@ -680,14 +715,14 @@ class LLMProvider:
                     retries += 1
         except BaseException as exc:
             if done:  # the consumer stopped after the answer was complete
-                _otel.end_ok(span, done[0], done[0].latency_ms)
+                self._end_ok(span, done[0])
             else:
-                _otel.end_error(span, exc, (time.perf_counter() - started) * 1000.0)
+                self._end_error(span, exc, started)
             raise
         if done:
-            _otel.end_ok(span, done[0], done[0].latency_ms)
+            self._end_ok(span, done[0])
         else:  # the consumer stopped early: the stream ended without an answer
-            _otel.end_error(span, GeneratorExit(), (time.perf_counter() - started) * 1000.0)
+            self._end_error(span, GeneratorExit(), started)
 
     async def _stream_once(
         self,

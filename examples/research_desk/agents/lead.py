@@ -72,7 +72,7 @@ async def write_report(ctx: Any, job: dict[str, Any]) -> dict[str, Any]:
         if isinstance(outcome, BaseException):
             log.warning("lead: %s failed: %s", f, outcome)
         elif outcome.result.type != "result":
-            log.warning("lead: %s failed: %s", f, outcome.result.payload)
+            log.warning("lead: %s failed: %s", f, outcome.result.payload.get("reason"))
         else:
             notes.append(outcome.result.payload)
             log.info("lead: %s done by %s", f, outcome.winner)
@@ -93,6 +93,8 @@ async def write_report(ctx: Any, job: dict[str, Any]) -> dict[str, Any]:
     )
     context = "\n\n".join(f"From {n['source']}: {n['answer']}" for n in notes)
     summary = await writer.run(f"Answer the question in one paragraph: {question}", context=context)
+    if not summary.success:
+        raise RuntimeError(f"writing the report failed: {summary.error}")
     body = summary.answer.strip() or "(the model returned no text)"
     report = [f"# {question}", "", body, "", "## Sources", ""]
     report += [f"- `{n['source']}` ({n['by']}, note: `{n['note']}`): {n['answer']}" for n in notes]

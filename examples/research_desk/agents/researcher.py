@@ -64,6 +64,8 @@ async def research(ctx: Any, task: dict[str, Any]) -> dict[str, Any]:
     )
     usage = result.usage
     cost = result.cost_usd
+    if not result.success and not result.tool_calls:
+        raise RuntimeError(f"{ctx.agent_id}: {result.error}")  # the model is unreachable
     if not any(s.tool == "fs:read_file" and s.error is None for s in result.tool_calls):
         # A tiny model may mangle the path: read it ourselves (still sandboxed) and ask.
         log.info("%s: the model did not read %s; reading it for it", ctx.agent_id, source)
@@ -78,6 +80,8 @@ async def research(ctx: Any, task: dict[str, Any]) -> dict[str, Any]:
             }
         )
         cost += result.cost_usd
+    if not result.success:
+        raise RuntimeError(f"{ctx.agent_id}: {result.error}")
     answer = result.answer.strip() or "(no answer)"
     note = f"# Notes on {source}\n\nQuestion: {question}\n\n{answer}\n"
     path = f"notes/{PurePosixPath(source).stem}.md"

@@ -56,5 +56,8 @@ async def on_event(ctx: Any, topic: str, event: Any) -> None:
     if feedback:
         goal_text += f"\nReviewer feedback to address: {feedback}"
     result = await writer.run(goal_text, context="\n\n".join(texts))
+    if not result.success:
+        await ctx.reply(event, "error", {"reason": f"{ctx.agent_id}: {result.error}"})
+        return
     cited = ", ".join(sources)
     await ctx.reply(event, "result", {"content": f"{result.answer.strip()}\n\nSources: {cited}"})

@@ -5,7 +5,6 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import sys
-from pathlib import Path
 from types import ModuleType
 from typing import Any
 
@@ -98,9 +97,3 @@ def build_agents(project: ProjectConfig, runtime: Runtime) -> list[Agent]:
         for name, spec in project.agents.items()
         if spec.enabled
     ]
-
-
-def project_path(path: str | Path | None) -> Path:
-    """Resolves a CLI path argument to a loom.toml file."""
-    p = Path(path) if path else Path("loom.toml")
-    return p / "loom.toml" if p.is_dir() else p

@@ -80,7 +80,7 @@ async def _session(args: argparse.Namespace, project: ProjectConfig) -> int:
             max_iterations=args.max_iterations,
         )
         cognitive = CognitiveAgent(agent.ctx, llm, config, tools=tools)
-        offered = [t["function"]["name"] for t in await cognitive._offer()]
+        offered = [t["function"]["name"] for t in await cognitive.offered_tools()]
         print(f"loom chat — {llm.name} ({llm.model}); {len(offered)} tool(s). /help for help.")
         while True:
             try:

@@ -128,7 +128,8 @@ class CognitiveAgent:
 
     # -- the loop ------------------------------------------------------------------
 
-    async def _offer(self) -> list[dict[str, Any]]:
+    async def offered_tools(self) -> list[dict[str, Any]]:
+        """The tools this agent offers the model, in the OpenAI format."""
         if self._tool_defs is not None:
             return self._tool_defs
         if self._tool_items == [] or self.ctx is None:
@@ -175,7 +176,7 @@ class CognitiveAgent:
                 "loom.cognitive.max_iterations": self.config.max_iterations,
             },
         ) as span:
-            tools = await self._offer()
+            tools = await self.offered_tools()
             mode = self.config.tool_mode
             if mode == "auto":
                 mode = "native"

@@ -393,7 +393,7 @@ fn status_reports_the_allowlist_and_enforcement() {
     assert!(st["deny_write"]
         .as_array()
         .unwrap()
-        .contains(&json!(".git/hooks")));
+        .contains(&json!(".git")));
 }
 
 #[test]

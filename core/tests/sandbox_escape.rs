@@ -387,6 +387,41 @@ case!(git_hooks_write, |f| {
     assert!(!f.ws(".git/hooks/pre-commit").exists());
 });
 
+case!(git_metadata_at_any_depth_write, |f| {
+    // Everything git reads as configuration or follows: the whole of .git, nested
+    // repositories, `.git` files (`gitdir:` indirection), $HOME's .gitconfig and the
+    // usual core.hooksPath targets.
+    std::fs::create_dir_all(f.ws(".git/modules/sub")).unwrap();
+    std::fs::create_dir_all(f.ws("vendor/lib")).unwrap();
+    for p in [
+        ".git/commondir",
+        ".git/modules/sub/config",
+        ".git/info/attributes",
+        ".git/objects/info/alternates",
+        "sub/.git/config",
+        "deep/er/repo/.git/hooks/pre-commit",
+        "vendor/lib/.git",
+        ".gitconfig",
+        "home/.gitconfig",
+        ".husky/pre-commit",
+        ".githooks/pre-push",
+    ] {
+        assert_eq!(rule(f.write(p, "x")), "deny_write", "{p}");
+        assert!(!f.ws(p).exists(), "{p}");
+    }
+    // Ordinary git-related files are data.
+    f.write(".gitignore", "target/\n").unwrap();
+    f.write(".gitmodules", "").unwrap();
+    std::fs::create_dir_all(f.ws("lib/.git")).unwrap();
+    std::fs::write(f.ws("lib/x.txt"), "x").unwrap();
+    assert_eq!(
+        rule(f.call("fs:delete", json!({"path": "lib", "recursive": true}))),
+        "deny_write",
+        "a tree holding a nested repository"
+    );
+    assert!(f.ws("lib/x.txt").exists());
+});
+
 case!(git_hooks_through_a_symlink, |f| {
     std::fs::create_dir_all(f.ws(".git/hooks")).unwrap();
     symlink(".git/hooks", f.ws("h"));

@@ -503,6 +503,9 @@ sc("mount", 165, 0, 0, 0, 0, 0)
 sc("bpf", 321, 0, 0, 0)
 sc("clone_newuser", 56, 0x10000000 | 17, 0, 0, 0, 0)
 sc("kill_parent", 62, {me}, 0)
+sc("fchmodat2_setid", 452, -100, b"nonexistent", 0o4755, 0)
+sc("openat_creat_setid", 257, -100, b"created", 0o101, 0o2755)
+sc("openat2", 437, -100, b"x", 0, 0)
 "#
     );
     let r = f.shell(&["python3", "-c", &script]).unwrap();
@@ -515,6 +518,8 @@ sc("kill_parent", 62, {me}, 0)
         "mount",
         "bpf",
         "clone_newuser",
+        "fchmodat2_setid",
+        "openat_creat_setid",
     ] {
         let line = out
             .lines()
@@ -522,6 +527,8 @@ sc("kill_parent", 62, {me}, 0)
             .unwrap_or_else(|| panic!("{name}: {r}"));
         assert_eq!(line, format!("{name} -1 {}", libc::EPERM), "{r}");
     }
+    assert!(out.contains(&format!("openat2 -1 {}", libc::ENOSYS)), "{r}");
+    assert!(!f.ws("created").exists());
     let kill = out.lines().find(|l| l.starts_with("kill_parent")).unwrap();
     assert!(
         kill.starts_with("kill_parent -1"),
@@ -556,7 +563,11 @@ fn writes_outside_fail_through_cp_tee_touch_mv() {
         let args: Vec<&str> = argv.iter().map(String::as_str).collect();
         let r = f.shell(&args).unwrap();
         assert_ne!(r["exit_code"], 0, "{argv:?} succeeded: {r}");
-        assert!(stderr(&r).contains("Permission denied"), "{argv:?}: {r}");
+        let err = stderr(&r);
+        assert!(
+            err.contains("Permission denied") || err.contains("Read-only file system"),
+            "{argv:?}: {r}"
+        );
     }
     f.assert_outside_untouched();
     assert!(!std::path::Path::new("/tmp/loom-escape-probe").exists());
@@ -684,11 +695,11 @@ fn results_report_what_was_enforced() {
 }
 
 #[test]
-fn git_metadata_and_existing_protected_files_are_read_only_for_the_shell() {
+fn git_metadata_and_protected_files_are_never_written_by_the_shell() {
     let f = Fixture::new();
-    if f.tools.status()["shell"]["enforcement"]["protected_paths"] != true {
+    if f.tools.status()["shell"]["enforcement"]["staged_writes"] != true {
         eprintln!(
-            "SKIPPED git_metadata_..._read_only_for_the_shell: no mount namespace (not root?)"
+            "SKIPPED git_metadata_..._never_written_by_the_shell: no staged writes (not root?)"
         );
         return;
     }
@@ -706,8 +717,8 @@ fn git_metadata_and_existing_protected_files_are_read_only_for_the_shell() {
         .find(|s| s.name == "sandbox.process")
         .unwrap();
     assert_eq!(
-        span.attr("loom.sandbox.protected_paths"),
-        Some(&json!(3)),
+        span.attr("loom.sandbox.staged_writes"),
+        Some(&json!(true)),
         "{span:?}"
     );
     for argv in [
@@ -722,15 +733,13 @@ fn git_metadata_and_existing_protected_files_are_read_only_for_the_shell() {
         vec!["tee", "-a", ".bashrc"],
         vec!["mv", ".bashrc", "x"],
     ] {
-        let r = f.shell(&argv).unwrap();
-        assert_ne!(r["exit_code"], 0, "{argv:?} succeeded: {r}");
-        let err = stderr(&r);
-        assert!(
-            err.contains("Read-only file system") || err.contains("busy"),
-            "{argv:?}: {err}"
-        );
+        match f.shell(&argv) {
+            Err(ToolError::Denied { rule, .. }) => assert_eq!(rule, "deny_write", "{argv:?}"),
+            other => panic!("{argv:?}: {other:?}"),
+        }
     }
     assert!(!f.ws(".git/hooks/pre-commit").exists());
+    assert!(!f.ws("moved-git").exists() && !f.ws("x").exists());
     assert_eq!(
         std::fs::read_to_string(f.ws(".git/config")).unwrap(),
         "[core]\n"
@@ -740,17 +749,15 @@ fn git_metadata_and_existing_protected_files_are_read_only_for_the_shell() {
     // Reading them and writing elsewhere still works.
     let r = f.shell(&["cat", ".git/config"]).unwrap();
     assert_eq!(stdout(&r), "[core]\n");
-    assert_eq!(
-        r["sandbox"]["protected"],
-        json!([".git", ".env", ".bashrc"])
-    );
     let r = f.shell(&["cp", "evil.sh", "copy.sh"]).unwrap();
     assert_eq!(r["exit_code"], 0, "{r}");
-    // The read-only binds live in the child's mount namespace only.
+    assert_eq!(r["changes"]["files"], 1, "{r}");
+    assert!(f.ws("copy.sh").exists());
+    // The overlay lives in the child's mount namespace only.
     let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
     assert!(
         !mounts.contains(f.root.to_str().unwrap()),
-        "a bind leaked into the host: {mounts}"
+        "a mount leaked into the host: {mounts}"
     );
 }
 

@@ -9,6 +9,7 @@
 use std::ffi::CStr;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 
+use super::staging::{MOUNT_ATTR_NOSUID, MOUNT_ATTR_RDONLY};
 use super::sys::{self, sys};
 
 pub(super) const REC_STATUS: i32 = 1;
@@ -44,7 +45,7 @@ pub(super) fn stage_name(stage: i32) -> &'static str {
         STAGE_FORK => "fork",
         STAGE_CHDIR => "chdir into the workspace",
         STAGE_EXEC => "execve",
-        STAGE_MOUNT => "the read-only protected paths",
+        STAGE_MOUNT => "the staged, read-only file system view",
         _ => "unknown stage",
     }
 }
@@ -61,13 +62,40 @@ pub(super) struct Plan<'a> {
     pub(super) seccomp: Option<*const libc::sock_fprog>,
     pub(super) drop_caps: bool,
     pub(super) in_pidns: bool,
-    /// In a private mount namespace: bind these (absolute) paths read-only.
+    /// In a private mount namespace: everything read-only and `nosuid`, the staging
+    /// overlay (this fd, a detached mount) moved onto `ws_path`.
     pub(super) mount_ns: bool,
-    pub(super) protect: &'a [std::ffi::CString],
-    /// Absolute path of the working directory (fd 5 is the same directory).
-    pub(super) cwd_path: &'a CStr,
+    pub(super) overlay: RawFd,
+    /// Absolute path of the workspace root.
+    pub(super) ws_path: &'a CStr,
+    /// The working directory relative to the workspace root (`.` for the root); fd 5 is
+    /// the same directory in the parent's view.
+    pub(super) cwd_rel: &'a CStr,
     /// Top of the stack B starts on (inside a mapping the parent owns).
     pub(super) b_stack: *mut libc::c_void,
+}
+
+const MOVE_MOUNT_F_EMPTY_PATH: usize = 0x4;
+const RESOLVE_NO_XDEV: u64 = 0x01;
+const RESOLVE_NO_MAGICLINKS: u64 = 0x02;
+const RESOLVE_NO_SYMLINKS: u64 = 0x04;
+const RESOLVE_BENEATH: u64 = 0x08;
+
+/// `struct mount_attr` (mount_setattr(2)).
+#[repr(C)]
+struct MountAttr {
+    set: u64,
+    clear: u64,
+    propagation: u64,
+    userns_fd: u64,
+}
+
+/// `struct open_how` (openat2(2)).
+#[repr(C)]
+struct OpenHow {
+    flags: u64,
+    mode: u64,
+    resolve: u64,
 }
 
 pub(super) fn decimal(mut n: u64) -> [u8; 24] {
@@ -199,6 +227,14 @@ unsafe fn child_main(plan: &Plan<'_>) -> ! {
         status_fd,
         STAGE_PDEATHSIG,
     );
+    // Before the mounts: they make /proc/sys read-only.
+    if let Some((pid_max, last_pid)) = plan.pid_max {
+        if let Err(e) = write_file(c"/proc/sys/kernel/pid_max", pid_max)
+            .and_then(|()| write_file(c"/proc/sys/kernel/ns_last_pid", last_pid))
+        {
+            fail(status_fd, STAGE_PID_MAX, e);
+        }
+    }
     if plan.mount_ns {
         let mount = |src: usize, target: usize, flags: libc::c_ulong| {
             // SAFETY: mount(2) with valid C strings or NULL where it ignores them.
@@ -210,28 +246,48 @@ unsafe fn child_main(plan: &Plan<'_>) -> ! {
             status_fd,
             STAGE_MOUNT,
         );
-        for p in plan.protect {
-            let p = p.as_ptr() as usize;
-            match mount(p, p, libc::MS_BIND | libc::MS_REC) {
-                Ok(_) => {}
-                Err(libc::ENOENT) => continue, // gone since the parent looked
-                Err(e) => fail(status_fd, STAGE_MOUNT, e),
-            }
-            let ro = libc::MS_BIND
-                | libc::MS_REMOUNT
-                | libc::MS_RDONLY
-                | libc::MS_NOSUID
-                | libc::MS_NODEV
-                | libc::MS_NOEXEC;
-            check(mount(0, p, ro), status_fd, STAGE_MOUNT);
-        }
-    }
-    if let Some((pid_max, last_pid)) = plan.pid_max {
-        if let Err(e) = write_file(c"/proc/sys/kernel/pid_max", pid_max)
-            .and_then(|()| write_file(c"/proc/sys/kernel/ns_last_pid", last_pid))
-        {
-            fail(status_fd, STAGE_PID_MAX, e);
-        }
+        // Every mount read-only and nosuid: outside the workspace nothing can be
+        // written — not even metadata (chmod, utimes, chown, xattrs) of files the
+        // process owns, which Landlock does not cover.
+        let attr = MountAttr {
+            set: MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID,
+            clear: 0,
+            propagation: 0,
+            userns_fd: 0,
+        };
+        // SAFETY: mount_setattr with a valid path and a struct on our stack.
+        let r = unsafe {
+            sys(
+                libc::SYS_mount_setattr,
+                &[
+                    libc::AT_FDCWD as usize,
+                    c"/".as_ptr() as usize,
+                    libc::AT_RECURSIVE as usize,
+                    &attr as *const MountAttr as usize,
+                    std::mem::size_of::<MountAttr>(),
+                ],
+            )
+        };
+        check(r, status_fd, STAGE_MOUNT);
+        // The workspace: the call's writable overlay (detached, made by the parent).
+        // SAFETY: move_mount of our fd onto a valid path.
+        let r = unsafe {
+            sys(
+                libc::SYS_move_mount,
+                &[
+                    plan.overlay as usize,
+                    c"".as_ptr() as usize,
+                    libc::AT_FDCWD as usize,
+                    plan.ws_path.as_ptr() as usize,
+                    MOVE_MOUNT_F_EMPTY_PATH,
+                ],
+            )
+        };
+        check(r, status_fd, STAGE_MOUNT);
+        // B inherits the working directory (it could not resolve it itself: seccomp
+        // refuses openat2).
+        // SAFETY: raw syscalls on the plan's C strings, a stack struct and our own fds.
+        check(unsafe { enter_cwd(plan) }, status_fd, STAGE_CHDIR);
     }
     for &(res, soft, hard) in &plan.rlimits {
         if res < 0 {
@@ -418,6 +474,45 @@ fn restrict_b(plan: &Plan<'_>) {
     }
 }
 
+/// Changes into the working directory beneath the overlay now mounted on the workspace
+/// path (fd 5 is beneath the overlay, in the parent's view), never following a symlink
+/// or crossing a mount.
+///
+/// # Safety
+/// Raw syscalls only; `plan`'s strings are valid C strings.
+unsafe fn enter_cwd(plan: &Plan<'_>) -> Result<usize, i32> {
+    let how = OpenHow {
+        flags: (libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC) as u64,
+        mode: 0,
+        resolve: RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS | RESOLVE_NO_XDEV,
+    };
+    // SAFETY: upheld by the caller.
+    unsafe {
+        let root = sys(
+            libc::SYS_openat,
+            &[
+                libc::AT_FDCWD as usize,
+                plan.ws_path.as_ptr() as usize,
+                (libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC) as usize,
+            ],
+        )?;
+        let dir = sys(
+            libc::SYS_openat2,
+            &[
+                root,
+                plan.cwd_rel.as_ptr() as usize,
+                &how as *const OpenHow as usize,
+                std::mem::size_of::<OpenHow>(),
+            ],
+        );
+        let _ = sys(libc::SYS_close, &[root]);
+        let dir = dir?;
+        let r = sys(libc::SYS_fchdir, &[dir]);
+        let _ = sys(libc::SYS_close, &[dir]);
+        r
+    }
+}
+
 /// Entry point of B: into the working directory, then exec. fd 3 (status) closes on a
 /// successful exec.
 ///
@@ -433,40 +528,7 @@ extern "C" fn b_entry(arg: *mut libc::c_void) -> libc::c_int {
             libc::SYS_fcntl,
             &[3, libc::F_SETFD as usize, libc::FD_CLOEXEC as usize],
         );
-        if plan.mount_ns {
-            // fd 5 belongs to the parent's mount namespace, where the read-only binds do
-            // not exist: change directory by path, in ours, and check it is the directory
-            // the parent resolved.
-            let mut want: libc::stat = std::mem::zeroed();
-            let mut got: libc::stat = std::mem::zeroed();
-            let r = sys(libc::SYS_chdir, &[plan.cwd_path.as_ptr() as usize])
-                .and_then(|_| {
-                    sys(
-                        libc::SYS_newfstatat,
-                        &[
-                            5,
-                            c"".as_ptr() as usize,
-                            &mut want as *mut libc::stat as usize,
-                            libc::AT_EMPTY_PATH as usize,
-                        ],
-                    )
-                })
-                .and_then(|_| {
-                    sys(
-                        libc::SYS_newfstatat,
-                        &[
-                            libc::AT_FDCWD as usize,
-                            c".".as_ptr() as usize,
-                            &mut got as *mut libc::stat as usize,
-                            0,
-                        ],
-                    )
-                });
-            check(r, 3, STAGE_CHDIR);
-            if want.st_dev != got.st_dev || want.st_ino != got.st_ino {
-                fail(3, STAGE_CHDIR, libc::ESTALE);
-            }
-        } else {
+        if !plan.mount_ns {
             check(sys(libc::SYS_fchdir, &[5]), 3, STAGE_CHDIR);
         }
         let _ = sys(libc::SYS_close, &[5]);

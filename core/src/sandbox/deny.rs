@@ -4,7 +4,7 @@
 //! Pattern syntax, gitignore-like:
 //! * without a `/` (`.env`, `.env.*`, `.bashrc`): matches a component of that name at any
 //!   depth — and so everything beneath a directory of that name;
-//! * with a `/` (`.git/hooks`, `.git/config`): anchored at the workspace root, matches
+//! * with a `/` (`.github/workflows`): anchored at the workspace root, matches
 //!   that path and everything beneath it;
 //! * `*` and `?` glob within one component.
 //!
@@ -14,11 +14,21 @@
 use super::path::RelPath;
 
 /// Files an agent must never write, whatever the configuration says: they make code run
-/// outside the sandbox (git hooks, `core.fsmonitor`/`core.pager` in `.git/config`, shell
-/// start-up files, direnv) or hold secrets (`.env*`, `.ssh`). Config can only add to it.
+/// outside the sandbox or hold secrets. Config can only add to it.
+///
+/// * `.git` at any depth, directory or file: git executes what its metadata names
+///   (hooks, `core.fsmonitor`/`core.pager`/`core.sshCommand`, aliases, filters), and
+///   follows indirections inside it (`commondir`, `modules/<sub>/config`, a `.git` file's
+///   `gitdir:`) — so all of it, and nested repositories too;
+/// * `.gitconfig` (read from `$HOME`), and `.githooks`/`.husky`, the usual targets of
+///   `core.hooksPath`;
+/// * shell start-up files and direnv's `.envrc`, which run on login or `cd`;
+/// * secrets: `.env*`, `.ssh`.
 pub const MANDATORY_DENY_WRITE: &[&str] = &[
-    ".git/hooks",
-    ".git/config",
+    ".git",
+    ".gitconfig",
+    ".githooks",
+    ".husky",
     ".env",
     ".env.*",
     ".envrc",
@@ -46,8 +56,6 @@ struct Pattern {
     anchored: bool,
     /// Lower-cased, for matching.
     parts: Vec<String>,
-    /// As written, for naming real paths.
-    orig: Vec<String>,
 }
 
 /// A compiled deny list.
@@ -72,19 +80,17 @@ impl DenyList {
                     "deny pattern {text:?} must be a non-empty relative path"
                 ));
             }
-            let orig: Vec<String> = body
+            let parts: Vec<String> = body
                 .split('/')
                 .filter(|c| !c.is_empty() && *c != ".")
-                .map(str::to_string)
+                .map(str::to_ascii_lowercase)
                 .collect();
-            let parts: Vec<String> = orig.iter().map(|c| c.to_ascii_lowercase()).collect();
             if parts.iter().any(|c| c == "..") {
                 return Err(format!("deny pattern {text:?} must not contain '..'"));
             }
             out.push(Pattern {
                 anchored: parts.len() > 1,
                 parts,
-                orig,
                 text,
             });
         }
@@ -113,7 +119,7 @@ impl DenyList {
     }
 
     /// The pattern of something *beneath* `rel` that `rel` contains, for deletes and
-    /// renames of a directory (deleting `.git` would delete `.git/hooks`). Unanchored
+    /// renames of a directory (deleting `.github` would delete `.github/workflows`). Unanchored
     /// patterns can match anywhere, so only anchored ones are decided here; the delete
     /// walk checks every entry it meets against [`DenyList::matches`].
     pub fn contains_anchored(&self, rel: &RelPath) -> Option<&str> {
@@ -131,44 +137,6 @@ impl DenyList {
                     .all(|(pat, c)| glob_component(pat, c));
             hit.then_some(p.text.as_str())
         })
-    }
-
-    /// Paths to make read-only for the shell tool (which Landlock cannot keep out of
-    /// parts of the workspace), given the names at the workspace root:
-    /// * `.git` as a whole for any pattern under `.git/` (protecting only `.git/hooks`
-    ///   would let `mv .git x` and a fresh `.git/hooks` through);
-    /// * the path of every other anchored pattern without glob characters;
-    /// * root-level entries matching an unanchored pattern (`.env`, `.bashrc`, ...).
-    ///
-    /// Callers check that each exists and is not a symlink.
-    pub fn protect_candidates(&self, root_names: &[String]) -> Vec<RelPath> {
-        let mut out: Vec<RelPath> = Vec::new();
-        let mut push = |p: RelPath| {
-            if !out.contains(&p) {
-                out.push(p);
-            }
-        };
-        for p in &self.patterns {
-            if p.anchored {
-                if p.parts[0] == ".git" {
-                    push(RelPath::parse(".git").unwrap_or_else(|_| RelPath::root()));
-                } else if !p.orig.iter().any(|c| c.contains(['*', '?'])) {
-                    if let Ok(rel) = RelPath::parse(&p.orig.join("/")) {
-                        push(rel);
-                    }
-                }
-            } else {
-                for name in root_names {
-                    if glob_component(&p.parts[0], &name.to_ascii_lowercase()) {
-                        if let Ok(rel) = RelPath::parse(name) {
-                            push(rel);
-                        }
-                    }
-                }
-            }
-        }
-        out.retain(|r| !r.is_root());
-        out
     }
 
     /// The patterns, as configured.
@@ -215,16 +183,25 @@ mod tests {
     #[test]
     fn mandatory_patterns() {
         let d = DenyList::new(MANDATORY_DENY_WRITE).unwrap();
-        assert_eq!(d.matches(&rel(".git/hooks/pre-commit")), Some(".git/hooks"));
-        assert_eq!(d.matches(&rel(".git/hooks")), Some(".git/hooks"));
-        assert_eq!(d.matches(&rel(".GIT/Hooks/x")), Some(".git/hooks"));
-        assert_eq!(d.matches(&rel("a/../.git/config")), Some(".git/config"));
-        assert_eq!(d.matches(&rel(".git/objects/ab")), None);
+        assert_eq!(d.matches(&rel(".git/hooks/pre-commit")), Some(".git"));
+        assert_eq!(d.matches(&rel(".git")), Some(".git"));
+        assert_eq!(d.matches(&rel(".GIT/Hooks/x")), Some(".git"));
+        assert_eq!(d.matches(&rel("a/../.git/config")), Some(".git"));
+        assert_eq!(d.matches(&rel(".git/commondir")), Some(".git"));
+        assert_eq!(d.matches(&rel(".git/modules/sub/config")), Some(".git"));
         assert_eq!(
             d.matches(&rel("sub/.git/hooks/x")),
-            None,
-            "anchored at the root"
+            Some(".git"),
+            "nested repositories"
         );
+        assert_eq!(
+            d.matches(&rel("vendor/lib/.git")),
+            Some(".git"),
+            "a .git file"
+        );
+        assert_eq!(d.matches(&rel(".gitignore")), None);
+        assert_eq!(d.matches(&rel(".gitmodules")), None);
+        assert_eq!(d.matches(&rel(".husky/pre-commit")), Some(".husky"));
         assert_eq!(d.matches(&rel(".env")), Some(".env"));
         assert_eq!(d.matches(&rel("app/.env.local")), Some(".env.*"));
         assert_eq!(d.matches(&rel("app/.envrc")), Some(".envrc"));
@@ -233,39 +210,16 @@ mod tests {
         assert_eq!(d.matches(&rel("home/.zshrc")), Some(".zshrc"));
         assert_eq!(d.matches(&rel(".ssh/authorized_keys")), Some(".ssh"));
         assert_eq!(d.matches(&rel("src/main.rs")), None);
-        assert_eq!(d.contains_anchored(&rel(".git")), Some(".git/hooks"));
-        assert_eq!(d.contains_anchored(&rel("")), Some(".git/hooks"));
-        assert_eq!(d.contains_anchored(&rel("src")), None);
-    }
-
-    #[test]
-    fn shell_protection_candidates() {
-        let d = DenyList::new(
-            MANDATORY_DENY_WRITE
-                .iter()
-                .copied()
-                .chain([".github/Workflows", "*.pem"]),
-        )
-        .unwrap();
-        let names: Vec<String> = [".git", ".env", ".env.local", "src", "key.PEM", ".bashrc"]
-            .map(String::from)
-            .to_vec();
-        let got: Vec<String> = d
-            .protect_candidates(&names)
-            .iter()
-            .map(RelPath::as_string)
-            .collect();
+        let anchored = DenyList::new([".github/workflows"]).unwrap();
         assert_eq!(
-            got,
-            [
-                ".git",
-                ".env",
-                ".env.local",
-                ".bashrc",
-                ".github/Workflows",
-                "key.PEM"
-            ]
+            anchored.contains_anchored(&rel(".github")),
+            Some(".github/workflows")
         );
+        assert_eq!(
+            anchored.contains_anchored(&rel("")),
+            Some(".github/workflows")
+        );
+        assert_eq!(anchored.contains_anchored(&rel("src")), None);
     }
 
     #[test]

@@ -15,6 +15,7 @@
 use std::fs::File;
 use std::io::Write;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::FileExt;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -85,6 +86,46 @@ pub fn write_file(
     overwrite: bool,
     deny: &DenyList,
 ) -> Result<WriteOut, SandboxError> {
+    let opts = Replace {
+        mode: None,
+        times: None,
+        sync: true,
+        create_parents,
+        overwrite,
+    };
+    let out = replace(ws, rel, deny, &opts, |f| f.write_all(data))?;
+    Ok(WriteOut {
+        created: out.created,
+        bytes: data.len() as u64,
+    })
+}
+
+/// How [`replace`] writes.
+#[derive(Debug, Clone)]
+pub struct Replace {
+    /// Permission bits of the new file (set-id bits are always dropped); `None` keeps
+    /// the existing file's, or 0644 for a new one.
+    pub mode: Option<u32>,
+    /// Access and modification times to set, if any.
+    pub times: Option<rfs::Timestamps>,
+    /// `fsync` the data before the rename.
+    pub sync: bool,
+    /// Create missing parent directories.
+    pub create_parents: bool,
+    /// Replace an existing file (else `Exists`).
+    pub overwrite: bool,
+}
+
+/// Writes a file atomically: `fill` writes the content into a temp file in the target's
+/// directory, which is then renamed over the target on the directory fd. Refuses a
+/// deny-listed target, a symlink, a special file or a file with other hard links.
+pub fn replace(
+    ws: &Workspace,
+    rel: &RelPath,
+    deny: &DenyList,
+    opts: &Replace,
+    fill: impl FnOnce(&mut File) -> std::io::Result<()>,
+) -> Result<WriteOut, SandboxError> {
     let Some(name) = rel.file_name() else {
         return Err(SandboxError::IsADirectory {
             path: rel.as_string(),
@@ -93,25 +134,26 @@ pub fn write_file(
     if let Some(pattern) = deny.matches(rel) {
         return Err(deny_write(rel, pattern));
     }
-    let dir = ws.open_parent(rel, create_parents).map_err(|e| match e {
-        SandboxError::NotFound { .. } => SandboxError::NotFound {
-            path: rel.parent().as_string(),
-        },
-        other => other,
-    })?;
+    let dir = ws
+        .open_parent(rel, opts.create_parents)
+        .map_err(|e| match e {
+            SandboxError::NotFound { .. } => SandboxError::NotFound {
+                path: rel.parent().as_string(),
+            },
+            other => other,
+        })?;
     let existing = check_write_target(&dir, name, rel)?;
-    if existing.is_some() && !overwrite {
+    if existing.is_some() && !opts.overwrite {
         return Err(SandboxError::Exists {
             path: rel.as_string(),
         });
     }
-
-    let tmp = format!(
-        ".loom-tmp-{}-{}",
-        std::process::id(),
-        TMP_COUNTER.fetch_add(1, Ordering::Relaxed)
-    );
-    let mode = existing.as_ref().map_or(0o644, |st| st.st_mode & 0o777);
+    let tmp = temp_name();
+    let mode = opts
+        .mode
+        .or(existing.as_ref().map(|st| st.st_mode))
+        .unwrap_or(0o644)
+        & 0o1777;
     let tmp_fd = rfs::openat(
         &dir,
         tmp.as_str(),
@@ -124,9 +166,10 @@ pub fn write_file(
         e
     };
     let mut file = File::from(tmp_fd);
+    // The umask applied at creation: set the bits exactly (never set-id bits).
+    let _ = rfs::fchmod(&file, Mode::from_raw_mode(mode));
     if let Some(st) = &existing {
-        // Keep the permission bits (never set-id bits) and, as root, the owner.
-        let _ = rfs::fchmod(&file, Mode::from_raw_mode(st.st_mode & 0o777));
+        // As root, keep the owner.
         // SAFETY: geteuid has no preconditions.
         if unsafe { libc::geteuid() } == 0 {
             let _ = rfs::fchown(
@@ -136,29 +179,76 @@ pub fn write_file(
             );
         }
     }
-    file.write_all(data)
-        .and_then(|()| file.sync_data())
+    fill(&mut file)
+        .and_then(|()| if opts.sync { file.sync_data() } else { Ok(()) })
         .map_err(|e| cleanup(SandboxError::io(rel.as_string(), e)))?;
+    if let Some(times) = &opts.times {
+        let _ = rfs::futimens(&file, times);
+    }
     drop(file);
     // Re-check just before the rename: the target may have changed meanwhile.
     let again = check_write_target(&dir, name, rel).map_err(cleanup)?;
-    let flags = if overwrite {
+    let flags = if opts.overwrite {
         RenameFlags::empty()
     } else {
         RenameFlags::NOREPLACE
     };
-    match rfs::renameat_with(&dir, tmp.as_str(), &dir, name, flags) {
-        Ok(()) => Ok(WriteOut {
-            created: again.is_none(),
-            bytes: data.len() as u64,
+    rename_into(&dir, &tmp, name, flags, rel).map_err(cleanup)?;
+    Ok(WriteOut {
+        created: again.is_none(),
+        bytes: 0,
+    })
+}
+
+/// Replaces `rel` (a file or symlink, or nothing) by a symlink to `target`, atomically.
+pub fn replace_symlink(
+    ws: &Workspace,
+    rel: &RelPath,
+    target: &[u8],
+    deny: &DenyList,
+) -> Result<(), SandboxError> {
+    let Some(name) = rel.file_name() else {
+        return Err(SandboxError::IsADirectory {
+            path: rel.as_string(),
+        });
+    };
+    if let Some(pattern) = deny.matches(rel) {
+        return Err(deny_write(rel, pattern));
+    }
+    let dir = ws.open_parent(rel, true)?;
+    let tmp = temp_name();
+    let target = std::ffi::OsStr::from_bytes(target);
+    rfs::symlinkat(target, &dir, tmp.as_str())
+        .map_err(|e| SandboxError::io(format!("{}: temp link", rel.parent()), e.into()))?;
+    rename_into(&dir, &tmp, name, RenameFlags::empty(), rel).inspect_err(|_| {
+        let _ = rfs::unlinkat(&dir, tmp.as_str(), AtFlags::empty());
+    })
+}
+
+fn temp_name() -> String {
+    format!(
+        ".loom-tmp-{}-{}",
+        std::process::id(),
+        TMP_COUNTER.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+fn rename_into(
+    dir: &OwnedFd,
+    tmp: &str,
+    name: &str,
+    flags: RenameFlags,
+    rel: &RelPath,
+) -> Result<(), SandboxError> {
+    match rfs::renameat_with(dir, tmp, dir, name, flags) {
+        Ok(()) => Ok(()),
+        Err(Errno::EXIST) => Err(SandboxError::Exists {
+            path: rel.as_string(),
         }),
-        Err(Errno::EXIST) => Err(cleanup(SandboxError::Exists {
+        Err(Errno::ISDIR) => Err(SandboxError::IsADirectory {
             path: rel.as_string(),
-        })),
-        Err(Errno::ISDIR) => Err(cleanup(SandboxError::IsADirectory {
-            path: rel.as_string(),
-        })),
-        Err(e) => Err(cleanup(SandboxError::io(rel.as_string(), e.into()))),
+        }),
+        Err(e) => Err(SandboxError::io(rel.as_string(), e.into())),
     }
 }
 
@@ -184,7 +274,7 @@ fn check_write_target(
     }
 }
 
-fn deny_write(rel: &RelPath, pattern: &str) -> SandboxError {
+pub(super) fn deny_write(rel: &RelPath, pattern: &str) -> SandboxError {
     SandboxError::denied(
         "deny_write",
         format!("{rel} matches the write deny list ({pattern:?})"),
@@ -328,6 +418,18 @@ pub fn delete(
     Ok(out)
 }
 
+/// Refuses (before anything is removed) if the directory tree at `rel` holds a
+/// deny-listed entry or more than `budget` entries.
+pub(super) fn check_tree(
+    ws: &Workspace,
+    rel: &RelPath,
+    deny: &DenyList,
+    budget: &mut u64,
+) -> Result<(), SandboxError> {
+    let fd = ws.open_dir_read(rel)?;
+    scan_tree(&fd, rel, deny, 0, budget)
+}
+
 fn unlink(dir: &OwnedFd, name: &str, rel: &RelPath, is_dir: bool) -> Result<(), SandboxError> {
     let flags = if is_dir {
         AtFlags::REMOVEDIR
@@ -363,7 +465,10 @@ fn open_subdir(dir: &OwnedFd, name: &str, rel: &RelPath) -> Result<OwnedFd, Sand
 
 /// Entries of a directory fd as (name, type); `.`/`..` and non-UTF-8 names are reported
 /// as they are (`None` name for the latter, so callers can refuse or skip).
-fn entries(fd: &OwnedFd, rel: &RelPath) -> Result<Vec<(Vec<u8>, FileType)>, SandboxError> {
+pub(super) fn entries(
+    fd: &OwnedFd,
+    rel: &RelPath,
+) -> Result<Vec<(Vec<u8>, FileType)>, SandboxError> {
     let mut dir = Dir::read_from(fd).map_err(|e| SandboxError::io(rel.as_string(), e.into()))?;
     let mut out = Vec::new();
     while let Some(ent) = dir.read() {
@@ -383,7 +488,7 @@ fn entries(fd: &OwnedFd, rel: &RelPath) -> Result<Vec<(Vec<u8>, FileType)>, Sand
     Ok(out)
 }
 
-fn child_rel(rel: &RelPath, name: &[u8]) -> Result<RelPath, SandboxError> {
+pub(super) fn child_rel(rel: &RelPath, name: &[u8]) -> Result<RelPath, SandboxError> {
     let name = std::str::from_utf8(name).map_err(|_| {
         SandboxError::denied(
             "non_utf8_name",

@@ -11,7 +11,7 @@
 //! (the missing rights are reported and documented); without Landlock, *not enforced*.
 
 use std::ffi::CString;
-use std::os::fd::{AsFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
@@ -64,6 +64,7 @@ pub const WORKSPACE_RIGHTS: u64 = READ_FILE
     | REFER;
 
 #[repr(C)]
+#[derive(Debug, Clone, Copy)]
 struct RulesetAttr {
     handled_access_fs: u64,
     handled_access_net: u64,
@@ -158,6 +159,10 @@ pub struct Ruleset {
     abi: i32,
     /// Paths from the spec that did not exist (skipped).
     pub skipped: Vec<PathBuf>,
+    attr: RulesetAttr,
+    attr_size: usize,
+    /// Every rule as (`O_PATH` fd, rights), kept to build per-call rulesets.
+    rules: Vec<(OwnedFd, u64)>,
 }
 
 impl Ruleset {
@@ -188,28 +193,13 @@ impl Ruleset {
             4 | 5 => 16,
             _ => std::mem::size_of::<RulesetAttr>(),
         };
-        // SAFETY: `attr` is a valid, initialised landlock_ruleset_attr of at least `size`
-        // bytes; the kernel copies it and returns a new fd or -1.
-        let raw = unsafe {
-            libc::syscall(
-                libc::SYS_landlock_create_ruleset,
-                &attr as *const RulesetAttr,
-                size,
-                0u32,
-            )
-        };
-        if raw < 0 {
-            return Err(SandboxError::io(
-                "landlock_create_ruleset",
-                std::io::Error::last_os_error(),
-            ));
-        }
-        // SAFETY: the syscall returned a fresh fd that nothing else owns.
-        let fd = unsafe { OwnedFd::from_raw_fd(raw as i32) };
         let mut rs = Ruleset {
-            fd,
+            fd: create_ruleset(&attr, size)?,
             abi,
             skipped: Vec::new(),
+            attr,
+            attr_size: size,
+            rules: Vec::new(),
         };
         let dir_read = READ_FILE | READ_DIR;
         for p in &spec.read {
@@ -250,29 +240,31 @@ impl Ruleset {
         if !is_dir {
             allowed &= FILE_RIGHTS;
         }
-        let attr = PathBeneathAttr {
-            allowed_access: allowed,
-            parent_fd: raw,
-        };
-        // SAFETY: `attr` is a valid landlock_path_beneath_attr with an open fd; the
-        // ruleset fd is ours.
-        let r = unsafe {
-            libc::syscall(
-                libc::SYS_landlock_add_rule,
-                std::os::fd::AsRawFd::as_raw_fd(&self.fd),
-                RULE_PATH_BENEATH,
-                &attr as *const PathBeneathAttr,
-                0u32,
-            )
-        };
-        drop(pfd);
-        if r < 0 {
-            return Err(SandboxError::io(
-                format!("landlock_add_rule {}", path.display()),
-                std::io::Error::last_os_error(),
-            ));
-        }
+        add_rule(&self.fd, pfd.as_fd(), allowed)
+            .map_err(|e| SandboxError::io(format!("landlock_add_rule {}", path.display()), e))?;
+        self.rules.push((pfd, allowed));
         Ok(())
+    }
+
+    /// A new ruleset with every rule of this one plus [`WORKSPACE_RIGHTS`] beneath
+    /// `dir` (the root of a call's staging overlay: a rule on the directory it is
+    /// mounted over does not reach into the overlay, whose root hides it).
+    pub fn with_workspace(&self, dir: BorrowedFd<'_>) -> Result<Ruleset, SandboxError> {
+        let fd = create_ruleset(&self.attr, self.attr_size)?;
+        for (pfd, allowed) in &self.rules {
+            add_rule(&fd, pfd.as_fd(), *allowed)
+                .map_err(|e| SandboxError::io("landlock_add_rule", e))?;
+        }
+        add_rule(&fd, dir, WORKSPACE_RIGHTS & self.attr.handled_access_fs)
+            .map_err(|e| SandboxError::io("landlock_add_rule (staging overlay)", e))?;
+        Ok(Ruleset {
+            fd,
+            abi: self.abi,
+            skipped: Vec::new(),
+            attr: self.attr,
+            attr_size: self.attr_size,
+            rules: Vec::new(),
+        })
     }
 
     /// A "ruleset" whose fd is not a Landlock ruleset (tests of the fail-closed path).
@@ -283,6 +275,13 @@ impl Ruleset {
             fd,
             abi: FULL_ABI,
             skipped: Vec::new(),
+            attr: RulesetAttr {
+                handled_access_fs: 0,
+                handled_access_net: 0,
+                scoped: 0,
+            },
+            attr_size: 8,
+            rules: Vec::new(),
         }
     }
 
@@ -300,6 +299,49 @@ impl Ruleset {
     pub fn fd(&self) -> BorrowedFd<'_> {
         self.fd.as_fd()
     }
+}
+
+fn create_ruleset(attr: &RulesetAttr, size: usize) -> Result<OwnedFd, SandboxError> {
+    // SAFETY: `attr` is a valid, initialised landlock_ruleset_attr of at least `size`
+    // bytes; the kernel copies it and returns a new fd or -1.
+    let raw = unsafe {
+        libc::syscall(
+            libc::SYS_landlock_create_ruleset,
+            attr as *const RulesetAttr,
+            size,
+            0u32,
+        )
+    };
+    if raw < 0 {
+        return Err(SandboxError::io(
+            "landlock_create_ruleset",
+            std::io::Error::last_os_error(),
+        ));
+    }
+    // SAFETY: the syscall returned a fresh fd that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(raw as i32) })
+}
+
+fn add_rule(ruleset: &OwnedFd, dir: BorrowedFd<'_>, allowed: u64) -> std::io::Result<()> {
+    let attr = PathBeneathAttr {
+        allowed_access: allowed,
+        parent_fd: dir.as_raw_fd(),
+    };
+    // SAFETY: `attr` is a valid landlock_path_beneath_attr with an open fd; the ruleset
+    // fd is ours.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_landlock_add_rule,
+            ruleset.as_raw_fd(),
+            RULE_PATH_BENEATH,
+            &attr as *const PathBeneathAttr,
+            0u32,
+        )
+    };
+    if r < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 /// The status when no ruleset could be built.

@@ -2,10 +2,13 @@
 //!
 //! * [`path`]: resolving tool paths beneath the workspace root (openat2 /
 //!   `O_NOFOLLOW` walk), never by string comparison.
-//! * [`deny`]: the write deny list (`.git/hooks`, `.env*`, shell rc files, ...).
+//! * [`deny`]: the write deny list (`.git`, `.env*`, shell rc files, ...).
 //! * [`fs`]: reads, atomic writes, listing, deleting and walking on top of [`path`].
 //! * [`process`]: running an allowlisted binary in a pid namespace with rlimits,
-//!   `no_new_privs`, no capabilities, a [`landlock`] ruleset and a [`seccomp`] filter.
+//!   `no_new_privs`, no capabilities, a [`landlock`] ruleset and a [`seccomp`] filter,
+//!   everything but the workspace read-only;
+//! * [`staging`]: a process's writes to the workspace land in an overlay and are
+//!   checked against the deny list and committed after it exits.
 //!
 //! Nothing here touches PyO3; every function is blocking and thread-safe.
 
@@ -17,6 +20,7 @@ pub mod path;
 pub mod process;
 pub mod seccomp;
 mod spawn;
+pub mod staging;
 mod sys;
 
 /// A refusal or failure of a sandboxed operation.

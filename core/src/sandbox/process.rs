@@ -31,8 +31,10 @@ use std::time::{Duration, Instant};
 
 use super::child::{self, a_entry, decimal, fork_probe, read_records, stage_name, Plan, Record};
 use super::landlock::{self, Ruleset, Status};
+use super::path::Workspace;
 use super::seccomp::Filter;
 use super::spawn::{dup_high, open_devnull, pipe, pump, BlockSignals, Child, Stacks};
+use super::staging::{self, Scratch};
 use super::SandboxError;
 
 /// Resource limits of a sandboxed process (each applies per process; see `processes`).
@@ -49,6 +51,11 @@ pub struct Limits {
     pub file_size_bytes: u64,
     /// `RLIMIT_NOFILE`, open file descriptors.
     pub open_files: u64,
+    /// Bytes one call may write to the workspace in all (its staging tmpfs), including
+    /// full copies of the existing files it modifies.
+    pub write_bytes: u64,
+    /// Files, directories and links one call may create or modify.
+    pub write_files: u64,
 }
 
 impl Default for Limits {
@@ -59,6 +66,8 @@ impl Default for Limits {
             processes: 64,
             file_size_bytes: 256 << 20,
             open_files: 256,
+            write_bytes: 512 << 20,
+            write_files: 10_000,
         }
     }
 }
@@ -143,9 +152,10 @@ pub struct Enforcement {
     pub pid_namespace: bool,
     /// Kernel-enforced cap on processes alive at once (per-namespace `pid_max`), if any.
     pub process_limit: Option<u64>,
-    /// Runs in a private mount namespace where protected paths (`.git`, existing
-    /// deny-listed files) are bind-mounted read-only.
-    pub protected_paths: bool,
+    /// Runs in a private mount namespace where everything but the workspace is
+    /// read-only and `nosuid`, and writes to the workspace are staged in an overlay and
+    /// committed after the call, once checked ([`super::staging`]).
+    pub staged_writes: bool,
     /// All capabilities dropped (bounding set, permitted, effective, ambient) — true
     /// whenever the caller had any.
     pub capabilities_dropped: bool,
@@ -164,7 +174,7 @@ impl Enforcement {
             "network": self.network,
             "pid_namespace": self.pid_namespace,
             "process_limit": self.process_limit,
-            "protected_paths": self.protected_paths,
+            "staged_writes": self.staged_writes,
             "capabilities_dropped": self.capabilities_dropped,
             "no_new_privs": self.no_new_privs,
         })
@@ -176,6 +186,7 @@ impl Enforcement {
 pub struct Policy {
     ruleset: Option<Ruleset>,
     seccomp: Option<Filter>,
+    workspace: PathBuf,
     env: Vec<CString>,
     limits: Limits,
     max_output_bytes: usize,
@@ -226,7 +237,9 @@ impl Policy {
         let ruleset = Ruleset::build(&spec)?;
         let seccomp = super::seccomp::supported().then(|| Filter::build(cfg.network));
         let pidns = probe_pid_namespace();
-        let mountns = pidns && probe(libc::CLONE_NEWPID | libc::CLONE_NEWNS, Probe::Mount);
+        let mountns = pidns
+            && probe(libc::CLONE_NEWPID | libc::CLONE_NEWNS, Probe::Mount)
+            && Workspace::open(&cfg.workspace).is_ok_and(|ws| staging::supported(&ws));
         // Before 6.14 `pid_max` is global: writing it from a namespace would change the
         // host's. Never probe it there.
         let pid_max_per_ns =
@@ -250,13 +263,14 @@ impl Policy {
             network: cfg.network,
             pid_namespace: pidns,
             process_limit: pid_max_per_ns.then_some(cfg.limits.processes),
-            protected_paths: mountns,
+            staged_writes: mountns,
             capabilities_dropped: drop_caps,
             no_new_privs: true,
         };
         Ok(Self {
             ruleset,
             seccomp,
+            workspace: cfg.workspace.clone(),
             env,
             limits: cfg.limits,
             max_output_bytes: cfg.max_output_bytes,
@@ -309,10 +323,10 @@ impl Policy {
             exe,
             argv,
             cwd,
-            cwd_path,
+            cwd_rel,
             timeout,
             cancel,
-            protect,
+            staging,
         } = *req;
         self.check_required()?;
         let start = Instant::now();
@@ -330,14 +344,11 @@ impl Policy {
         let mut envp: Vec<*const libc::c_char> = self.env.iter().map(|c| c.as_ptr()).collect();
         envp.push(std::ptr::null());
 
-        let protect_c = protect
-            .iter()
-            .take(64)
-            .map(|p| CString::new(p.as_os_str().as_bytes()))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|_| plan_err("a protected path"))?;
-        let cwd_c = CString::new(cwd_path.as_os_str().as_bytes())
+        let ws_c = CString::new(self.workspace.as_os_str().as_bytes())
+            .map_err(|_| plan_err("the workspace path"))?;
+        let cwd_c = CString::new(if cwd_rel.is_empty() { "." } else { cwd_rel })
             .map_err(|_| plan_err("the working directory"))?;
+        let staging = staging.filter(|_| self.mountns);
         let (out_r, out_w) = pipe()?;
         let (err_r, err_w) = pipe()?;
         let (st_r, st_w) = pipe()?;
@@ -348,7 +359,12 @@ impl Policy {
         let c_out = high(out_w.as_fd())?;
         let c_err = high(err_w.as_fd())?;
         let c_st = high(st_w.as_fd())?;
-        let c_rules = match &self.ruleset {
+        // With staging, the workspace rule must sit on the overlay's root.
+        let call_rules = match (&self.ruleset, staging) {
+            (Some(r), Some(s)) => Some(r.with_workspace(s.overlay_fd())?),
+            _ => None,
+        };
+        let c_rules = match call_rules.as_ref().or(self.ruleset.as_ref()) {
             Some(r) => Some(high(r.fd())?),
             None => None,
         };
@@ -417,11 +433,10 @@ impl Policy {
             seccomp: fprog.as_ref().map(|p| p as *const libc::sock_fprog),
             drop_caps: self.drop_caps,
             in_pidns: self.pidns,
-            // A mount namespace costs a few hundred µs to set up and tear down: only
-            // when there is something to protect.
-            mount_ns: self.mountns && !protect_c.is_empty(),
-            protect: &protect_c,
-            cwd_path: &cwd_c,
+            mount_ns: staging.is_some(),
+            overlay: staging.map_or(-1, |s| s.overlay_fd().as_raw_fd()),
+            ws_path: &ws_c,
+            cwd_rel: &cwd_c,
         };
 
         let flags = match (self.pidns, plan.mount_ns) {
@@ -535,16 +550,16 @@ pub struct Request<'a> {
     pub argv: &'a [String],
     /// The working directory, resolved beneath the workspace.
     pub cwd: BorrowedFd<'a>,
-    /// Its absolute path; in a mount namespace the child changes into it by path and
-    /// checks (device, inode) against `cwd` (an fd from the parent's namespace would
-    /// bypass the read-only binds).
-    pub cwd_path: &'a Path,
+    /// The same directory relative to the workspace root (`""` for the root). With
+    /// staging the child resolves it again beneath the overlay (`cwd` is beneath it).
+    pub cwd_rel: &'a str,
     /// Everything is killed after this long.
     pub timeout: Duration,
     /// Set to stop the run early.
     pub cancel: Option<&'a AtomicBool>,
-    /// Absolute paths bound read-only in the child's mount namespace.
-    pub protect: &'a [PathBuf],
+    /// The call's staging overlay ([`Scratch::new`]); used when the policy reports
+    /// `staged_writes`. The caller commits it after the run.
+    pub staging: Option<&'a Scratch>,
 }
 
 /// How a run was cut short.
@@ -723,10 +738,10 @@ mod tests {
             exe: &exe,
             argv: &argv,
             cwd: cwd.as_fd(),
-            cwd_path: dir,
+            cwd_rel: "",
             timeout: Duration::from_secs(5),
             cancel: None,
-            protect: &[],
+            staging: None,
         })
     }
 

@@ -6,6 +6,9 @@
 //! * `socket()` for any family but `AF_UNIX`, unless network is enabled;
 //! * debugging/foreign-memory: `ptrace`, `process_vm_readv/writev`, `pidfd_getfd`, `kcmp`;
 //! * `io_uring_*` (a second syscall surface that seccomp cannot see into);
+//! * a mode with `S_ISUID`/`S_ISGID` in `chmod`, `fchmod`, `fchmodat(2)`, `mkdir(at)`,
+//!   `mknod(at)`, `creat`, and `open(at)` with `O_CREAT`/`O_TMPFILE`; `openat2` fails
+//!   with `ENOSYS` (its mode is in memory; libc falls back to `openat`);
 //! * leaving the process group (`setsid`, `setpgid`) — the timeout kills the group;
 //! * namespaces and mounts: `unshare`, `setns`, `mount*`, `umount2`, `pivot_root`,
 //!   `chroot`, `open_tree`, `move_mount`, `fs*`, and `clone` with any `CLONE_NEW*` flag;
@@ -34,6 +37,11 @@ const RET_ERRNO: u32 = 0x0005_0000;
 const OFF_NR: u32 = 0;
 const OFF_ARCH: u32 = 4;
 const OFF_ARG0_LO: u32 = 16; // little-endian: low word of args[0]
+
+/// Offset of the low word of `args[i]` (each argument is 8 bytes, little-endian).
+const fn arg_lo(i: u32) -> u32 {
+    OFF_ARG0_LO + 8 * i
+}
 
 #[cfg(target_arch = "x86_64")]
 const AUDIT_ARCH: u32 = 0xC000_003E;
@@ -109,11 +117,42 @@ fn denied_syscalls() -> Vec<(&'static str, libc::c_long)> {
     v
 }
 
+/// Syscalls that take a file mode, with the index of the mode argument and, for the
+/// opens, of the flags argument (the mode only counts with `O_CREAT`/`O_TMPFILE`). A
+/// mode with `S_ISUID`/`S_ISGID` is refused: no process may make a set-id file.
+fn mode_syscalls() -> Vec<(libc::c_long, u32, Option<u32>)> {
+    let mut v: Vec<(libc::c_long, u32, Option<u32>)> = vec![
+        (libc::SYS_fchmod, 1, None),
+        (libc::SYS_fchmodat, 2, None),
+        (SYS_FCHMODAT2, 2, None),
+        (libc::SYS_mkdirat, 2, None),
+        (libc::SYS_mknodat, 2, None),
+        (libc::SYS_openat, 3, Some(2)),
+    ];
+    #[cfg(target_arch = "x86_64")]
+    v.extend([
+        (libc::SYS_chmod, 1, None),
+        (libc::SYS_mkdir, 1, None),
+        (libc::SYS_mknod, 1, None),
+        (libc::SYS_creat, 1, None),
+        (libc::SYS_open, 2, Some(1)),
+    ]);
+    v
+}
+
+/// `fchmodat2` (Linux 6.6), not in every libc crate yet; same number on every arch.
+const SYS_FCHMODAT2: libc::c_long = 452;
+const SETID_BITS: u32 = libc::S_ISUID | libc::S_ISGID;
+/// `O_CREAT | __O_TMPFILE`: the flags with which `open` uses its mode.
+const OPEN_WITH_MODE: u32 = (libc::O_CREAT | (libc::O_TMPFILE & !libc::O_DIRECTORY)) as u32;
+
 /// The names of the syscalls the filter refuses (for reports and docs).
 pub fn denied_names(network: bool) -> Vec<&'static str> {
     let mut v: Vec<&'static str> = denied_syscalls().into_iter().map(|(n, _)| n).collect();
     v.push("clone(CLONE_NEW*)");
     v.push("clone3 (ENOSYS)");
+    v.push("openat2 (ENOSYS)");
+    v.push("chmod/mkdir/mknod/open with S_ISUID or S_ISGID");
     if !network {
         v.push("socket(non-AF_UNIX)");
     }
@@ -180,6 +219,20 @@ impl Filter {
             Target::Next,
             libc::SYS_clone3 as u32,
         );
+        // openat2's mode is in memory BPF cannot read; callers fall back to openat.
+        a.op(
+            BPF_JEQ_K,
+            Target::Enosys,
+            Target::Next,
+            libc::SYS_openat2 as u32,
+        );
+        let mode_jumps: Vec<(usize, u32, Option<u32>)> = mode_syscalls()
+            .into_iter()
+            .map(|(nr, mode_arg, flags_arg)| {
+                let j = a.op(BPF_JEQ_K, Target::Next, Target::Next, nr as u32);
+                (j, mode_arg, flags_arg)
+            })
+            .collect();
         let clone_jump = a.op(
             BPF_JEQ_K,
             Target::Next,
@@ -210,6 +263,19 @@ impl Filter {
                 libc::AF_UNIX as u32,
             );
             a.code[j].1 = Target::Label(socket_check);
+        }
+        for (j, mode_arg, flags_arg) in mode_jumps {
+            let start = match flags_arg {
+                Some(f) => {
+                    let at = a.op(BPF_LD_W_ABS, Target::Next, Target::Next, arg_lo(f));
+                    a.op(BPF_JSET_K, Target::Next, Target::Allow, OPEN_WITH_MODE);
+                    at
+                }
+                None => a.code.len(),
+            };
+            a.op(BPF_LD_W_ABS, Target::Next, Target::Next, arg_lo(mode_arg));
+            a.op(BPF_JSET_K, Target::Eperm, Target::Allow, SETID_BITS);
+            a.code[j].1 = Target::Label(start);
         }
         let allow = a.op(BPF_RET_K, Target::Next, Target::Next, RET_ALLOW);
         let eperm = a.op(

@@ -8,7 +8,7 @@
 //! require = false          # true: refuse system:shell unless Landlock+seccomp are fully on
 //!
 //! [tools.fs]
-//! deny_write = []          # added to the mandatory list (.git/hooks, .env, ...)
+//! deny_write = []          # added to the mandatory list (.git, .env, ...)
 //! deny_read = [".env", ".env.*"]
 //! max_read_bytes = 1048576
 //!
@@ -208,6 +208,10 @@ pub struct LimitsConfig {
     pub file_size_bytes: u64,
     /// `RLIMIT_NOFILE`.
     pub open_files: u64,
+    /// Bytes one call may write to the workspace in all (staged writes).
+    pub write_bytes: u64,
+    /// Files and directories one call may create or modify (staged writes).
+    pub write_files: u64,
 }
 
 impl Default for LimitsConfig {
@@ -219,6 +223,8 @@ impl Default for LimitsConfig {
             processes: l.processes,
             file_size_bytes: l.file_size_bytes,
             open_files: l.open_files,
+            write_bytes: l.write_bytes,
+            write_files: l.write_files,
         }
     }
 }
@@ -231,6 +237,8 @@ impl From<LimitsConfig> for Limits {
             processes: c.processes,
             file_size_bytes: c.file_size_bytes,
             open_files: c.open_files,
+            write_bytes: c.write_bytes,
+            write_files: c.write_files,
         }
     }
 }
@@ -308,6 +316,12 @@ impl SandboxConfig {
             return Err(ConfigError::new(
                 "tools.shell.limits.open_files",
                 "must be >= 16",
+            ));
+        }
+        if l.write_bytes < (1 << 20) || l.write_files < 16 {
+            return Err(ConfigError::new(
+                "tools.shell.limits",
+                "write_bytes must be >= 1 MiB and write_files >= 16",
             ));
         }
         if l.cpu_seconds == 0 || l.address_space_bytes < (64 << 20) || l.file_size_bytes == 0 {

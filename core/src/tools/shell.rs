@@ -18,9 +18,10 @@ use serde_json::{json, Value};
 use super::config::{ConfigError, SandboxConfig};
 use super::trace::{truncate, Trace};
 use super::{arg_str, Cx, ToolError, ToolSpec};
-use crate::sandbox::deny::DenyList;
 use crate::sandbox::path::{RelPath, Want, Workspace};
 use crate::sandbox::process::{Killed, Output, Policy, PolicyConfig, Request};
+use crate::sandbox::staging::{self, Budget, Scratch};
+use crate::sandbox::SandboxError;
 
 /// Where bare allowlist names are looked up (not `/usr/local/bin`: what an admin or a
 /// package manager dropped there has not been reviewed).
@@ -429,25 +430,32 @@ impl Shell {
             "loom.sandbox.process_limit",
             e.process_limit.map_or(Value::Null, |v| json!(v)),
         );
-        let protect = if e.protected_paths {
-            protected_paths(ws, &cx.tools.deny_write)
+        trace.attr(span, "loom.sandbox.staged_writes", e.staged_writes);
+        let limits = &sh.limits;
+        let scratch = if e.staged_writes {
+            let budget = Budget {
+                bytes: limits.write_bytes,
+                inodes: limits.write_files,
+            };
+            match Scratch::new(ws, budget) {
+                Ok(s) => Some(s),
+                Err(err) => {
+                    trace.error(span, err.to_string());
+                    trace.end(span);
+                    return Err(cx.err(err));
+                }
+            }
         } else {
-            Vec::new()
+            None
         };
-        trace.attr(span, "loom.sandbox.protected_paths", protect.len() as u64);
-        let cwd_path = ws.root_path().join(if cwd_rel.is_root() {
-            String::new()
-        } else {
-            cwd_rel.as_string()
-        });
         let result = self.policy.run(&Request {
             exe: &exe,
             argv: &argv,
             cwd: std::os::fd::AsFd::as_fd(&cwd),
-            cwd_path: &cwd_path,
+            cwd_rel: &cwd_rel.as_string(),
             timeout,
             cancel: cx.cancel,
-            protect: &protect,
+            staging: scratch.as_ref(),
         });
         let out = match result {
             Ok(out) => out,
@@ -472,11 +480,16 @@ impl Shell {
         if out.timed_out {
             trace.error(span, "timeout");
             let mut detail = format!(
-                "every process of the call was killed (SIGKILL to the {})",
+                "every process of the call was killed (SIGKILL to the {}){}",
                 if e.pid_namespace {
                     "pid namespace"
                 } else {
                     "process group"
+                },
+                if scratch.is_some() {
+                    " and its changes to the workspace were discarded"
+                } else {
+                    ""
                 }
             );
             if !stdout.is_empty() {
@@ -491,12 +504,41 @@ impl Shell {
                 detail,
             });
         }
-        let mut sandbox = out.enforcement.to_json();
-        sandbox["protected"] = json!(protect
-            .iter()
-            .filter_map(|p| p.strip_prefix(ws.root_path()).ok())
-            .map(|p| p.display().to_string())
-            .collect::<Vec<_>>());
+        let changes = match &scratch {
+            // Killed mid-way (output limit): what it left half-done is not kept.
+            Some(_) if out.killed.is_some() => json!({"discarded": true}),
+            Some(scratch) => {
+                let committed = staging::commit(
+                    ws,
+                    scratch,
+                    &cx.tools.deny_write,
+                    cx.cfg().tools.fs.max_delete_entries,
+                )
+                .map_err(|err| {
+                    let code = out
+                        .exit_code
+                        .map_or_else(|| "was killed".to_string(), |c| format!("exited with {c}"));
+                    match err {
+                        SandboxError::Denied { rule, reason } => ToolError::Denied {
+                            tool: cx.tool.to_string(),
+                            rule: rule.to_string(),
+                            reason: format!(
+                                "{reason}; the command {code} and none of its changes to the \
+                                 workspace were kept"
+                            ),
+                        },
+                        other => cx.err(other),
+                    }
+                })?;
+                json!({
+                    "files": committed.files,
+                    "dirs": committed.dirs,
+                    "removed": committed.removed,
+                    "bytes": committed.bytes,
+                })
+            }
+            None => Value::Null,
+        };
         Ok(json!({
             "argv0": name,
             "exit_code": out.exit_code,
@@ -509,7 +551,8 @@ impl Shell {
             "stderr_truncated": out.stderr_truncated,
             "killed": out.killed.map(|k| k.as_str()),
             "duration_ms": (out.duration.as_secs_f64() * 1000.0 * 1000.0).round() / 1000.0,
-            "sandbox": sandbox,
+            "changes": changes,
+            "sandbox": out.enforcement.to_json(),
         }))
     }
 }
@@ -542,17 +585,6 @@ fn record(trace: &mut Trace, span: usize, out: &Output) {
         "loom.process.killed",
         out.killed.map_or(Value::Null, |k| json!(k.as_str())),
     );
-}
-
-/// Existing deny-listed paths to bind read-only in the child's mount namespace
-/// (directories and regular files only; never through a symlink).
-fn protected_paths(ws: &Workspace, deny: &DenyList) -> Vec<PathBuf> {
-    let names = crate::sandbox::fs::names(ws, &RelPath::root(), 100_000).unwrap_or_default();
-    deny.protect_candidates(&names)
-        .into_iter()
-        .filter(|rel| ws.resolve(rel, Want::Any).is_ok())
-        .map(|rel| ws.root_path().join(rel.as_string()))
-        .collect()
 }
 
 /// Output as text with a truncation marker.

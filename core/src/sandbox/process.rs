@@ -314,6 +314,15 @@ impl Policy {
                 "[sandbox] require = true but the kernel has no seccomp filters".into(),
             ));
         }
+        if !e.staged_writes {
+            return Err(SandboxError::denied(
+                "sandbox_required",
+                "[sandbox] require = true but writes cannot be staged (needs root, a mount \
+                 namespace, overlayfs and Linux 5.12+): files outside the workspace that the \
+                 process owns could have their metadata changed"
+                    .into(),
+            ));
+        }
         Ok(())
     }
 
@@ -759,6 +768,15 @@ mod tests {
         }
         let mut p = policy(dir.path(), true);
         p.enforcement.seccomp = false;
+        assert!(matches!(
+            touch(&p, dir.path()),
+            Err(SandboxError::Denied {
+                rule: "sandbox_required",
+                ..
+            })
+        ));
+        let mut p = policy(dir.path(), true);
+        p.enforcement.staged_writes = false;
         assert!(matches!(
             touch(&p, dir.path()),
             Err(SandboxError::Denied {

@@ -94,11 +94,13 @@ async def register(registry: ToolRegistry, runtime: Runtime) -> None:
     shell = status.get("shell", {})
     enforcement = shell.get("enforcement", {})
     log.info(
-        "native tools confined to %s (landlock: %s, seccomp: %s, pid namespace: %s)",
+        "native tools confined to %s (landlock: %s, seccomp: %s, pid namespace: %s, "
+        "staged writes: %s)",
         core.workspace,
         enforcement.get("landlock", "?"),
         enforcement.get("seccomp", "?"),
         enforcement.get("pid_namespace", "?"),
+        enforcement.get("staged_writes", "?"),
     )
     runtime.on_shutdown(core.close)
     runtime.sandbox_status = status

@@ -133,6 +133,16 @@ pub fn supported(ws: &Workspace) -> bool {
     .is_ok()
 }
 
+/// A refused or failed [`commit`].
+#[derive(Debug)]
+pub struct CommitError {
+    /// Why.
+    pub error: SandboxError,
+    /// Some changes were applied before the failure (only a file-system error or a
+    /// concurrent change can do that: the checks run on the whole set first).
+    pub partial: bool,
+}
+
 /// What [`commit`] copied into the workspace.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Committed {
@@ -173,8 +183,12 @@ pub fn commit(
     scratch: &Scratch,
     deny: &DenyList,
     max_entries: u64,
-) -> Result<Committed, SandboxError> {
-    let upper = scratch.upper()?;
+) -> Result<Committed, CommitError> {
+    let whole = |error| CommitError {
+        error,
+        partial: false,
+    };
+    let upper = scratch.upper().map_err(whole)?;
     let mut changes = Vec::new();
     let mut budget = max_entries;
     collect(
@@ -195,10 +209,34 @@ pub fn commit(
             format!("the call changed more than {max_entries} entries (max_delete_entries)"),
         ),
         other => other,
-    })?;
+    })
+    .map_err(whole)?;
+    // Checked as a whole above; what can still fail here is the file system (disk full,
+    // a concurrent writer): say how far the commit got.
     let mut out = Committed::default();
-    for change in &changes {
-        apply(ws, &upper, change, deny, max_entries, &mut out)?;
+    for (done, change) in changes.iter().enumerate() {
+        apply(ws, &upper, change, deny, max_entries, &mut out).map_err(|e| CommitError {
+            partial: done > 0,
+            error: {
+                let how_far = format!(
+                    "committing the call's changes stopped after {done} of {} (the rest were \
+                 not applied)",
+                    changes.len()
+                );
+                match e {
+                    SandboxError::Denied { rule, reason } => {
+                        SandboxError::denied(rule, format!("{reason}; {how_far}"))
+                    }
+                    SandboxError::Io { context, source } => {
+                        SandboxError::io(format!("{how_far}: {context}"), source)
+                    }
+                    other => SandboxError::io(
+                        format!("{how_far}: {other}"),
+                        std::io::Error::other("commit failed"),
+                    ),
+                }
+            },
+        })?;
     }
     Ok(out)
 }
@@ -217,6 +255,25 @@ fn lower_type(ws: &Workspace, rel: &RelPath) -> Result<Option<FileType>, Sandbox
         Ok(st) => Ok(Some(FileType::from_raw_mode(st.st_mode))),
         Err(Errno::NOENT) => Ok(None),
         Err(e) => Err(SandboxError::io(rel.as_string(), e.into())),
+    }
+}
+
+/// A workspace file with other hard links is never replaced (see `fs::replace`).
+fn refuse_hard_link(ws: &Workspace, rel: &RelPath) -> Result<(), SandboxError> {
+    let Some(name) = rel.file_name() else {
+        return Ok(());
+    };
+    let Ok((dir, _)) = ws.resolve(&rel.parent(), Want::Dir) else {
+        return Ok(());
+    };
+    match rfs::statat(&dir, name, AtFlags::SYMLINK_NOFOLLOW) {
+        Ok(st) if FileType::from_raw_mode(st.st_mode) == FileType::RegularFile && st.st_nlink > 1 => {
+            Err(SandboxError::denied(
+                "hard_link",
+                format!("{rel} has {} hard links; refusing to replace a file that is also reachable elsewhere", st.st_nlink),
+            ))
+        }
+        _ => Ok(()),
     }
 }
 
@@ -291,6 +348,7 @@ fn collect(
             }
             FileType::RegularFile => {
                 refuse_write(&crel, deny)?;
+                refuse_hard_link(ws, &crel)?;
                 if lower == Some(FileType::Directory) {
                     check_remove(ws, &crel, deny, budget)?;
                     out.push(Change::Remove(crel.clone()));

@@ -518,14 +518,16 @@ impl Shell {
                     let code = out
                         .exit_code
                         .map_or_else(|| "was killed".to_string(), |c| format!("exited with {c}"));
-                    match err {
+                    let kept = if err.partial {
+                        "only part of its changes to the workspace were kept"
+                    } else {
+                        "none of its changes to the workspace were kept"
+                    };
+                    match err.error {
                         SandboxError::Denied { rule, reason } => ToolError::Denied {
                             tool: cx.tool.to_string(),
                             rule: rule.to_string(),
-                            reason: format!(
-                                "{reason}; the command {code} and none of its changes to the \
-                                 workspace were kept"
-                            ),
+                            reason: format!("{reason}; the command {code} and {kept}"),
                         },
                         other => cx.err(other),
                     }

@@ -9,6 +9,7 @@
 
 pub mod config;
 mod fs;
+mod glob;
 pub mod schema;
 mod search;
 mod shell;

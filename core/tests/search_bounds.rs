@@ -215,6 +215,8 @@ fn double_stars_with_a_timeout_return_in_time() {
 
 #[test]
 fn a_cancelled_search_stops_promptly() {
+    // Without a timeout, only the caller's cancel flag can end it (the binding sets it
+    // when the awaiting task is cancelled).
     let f = Arc::new(Fixture::new());
     deep_tree(&f.root, 60, 20, "file");
     let cancel = Arc::new(AtomicBool::new(false));
@@ -225,14 +227,14 @@ fn a_cancelled_search_stops_promptly() {
     });
     let (r, took) = search_within(
         &f,
-        json!({"glob": format!("{}nomatch", "**/*/".repeat(12))}),
+        json!({"glob": DEEP_STARS}),
         None,
         Some(cancel),
         Duration::from_secs(5),
     )
     .expect("still running 5 s after being cancelled at 100 ms");
     assert!(r.is_ok());
-    assert!(took < Duration::from_millis(2000), "{took:?}");
+    assert!(took < Duration::from_millis(150), "{took:?}");
 }
 
 #[test]

@@ -103,7 +103,7 @@ address = "127.0.0.1:50051"
 port = 3030
 
 [workspace]
-root = "."
+root = "files"
 
 [mcp.files]
 command = "npx"
@@ -117,7 +117,7 @@ timeout_sec = 30
 """,
     )
     cfg = load_project_config(tmp_path)
-    assert cfg.workspace.root == "."
+    assert cfg.workspace.root == "files"  # (root = "." is refused: test_workspace_layout.py)
     assert cfg.mcp["files"]["command"] == "npx"
     assert cfg.llm["deepseek"]["timeout_sec"] == 30
     warned = " ".join(r.getMessage() for r in caplog.records)

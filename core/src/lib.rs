@@ -5,6 +5,7 @@
 
 pub mod bus;
 pub mod error;
+pub mod json;
 pub mod sandbox;
 pub mod tools;
 

@@ -459,3 +459,65 @@ fn content_search_is_bounded_by_bytes_read() {
     let r = f.call("fs:search", json!({"content": "y"})).unwrap();
     assert_eq!(r["stopped"], "max_bytes");
 }
+
+#[test]
+fn arguments_nested_too_deep_are_invalid_not_a_crash() {
+    // On a thread with a small stack, like the binding's workers: a recursive check,
+    // validation or drop of these values would overflow it.
+    let f = std::sync::Arc::new(Fixture::new());
+    let g = f.clone();
+    let out = std::thread::Builder::new()
+        .stack_size(256 * 1024)
+        .spawn(move || {
+            let mut errors = Vec::new();
+            for (levels, object) in [(101, false), (10_000, true), (200_000, false)] {
+                // (`json!` would serialise `v` recursively: build by hand.)
+                let obj = |key: &str, v: Value| {
+                    let mut m = serde_json::Map::new();
+                    m.insert(key.to_string(), v);
+                    Value::Object(m)
+                };
+                let mut v = json!("x");
+                for _ in 0..levels {
+                    v = if object {
+                        obj("path", v)
+                    } else {
+                        Value::Array(vec![v])
+                    };
+                }
+                let args = if object { v } else { obj("path", v) };
+                errors.push(g.tools.call("fs:read_file", args, None).result);
+            }
+            // The deepest accepted value is validated as usual.
+            let mut v = json!("x");
+            for _ in 0..99 {
+                v = Value::Array(vec![v]);
+            }
+            errors.push(
+                g.tools
+                    .call("fs:read_file", json!({ "path": v }), None)
+                    .result,
+            );
+            errors
+        })
+        .unwrap()
+        .join()
+        .expect("the worker thread crashed");
+    for r in &out[..3] {
+        match r {
+            Err(ToolError::InvalidArguments { errors, .. }) => {
+                assert!(
+                    errors[0].contains("nested deeper than 100 levels"),
+                    "{errors:?}"
+                )
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    match &out[3] {
+        Err(ToolError::InvalidArguments { errors, .. }) => {
+            assert!(errors[0].contains("/path: expected string"), "{errors:?}")
+        }
+        other => panic!("{other:?}"),
+    }
+}

@@ -3,7 +3,11 @@
 from typing import Any, Final, final
 
 __version__: Final[str]
+#: Most levels of nested lists/dicts (tuples count as lists) a value passed to the core
+#: may have, both ways; deeper tool arguments are ``ToolArgumentsInvalid``.
+MAX_JSON_DEPTH: Final[int]
 __all__ = [
+    "MAX_JSON_DEPTH",
     "Bus",
     "Envelope",
     "NativeTools",
@@ -178,7 +182,8 @@ class NativeTools:
         """Runs on a process-wide worker thread (no GIL); resolves ``future`` via
         ``loop.call_soon_threadsafe``.
 
-        ``args`` is a JSON object, as text or as a dict.
+        ``args`` is a JSON object, as text or as a dict, nested at most
+        :data:`MAX_JSON_DEPTH` levels (deeper is ``ToolArgumentsInvalid``).
         """
     def call_sync(
         self, name: str, args: str | dict[str, Any], timeout: float | None = None

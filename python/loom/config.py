@@ -109,7 +109,9 @@ class RuntimeSpec(_Strict):
 
 
 class WorkspaceSpec(BaseModel):
-    """``[workspace]``: the directory tools may touch."""
+    """``[workspace]``: the directory tools may touch. It must hold none of the files
+    Loom loads or runs (loom.toml, .env, .loom/, agent code, MCP server files, ...):
+    such a layout is refused when the project is loaded."""
 
     model_config = ConfigDict(extra="allow", frozen=True)
     root: str = "workspace"
@@ -204,7 +206,9 @@ def parse_project_config(source: str, path: Path | None = None) -> ProjectConfig
     """Parses loom.toml text. ``path`` is used in errors and to resolve relative paths.
 
     Raises:
-        ConfigError: invalid TOML or invalid values (names the line and key).
+        ConfigError: invalid TOML or invalid values (names the line and key), or a
+            workspace that overlaps the files Loom loads or runs (see
+            :func:`loom._layout.check_layout`).
     """
     where = str(path) if path else "<loom.toml>"
     try:
@@ -222,7 +226,7 @@ def parse_project_config(source: str, path: Path | None = None) -> ProjectConfig
             )
     known = {k: v for k, v in data.items() if k in KNOWN_TABLES}
     try:
-        return ProjectConfig(path=path, raw=data, source=source, **known)
+        project = ProjectConfig(path=path, raw=data, source=source, **known)
     except ValidationError as exc:
         err = exc.errors()[0]
         keys = tuple(str(k) for k in err["loc"])
@@ -239,6 +243,10 @@ def parse_project_config(source: str, path: Path | None = None) -> ProjectConfig
         raise ConfigError(
             msg + extra, path=where, line=_line_of(source, keys), key=".".join(keys)
         ) from None
+    from loom._layout import check_layout
+
+    check_layout(project)
+    return project
 
 
 def load_project_config(path: str | Path = "loom.toml") -> ProjectConfig:

@@ -13,6 +13,7 @@ use pyo3::prelude::*;
 #[pymodule]
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    m.add("MAX_JSON_DEPTH", crate::json::MAX_DEPTH)?;
     bus::register(m)?;
     tools::register(m)?;
     Ok(())

@@ -147,12 +147,28 @@ fn run_call(
 
 /// `(result | None, error | None, spans_json)`. The result is built as Python objects
 /// directly (no JSON text in between: a 64 KiB file would be escaped and parsed again).
-fn outcome_tuple<'py>(py: Python<'py>, outcome: &ToolOutcome) -> PyResult<Bound<'py, PyTuple>> {
+/// A result that cannot be converted (nested too deep) is a `ToolFailed`, so the
+/// caller's future is always resolved.
+fn outcome_tuple<'py>(
+    py: Python<'py>,
+    name: &str,
+    outcome: &ToolOutcome,
+) -> PyResult<Bound<'py, PyTuple>> {
     let spans = Value::Array(outcome.spans.iter().map(|s| s.to_json()).collect()).to_string();
+    let error = |e: &ToolError| Some(tool_error(py, e).value(py).clone().into_any());
     let (result, error): (Option<Bound<'py, PyAny>>, Option<Bound<'py, PyAny>>) =
         match &outcome.result {
-            Ok(v) => (Some(json_to_py(py, v)?), None),
-            Err(e) => (None, Some(tool_error(py, e).value(py).clone().into_any())),
+            Ok(v) => match json_to_py(py, v) {
+                Ok(obj) => (Some(obj), None),
+                Err(e) => (
+                    None,
+                    error(&ToolError::Failed {
+                        tool: name.to_string(),
+                        reason: format!("its result cannot be handed to Python: {e}"),
+                    }),
+                ),
+            },
+            Err(e) => (None, error(e)),
         };
     (result, error, spans).into_pyobject(py)
 }
@@ -166,7 +182,7 @@ fn parse_args(name: &str, args: &Bound<'_, PyAny>) -> Result<Value, ToolError> {
         let text = s.to_str().map_err(|e| invalid(format!("/: {e}")))?;
         return serde_json::from_str(text).map_err(|e| invalid(format!("/: not valid JSON: {e}")));
     }
-    py_to_json(args).map_err(|e| invalid(format!("/: {e}")))
+    py_to_json(args).map_err(|e| invalid(format!("/: {}", e.value(args.py()))))
 }
 
 fn parse_timeout(timeout: Option<f64>) -> PyResult<Option<Duration>> {
@@ -191,7 +207,7 @@ fn _tool_set_result(fut: &Bound<'_, PyAny>, value: &Bound<'_, PyAny>) -> PyResul
 static SET_RESULT: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
 
 /// Hands the outcome to the loop thread; a closed loop means nobody is waiting.
-fn deliver(loop_: &Py<PyAny>, fut: &Py<PyAny>, outcome: &ToolOutcome) {
+fn deliver(loop_: &Py<PyAny>, fut: &Py<PyAny>, name: &str, outcome: &ToolOutcome) {
     Python::attach(|py| {
         let r = (|| -> PyResult<()> {
             let set = SET_RESULT
@@ -199,7 +215,7 @@ fn deliver(loop_: &Py<PyAny>, fut: &Py<PyAny>, outcome: &ToolOutcome) {
                     wrap_pyfunction!(_tool_set_result, py).map(|f| f.into_any().unbind())
                 })?
                 .bind(py);
-            let value = outcome_tuple(py, outcome)?;
+            let value = outcome_tuple(py, name, outcome)?;
             loop_
                 .bind(py)
                 .call_method1("call_soon_threadsafe", (set, fut.bind(py), value))?;
@@ -307,7 +323,7 @@ impl PyNativeTools {
                 spans: Vec::new(),
             },
         };
-        outcome_tuple(py, &outcome)
+        outcome_tuple(py, name, &outcome)
     }
 
     /// Runs a tool on a worker thread and resolves `future` (of `loop`) with
@@ -349,7 +365,7 @@ impl PyNativeTools {
                 },
             };
             if !p.shutting_down.load(Ordering::SeqCst) {
-                deliver(&loop_, &fut, &outcome);
+                deliver(&loop_, &fut, &name, &outcome);
             } else {
                 // Past the atexit hook: Python must not be touched. The futures are
                 // dropped without the GIL, which PyO3 defers safely.

@@ -9,6 +9,7 @@
 
 pub mod config;
 mod fs;
+mod glob;
 pub mod schema;
 mod search;
 mod shell;
@@ -249,6 +250,7 @@ impl NativeTools {
     }
 
     /// Runs tool `name` with `args`. Blocking; safe to call from many threads at once.
+    /// `args` nested deeper than [`crate::json::MAX_DEPTH`] are `InvalidArguments`.
     /// `timeout` caps the call (for `system:shell`, together with the `timeout` argument
     /// and `[tools.shell] max_timeout`).
     pub fn call(&self, name: &str, args: Value, timeout: Option<Duration>) -> ToolOutcome {
@@ -264,6 +266,13 @@ impl NativeTools {
         cancel: Option<&AtomicBool>,
     ) -> ToolOutcome {
         let mut trace = Trace::default();
+        if let Err(e) = crate::json::check_depth(&args) {
+            crate::json::drop_iteratively(args);
+            return ToolOutcome {
+                result: Err(ToolError::invalid(name, format!("/: {e}"))),
+                spans: Vec::new(),
+            };
+        }
         let result = self.dispatch(name, &args, timeout, cancel, &mut trace);
         ToolOutcome {
             result,

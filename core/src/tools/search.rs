@@ -1,6 +1,11 @@
 //! `fs:search`: find entries by glob and/or name substring, optionally by content, within
 //! the workspace. Bounded (results, entries visited, bytes read per file, time) and
 //! never following a symlink (they are matched by name, never descended or read).
+//!
+//! Time: the deadline (and the caller's cancel flag) is checked for every entry, inside
+//! the glob matcher ([`super::glob`], polynomial, with its own clock checks) and while a
+//! directory is read, so a call returns within a few milliseconds of its timeout and an
+//! abandoned call frees its worker thread as promptly.
 
 use std::io::Read;
 
@@ -8,10 +13,10 @@ use rustix::fs::FileType;
 use serde_json::{json, Value};
 
 use super::config::FsConfig;
+use super::glob::{Budget, Expired, Glob, States};
 use super::trace::{truncate, Trace};
 use super::{arg_bool, arg_str, arg_u64, Cx, ToolError, ToolSpec};
-use crate::sandbox::deny::glob_component;
-use crate::sandbox::fs::{self as sfs, Walk};
+use crate::sandbox::fs::{self as sfs, Walk, Walked};
 use crate::sandbox::path::{kind_name, RelPath};
 
 pub(super) fn spec(c: &FsConfig) -> ToolSpec {
@@ -19,8 +24,9 @@ pub(super) fn spec(c: &FsConfig) -> ToolSpec {
         name: "fs:search".into(),
         description: format!(
             "Search the workspace below `path` for files and directories whose path matches \
-             `glob` (`*`, `?` within a name, `**` across directories; a pattern without '/' \
-             matches the name only) and/or whose name contains `name_contains`, and, with \
+             `glob` (`*` any characters within a name, `?` one character, `**` as a whole \
+             component any number of directories; nothing else is special; a pattern \
+             without '/' matches the name only) and/or whose name contains `name_contains`, and, with \
              `content`, files containing that text (reported per line). Hidden entries are \
              skipped unless `include_hidden`. At most {} results; symbolic links are never \
              followed.",
@@ -40,26 +46,6 @@ pub(super) fn spec(c: &FsConfig) -> ToolSpec {
             "additionalProperties": false
         }),
     }
-}
-
-/// Matches a `/`-separated path against a glob with `**`.
-pub(crate) fn glob_path(pattern: &str, path: &str) -> bool {
-    fn rec(p: &[&str], s: &[&str]) -> bool {
-        match p.split_first() {
-            None => s.is_empty(),
-            Some((&"**", rest)) => (0..=s.len()).any(|i| rec(rest, &s[i..])),
-            Some((first, rest)) => {
-                !s.is_empty() && glob_component(first, s[0]) && rec(rest, &s[1..])
-            }
-        }
-    }
-    let p: Vec<&str> = pattern.split('/').filter(|c| !c.is_empty()).collect();
-    if !pattern.contains('/') {
-        let name = path.rsplit('/').next().unwrap_or(path);
-        return glob_component(pattern, name);
-    }
-    let s: Vec<&str> = path.split('/').collect();
-    rec(&p, &s)
 }
 
 pub(super) fn search(cx: &Cx<'_>, args: &Value, trace: &mut Trace) -> Result<Value, ToolError> {
@@ -108,79 +94,111 @@ pub(super) fn search(cx: &Cx<'_>, args: &Value, trace: &mut Trace) -> Result<Val
     let mut files_read = 0usize;
     let mut skipped_large = 0usize;
     let mut stopped: Option<&str> = None;
-    let prefix_len = if start.is_root() {
-        0
-    } else {
-        start.as_string().len() + 1
-    };
-    let walk = sfs::walk(ws, &start, sfs::MAX_DEPTH, |rel, ft, dir, name| {
-        visited += 1;
-        if visited > max_entries {
-            stopped = Some("max_entries");
-            return Walk::Stop;
-        }
-        if visited % 64 == 1 && cx.expired() {
-            stopped = Some("timeout");
-            return Walk::Stop;
-        }
-        if !hidden && name.starts_with('.') {
-            return Walk::SkipDir;
-        }
-        let full = rel.as_string();
-        let below = &full[prefix_len.min(full.len())..];
-        let name_ok = glob.as_deref().map_or(true, |g| glob_path(g, &fold(below)))
-            && needle_name
-                .as_deref()
-                .map_or(true, |n| fold(name).contains(n));
-        if !name_ok {
-            return Walk::Continue;
-        }
-        let Some(needle) = needle.as_deref() else {
-            results.push(json!({"path": full, "kind": kind_name(ft)}));
-            return if results.len() >= max_results {
-                stopped = Some("max_results");
-                Walk::Stop
-            } else {
-                Walk::Continue
+    let glob = glob.as_deref().map(Glob::new);
+    let expired = || cx.expired();
+    let mut budget = Budget::new(&expired);
+    // The automaton's states for the directory whose entries are being visited (the
+    // walk lists one directory at a time): one step per entry, not one per component.
+    let mut parent_states: Option<(RelPath, States)> = None;
+    let walk = sfs::walk(
+        ws,
+        &start,
+        sfs::MAX_DEPTH,
+        max_entries + 1,
+        &expired,
+        |rel, ft, dir, name| {
+            visited += 1;
+            if visited > max_entries {
+                stopped = Some("max_entries");
+                return Walk::Stop;
+            }
+            if cx.expired() {
+                stopped = Some("timeout");
+                return Walk::Stop;
+            }
+            if !hidden && name.starts_with('.') {
+                return Walk::SkipDir;
+            }
+            let full = rel.as_string();
+            let mut below_ok = true;
+            let glob_ok = match &glob {
+                None => true,
+                Some(g) => match glob_entry(g, &start, rel, &fold, &mut parent_states, &mut budget)
+                {
+                    Ok((hit, below)) => {
+                        below_ok = below;
+                        hit
+                    }
+                    Err(_) => {
+                        stopped = Some("timeout");
+                        return Walk::Stop;
+                    }
+                },
             };
-        };
-        if ft != FileType::RegularFile || cx.tools.deny_read.matches(rel).is_some() {
-            return Walk::Continue;
-        }
-        let Some((file, size)) = sfs::open_entry_for_read(dir, name) else {
-            return Walk::Continue;
-        };
-        if size > max_bytes {
-            skipped_large += 1;
-            return Walk::Continue;
-        }
-        if size > byte_budget {
-            stopped = Some("max_bytes");
-            return Walk::Stop;
-        }
-        byte_budget -= size;
-        files_read += 1;
-        let mut buf = Vec::with_capacity(size as usize);
-        if file.take(max_bytes).read_to_end(&mut buf).is_err()
-            || buf[..buf.len().min(8192)].contains(&0)
-        {
-            return Walk::Continue; // unreadable or binary
-        }
-        let text = String::from_utf8_lossy(&buf);
-        for (i, line) in text.lines().enumerate() {
-            if fold(line).contains(needle) {
-                results.push(json!({"path": full, "line": i + 1, "text": truncate(line, 300)}));
-                if results.len() >= max_results {
+            // Nothing below can match the glob: do not descend (the other criteria only
+            // narrow what the glob selects).
+            let next = if below_ok {
+                Walk::Continue
+            } else {
+                Walk::SkipDir
+            };
+            let name_ok = glob_ok
+                && needle_name
+                    .as_deref()
+                    .map_or(true, |n| fold(name).contains(n));
+            if !name_ok {
+                return next;
+            }
+            let Some(needle) = needle.as_deref() else {
+                results.push(json!({"path": full, "kind": kind_name(ft)}));
+                return if results.len() >= max_results {
                     stopped = Some("max_results");
-                    return Walk::Stop;
+                    Walk::Stop
+                } else {
+                    next
+                };
+            };
+            if ft != FileType::RegularFile || cx.tools.deny_read.matches(rel).is_some() {
+                return next;
+            }
+            let Some((file, size)) = sfs::open_entry_for_read(dir, name) else {
+                return Walk::Continue;
+            };
+            if size > max_bytes {
+                skipped_large += 1;
+                return Walk::Continue;
+            }
+            if size > byte_budget {
+                stopped = Some("max_bytes");
+                return Walk::Stop;
+            }
+            byte_budget -= size;
+            files_read += 1;
+            let mut buf = Vec::with_capacity(size as usize);
+            if file.take(max_bytes).read_to_end(&mut buf).is_err()
+                || buf[..buf.len().min(8192)].contains(&0)
+            {
+                return Walk::Continue; // unreadable or binary
+            }
+            let text = String::from_utf8_lossy(&buf);
+            for (i, line) in text.lines().enumerate() {
+                if fold(line).contains(needle) {
+                    results.push(json!({"path": full, "line": i + 1, "text": truncate(line, 300)}));
+                    if results.len() >= max_results {
+                        stopped = Some("max_results");
+                        return Walk::Stop;
+                    }
                 }
             }
-        }
-        Walk::Continue
-    });
+            Walk::Continue
+        },
+    );
     trace.attr(span, "loom.fs.search.entries_visited", visited as u64);
     trace.attr(span, "loom.fs.search.files_read", files_read as u64);
     trace.attr(span, "loom.fs.search.results", results.len() as u64);
+    if matches!(walk, Ok(Walked::Expired)) {
+        stopped = Some("timeout");
+    }
     if let Some(s) = stopped {
         trace.attr(span, "loom.fs.search.stopped", s);
     }
@@ -196,18 +214,31 @@ pub(super) fn search(cx: &Cx<'_>, args: &Value, trace: &mut Trace) -> Result<Val
     }))
 }
 
-#[cfg(test)]
-mod tests {
-    use super::glob_path;
-
-    #[test]
-    fn globs() {
-        assert!(glob_path("*.rs", "src/main.rs"));
-        assert!(glob_path("src/*.rs", "src/main.rs"));
-        assert!(!glob_path("src/*.rs", "src/a/main.rs"));
-        assert!(glob_path("src/**/*.rs", "src/a/b/main.rs"));
-        assert!(glob_path("src/**/*.rs", "src/main.rs"));
-        assert!(glob_path("**/test_?.py", "a/b/test_1.py"));
-        assert!(!glob_path("**/test_?.py", "a/b/test_10.py"));
+/// Matches one walked entry: `(matches, anything below it may match)`. The states of
+/// its parent directory are cached in `parent` (the walk visits a directory's entries
+/// together), so an entry costs one automaton step.
+fn glob_entry(
+    glob: &Glob,
+    start: &RelPath,
+    rel: &RelPath,
+    fold: &dyn Fn(&str) -> String,
+    parent: &mut Option<(RelPath, States)>,
+    budget: &mut Budget<'_>,
+) -> Result<(bool, bool), Expired> {
+    let dir = rel.parent();
+    if parent.as_ref().map_or(true, |(p, _)| *p != dir) {
+        let mut states = glob.start();
+        for c in &dir.components()[start.components().len()..] {
+            let c: Vec<char> = fold(c).chars().collect();
+            states = glob.step(&states, &c, budget)?;
+        }
+        *parent = Some((dir, states));
     }
+    let (_, states) = parent.as_ref().expect("just set");
+    let name: Vec<char> = fold(rel.file_name().unwrap_or_default()).chars().collect();
+    let here = glob.step(states, &name, budget)?;
+    Ok((
+        glob.is_match(&here, &name, budget)?,
+        glob.may_match_below(&here),
+    ))
 }

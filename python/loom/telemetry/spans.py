@@ -34,8 +34,13 @@ def tracer() -> trace.Tracer:
 def _content(value: Any) -> str:
     try:
         text = value if isinstance(value, str) else json.dumps(value, default=str)
-    except (TypeError, ValueError):
-        text = repr(value)
+    except (TypeError, ValueError, RecursionError):
+        # Not JSON, or nested too deep for json.dumps (the call itself refuses such a
+        # value with its own error; the span must not raise in its place).
+        try:
+            text = repr(value)
+        except RecursionError:
+            text = f"<{type(value).__name__} nested too deep to show>"
     return text if len(text) <= MAX_CONTENT else text[:MAX_CONTENT] + "…"
 
 

@@ -79,6 +79,11 @@ async def register(registry: ToolRegistry, runtime: Runtime) -> None:
     if project is None:
         log.debug("no loom.toml: native tools (fs:*, system:shell) are not registered")
         return
+    from loom._layout import check_layout
+
+    # Again here, for a ProjectConfig built without parse_project_config (and files
+    # that appeared since it was loaded).
+    check_layout(project)
     root = project.workspace_root
     try:
         root.mkdir(parents=True, exist_ok=True)

@@ -123,7 +123,7 @@ class StreamableHttpTransport(Transport):
                 f"{exc or type(exc).__name__}",
                 retry_safe=connect,
             ) from None
-        except ValueError as exc:  # json.JSONDecodeError
+        except (ValueError, RecursionError) as exc:  # undecodable, or nested too deeply
             raise ProtocolViolation(f"invalid JSON in reply to {method}: {exc}") from None
         raise ConnectionLost(f"the server ended its response to {method} without a reply")
 
@@ -157,7 +157,7 @@ class StreamableHttpTransport(Transport):
             raise ConnectionLost(
                 "the server no longer knows our session (HTTP 404)", retry_safe=True
             )
-        with suppress(ValueError):
+        with suppress(ValueError, RecursionError):
             data = json.loads(body)
             if isinstance(data, dict) and isinstance(data.get("error"), dict):
                 protocol.unwrap(data)  # raises RpcError

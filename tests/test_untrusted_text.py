@@ -115,6 +115,19 @@ def test_many_arguments_are_counted() -> None:
     assert describe_call("t:x", {}) == "t:x\n  (no arguments)"
 
 
+def test_the_documented_example_is_what_describe_call_prints() -> None:
+    import doctest
+    import re
+
+    doc = (Path(__file__).parent.parent / "docs" / "agents.md").read_text()
+    block = re.search(r"```python\n(>>> from loom.tools import describe_call.*?)```", doc, re.S)
+    assert block is not None
+    test = doctest.DocTestParser().get_doctest(block.group(1), {}, "agents.md", None, 0)
+    runner = doctest.DocTestRunner()
+    runner.run(test)
+    assert runner.failures == 0 and runner.tries == 3
+
+
 def test_loom_chat_asks_with_the_whole_call(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -14,7 +14,7 @@ import sys
 from typing import TYPE_CHECKING, Any
 
 from loom._text import escape_block, escape_line, shorten
-from loom.tools.render import describe_call
+from loom.tools import describe_call
 
 if TYPE_CHECKING:
     from loom.config import ProjectConfig

@@ -36,6 +36,8 @@ from loom.tools.spec import ToolSpec, openai_name
 
 log = logging.getLogger("loom.tools")
 
+_CONTAINERS = (dict, list, tuple)
+
 #: Seconds a tool call may take unless the caller or config says otherwise.
 DEFAULT_TIMEOUT = 30.0
 
@@ -229,25 +231,32 @@ class ToolRegistry:
 
 
 def _checked_payload(tool: str, payload: Mapping[str, Any] | None) -> dict[str, Any]:
+    # On every call: the common shape (a dict of str keys and scalar values) is checked
+    # in one pass, without the depth walk.
     if payload is None:
         return {}
     if not isinstance(payload, Mapping):
         raise ToolArgumentsInvalid(
             tool, f"the payload must be a mapping of argument names, not {type(payload).__name__}"
         )
-    bad = next((k for k in payload if not isinstance(k, str)), None)
-    if bad is not None:
-        raise ToolArgumentsInvalid(
-            tool, f"the payload's keys must be strings, not {type(bad).__name__} ({bad!r:.40})"
-        )
     args = dict(payload)
-    problem = value_too_deep(args)
+    nested = False
+    for k, v in args.items():
+        if not isinstance(k, str):
+            raise ToolArgumentsInvalid(
+                tool, f"the payload's keys must be strings, not {type(k).__name__} ({k!r:.40})"
+            )
+        if not nested and isinstance(v, _CONTAINERS):
+            nested = True
+    problem = value_too_deep(args) if nested else None
     if problem:
         raise ToolArgumentsInvalid(tool, f"the payload is {problem}")
     return args
 
 
 def _checked_timeout(tool: str, timeout: Any) -> float:
+    if type(timeout) is float and 0 < timeout < math.inf:
+        return timeout  # the common case, and NaN fails the comparison
     if (
         isinstance(timeout, bool)
         or not isinstance(timeout, (int, float))

@@ -13,8 +13,10 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -201,6 +203,113 @@ async def test_calls_round_trip_and_result_rule(
         texts = [f"msg-{i}" for i in range(25)]
         got = await asyncio.gather(*(a.ctx.tool("notes:echo", {"text": t}) for t in texts))
         assert got == texts
+
+
+async def test_a_deeply_nested_text_result_is_returned_as_text(
+    transport: str, make_runtime: RuntimeFactory
+) -> None:
+    """Text content is parsed as JSON when it is JSON — but not past the nesting limit
+    (``json.loads`` would raise RecursionError out of the call)."""
+    await make_runtime(transport)
+    async with Agent("a") as a:
+        for text in ("[" * 3000 + "]" * 3000, '{"a": ' * 2000 + "1" + "}" * 2000, "[" * 5000):
+            assert await a.ctx.tool("notes:echo", {"text": text}, timeout=20) == text
+        assert await a.ctx.tool("notes:echo", {"text": "[[1]]"}) == [[1]]
+
+
+DEEP_SERVER = """
+import json, sys
+for line in sys.stdin:
+    msg = json.loads(line)
+    method, mid = msg.get("method"), msg.get("id")
+    if method == "initialize":
+        result = {"protocolVersion": "2025-06-18", "capabilities": {"tools": {}},
+                  "serverInfo": {"name": "deep", "version": "1"}}
+    elif method == "tools/list":
+        result = {"tools": [{"name": "deep", "inputSchema": {"type": "object"}}]}
+    elif method == "tools/call":
+        # a message nested far past any sane depth, then the real reply
+        sys.stdout.write("[" * 5000 + "]" * 5000 + "\\n")
+        sys.stdout.write('{"jsonrpc": "2.0", "method": "x", "params": ' + "[" * 5000 + "}\\n")
+        result = {"content": [{"type": "text", "text": "survived"}]}
+    else:
+        continue
+    if mid is not None:
+        sys.stdout.write(json.dumps({"jsonrpc": "2.0", "id": mid, "result": result}) + "\\n")
+        sys.stdout.flush()
+"""
+
+
+async def test_a_deeply_nested_message_from_a_stdio_server_is_skipped(
+    make_runtime: RuntimeFactory, tmp_path: Path
+) -> None:
+    server = tmp_path / "deep_server.py"
+    server.write_text(DEEP_SERVER)
+    await make_runtime(
+        f"[mcp.deep]\ncommand = {toml_str(sys.executable)}\nargs = [{toml_str(str(server))}]\n"
+    )
+    async with Agent("a") as a:
+        assert await a.ctx.tool("deep:deep", timeout=5) == "survived"
+        assert await a.ctx.tool("deep:deep", timeout=5) == "survived"
+
+
+class DeepHttpHandler(BaseHTTPRequestHandler):
+    """A streamable-HTTP MCP server (JSON replies) whose first ``tools/call`` reply, or
+    500 error body, is nested 5000 deep."""
+
+    protocol_version = "HTTP/1.1"
+    calls = 0
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+    def do_POST(self) -> None:
+        msg = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        method, mid = msg.get("method"), msg.get("id")
+        status, body = 200, b""
+        if method == "initialize":
+            result: Any = {
+                "protocolVersion": "2025-06-18",
+                "capabilities": {"tools": {}},
+                "serverInfo": {"name": "deep", "version": "1"},
+            }
+        elif method == "tools/list":
+            result = {"tools": [{"name": "deep", "inputSchema": {"type": "object"}}]}
+        elif method == "tools/call":
+            type(self).calls += 1
+            result = {"content": [{"type": "text", "text": "fine"}]}
+            if self.calls == 1:
+                body = b"[" * 5000 + b"]" * 5000
+            elif self.calls == 2:
+                status, body = 500, b'{"error": ' + b"[" * 5000
+        else:
+            self.send_response(202)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
+        body = body or json.dumps({"jsonrpc": "2.0", "id": mid, "result": result}).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+
+async def test_a_deeply_nested_http_reply_is_a_tool_error(make_runtime: RuntimeFactory) -> None:
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), DeepHttpHandler)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{httpd.server_address[1]}/mcp"
+        await make_runtime(f"[mcp.deep]\nurl = {toml_str(url)}\n")
+        async with Agent("a") as a:
+            with pytest.raises(ToolFailed, match="invalid JSON"):
+                await a.ctx.tool("deep:deep", timeout=5)
+            with pytest.raises(ToolFailed, match="HTTP 500"):
+                await a.ctx.tool("deep:deep", timeout=5)
+            assert await a.ctx.tool("deep:deep", timeout=5) == "fine"
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
 
 
 async def test_is_error_result_is_tool_failed_with_its_text(

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
 from loom._core import Envelope
+from loom._text import escape_block
 from loom.agent import Agent
 from loom.config import ProjectConfig
 from loom.errors import LoomError, RequestTimeout
@@ -216,7 +217,8 @@ async def _run_job(
             return RunResult(EXIT_JOB_FAILED, message=f"job failed: {exc}")
         failed = reply.type in FAILURE_TYPES
         if out is not None:
-            out.write(_render(reply.payload) + "\n")
+            # The reply is the agents' (often a model's) text: shown, not obeyed.
+            out.write(escape_block(_render(reply.payload)) + "\n")
             out.flush()
         if failed:
             return RunResult(

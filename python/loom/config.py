@@ -18,6 +18,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from loom._secrets import redacted
 from loom.errors import ConfigError
 
 if sys.version_info >= (3, 11):
@@ -136,6 +137,11 @@ class ProjectConfig(BaseModel):
     bus: dict[str, Any] = Field(default_factory=dict)
     raw: dict[str, Any] = Field(default_factory=dict, repr=False)
     source: str = Field(default="", repr=False)
+
+    def __repr_args__(self) -> Any:
+        # The raw tables hold API keys, header and env tables, URLs with credentials.
+        for name, value in super().__repr_args__():
+            yield name, redacted(value, name or "")
 
     @property
     def root(self) -> Path:

@@ -282,14 +282,14 @@ class AgentContext:
 
         Raises:
             ToolNotFound: no such tool.
-            ToolArgumentsInvalid: the arguments do not match its schema (``.errors``).
+            ToolArgumentsInvalid: the arguments do not match its schema (``.errors``);
+                also a ``payload`` that is not a mapping or nests more than 64 levels,
+                and a ``timeout`` that is not a positive finite number.
             ToolDenied: the sandbox or an approval refused the call (``.rule``).
             ToolTimeout: it did not finish within ``timeout`` seconds.
             ToolFailed: it ran and failed.
         """
-        return await self.runtime.call_tool(
-            self, name, dict(payload or {}), timeout=timeout, call_id=call_id
-        )
+        return await self.runtime.call_tool(self, name, payload, timeout=timeout, call_id=call_id)
 
     async def tools(self) -> list[Any]:
         """Every registered tool (``ToolSpec``: name, description, JSON schema).

@@ -36,6 +36,7 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from loom._core import Envelope
+from loom._secrets import redact_url
 from loom.bus import Subscription
 from loom.errors import BusError
 
@@ -248,8 +249,10 @@ async def connect(runtime: Runtime, url: str, *, name: str | None = None) -> Nat
     """
     import nats
 
+    shown = redact_url(url)  # nats://user:password@host is a common spelling
+
     async def on_error(exc: Exception) -> None:
-        log.warning("nats %s: %s", url, exc)
+        log.warning("nats %s: %s", shown, _without(str(exc), url))
 
     try:
         # The first connection must work (fail fast and clearly); after that the
@@ -265,9 +268,15 @@ async def connect(runtime: Runtime, url: str, *, name: str | None = None) -> Nat
             timeout=5,
         )
     except Exception as exc:
-        raise BusError(f"cannot connect to NATS at {url}: {exc or type(exc).__name__}") from None
+        detail = _without(str(exc), url) or type(exc).__name__
+        raise BusError(f"cannot connect to NATS at {shown}: {detail}") from None
     bridge = NatsBridge(runtime, nc)
     await bridge.start()
     runtime.on_shutdown(bridge.close)
-    log.info("bus joined to NATS at %s", url)
+    log.info("bus joined to NATS at %s", shown)
     return bridge
+
+
+def _without(text: str, url: str) -> str:
+    """``text`` with ``url`` (as the client may quote it) shown without credentials."""
+    return text.replace(url, redact_url(url)) if url else text

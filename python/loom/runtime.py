@@ -147,7 +147,7 @@ class Runtime:
         return self.tools
 
     async def call_tool(
-        self, ctx: AgentContext, name: str, payload: dict[str, Any], **kwargs: Any
+        self, ctx: AgentContext, name: str, payload: Mapping[str, Any] | None, **kwargs: Any
     ) -> Any:
         """Calls a tool for ``ctx``; see ``loom.tools``."""
         tools = await self.get_tools()

@@ -12,12 +12,15 @@ from loom.cli import chat, new, run, tools, trace
 
 
 def _setup_logging(level: str) -> None:
-    logging.basicConfig(
-        level=level.upper(),
-        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
-        datefmt="%H:%M:%S",
-        stream=sys.stderr,
+    from loom._text import SafeFormatter
+
+    handler = logging.StreamHandler(sys.stderr)
+    # Log messages carry model-chosen text (paths, tool names, errors): one record is
+    # one line, with control characters escaped (see loom._text).
+    handler.setFormatter(
+        SafeFormatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s", datefmt="%H:%M:%S")
     )
+    logging.basicConfig(level=level.upper(), handlers=[handler])
     # One line per HTTP request is noise at INFO; Loom logs what matters itself.
     for noisy in ("httpx", "httpcore"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLogger().level))

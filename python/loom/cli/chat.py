@@ -13,6 +13,9 @@ import json
 import sys
 from typing import TYPE_CHECKING, Any
 
+from loom._text import escape_block, escape_line, shorten
+from loom.tools import describe_call
+
 if TYPE_CHECKING:
     from loom.config import ProjectConfig
 
@@ -36,14 +39,21 @@ def add_parser(sub: Any) -> None:
 
 
 def _short(value: Any, limit: int = 200) -> str:
-    text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, default=str)
-    text = text.replace("\n", " ")
-    return text if len(text) <= limit else text[:limit] + "…"
+    """One line for the terminal: escaped (model text must not drive it), and cut with
+    a visible length marker."""
+    if isinstance(value, str):
+        text = value
+    else:
+        try:
+            text = json.dumps(value, ensure_ascii=False, default=str)
+        except (TypeError, ValueError, RecursionError):
+            text = repr(value) if not isinstance(value, (dict, list)) else "(unprintable)"
+    return shorten(text, limit)
 
 
 def _ask_approval(req: Any) -> bool:
     """Runs in a worker thread (the registry keeps sync approvers off the loop)."""
-    print(f"\n? {req.tool} wants to run with {_short(req.arguments)}", flush=True)
+    print(f"\n? approve this call?\n{describe_call(req.tool, req.arguments)}", flush=True)
     try:
         answer = input("  allow? [y/N] ")
     except EOFError:
@@ -107,26 +117,31 @@ async def _session(args: argparse.Namespace, project: ProjectConfig) -> int:
                     for m in history:
                         print(f"{m['role']:>9}: {_short(m.get('content') or '', 300)}")
                 elif cmd == "/tools":
-                    print("\n".join(offered) or "(no tools)")
+                    print("\n".join(escape_line(n) for n in offered) or "(no tools)")
                 else:
-                    print(f"unknown command {cmd}; /help lists them")
+                    print(f"unknown command {escape_line(cmd)}; /help lists them")
                 continue
             print("agent> ", end="", flush=True)
             try:
                 async for event in cognitive.run_stream(line):
                     if isinstance(event, TextDelta):
-                        print(event.text, end="", flush=True)
+                        print(escape_block(event.text), end="", flush=True)
                     elif isinstance(event, ToolCallStart):
-                        print(f"\n  → {event.name}", end="", flush=True)
+                        print(f"\n  → {_short(event.name, 80)}", end="", flush=True)
                     elif isinstance(event, ToolResult):
                         if event.error:
-                            print(f"\n  ✗ {event.name}: {_short(event.error)}", flush=True)
+                            print(
+                                f"\n  ✗ {_short(event.name, 80)}: {_short(event.error)}", flush=True
+                            )
                         else:
-                            print(f"\n  ← {event.name}: {_short(event.result)}", flush=True)
+                            print(
+                                f"\n  ← {_short(event.name, 80)}: {_short(event.result)}",
+                                flush=True,
+                            )
                     elif isinstance(event, RunFinished):
                         result = event.result
                         if not result.success:
-                            print(f"\n(stopped: {result.error})", flush=True)
+                            print(f"\n(stopped: {_short(result.error or '', 500)})", flush=True)
                         u = result.usage
                         print(
                             f"\n[{u.prompt_tokens}+{u.completion_tokens} tokens, "
@@ -134,7 +149,7 @@ async def _session(args: argparse.Namespace, project: ProjectConfig) -> int:
                             flush=True,
                         )
             except LoomError as exc:
-                print(f"\nerror: {exc}", flush=True)
+                print(f"\nerror: {escape_line(str(exc))}", flush=True)
     finally:
         await runtime.stop(timeout=5)
 
@@ -150,7 +165,7 @@ def cmd(args: argparse.Namespace) -> int:
     try:
         return asyncio.run(_session(args, load_project_or_default(args.path)))
     except LoomError as exc:
-        print(f"loom: error: {exc}", file=sys.stderr)
+        print(f"loom: error: {escape_line(str(exc))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print()

@@ -7,6 +7,7 @@ import asyncio
 import sys
 from typing import Any
 
+from loom._text import escape_line
 from loom.errors import LoomError
 
 
@@ -31,18 +32,18 @@ def cmd(args: argparse.Namespace) -> int:
     try:
         project = load_project_config(args.path)
     except ConfigError as exc:
-        print(f"loom: error: {exc}", file=sys.stderr)
+        print(f"loom: error: {escape_line(str(exc))}", file=sys.stderr)
         return EXIT_CONFIG
     try:
         result = asyncio.run(run_project(project, out=sys.stdout, llm_provider=args.provider))
     except (ConfigError, AgentError) as exc:
-        print(f"loom: error: {exc}", file=sys.stderr)
+        print(f"loom: error: {escape_line(str(exc))}", file=sys.stderr)
         return EXIT_CONFIG
     except LoomError as exc:
-        print(f"loom: error: {exc}", file=sys.stderr)
+        print(f"loom: error: {escape_line(str(exc))}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 0
     if result.exit_code != 0:
-        print(f"loom: {result.message}", file=sys.stderr)
+        print(f"loom: {escape_line(result.message)}", file=sys.stderr)
     return result.exit_code

@@ -8,6 +8,8 @@ import json
 import sys
 from typing import TYPE_CHECKING, Any
 
+from loom._text import escape_line, shorten
+
 if TYPE_CHECKING:
     from loom.config import ProjectConfig
 
@@ -40,7 +42,7 @@ def cmd(args: argparse.Namespace) -> int:
     try:
         specs, sandbox = asyncio.run(_collect(load_project_or_default(args.path)))
     except LoomError as exc:
-        print(f"loom: error: {exc}", file=sys.stderr)
+        print(f"loom: error: {escape_line(str(exc))}", file=sys.stderr)
         return 2
     if args.json:
         print(json.dumps([s.model_dump() for s in specs], indent=2))
@@ -51,16 +53,17 @@ def cmd(args: argparse.Namespace) -> int:
     if not specs:
         print("no tools registered")
         return 0
-    width = max(len(s.name) for s in specs)
+    # Names, parameters and descriptions of MCP tools come from the server: escaped.
+    width = max(len(escape_line(s.name)) for s in specs)
     for s in specs:
         params = s.parameters.get("properties", {})
         required = set(s.parameters.get("required", []))
         args_text = ", ".join(f"{k}{'' if k in required else '?'}" for k in params)
         flags = " [approval]" if s.requires_approval else ""
         source = s.source if s.source != "mcp" else f"mcp:{s.server}"
-        print(f"{s.name:<{width}}  {source:<8} ({args_text}){flags}")
+        print(escape_line(f"{escape_line(s.name):<{width}}  {source:<8} ({args_text}){flags}"))
         if s.description:
-            print(f"{'':<{width}}  {s.description.splitlines()[0][:100]}")
+            print(f"{'':<{width}}  {shorten(s.description.splitlines()[0], 100)}")
     if args.sandbox and sandbox:
         enforcement = sandbox.get("shell", {}).get("enforcement", {})
         print(f"\nworkspace: {sandbox.get('workspace')}")

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
+from loom._text import escape_line
 from loom.telemetry.otlp_json import SPAN_KINDS, SpanData, merge_requests, read_spans
 
 _SUFFIX = ".jsonl"
@@ -203,7 +204,7 @@ def cmd_list(args: argparse.Namespace) -> int:
         try:
             s = summarize(f, read_spans(f))
         except (OSError, ValueError) as exc:
-            print(f"loom trace: skipping {f.name}: {exc}", file=sys.stderr)
+            print(escape_line(f"loom trace: skipping {f.name}: {exc}"), file=sys.stderr)
             continue
         rows.append(
             (
@@ -223,7 +224,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def _table(out: TextIO, header: Sequence[str], rows: Iterable[Sequence[str]]) -> None:
-    rows = list(rows)
+    rows = [[escape_line(c) for c in r] for r in rows]  # run ids and span names
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
     for r in [header, *rows]:
         out.write("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() + "\n")
@@ -294,8 +295,11 @@ def _render_trace(group: Sequence[SpanData], out: TextIO, attrs: bool) -> None:
     t0 = min(s.start_ns for s in group)
     t1 = max(s.end_ns for s in group)
     out.write(
-        f"trace {group[0].trace_id}  service {group[0].service}  "
-        f"{len(group)} spans  {fmt_duration(t1 - t0)}\n"
+        escape_line(
+            f"trace {group[0].trace_id}  service {group[0].service}  "
+            f"{len(group)} spans  {fmt_duration(t1 - t0)}"
+        )
+        + "\n"
     )
     missing = [r for r in roots if r.parent_id]
     if missing:
@@ -311,13 +315,14 @@ def _render_trace(group: Sequence[SpanData], out: TextIO, attrs: bool) -> None:
         if s.error:
             why = s.status_message or str(s.attributes.get("error.type", ""))
             bits.append(f"{cross} ERROR{': ' + why if why else ''}")
-        out.write(f"{prefix}{mark}{'  '.join(bits)}\n")
+        # Span names, error messages and attributes carry model-chosen text.
+        out.write(escape_line(f"{prefix}{mark}{'  '.join(bits)}") + "\n")
         inner = prefix + ("" if top else (blank if last else pipe))
         kids = sorted(children.get(s.span_id, []), key=lambda c: c.start_ns)
         if attrs:
             bar = pipe if kids else blank
             for k, v in sorted(s.attributes.items()):
-                out.write(f"{inner}{bar}  {k} = {v!r}\n")
+                out.write(escape_line(f"{inner}{bar}  {k} = {v!r}") + "\n")
         for i, c in enumerate(kids):
             walk(c, inner, i == len(kids) - 1, False)
 
@@ -344,10 +349,10 @@ def cmd_show(args: argparse.Namespace) -> int:
         path = find_run(trace_dir(args.dir), args.run)
         spans = load(path)
     except TraceError as exc:
-        print(f"loom trace: {exc}", file=sys.stderr)
+        print(f"loom trace: {escape_line(str(exc))}", file=sys.stderr)
         return 1
     s = summarize(path, spans)
-    print(f"run {s.run_id}  started {fmt_time(s.start_ns)}  ({path})")
+    print(escape_line(f"run {s.run_id}  started {fmt_time(s.start_ns)}  ({path})"))
     if not spans:
         print("no spans")
         return 0
@@ -448,7 +453,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         else:
             doc = merge_requests(path)
     except (TraceError, OSError) as exc:
-        print(f"loom trace: {exc}", file=sys.stderr)
+        print(f"loom trace: {escape_line(str(exc))}", file=sys.stderr)
         return 1
     text = json.dumps(doc, ensure_ascii=False)
     if args.output:
@@ -476,9 +481,10 @@ def cmd_send(args: argparse.Namespace) -> int:
 
     try:
         path = find_run(trace_dir(args.dir), args.file)
-        lines = [ln for ln in path.read_text(encoding="utf-8").splitlines() if ln.strip()]
+        # "\n" only: splitlines() would also cut at U+2028 inside a JSON string.
+        lines = [ln for ln in path.read_text(encoding="utf-8").split("\n") if ln.strip()]
     except (TraceError, OSError) as exc:
-        print(f"loom trace: {exc}", file=sys.stderr)
+        print(f"loom trace: {escape_line(str(exc))}", file=sys.stderr)
         return 1
     headers = {"Content-Type": "application/json"}
     for h in args.header:

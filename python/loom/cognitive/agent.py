@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator, Iterable
 from pathlib import Path
 from typing import Any
 
+from loom._depth import value_too_deep
 from loom.cognitive import react
 from loom.cognitive.memory import Memory
 from loom.cognitive.types import (
@@ -20,7 +21,7 @@ from loom.cognitive.types import (
     ToolChoice,
     ToolResult,
 )
-from loom.errors import LoomError, ToolError
+from loom.errors import LoomError, ToolArgumentsInvalid, ToolError
 from loom.llm.types import (
     FinishEvent,
     LLMResponse,
@@ -34,6 +35,10 @@ from loom.llm.types import (
 log = logging.getLogger("loom.cognitive")
 
 StreamItem = TextDelta | ToolCallStart | ToolCallDelta | ToolResult | RunFinished
+
+#: Deepest tool result (or run context) rendered as JSON for the model; results come
+#: from tools, not from the model, so this is a guard against recursion, not a policy.
+RESULT_DEPTH = 200
 
 
 def _add_usage(total: Usage, u: Usage) -> Usage:
@@ -50,9 +55,13 @@ def _add_usage(total: Usage, u: Usage) -> Usage:
 def _render(value: Any) -> str:
     if isinstance(value, str):
         return value
+    problem = value_too_deep(value, RESULT_DEPTH)
+    if problem:
+        # json.dumps and repr both recurse: a tool result this deep cannot be shown.
+        return f"(the result is {problem} and cannot be shown)"
     try:
         return json.dumps(value, ensure_ascii=False, default=str)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, RecursionError):
         return repr(value)
 
 
@@ -353,7 +362,7 @@ class CognitiveAgent:
             if self._offered and name not in self._offered:
                 raise LoomError(f"tool {name!r} was not offered to this agent")
             if call.arguments_error:
-                raise LoomError(f"the arguments are not valid JSON: {call.arguments_error}")
+                raise ToolArgumentsInvalid(name, call.arguments_error)
             step.result = await self.ctx.tool(
                 name, call.arguments, timeout=self.config.tool_timeout, call_id=call.id or None
             )

@@ -8,7 +8,8 @@ The model writes either::
 
 or ``Final Answer: ...``. Parsing anchors on the ``Action Input:`` label and decodes
 exactly one JSON value there (``json.JSONDecoder.raw_decode``), so braces elsewhere in
-the prose cannot be mistaken for the arguments.
+the prose cannot be mistaken for the arguments. Input nested more than
+:data:`loom._depth.MAX_DEPTH` levels is refused before it is decoded.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ import json
 import re
 from dataclasses import dataclass
 from typing import Any
+
+from loom._depth import text_too_deep
 
 _FINAL = re.compile(r"^\s*\**final\s+answer\**\s*:\s*", re.I | re.M)
 _ACTION = re.compile(r"^\s*\**action\**\s*:\s*`?([A-Za-z0-9_.:-]+)`?\s*$", re.I | re.M)
@@ -70,6 +73,9 @@ def parse(text: str) -> ReactStep:
     if inp is None:
         return ReactStep("invalid", tool=action.group(1), error="'Action Input:' is missing")
     rest = _FENCE.sub("", text[inp.end() :].lstrip())
+    problem = text_too_deep(rest)
+    if problem:
+        return ReactStep("invalid", tool=action.group(1), error=f"Action Input is {problem}")
     try:
         value, _ = json.JSONDecoder().raw_decode(rest)
     except json.JSONDecodeError as exc:

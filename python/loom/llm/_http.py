@@ -14,6 +14,8 @@ from typing import Any
 import httpx
 from pydantic_core import from_json
 
+from loom._secrets import redact_url, safe_repr
+
 from ._constants import MAX_CONNECTIONS, MAX_KEEPALIVE_CONNECTIONS
 from .errors import LLMConnectionError, LLMResponseError, LLMTimeoutError, make_status_error
 from .quirks import is_loopback
@@ -134,7 +136,7 @@ def map_transport_error(exc: BaseException, provider: str, url: str) -> LLMConne
     httpx-aiohttp maps some aiohttp errors loosely (a refused connection becomes
     ``ConnectTimeout``), so an aiohttp exception in the chain decides first.
     """
-    where = f"{provider}: {url}"
+    where = f"{provider}: {redact_url(url)}"
     chain = _chain(exc)
     for e in chain:
         name = type(e).__name__
@@ -202,9 +204,11 @@ def decode_error_body(raw: bytes) -> Any:
         return raw.decode("utf-8", "replace")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class Endpoint:
-    """Everything one provider needs to send a request, computed once."""
+    """Everything one provider needs to send a request, computed once. Its ``repr``
+    masks the URL's credentials (:mod:`loom._secrets`); headers and secrets are left
+    out entirely."""
 
     provider: str
     url: httpx.URL
@@ -219,6 +223,9 @@ class Endpoint:
     max_response_bytes: int
     secrets: list[str] = field(repr=False)
     bad_request_500: bool = False
+
+    def __repr__(self) -> str:
+        return safe_repr(self)
 
     def timeouts(self, override: float | None) -> dict[str, float]:
         """httpx's per-request timeout extension."""

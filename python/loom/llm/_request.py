@@ -6,6 +6,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from loom._secrets import safe_repr
+
 from .config import LLMConfig
 from .quirks import Quirks, serialize_messages, strip_bounds, tool_choice_spec, tool_spec
 from .types import Message
@@ -27,10 +29,10 @@ def wire_tool_name(name: str) -> str:
     return _TOOL_NAME_BAD.sub("_", name.replace(":", "__"))[:64] or "tool"
 
 
-@dataclass
+@dataclass(repr=False)
 class CallRequest:
     """One call's arguments, kept so that a fallback can rebuild the body for its own
-    model and quirks."""
+    model and quirks. Its ``repr`` masks ``extra_headers`` values (:mod:`loom._secrets`)."""
 
     messages: list[MessageLike]
     tools: list[Any] | None = None
@@ -43,6 +45,9 @@ class CallRequest:
     max_retries: int | None = None
     extra_headers: dict[str, str] = field(default_factory=dict)
     extra_body: dict[str, Any] = field(default_factory=dict)
+
+    def __repr__(self) -> str:
+        return safe_repr(self)
 
 
 def build_body(

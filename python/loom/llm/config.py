@@ -29,6 +29,7 @@ from pydantic import (
     model_validator,
 )
 
+from loom._secrets import redact_url
 from loom.errors import ConfigError
 
 from ._constants import (
@@ -141,9 +142,11 @@ class LLMConfig(BaseModel):
         return data
 
     def __repr_args__(self) -> Any:
-        # Keep reprs short and free of anything secret-looking (headers may carry keys).
-        for key in ("name", "base_url", "model"):
-            yield key, getattr(self, key)
+        # Short, and free of secrets: no headers or extra_body; the URL without its
+        # credentials (loom._secrets); the key is a SecretStr.
+        yield "name", self.name
+        yield "base_url", redact_url(self.base_url)
+        yield "model", self.model
         yield "api_key", self.api_key
 
     def resolved_api_key(self, env: Mapping[str, str] | None = None) -> str | None:

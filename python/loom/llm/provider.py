@@ -20,6 +20,7 @@ from urllib.parse import urlsplit
 import httpx
 from pydantic_core import from_json, to_json
 
+from loom._secrets import redact_url
 from loom.errors import ConfigError
 
 from . import _http, _otel
@@ -86,6 +87,15 @@ class LLMProvider:
         self._project = project if project is not None else getattr(ctx, "project", None)
         self._api_key = config.resolved_api_key()
         self._secrets = [s for s in (self._api_key, *config.secret_values()) if s]
+        has_auth = self._api_key or any(k.lower() == "authorization" for k in config.headers)
+        if has_auth and "@" in urlsplit(config.base_url).netloc:
+            # httpx refuses the combination with a bare ValueError at the first call.
+            raise ConfigError(
+                f"LLM provider {self.name!r}: base_url {redact_url(config.base_url)!r} has "
+                "credentials (user:password@) and an API key or Authorization header is "
+                "set too; use one of them",
+                key=f"llm.{self.name}.base_url",
+            )
         self.quirks = detect(config.base_url, override=config.quirks, serve=config.serve)
         self._stream_usage = (
             config.stream_usage if config.stream_usage is not None else self.quirks.stream_usage
@@ -168,7 +178,7 @@ class LLMProvider:
     def __repr__(self) -> str:
         return (
             f"LLMProvider(name={self.name!r}, model={self.config.model!r}, "
-            f"base_url={self.base_url!r})"
+            f"base_url={redact_url(self.base_url)!r})"
         )
 
     @property

@@ -16,6 +16,8 @@ from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
+from loom._depth import text_too_deep
+
 from ._constants import DEFAULT_JSON_ATTEMPTS
 from .errors import StructuredOutputError
 from .types import Message
@@ -55,6 +57,9 @@ def extract_json(text: str) -> str:
 def validate(schema: Any, text: str) -> Any:
     """Parse and validate ``text``; raise ValueError/ValidationError on failure."""
     payload = extract_json(text)
+    problem = text_too_deep(payload)
+    if problem:
+        raise ValueError(f"the answer is {problem}")
     if isinstance(schema, dict):
         value = json.loads(payload)
         required = schema.get("required") or []

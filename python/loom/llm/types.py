@@ -14,6 +14,8 @@ from typing import Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from loom._depth import text_too_deep, value_too_deep
+
 Role = Literal["system", "user", "assistant", "tool", "developer"]
 
 
@@ -55,15 +57,23 @@ def parse_arguments(raw: str | dict[str, Any] | None) -> tuple[dict[str, Any], s
 
     Handles ``None`` and ``""`` (no arguments), an object instead of a string (Ollama), a
     ``{}`` placeholder followed by the real object (``"{}{\\"q\\": 1}"``, seen from some
-    streaming servers) and surrounding whitespace.
+    streaming servers) and surrounding whitespace. Arguments nested more than
+    :data:`loom._depth.MAX_DEPTH` levels are an error (measured before parsing, so a
+    hostile reply cannot exhaust the parser's recursion).
     """
     if raw is None:
         return {}, "", None
     if isinstance(raw, dict):
+        problem = value_too_deep(raw)
+        if problem:
+            return {}, "{}", f"arguments are {problem}"
         return raw, json.dumps(raw), None
     text = raw.strip()
     if not text:
         return {}, raw, None
+    problem = text_too_deep(text)
+    if problem:
+        return {}, raw, f"arguments are {problem}"
     try:
         value = json.loads(text)
     except ValueError as exc:

@@ -50,12 +50,16 @@ def refresh_tracing_active() -> bool:
     return _tracing[0]
 
 
-# Imported here (not lazily) so that ``loom.telemetry.setup`` is always the function,
-# never shadowed by the submodule of the same name; setup.py imports the SDK only
-# when called.
+# SafeFormatter: the log formatter ``loom`` installs (one line per record, control
+# characters escaped: log messages carry model-chosen text); use it on your own handlers.
+# setup is imported here (not lazily) so that ``loom.telemetry.setup`` is always the
+# function, never shadowed by the submodule of the same name; setup.py imports the SDK
+# only when called.
+from loom._text import SafeFormatter  # noqa: E402
 from loom.telemetry.setup import TelemetryHandle, setup  # noqa: E402
 
 __all__ = [
+    "SafeFormatter",
     "TelemetryHandle",
     "capture_content",
     "refresh_tracing_active",

@@ -40,7 +40,10 @@ class _LineFile:
                 return False
             if self._fh is None:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
-                self._fh = open(self.path, "a", encoding="utf-8")
+                # A lone surrogate (model text can hold one) cannot be encoded; it is
+                # always inside a JSON string here, where "\udXXX" is its valid escape —
+                # without this the whole batch was lost.
+                self._fh = open(self.path, "a", encoding="utf-8", errors="backslashreplace")
             self._fh.write(line + "\n")
             self._fh.flush()
             return True

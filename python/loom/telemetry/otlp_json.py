@@ -395,6 +395,12 @@ def _enum(value: Any, names: Mapping[str, int]) -> int:
     return int(value)
 
 
+def _lines(path: str | Path) -> list[str]:
+    # Split on "\n" only: str.splitlines() also splits on U+2028, U+0085 and other
+    # characters that JSON strings may hold raw (span attributes with model text).
+    return Path(path).read_text(encoding="utf-8").split("\n")
+
+
 def read_spans(path: str | Path) -> list[SpanData]:
     """Every span in an OTLP/JSON lines file (one request per line; blank lines and a
     torn last line, from a killed process, are skipped).
@@ -403,7 +409,7 @@ def read_spans(path: str | Path) -> list[SpanData]:
         OSError: the file cannot be read.
         ValueError: a line other than the last is not valid JSON.
     """
-    lines = Path(path).read_text(encoding="utf-8").splitlines()
+    lines = _lines(path)
     spans: list[SpanData] = []
     for i, line in enumerate(lines):
         if not line.strip():
@@ -422,7 +428,7 @@ def merge_requests(path: str | Path) -> dict[str, Any]:
     """All lines of a file as one ``ExportTraceServiceRequest`` (what Jaeger's
     ``/api/transform`` takes in one call)."""
     merged: list[Any] = []
-    for line in Path(path).read_text(encoding="utf-8").splitlines():
+    for line in _lines(path):
         if line.strip():
             try:
                 merged.extend(json.loads(line).get("resourceSpans") or [])

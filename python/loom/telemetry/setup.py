@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from loom._secrets import safe_repr
 from loom.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -90,9 +91,12 @@ def new_run_id() -> str:
     return f"{now}-{secrets.token_hex(3)}"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class TelemetrySettings:
-    """``[telemetry]`` merged with the environment (see ``docs/observability.md``)."""
+    """``[telemetry]`` merged with the environment (see ``docs/observability.md``).
+
+    ``repr``/``str`` mask header values and endpoint credentials (:mod:`loom._secrets`).
+    """
 
     enabled: bool = True
     exporters: tuple[str, ...] = ("file",)
@@ -114,6 +118,9 @@ class TelemetrySettings:
     @property
     def service_name(self) -> str:
         return str(self.resource.get("service.name", "loom"))
+
+    def __repr__(self) -> str:
+        return safe_repr(self)
 
 
 class _Where:

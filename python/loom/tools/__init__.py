@@ -5,6 +5,7 @@ Agents call them with ``await ctx.tool("fs:read_file", {"path": "notes.md"})``.
 
 from loom.tools.python import PythonTool, tool
 from loom.tools.registry import ApprovalRequest, Approver, Tool, ToolRegistry
+from loom.tools.render import describe_call
 from loom.tools.spec import ToolSpec, openai_name
 
 __all__ = [
@@ -14,6 +15,7 @@ __all__ = [
     "Tool",
     "ToolRegistry",
     "ToolSpec",
+    "describe_call",
     "openai_name",
     "tool",
 ]

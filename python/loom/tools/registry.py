@@ -1,5 +1,13 @@
 """One registry for native (Rust), Python and MCP tools, and the one place calls go
-through: lookup, approval, timeout, tracing, error typing."""
+through: lookup, argument checks, approval, timeout, tracing, error typing.
+
+Whatever a tool does, a call answers with a result or a :class:`~loom.errors.ToolError`:
+the call's own arguments are checked before anything runs (a mapping with string keys,
+nested at most :data:`loom._depth.MAX_DEPTH` levels — the core converts values
+recursively —, a positive finite timeout), and any exception a tool raises that is not a
+``ToolError`` becomes :class:`~loom.errors.ToolFailed` with the original chained as its
+``__cause__``. So a bug in one tool never ends an agent's run.
+"""
 
 from __future__ import annotations
 
@@ -7,16 +15,28 @@ import asyncio
 import difflib
 import itertools
 import logging
+import math
 import uuid
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from loom.errors import LoomError, ToolDenied, ToolError, ToolFailed, ToolNotFound, ToolTimeout
+from loom._depth import value_too_deep
+from loom.errors import (
+    LoomError,
+    ToolArgumentsInvalid,
+    ToolDenied,
+    ToolError,
+    ToolFailed,
+    ToolNotFound,
+    ToolTimeout,
+)
 from loom.telemetry import _tracing
 from loom.tools.spec import ToolSpec, openai_name
 
 log = logging.getLogger("loom.tools")
+
+_CONTAINERS = (dict, list, tuple)
 
 #: Seconds a tool call may take unless the caller or config says otherwise.
 DEFAULT_TIMEOUT = 30.0
@@ -130,15 +150,21 @@ class ToolRegistry:
         self,
         ctx: Any,
         name: str,
-        payload: dict[str, Any],
+        payload: Mapping[str, Any] | None,
         *,
         timeout: float | None = None,
         call_id: str | None = None,
     ) -> Any:
-        """Calls a tool and returns its JSON result; see ``AgentContext.tool``."""
+        """Calls a tool and returns its JSON result; see ``AgentContext.tool``.
+
+        Raises:
+            ToolArgumentsInvalid: ``payload`` is not a mapping with string keys, nests
+                too deeply, or ``timeout`` is not a positive finite number.
+        """
         tool = self.get(name)
+        payload = _checked_payload(tool.spec.name, payload)
         call_id = call_id or f"call_{_ID_PREFIX}{next(_call_ids):x}"
-        timeout = self.default_timeout if timeout is None else timeout
+        timeout = self.default_timeout if timeout is None else _checked_timeout(name, timeout)
         if not _tracing[0]:
             # The hot path: no span machinery at all when nothing records spans.
             return await self._run(tool, ctx, payload, timeout, call_id)
@@ -173,6 +199,11 @@ class ToolRegistry:
             raise ToolTimeout(name, f"did not finish within {timeout}s") from None
         except LoomError as exc:
             raise ToolFailed(name, str(exc)) from exc
+        except Exception as exc:
+            # A bug in the tool (or in a library it uses) is the tool failing, not the
+            # caller's problem: typed, with the original kept as the cause.
+            log.debug("tool %s raised %s", name, type(exc).__name__, exc_info=True)
+            raise ToolFailed(name, f"{type(exc).__name__}: {exc}") from exc
 
     async def _approve(self, req: ApprovalRequest) -> None:
         if self.approver is None:
@@ -197,3 +228,42 @@ class ToolRegistry:
         if verdict is not True:
             raise ToolDenied(req.tool, "the call was not approved", rule="approval")
         log.info("%s: approved %s (%s)", req.agent_id, req.tool, req.call_id)
+
+
+def _checked_payload(tool: str, payload: Mapping[str, Any] | None) -> dict[str, Any]:
+    # On every call: the common shape (a dict of str keys and scalar values) is checked
+    # in one pass, without the depth walk.
+    if payload is None:
+        return {}
+    if not isinstance(payload, Mapping):
+        raise ToolArgumentsInvalid(
+            tool, f"the payload must be a mapping of argument names, not {type(payload).__name__}"
+        )
+    args = dict(payload)
+    nested = False
+    for k, v in args.items():
+        if not isinstance(k, str):
+            raise ToolArgumentsInvalid(
+                tool, f"the payload's keys must be strings, not {type(k).__name__} ({k!r:.40})"
+            )
+        if not nested and isinstance(v, _CONTAINERS):
+            nested = True
+    problem = value_too_deep(args) if nested else None
+    if problem:
+        raise ToolArgumentsInvalid(tool, f"the payload is {problem}")
+    return args
+
+
+def _checked_timeout(tool: str, timeout: Any) -> float:
+    if type(timeout) is float and 0 < timeout < math.inf:
+        return timeout  # the common case, and NaN fails the comparison
+    if (
+        isinstance(timeout, bool)
+        or not isinstance(timeout, (int, float))
+        or not math.isfinite(timeout)
+        or timeout <= 0
+    ):
+        raise ToolArgumentsInvalid(
+            tool, f"timeout must be a positive, finite number of seconds, not {timeout!r:.40}"
+        )
+    return float(timeout)

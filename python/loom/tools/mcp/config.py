@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
+from loom._secrets import safe_repr
 from loom.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -56,9 +57,13 @@ _STDIO_KEYS = _COMMON_KEYS | {"command", "args", "env", "cwd"}
 _HTTP_KEYS = _COMMON_KEYS | {"url", "headers"}
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class ServerConfig:
-    """What every MCP server table has."""
+    """What every MCP server table has.
+
+    ``repr``/``str`` mask ``env`` and ``headers`` values and URL credentials
+    (:mod:`loom._secrets`): they hold expanded ``${VAR}`` secrets.
+    """
 
     name: str
     #: A server that cannot start makes the runtime fail (``ConfigError``) instead of
@@ -67,8 +72,11 @@ class ServerConfig:
     #: Seconds to start and complete ``initialize`` and ``tools/list``.
     startup_timeout: float = DEFAULT_STARTUP_TIMEOUT
 
+    def __repr__(self) -> str:
+        return safe_repr(self)
 
-@dataclass(frozen=True)
+
+@dataclass(frozen=True, repr=False)
 class StdioServer(ServerConfig):
     """A server Loom runs as a child process, speaking newline-delimited JSON-RPC on
     its stdin/stdout."""
@@ -81,7 +89,7 @@ class StdioServer(ServerConfig):
     cwd: Path = Path()
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class HttpServer(ServerConfig):
     """A server Loom connects to over streamable HTTP."""
 

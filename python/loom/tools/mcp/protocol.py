@@ -10,6 +10,7 @@ import json
 from typing import Any
 
 from loom import __version__
+from loom._depth import text_too_deep
 from loom.errors import LoomError, ToolArgumentsInvalid, ToolFailed
 
 #: The revision Loom offers in ``initialize``.
@@ -134,7 +135,8 @@ def tool_result(tool: str, result: dict[str, Any]) -> Any:
     2. ``structuredContent``, when present, is returned as is (servers written with
        the ``mcp`` SDK wrap non-object return values as ``{"result": value}``).
     3. Otherwise, if every content block is text, their texts (joined by newlines) are
-       parsed as JSON when they are JSON, and returned as a string when not. No
+       parsed as JSON when they are JSON (nested at most
+       :data:`loom._depth.MAX_DEPTH` levels), and returned as a string when not. No
        content at all gives ``None``.
     4. Content with other blocks (images, audio, resources) is returned as the raw
        list of content blocks, so nothing is lost.
@@ -160,6 +162,8 @@ def tool_result(tool: str, result: dict[str, Any]) -> Any:
     if len(texts) != len(blocks):
         return blocks
     text = "\n".join(texts)
+    if text_too_deep(text):
+        return text
     try:
         return json.loads(text)
     except ValueError:

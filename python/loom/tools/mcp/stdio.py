@@ -168,7 +168,7 @@ class StdioTransport(Transport):
             return
         try:
             msg = json.loads(line)
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: nested too deeply to decode
             log.warning(
                 "mcp %s: ignoring a line on stdout that is not JSON-RPC: %.200r", self.server, line
             )

@@ -21,6 +21,7 @@ from typing import Any
 
 import httpx
 
+from loom._secrets import redact_url
 from loom.tools.mcp import protocol
 from loom.tools.mcp.config import HttpServer
 from loom.tools.mcp.protocol import ConnectionLost, McpError, ProtocolViolation, RpcError
@@ -119,11 +120,12 @@ class StreamableHttpTransport(Transport):
             self._dead = True
             connect = isinstance(exc, (httpx.ConnectError, httpx.ConnectTimeout))
             raise ConnectionLost(
-                f"{'cannot connect to' if connect else 'connection failed:'} {self.url}: "
+                f"{'cannot connect to' if connect else 'connection failed:'} "
+                f"{redact_url(self.url)}: "
                 f"{exc or type(exc).__name__}",
                 retry_safe=connect,
             ) from None
-        except ValueError as exc:  # json.JSONDecodeError
+        except (ValueError, RecursionError) as exc:  # undecodable, or nested too deeply
             raise ProtocolViolation(f"invalid JSON in reply to {method}: {exc}") from None
         raise ConnectionLost(f"the server ended its response to {method} without a reply")
 
@@ -135,7 +137,9 @@ class StreamableHttpTransport(Transport):
             )
         except httpx.TransportError as exc:
             self._dead = True
-            raise ConnectionLost(f"cannot reach {self.url}: {exc or type(exc).__name__}") from None
+            raise ConnectionLost(
+                f"cannot reach {redact_url(self.url)}: {exc or type(exc).__name__}"
+            ) from None
         await self._check(resp)
 
     async def _answer(self, msg: Any) -> None:
@@ -157,13 +161,13 @@ class StreamableHttpTransport(Transport):
             raise ConnectionLost(
                 "the server no longer knows our session (HTTP 404)", retry_safe=True
             )
-        with suppress(ValueError):
+        with suppress(ValueError, RecursionError):
             data = json.loads(body)
             if isinstance(data, dict) and isinstance(data.get("error"), dict):
                 protocol.unwrap(data)  # raises RpcError
         raise RpcError(
             protocol.INTERNAL_ERROR,
-            f"HTTP {resp.status_code} from {self.url}: {body[:ERROR_BODY_CHARS]}",
+            f"HTTP {resp.status_code} from {redact_url(self.url)}: {body[:ERROR_BODY_CHARS]}",
         )
 
     async def close(self) -> None:

@@ -28,7 +28,5 @@ def test_no_tracked_file_lives_under_a_loom_directory() -> None:
 def test_loom_directories_are_ignored_at_any_depth() -> None:
     _tracked()
     probe = "examples/chat_assistant/.loom/traces/x.jsonl"
-    r = subprocess.run(
-        ["git", "check-ignore", "--no-index", "-q", probe], cwd=ROOT, check=False
-    )
+    r = subprocess.run(["git", "check-ignore", "--no-index", "-q", probe], cwd=ROOT, check=False)
     assert r.returncode == 0, f"{probe} is not ignored by .gitignore"

@@ -110,7 +110,7 @@ async def test_too_deep_python_values_are_arguments_invalid(
     payload = {"argv": ["echo", value]} if tool == "system:shell" else {"value": value}
     if tool == "fs:write_file":
         payload = {"path": "x.txt", "content": value}
-    with pytest.raises(ToolArgumentsInvalid, match=f"more than {MAX_DEPTH} levels"):
+    with pytest.raises(ToolArgumentsInvalid, match=f"deeper than {MAX_DEPTH} levels"):
         await project_agent.ctx.tool(tool, payload)
     # exactly at the limit (the payload itself is a level) passes the depth check
     ok = {"value": nested(MAX_DEPTH - 1, kind)}
@@ -259,7 +259,7 @@ async def test_deep_model_arguments_are_a_tool_error_shown_to_the_model(
             result = await cog.run("go")
     assert result.success and result.answer == "done"
     step = result.tool_calls[0]
-    assert step.error is not None and f"more than {MAX_DEPTH} levels" in step.error
+    assert step.error is not None and f"deeper than {MAX_DEPTH} levels" in step.error
     assert "ToolArgumentsInvalid" in step.error
     tool_msg = next(m for m in llm.calls[1].messages if m["role"] == "tool")
     assert "levels" in tool_msg["content"]
@@ -315,7 +315,7 @@ async def test_a_deep_tool_result_does_not_end_the_run(runtime: Runtime, stream:
             result = await cog.run("go")
     assert result.success and result.answer == "done"
     shown = next(m for m in llm.calls[1].messages if m["role"] == "tool")["content"]
-    assert "levels deep" in shown
+    assert "levels" in shown
 
 
 async def test_response_objects_with_deep_arguments(runtime: Runtime) -> None:
@@ -340,3 +340,14 @@ async def test_deep_structured_output_is_a_typed_error(schema: Any) -> None:
     llm = ScriptedModel([deep], repeat_last=True)
     with pytest.raises(StructuredOutputError, match="levels"):
         await llm.call_json([{"role": "user", "content": "x"}], schema, max_attempts=2)
+
+
+async def test_a_refused_call_is_still_traced(project_agent: Agent, span_exporter: Any) -> None:
+    """The argument checks run inside ``execute_tool``: a refused call shows up in the
+    trace as an invalid-arguments span, not as nothing."""
+    for payload, timeout in (({"value": nested(5000)}, None), ([1], None), ({}, math.nan)):
+        with pytest.raises(ToolArgumentsInvalid):
+            await project_agent.ctx.tool("t:echo", payload, timeout=timeout)
+    spans = [s for s in span_exporter.get_finished_spans() if s.name == "execute_tool t:echo"]
+    assert len(spans) == 3
+    assert all(s.attributes["loom.tool.outcome"] == "invalid_arguments" for s in spans)

@@ -18,10 +18,13 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from loom import _core
+
 #: Deepest nesting accepted in tool arguments (the arguments object itself is level 1).
-#: Real tool schemas need a handful of levels; this leaves a wide margin below the
-#: Rust core's own conversion limit and Python's recursion limit.
-MAX_DEPTH = 64
+#: It is the core's own limit for values it converts (``loom._core.MAX_JSON_DEPTH``), so
+#: there is one number for both sides and Python refuses first, with the same message;
+#: 100 for a core built before the constant existed.
+MAX_DEPTH: int = int(getattr(_core, "MAX_JSON_DEPTH", 100))
 
 # A JSON string (escapes included) or one bracket: only these matter for nesting, and
 # regex-skipping the strings keeps the scan fast on large arguments.
@@ -55,7 +58,7 @@ def _exceeds_value(value: Any, limit: int) -> bool:
 
 
 def _message(limit: int) -> str:
-    return f"nested more than {limit} levels deep"
+    return f"nested deeper than {limit} levels"
 
 
 def text_too_deep(text: str, limit: int = MAX_DEPTH) -> str | None:

@@ -283,7 +283,8 @@ class AgentContext:
         Raises:
             ToolNotFound: no such tool.
             ToolArgumentsInvalid: the arguments do not match its schema (``.errors``);
-                also a ``payload`` that is not a mapping or nests more than 64 levels,
+                also a ``payload`` that is not a mapping or nests deeper than
+                ``loom._core.MAX_JSON_DEPTH`` (100) levels,
                 and a ``timeout`` that is not a positive finite number.
             ToolDenied: the sandbox or an approval refused the call (``.rule``).
             ToolTimeout: it did not finish within ``timeout`` seconds.

@@ -8,7 +8,7 @@ The model writes either::
 
 or ``Final Answer: ...``. Parsing anchors on the ``Action Input:`` label and decodes
 exactly one JSON value there (``json.JSONDecoder.raw_decode``), so braces elsewhere in
-the prose cannot be mistaken for the arguments. Input nested more than
+the prose cannot be mistaken for the arguments. Input nested deeper than
 :data:`loom._depth.MAX_DEPTH` levels is refused before it is decoded.
 """
 

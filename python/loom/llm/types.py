@@ -57,7 +57,7 @@ def parse_arguments(raw: str | dict[str, Any] | None) -> tuple[dict[str, Any], s
 
     Handles ``None`` and ``""`` (no arguments), an object instead of a string (Ollama), a
     ``{}`` placeholder followed by the real object (``"{}{\\"q\\": 1}"``, seen from some
-    streaming servers) and surrounding whitespace. Arguments nested more than
+    streaming servers) and surrounding whitespace. Arguments nested deeper than
     :data:`loom._depth.MAX_DEPTH` levels are an error (measured before parsing, so a
     hostile reply cannot exhaust the parser's recursion).
     """

@@ -162,9 +162,7 @@ class ToolRegistry:
                 too deeply, or ``timeout`` is not a positive finite number.
         """
         tool = self.get(name)
-        payload = _checked_payload(tool.spec.name, payload)
         call_id = call_id or f"call_{_ID_PREFIX}{next(_call_ids):x}"
-        timeout = self.default_timeout if timeout is None else _checked_timeout(name, timeout)
         if not _tracing[0]:
             # The hot path: no span machinery at all when nothing records spans.
             return await self._run(tool, ctx, payload, timeout, call_id)
@@ -176,9 +174,19 @@ class ToolRegistry:
             return result
 
     async def _run(
-        self, tool: Tool, ctx: Any, payload: dict[str, Any], timeout: float, call_id: str
+        self,
+        tool: Tool,
+        ctx: Any,
+        raw_payload: Mapping[str, Any] | None,
+        raw_timeout: float | None,
+        call_id: str,
     ) -> Any:
         name = tool.spec.name
+        # Checked inside the span (when there is one), so a refused call is recorded.
+        payload = _checked_payload(name, raw_payload)
+        timeout = (
+            self.default_timeout if raw_timeout is None else _checked_timeout(name, raw_timeout)
+        )
         if name in self.require_approval:
             agent_id = getattr(ctx, "agent_id", "?")
             await self._approve(ApprovalRequest(name, payload, agent_id, call_id))

@@ -22,9 +22,8 @@ from loom import _core
 
 #: Deepest nesting accepted in tool arguments (the arguments object itself is level 1).
 #: It is the core's own limit for values it converts (``loom._core.MAX_JSON_DEPTH``), so
-#: there is one number for both sides and Python refuses first, with the same message;
-#: 100 for a core built before the constant existed.
-MAX_DEPTH: int = int(getattr(_core, "MAX_JSON_DEPTH", 100))
+#: there is one number for both sides and Python refuses first, with the same message.
+MAX_DEPTH: int = _core.MAX_JSON_DEPTH
 
 # A JSON string (escapes included) or one bracket: only these matter for nesting, and
 # regex-skipping the strings keeps the scan fast on large arguments.

@@ -113,6 +113,10 @@ async def run_project(
         with _workflow_span(project, handle) as root:
             try:
                 agents = build_agents(project, runtime)
+                if _configures_tools(project):
+                    # Every tool setting is checked (and MCP servers started) before any
+                    # agent runs: a mistake is exit 2 now, not a failure at the first call.
+                    await runtime.get_tools()
                 nats_url = project.bus.get("nats")
                 if nats_url:
                     from loom.nats import connect
@@ -147,6 +151,10 @@ async def run_project(
             if handle.trace_file is not None and handle.trace_file.exists():
                 log.info("trace: %s (loom trace show %s)", handle.trace_file, handle.run_id)
     return result
+
+
+def _configures_tools(project: ProjectConfig) -> bool:
+    return any(k in project.raw for k in ("workspace", "tools", "sandbox", "mcp"))
 
 
 @contextmanager

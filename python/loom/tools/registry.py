@@ -19,10 +19,12 @@ import math
 import uuid
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
+from fnmatch import fnmatchcase
 from typing import Any, Protocol
 
 from loom._depth import value_too_deep
 from loom.errors import (
+    ConfigError,
     LoomError,
     ToolArgumentsInvalid,
     ToolDenied,
@@ -80,11 +82,39 @@ class ToolRegistry:
         approver: Approver | None = None,
         default_timeout: float = DEFAULT_TIMEOUT,
     ) -> None:
+        if isinstance(require_approval, (str, bytes)):
+            # set("system:shell") is a set of characters: approval would silently be off.
+            raise ConfigError(
+                f"require_approval must be a list of tool names or patterns, not the string "
+                f"{require_approval!r} (write [{require_approval!r}])"
+            )
         self._tools: dict[str, Tool] = {}
         self._by_openai: dict[str, str] = {}
-        self.require_approval = set(require_approval)
+        #: Tool names and ``fnmatch`` patterns (``mcp:*``) whose calls need approval.
+        self.require_approval: set[str] = set(require_approval)
         self.approver = approver
         self.default_timeout = default_timeout
+
+    def needs_approval(self, name: str) -> bool:
+        """Whether calls of ``name`` go through the approver (an exact entry of
+        ``require_approval`` or a matching pattern)."""
+        rules = self.require_approval
+        return name in rules or any(
+            fnmatchcase(name, r) for r in rules if any(c in r for c in "*?[")
+        )
+
+    def unknown_approval_rules(self) -> list[tuple[str, str | None]]:
+        """``require_approval`` entries that name no registered tool, each with the
+        closest registered name (for the error that stops a run)."""
+        out: list[tuple[str, str | None]] = []
+        for rule in sorted(self.require_approval):
+            if any(c in rule for c in "*?["):
+                if not any(fnmatchcase(n, rule) for n in self._tools):
+                    out.append((rule, None))
+            elif rule not in self._tools:
+                close = difflib.get_close_matches(rule, list(self._tools), n=1)
+                out.append((rule, close[0] if close else None))
+        return out
 
     # -- registration ----------------------------------------------------------------
 
@@ -135,7 +165,7 @@ class ToolRegistry:
     def specs(self) -> list[ToolSpec]:
         """Every tool, sorted by name, with approval flags filled in."""
         return [
-            t.spec.model_copy(update={"requires_approval": n in self.require_approval})
+            t.spec.model_copy(update={"requires_approval": self.needs_approval(n)})
             for n, t in sorted(self._tools.items())
         ]
 
@@ -187,7 +217,7 @@ class ToolRegistry:
         timeout = (
             self.default_timeout if raw_timeout is None else _checked_timeout(name, raw_timeout)
         )
-        if name in self.require_approval:
+        if self.require_approval and self.needs_approval(name):
             agent_id = getattr(ctx, "agent_id", "?")
             await self._approve(ApprovalRequest(name, payload, agent_id, call_id))
         # Tools that enforce the timeout themselves (the Rust core kills its processes,

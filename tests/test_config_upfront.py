@@ -1,0 +1,102 @@
+"""Every tool-configuration mistake stops `loom run` before any agent starts (exit 2,
+file:line [key]), and `[tools] require_approval` can never be silently disabled."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from tests.test_cli import loom, make_project
+
+from loom import Agent, Runtime
+from loom.config import parse_project_config
+from loom.errors import ConfigError, ToolDenied
+from loom.tools.registry import ToolRegistry
+
+# An agent whose start leaves a mark: none of these runs may get that far.
+MARKING_AGENT = """
+from pathlib import Path
+
+async def on_start(ctx):
+    Path("started").write_text("yes")
+
+async def on_event(ctx, topic, event):
+    await ctx.reply(event, payload="ok")
+"""
+
+
+WS = '[workspace]\nroot = "ws"\n'
+
+
+def run_bad(tmp_path: Path, toml_extra: str) -> str:
+    make_project(tmp_path, MARKING_AGENT, '[job]\ntopic = "work.x"\n' + toml_extra)
+    r = loom("run", cwd=tmp_path)
+    assert r.returncode == 2, (r.returncode, r.stdout, r.stderr)
+    assert not (tmp_path / "started").exists(), "an agent started despite the bad config"
+    return r.stderr
+
+
+def test_a_string_require_approval_is_an_error_not_a_set_of_characters(tmp_path: Path) -> None:
+    err = run_bad(
+        tmp_path, '[workspace]\nroot = "ws"\n[tools]\nrequire_approval = "system:shell"\n'
+    )
+    assert "loom.toml:" in err and "tools.require_approval" in err, err
+    assert "would not require approval" in err, err
+
+
+def test_a_misspelt_tool_in_require_approval_names_the_closest_one(tmp_path: Path) -> None:
+    err = run_bad(
+        tmp_path, '[workspace]\nroot = "ws"\n[tools]\nrequire_approval = ["system:shel"]\n'
+    )
+    assert "tools.require_approval" in err and "did you mean 'system:shell'" in err, err
+
+
+def test_a_pattern_that_matches_nothing_is_an_error(tmp_path: Path) -> None:
+    err = run_bad(tmp_path, '[workspace]\nroot = "ws"\n[tools]\nrequire_approval = ["sytem:*"]\n')
+    assert "'sytem:*'" in err, err
+
+
+def test_an_unsafe_shell_allowlist_stops_the_run_before_any_agent(tmp_path: Path) -> None:
+    err = run_bad(tmp_path, '[workspace]\nroot = "ws"\n[tools.shell]\nallow = ["python3"]\n')
+    assert "tools.shell.allow" in err and "allow_unsafe_binaries" in err, err
+
+
+def test_a_bad_tool_timeout_stops_the_run(tmp_path: Path) -> None:
+    err = run_bad(tmp_path, '[workspace]\nroot = "ws"\n[tools]\ntimeout = -1\n')
+    assert "tools.timeout" in err, err
+
+
+def test_a_valid_tool_config_still_runs(tmp_path: Path) -> None:
+    make_project(
+        tmp_path,
+        MARKING_AGENT,
+        '[job]\ntopic = "work.x"\n[workspace]\nroot = "ws"\n'
+        '[tools]\nrequire_approval = ["system:*", "fs:delete"]\n',
+    )
+    r = loom("run", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "started").exists()
+
+
+def test_the_registry_refuses_a_string() -> None:
+    with pytest.raises(ConfigError, match="not the string"):
+        ToolRegistry(require_approval="system:shell")
+
+
+@pytest.mark.parametrize("rule", ["system:shell", "system:*", "*:shell", "system:sh?ll"])
+async def test_names_and_patterns_require_approval(tmp_path: Path, rule: str) -> None:
+    (tmp_path / "ws").mkdir()
+    project = parse_project_config(
+        f'[workspace]\nroot = "ws"\n[tools]\nrequire_approval = ["{rule}"]\n',
+        tmp_path / "loom.toml",
+    )
+    runtime = Runtime(project)
+    try:
+        async with Agent("a", runtime=runtime) as a:
+            with pytest.raises(ToolDenied) as info:
+                await a.ctx.tool("system:shell", {"argv": ["true"]})
+            assert info.value.rule == "approval"
+            # Another tool is not caught by the rule.
+            await a.ctx.tool("fs:list_dir", {"path": "."})
+    finally:
+        await runtime.stop()

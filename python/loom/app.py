@@ -77,10 +77,13 @@ async def run_project(
     whole run is one trace under an ``invoke_workflow {project}`` span.
 
     Raises:
-        ConfigError: invalid ``[telemetry]`` settings (before anything starts).
+        ConfigError: an invalid project (:func:`loom.project_check.check_project`), tool
+            or ``[telemetry]`` setting — before any agent starts.
     """
+    from loom.project_check import check_project
     from loom.telemetry import refresh_tracing_active
 
+    check_project(project)
     handle: TelemetryHandle | None = None
     if telemetry is None:
         telemetry = not refresh_tracing_active()
@@ -121,8 +124,6 @@ async def run_project(
                 if nats_url:
                     from loom.nats import connect
 
-                    if not isinstance(nats_url, str):
-                        raise project.error("must be a URL string", "bus", "nats")
                     await connect(runtime, nats_url, name=project.project.name)
                 for agent in agents:
                     await agent.start()

@@ -45,6 +45,14 @@ class ConfigError(LoomError, ValueError):
 # -- bus -------------------------------------------------------------------------------
 
 
+class MissingEnvironmentVariable(ConfigError):
+    """A variable ``loom.toml`` needs (``${VAR}``, ``api_key_env``) is not set."""
+
+    def __init__(self, variable: str, message: str, **where: Any) -> None:
+        self.variable = variable
+        super().__init__(message, **where)
+
+
 class BusError(LoomError):
     """Base class for event bus errors."""
 
@@ -121,6 +129,7 @@ __all__ = [
     "ConfigError",
     "InvalidTopicError",
     "LoomError",
+    "MissingEnvironmentVariable",
     "RequestTimeout",
     "ToolArgumentsInvalid",
     "ToolDenied",

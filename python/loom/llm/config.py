@@ -30,7 +30,7 @@ from pydantic import (
 )
 
 from loom._secrets import redact_url
-from loom.errors import ConfigError
+from loom.errors import ConfigError, MissingEnvironmentVariable
 
 from ._constants import (
     DEFAULT_CONNECT_TIMEOUT,
@@ -272,7 +272,8 @@ def interpolate(
                 return env[var]
             if default is not None:
                 return default
-            raise ConfigError(
+            raise MissingEnvironmentVariable(
+                var,
                 f"environment variable {var} is not set (needed by LLM provider "
                 f"{provider!r}); nothing was sent",
                 path=path,
@@ -407,7 +408,8 @@ def resolve_config(name: str, project: Any = None) -> LLMConfig:
     if config.api_key_env:
         # Checked now, so an unset variable fails at startup, not mid-conversation.
         if not env.get(config.api_key_env) and config.api_key is None:
-            raise ConfigError(
+            raise MissingEnvironmentVariable(
+                config.api_key_env,
                 f"environment variable {config.api_key_env} is not set (the API key of LLM "
                 f"provider {name!r}); nothing was sent",
                 path=spath,

@@ -1,0 +1,83 @@
+"""Checks a whole project before anything of it starts.
+
+``loom.toml`` is parsed into models when it is loaded (agent tables, ``[job]``,
+``[runtime]``, the workspace layout); the tables owned by a subsystem are checked here,
+before the first agent starts, so that a typo is ``exit 2`` with file, line and key
+instead of a failure at the first call — or no failure at all:
+
+* ``[llm.*]``: every table resolves (unknown keys, bad values); an agent's ``llm =``
+  names a provider that exists. An unset API-key variable is an error for a provider an
+  agent names, a warning for one that only ``"auto"`` or nobody uses.
+* ``[bus]``: only known keys, ``nats`` a URL string.
+
+The tool tables (``[workspace]``, ``[tools]``, ``[sandbox]``, ``[mcp.*]``) are checked by
+building the tool registry, which :func:`loom.app.run_project` does up front too.
+"""
+
+from __future__ import annotations
+
+import difflib
+import logging
+
+from loom.config import ProjectConfig
+from loom.errors import ConfigError, MissingEnvironmentVariable
+
+log = logging.getLogger("loom.config")
+
+#: Keys of ``[bus]``.
+BUS_KEYS = frozenset({"nats"})
+
+
+def check_project(project: ProjectConfig) -> None:
+    """Raises the first problem of ``project`` as a :class:`ConfigError`; logs warnings.
+
+    Raises:
+        ConfigError: a bad ``[llm.*]`` or ``[bus]`` value, an agent naming an unknown
+            provider, or an unset API-key variable of a provider an agent names.
+    """
+    _check_bus(project)
+    _check_llm(project)
+
+
+def _check_bus(project: ProjectConfig) -> None:
+    for key in project.bus:
+        if key not in BUS_KEYS:
+            close = difflib.get_close_matches(key, sorted(BUS_KEYS), n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise project.error(f"unknown key {key!r}{hint}", "bus", key)
+    nats = project.bus.get("nats")
+    if nats is not None and not (isinstance(nats, str) and "://" in nats):
+        raise project.error("must be a URL string such as 'nats://127.0.0.1:4222'", "bus", "nats")
+
+
+def _named_providers(project: ProjectConfig) -> dict[str, str]:
+    """Provider names agents ask for explicitly (not ``"auto"``), with the agent."""
+    named: dict[str, str] = {}
+    for agent, spec in project.agents.items():
+        llm = (spec.model_extra or {}).get("llm")
+        if llm is None or llm == "auto":
+            continue
+        if not isinstance(llm, str) or not llm:
+            raise project.error("must be a provider name or 'auto'", "agents", agent, "llm")
+        named.setdefault(llm, agent)
+    return named
+
+
+def _check_llm(project: ProjectConfig) -> None:
+    from loom.llm.config import resolve_config
+
+    named = _named_providers(project)
+    for name in sorted(set(project.llm) | set(named)):
+        try:
+            resolve_config(name, project)
+        except MissingEnvironmentVariable as exc:
+            if name in named:
+                message = f"{exc.message} (agent {named[name]!r} uses it: llm = {name!r})"
+                if name not in project.llm:  # a preset: point at the agent's choice
+                    raise project.error(message, "agents", named[name], "llm") from None
+                raise ConfigError(message, path=exc.path, line=exc.line, key=exc.key) from None
+            log.warning("%s; an agent that asks for it will fail", exc)
+        except ConfigError as exc:
+            if name in named and name not in project.llm:
+                raise project.error(exc.message, "agents", named[name], "llm") from None
+            raise

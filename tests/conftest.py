@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
@@ -45,3 +46,9 @@ def span_exporter() -> Iterator[InMemorySpanExporter]:
         provider.shutdown()
         trace._TRACER_PROVIDER, trace._TRACER_PROVIDER_SET_ONCE = saved
         refresh_tracing_active()
+
+
+# Tests choose their project explicitly (Runtime(project) or LOOM_PROJECT in a
+# subprocess); the default runtime of in-process tests must not pick up the repository's
+# own loom.toml from the current directory.
+os.environ.setdefault("LOOM_PROJECT", "none")

@@ -112,6 +112,7 @@ class Agent:
         """Subscribes to the topics and starts handling events."""
         if self._running:
             return
+        await self.runtime.prepare()
         self.runtime._register(self)
         try:
             if self.tools:

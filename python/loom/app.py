@@ -77,13 +77,11 @@ async def run_project(
     whole run is one trace under an ``invoke_workflow {project}`` span.
 
     Raises:
-        ConfigError: an invalid project (:func:`loom.project_check.check_project`), tool
-            or ``[telemetry]`` setting — before any agent starts.
+        ConfigError: an invalid project (:meth:`Runtime.prepare`), tool or
+            ``[telemetry]`` setting — before any agent starts.
     """
-    from loom.project_check import check_project
     from loom.telemetry import refresh_tracing_active
 
-    check_project(project)
     handle: TelemetryHandle | None = None
     if telemetry is None:
         telemetry = not refresh_tracing_active()
@@ -116,15 +114,9 @@ async def run_project(
         with _workflow_span(project, handle) as root:
             try:
                 agents = build_agents(project, runtime)
-                if _configures_tools(project):
-                    # Every tool setting is checked (and MCP servers started) before any
-                    # agent runs: a mistake is exit 2 now, not a failure at the first call.
-                    await runtime.get_tools()
-                nats_url = project.bus.get("nats")
-                if nats_url:
-                    from loom.nats import connect
-
-                    await connect(runtime, nats_url, name=project.project.name)
+                # Tools built (a mistake is exit 2 now, not at the first call), [bus]
+                # joined — before any agent runs.
+                await runtime.prepare()
                 for agent in agents:
                     await agent.start()
                 log.info(
@@ -152,10 +144,6 @@ async def run_project(
             if handle.trace_file is not None and handle.trace_file.exists():
                 log.info("trace: %s (loom trace show %s)", handle.trace_file, handle.run_id)
     return result
-
-
-def _configures_tools(project: ProjectConfig) -> bool:
-    return any(k in project.raw for k in ("workspace", "tools", "sandbox", "mcp"))
 
 
 @contextmanager

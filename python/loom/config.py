@@ -11,8 +11,10 @@ to point at the offending line.
 from __future__ import annotations
 
 import logging
+import os
 import re
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
@@ -273,6 +275,51 @@ def load_project_config(path: str | Path = "loom.toml") -> ProjectConfig:
     return parse_project_config(source, p.resolve())
 
 
+#: Environment variable naming the project a script's default runtime loads (a
+#: loom.toml or its directory); ``none`` loads none.
+PROJECT_ENV = "LOOM_PROJECT"
+
+
+def find_project_file(start: Path | None = None) -> Path | None:
+    """The nearest ``loom.toml`` from ``start`` (default: the current directory) up."""
+    here = (start or Path.cwd()).resolve()
+    for d in (here, *here.parents):
+        candidate = d / "loom.toml"
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def discover_project(environ: Mapping[str, str] | None = None) -> ProjectConfig | None:
+    """The project a script's default runtime uses, found the way ``loom run`` finds
+    one: ``$LOOM_PROJECT`` (a loom.toml or a directory holding one; ``none`` for no
+    project) if set, else the nearest ``loom.toml`` from the current directory upward.
+
+    Raises:
+        ConfigError: the file named by ``LOOM_PROJECT`` is missing, or the file found is
+            invalid (file, line and key).
+    """
+    env = os.environ if environ is None else environ
+    named = env.get(PROJECT_ENV, "").strip()
+    if named.lower() == "none":
+        log.info("no project loaded (%s=none)", PROJECT_ENV)
+        return None
+    if named:
+        path = Path(named)
+        target = path / "loom.toml" if path.is_dir() else path
+        if not target.is_file():
+            raise ConfigError(f"file not found (from {PROJECT_ENV})", path=str(target))
+    else:
+        found = find_project_file()
+        if found is None:
+            log.debug("no loom.toml in %s or above: no project loaded", Path.cwd())
+            return None
+        target = found
+    project = load_project_config(target)
+    log.info("project: %s", project.path)
+    return project
+
+
 def load_project_or_default(path: str | Path = "loom.toml") -> ProjectConfig:
     """Like :func:`load_project_config`, but a missing *default* ``loom.toml`` gives an
     empty project (commands like ``loom chat`` work outside a project); a path the user
@@ -285,12 +332,15 @@ def load_project_or_default(path: str | Path = "loom.toml") -> ProjectConfig:
 
 
 __all__ = [
+    "PROJECT_ENV",
     "AgentSpec",
     "JobSpec",
     "ProjectConfig",
     "ProjectMeta",
     "RuntimeSpec",
     "WorkspaceSpec",
+    "discover_project",
+    "find_project_file",
     "load_project_config",
     "load_project_or_default",
     "parse_project_config",

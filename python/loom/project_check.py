@@ -39,6 +39,11 @@ def check_project(project: ProjectConfig) -> None:
     _check_llm(project)
 
 
+def configures_tools(project: ProjectConfig) -> bool:
+    """Whether the project has tool tables (then its registry is built up front)."""
+    return any(k in project.raw for k in ("workspace", "tools", "sandbox", "mcp"))
+
+
 def _check_bus(project: ProjectConfig) -> None:
     for key in project.bus:
         if key not in BUS_KEYS:

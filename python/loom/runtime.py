@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from loom.bus import EventBus
-from loom.errors import AgentError
+from loom.errors import AgentError, ConfigError
 from loom.telemetry import _tracing, refresh_tracing_active
 
 if TYPE_CHECKING:
@@ -50,6 +50,10 @@ class Runtime:
         #: What the native sandbox enforces here (set when native tools load).
         self.sandbox_status: dict[str, Any] | None = None
         self.stopping = False
+        #: A problem with the project the default runtime discovered; raised by
+        #: :meth:`prepare` (the first ``Agent.start()``), not when agents are created.
+        self.project_error: ConfigError | None = None
+        self._prepared: asyncio.Future[None] | None = None
         #: Set by :meth:`request_stop`; ``loom run`` waits on it.
         self.stop_requested: asyncio.Event | None = None
         refresh_tracing_active()
@@ -58,15 +62,60 @@ class Runtime:
 
     @classmethod
     def default(cls) -> Runtime:
-        """The process-wide runtime (created on first use)."""
+        """The process-wide runtime (created on first use). It loads the project the way
+        ``loom run`` would (:func:`loom.config.discover_project`: ``$LOOM_PROJECT``, else
+        the nearest ``loom.toml`` upward), so a script in a project directory gets its
+        ``[llm.*]``, ``[workspace]``, ``[tools]``, ``[mcp.*]`` and ``[bus]``."""
         if cls._default is None or cls._default.bus.closed:
-            cls._default = cls()
+            from loom.config import discover_project
+
+            rt = cls()
+            try:
+                rt.project = discover_project()
+            except ConfigError as exc:
+                rt.project_error = exc
+            cls._default = rt
         return cls._default
 
     @classmethod
     def set_default(cls, runtime: Runtime | None) -> None:
         """Makes ``runtime`` the one new agents join by default."""
         cls._default = runtime
+
+    async def prepare(self) -> None:
+        """Project-level start-up, done once before the first agent starts: the whole
+        project is checked (:func:`loom.project_check.check_project`), the tool registry
+        is built when the project configures tools (so a mistake is reported now, not at
+        the first call), and the bus joins ``[bus] nats``.
+
+        Raises:
+            ConfigError: the project is invalid (file, line and key).
+            BusError: the NATS server cannot be reached.
+        """
+        if self.project_error is not None:
+            raise self.project_error
+        if self._prepared is not None:
+            await asyncio.shield(self._prepared)
+            return
+        self._prepared = asyncio.get_running_loop().create_future()
+        try:
+            project = self.project
+            if project is not None:
+                from loom.project_check import check_project, configures_tools
+
+                check_project(project)
+                if configures_tools(project):
+                    await self.get_tools()
+                nats_url = project.bus.get("nats")
+                if nats_url:
+                    from loom.nats import connect
+
+                    await connect(self, nats_url, name=project.project.name)
+        except BaseException as exc:
+            self._prepared.set_exception(exc)
+            self._prepared.exception()  # retrieved: later callers get it from await
+            raise
+        self._prepared.set_result(None)
 
     # -- agents --------------------------------------------------------------------
 

@@ -60,6 +60,24 @@ def _emit_spans(spans_json: str) -> None:
         emit_records(parent, json.loads(spans_json))
 
 
+def _why_no_native_tools() -> str:
+    import os
+
+    from loom.config import PROJECT_ENV
+
+    how = (
+        'they need a project: a loom.toml with [workspace] root = "<dir>" (the directory '
+        "the tools may touch)"
+    )
+    if os.environ.get(PROJECT_ENV, "").strip().lower() == "none":
+        return f"native tools are off: {PROJECT_ENV}=none loads no project; {how}"
+    return (
+        f"native tools are not available: this runtime has no project (no loom.toml in "
+        f"{os.getcwd()} or above, and {PROJECT_ENV} is not set); {how}, or "
+        f"Runtime(project=load_project_config(...))"
+    )
+
+
 def sandbox_config(project: ProjectConfig) -> dict[str, Any]:
     """The JSON the core expects: ``[workspace]`` (root made absolute), ``[sandbox]``,
     ``[tools.fs]`` and ``[tools.shell]``."""
@@ -78,6 +96,7 @@ async def register(registry: ToolRegistry, runtime: Runtime) -> None:
     project = runtime.project
     if project is None:
         log.debug("no loom.toml: native tools (fs:*, system:shell) are not registered")
+        registry.native_absent = _why_no_native_tools()
         return
     from loom._layout import check_layout
 

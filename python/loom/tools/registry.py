@@ -94,6 +94,8 @@ class ToolRegistry:
         self.require_approval: set[str] = set(require_approval)
         self.approver = approver
         self.default_timeout = default_timeout
+        #: Why the native tools (``fs:*``, ``system:*``) are absent, for ToolNotFound.
+        self.native_absent: str | None = None
 
     def needs_approval(self, name: str) -> bool:
         """Whether calls of ``name`` go through the approver (an exact entry of
@@ -157,6 +159,8 @@ class ToolRegistry:
         if tool is None:
             close = difflib.get_close_matches(name, list(self._tools), n=3)
             hint = f"; did you mean {', '.join(close)}?" if close else ""
+            if self.native_absent and name.startswith(("fs:", "system:", "fs__", "system__")):
+                hint = f"; {self.native_absent}"
             raise ToolNotFound(name, f"no tool named {name!r} is registered{hint}")
         return tool
 

@@ -65,6 +65,8 @@ def _protected(project: ProjectConfig) -> Iterator[Protected]:
         yield (f"the project file {project.path.name}", project.path.resolve(), "in")
     yield ("the project's .env (read for ${VAR} values)", root / ".env", "in")
     yield ("Loom's state directory .loom/", root / ".loom", "owned")
+    # Prompts become system messages: writable from inside, they would be an injection.
+    yield ("the prompt directory ([prompts] dir)", project.prompt_dir, "owned")
     trace_dir = project.telemetry.get("trace_dir")
     if isinstance(trace_dir, str) and trace_dir:
         yield ("[telemetry] trace_dir", _resolve(root, trace_dir), "owned")

@@ -26,6 +26,8 @@ from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+from pydantic import BaseModel
+
 MASK = "***"
 
 #: Tables whose every value may be a secret.
@@ -64,10 +66,23 @@ def redact_url(url: str) -> str:
         return "<a URL that cannot be parsed>"
 
 
+class _Shown:
+    """A model's fields, redacted, shown as ``Name(field=value, ...)``."""
+
+    def __init__(self, name: str, fields: dict[str, Any]) -> None:
+        self.name, self.fields = name, fields
+
+    def __repr__(self) -> str:
+        return f"{self.name}({', '.join(f'{k}={v!r}' for k, v in self.fields.items())})"
+
+
 def redacted(value: Any, key: str = "", _depth: int = 0) -> Any:
     """``value`` (stored under ``key``) as it may be shown; see the module docstring."""
     if _depth > _MAX_DEPTH:
         return "…"
+    if isinstance(value, BaseModel):
+        # Free-form tables ([project], agent tables) keep their extra keys in the model.
+        return _Shown(type(value).__name__, {k: redacted(v, k, _depth + 1) for k, v in value})
     if isinstance(value, Mapping):
         if key.lower() in TABLE_KEYS:
             return {k: MASK for k in value}

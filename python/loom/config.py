@@ -44,6 +44,7 @@ KNOWN_TABLES = frozenset(
         "mcp",
         "bus",
         "runtime",
+        "prompts",
     }
 )
 
@@ -120,6 +121,12 @@ class WorkspaceSpec(BaseModel):
     root: str = "workspace"
 
 
+class PromptsSpec(_Strict):
+    """``[prompts]``: where ``ctx.prompts`` loads prompt files from."""
+
+    dir: str = "prompts"
+
+
 class ProjectConfig(BaseModel):
     """A parsed ``loom.toml``."""
 
@@ -131,6 +138,7 @@ class ProjectConfig(BaseModel):
     job: JobSpec | None = None
     runtime: RuntimeSpec = Field(default_factory=RuntimeSpec)
     workspace: WorkspaceSpec = Field(default_factory=WorkspaceSpec)
+    prompts: PromptsSpec = Field(default_factory=PromptsSpec)
     llm: dict[str, dict[str, Any]] = Field(default_factory=dict)
     tools: dict[str, Any] = Field(default_factory=dict)
     sandbox: dict[str, Any] = Field(default_factory=dict)
@@ -149,6 +157,11 @@ class ProjectConfig(BaseModel):
     def root(self) -> Path:
         """The project directory (where loom.toml is; the cwd if there is none)."""
         return self.path.parent if self.path else Path.cwd()
+
+    @property
+    def prompt_dir(self) -> Path:
+        """The absolute ``[prompts] dir``."""
+        return (self.root / self.prompts.dir).resolve()
 
     @property
     def workspace_root(self) -> Path:
@@ -337,6 +350,7 @@ __all__ = [
     "JobSpec",
     "ProjectConfig",
     "ProjectMeta",
+    "PromptsSpec",
     "RuntimeSpec",
     "WorkspaceSpec",
     "discover_project",

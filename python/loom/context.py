@@ -22,6 +22,7 @@ from loom.telemetry import _tracing
 if TYPE_CHECKING:
     from loom.collab import ContractResult
     from loom.config import ProjectConfig
+    from loom.prompts import PromptLoader
     from loom.runtime import Runtime
 
 log = logging.getLogger("loom.agent")
@@ -73,6 +74,15 @@ class AgentContext:
     def project(self) -> ProjectConfig | None:
         """The loaded loom.toml, if the runtime has one."""
         return self.runtime.project
+
+    @property
+    def prompts(self) -> PromptLoader:
+        """Prompt files of the project (``[prompts] dir``, default ``prompts/`` beside
+        loom.toml; ``./prompts`` without a project)."""
+        from loom.prompts import PromptLoader
+
+        project = self.runtime.project
+        return PromptLoader(project.prompt_dir if project else "prompts")
 
     # -- publishing ----------------------------------------------------------------
 

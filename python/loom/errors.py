@@ -53,6 +53,19 @@ class MissingEnvironmentVariable(ConfigError):
         super().__init__(message, **where)
 
 
+class PromptNotFound(LoomError, FileNotFoundError):
+    """A prompt file does not exist (``loom.prompts``)."""
+
+    def __init__(self, path: str, detail: str = "no such prompt file") -> None:
+        self.message = f"prompt not found: {path} ({detail})"
+        super().__init__(self.message)
+        self.path = path
+        self.filename = path
+
+    def __str__(self) -> str:  # OSError's would print "[Errno None] None: ..."
+        return self.message
+
+
 class BusError(LoomError):
     """Base class for event bus errors."""
 
@@ -130,6 +143,7 @@ __all__ = [
     "InvalidTopicError",
     "LoomError",
     "MissingEnvironmentVariable",
+    "PromptNotFound",
     "RequestTimeout",
     "ToolArgumentsInvalid",
     "ToolDenied",

@@ -84,7 +84,7 @@ async def write_report(ctx: Any, job: dict[str, Any]) -> dict[str, Any]:
         ctx,
         llm,
         CognitiveConfig(
-            system_prompt="You write short, factual research summaries.",
+            system_prompt=ctx.prompts.load("writer.txt"),
             max_iterations=1,
             max_tokens=int(ctx.config.get("max_tokens", 220)),
             temperature=0.2,

@@ -49,8 +49,7 @@ async def research(ctx: Any, task: dict[str, Any]) -> dict[str, Any]:
         ctx,
         llm,
         CognitiveConfig(
-            system_prompt="You are a careful researcher. Read the file you are given and "
-            "answer the question from it in two or three sentences.",
+            system_prompt=ctx.prompts.load("researcher.txt"),
             max_iterations=3,
             max_tokens=int(ctx.config.get("max_tokens", 160)),
             temperature=0.2,

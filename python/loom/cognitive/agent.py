@@ -31,6 +31,7 @@ from loom.llm.types import (
     ToolCallStart,
     Usage,
 )
+from loom.prompts import Prompt
 
 log = logging.getLogger("loom.cognitive")
 
@@ -169,9 +170,11 @@ class CognitiveAgent:
         return choice
 
     def _system(self, tools: list[dict[str, Any]], mode: str) -> str:
+        base = self.config.system_prompt
         if mode == "react" and tools:
-            return f"{self.config.system_prompt}\n\n{react.instructions(tools)}"
-        return self.config.system_prompt
+            text = f"{base}\n\n{react.instructions(tools)}"
+            return Prompt(text, base.file, base.version) if isinstance(base, Prompt) else text
+        return base
 
     async def _loop(self, goal: str, context: Any, *, stream: bool) -> AsyncIterator[StreamItem]:
         from loom.telemetry.spans import tracer

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, WrapValidator
 
 from loom.llm.types import Usage
+from loom.prompts import Prompt
 
 ToolChoice = str | dict[str, Any]
 
@@ -17,9 +18,11 @@ class CognitiveConfig(BaseModel):
 
     model_config = ConfigDict(arbitrary_types_allowed=True)
 
-    system_prompt: str = (
-        "You are a capable assistant. Use the tools when they help, then answer concisely."
-    )
+    #: Text, or a :class:`loom.prompts.Prompt` loaded from a file (kept as one, so the
+    #: ``chat`` spans name its file and version).
+    system_prompt: Annotated[
+        str, WrapValidator(lambda v, handler: v if isinstance(v, Prompt) else handler(v))
+    ] = "You are a capable assistant. Use the tools when they help, then answer concisely."
     #: LLM turns per run before giving up with ``success=False``.
     max_iterations: int = Field(default=8, ge=1)
     #: Seconds each tool call may take.

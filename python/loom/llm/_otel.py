@@ -85,6 +85,17 @@ def start_chat_span(
         }
         if port is not None:
             attrs["server.port"] = port
+        # Prompts loaded from files (loom.prompts.Prompt) name their file and version.
+        files, versions = [], []
+        for m in body.get("messages") or ():
+            content = m.get("content") if isinstance(m, dict) else None
+            file = getattr(content, "file", None)
+            if isinstance(file, str):
+                files.append(file)
+                versions.append(getattr(content, "version", None) or "")
+        if files:
+            attrs["loom.prompt.file"] = files
+            attrs["loom.prompt.version"] = versions
         for key, attr in (
             ("max_tokens", "gen_ai.request.max_tokens"),
             ("temperature", "gen_ai.request.temperature"),

@@ -13,7 +13,7 @@ def cognitive(ctx):
         # decides for itself.
         forced = [{"type": "function", "function": {"name": "fs__read_file"}}, "none"]
         config = CognitiveConfig(
-            system_prompt=ctx.config["system_prompt"],
+            system_prompt=ctx.prompts.load(ctx.config["system_prompt"]),
             max_iterations=4,
             max_tokens=200,
             tool_choice=forced if llm.name == "local" else None,

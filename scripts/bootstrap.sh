@@ -10,7 +10,7 @@ VENV="$ROOT/.venv"
 PY="$VENV/bin/python"
 STAMPS="$VENV/.loom-stamps"
 CACHE="${LOOM_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/loom}"
-LLAMA_VERSION="0.3.36"
+LLAMA_VERSION="0.3.36"   # keep in step with the `local` extra in pyproject.toml
 say() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 
 stamp_ok() { [ -f "$STAMPS/$1" ] && [ "$(cat "$STAMPS/$1")" = "$2" ]; }

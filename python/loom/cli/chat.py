@@ -11,6 +11,7 @@ import argparse
 import asyncio
 import json
 import sys
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from loom._text import escape_block, escape_line, shorten
@@ -35,7 +36,32 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--provider", help="LLM provider (default: the agent's `llm`, else auto)")
     p.add_argument("--no-tools", action="store_true", help="offer no tools to the model")
     p.add_argument("--max-iterations", type=int, default=6)
+    p.add_argument(
+        "--verbose",
+        action="store_true",
+        help="show log lines in the terminal (default: .loom/logs/chat-*.log, errors shown)",
+    )
     p.set_defaults(func=cmd)
+
+
+def _logs_to_file(root: Path) -> Path:
+    """Sends log records to ``<root>/.loom/logs/chat-<time>.log`` and keeps only errors
+    on the terminal, so log lines never land in the middle of the conversation."""
+    import logging
+    import time
+
+    from loom._text import SafeFormatter
+
+    path = root / ".loom" / "logs" / f"chat-{time.strftime('%Y%m%dT%H%M%S')}.log"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(path, encoding="utf-8")
+    handler.setFormatter(SafeFormatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
+    root_logger = logging.getLogger()
+    for h in root_logger.handlers:
+        if type(h) is logging.StreamHandler:
+            h.setLevel(logging.ERROR)
+    root_logger.addHandler(handler)
+    return path
 
 
 def _short(value: Any, limit: int = 200) -> str:
@@ -163,7 +189,11 @@ def cmd(args: argparse.Namespace) -> int:
     except ImportError:  # pragma: no cover - not on every platform
         pass
     try:
-        return asyncio.run(_session(args, load_project_or_default(args.path)))
+        project = load_project_or_default(args.path)
+        if not args.verbose:
+            log_file = _logs_to_file(project.root)
+            print(f"(logs: {log_file}; --verbose shows them here)")
+        return asyncio.run(_session(args, project))
     except LoomError as exc:
         print(f"loom: error: {escape_line(str(exc))}", file=sys.stderr)
         return 2

@@ -137,6 +137,9 @@ class LLMProvider:
         self._closed = False
         runtime = getattr(ctx, "runtime", None)
         on_shutdown = getattr(runtime, "on_shutdown", None)
+        #: Closes the pool when its event loop ends, for a provider no runtime closes.
+        self._closer: asyncio.Task[None] | None = None
+        self._runtime_closes = callable(on_shutdown)
         if callable(on_shutdown):
             on_shutdown(self.aclose)
 
@@ -385,11 +388,37 @@ class LLMProvider:
             self._pricing,
         )
 
+    async def _close_with_loop(self) -> None:
+        """Closes this loop's pool and local server when the loop ends; the provider
+        stays usable (a later loop gets a fresh pool)."""
+        try:
+            await asyncio.Event().wait()
+        finally:
+            self._closer = None
+            client, self._client = self._client, None
+            self._transport = None
+            self._url = None
+            self._client_loop = None
+            if client is not None and self._owns_client:
+                await client.aclose()
+            if self._server is not None and self._owns_server:
+                from .local_server import release
+
+                server, self._server = self._server, None
+                self._base_url = self.config.base_url.rstrip("/")
+                await release(server)
+
     async def aclose(self) -> None:
-        """Close the connection pool (and stop a served local model). Idempotent."""
+        """Close the connection pool (and stop a served local model). Idempotent.
+
+        ``async with LLMProvider(...)`` closes it too; a provider used outside a runtime
+        and never closed is closed when its event loop ends (``asyncio.run``)."""
         if self._closed:
             return
         self._closed = True
+        closer, self._closer = self._closer, None
+        if closer is not None and closer is not asyncio.current_task():
+            closer.cancel()
         client, self._client = self._client, None
         if client is not None and self._owns_client:
             await client.aclose()
@@ -508,6 +537,13 @@ class LLMProvider:
             )
             self._owns_client = True
             self._client_loop = asyncio.get_running_loop()
+            if not self._runtime_closes:
+                # Nobody else will close this pool: close it when the loop ends (asyncio.run
+                # cancels leftover tasks, and this one closes the pool as it ends), so no
+                # "Unclosed client session" warning is printed at exit.
+                self._closer = self._client_loop.create_task(
+                    self._close_with_loop(), name=f"loom.llm:{self.name}:close-at-exit"
+                )
         if self._url is None or self._endpoint is None:
             self._prepare_requests()
         assert self._endpoint is not None

@@ -217,3 +217,64 @@ def test_loom_run_processes_meet_over_nats(nats_url: str, tmp_path: Path) -> Non
         os.kill(service.pid, 2)
         service.wait(timeout=20)
     assert service.returncode == 0
+
+
+def test_a_script_joins_the_projects_nats_bus(nats_url: str, tmp_path: Path) -> None:
+    """Script mode: two plain scripts in one project directory, whose loom.toml has
+    [bus] nats, talk across processes without any code for it (issue 9 §1)."""
+    import subprocess
+    import textwrap
+    import time
+
+    (tmp_path / "loom.toml").write_text(f'[bus]\nnats = "{nats_url}"\n')
+    server = textwrap.dedent(
+        """
+        import asyncio
+        from loom import Agent
+
+        async def on_event(ctx, topic, event):
+            await ctx.reply(event, payload={"pong": event.payload})
+
+        async def main():
+            async with Agent("pong", topics=["ping.x"], on_event=on_event):
+                print("READY", flush=True)
+                await asyncio.sleep(30)
+
+        asyncio.run(main())
+        """
+    )
+    client = textwrap.dedent(
+        """
+        import asyncio
+        from loom import Agent
+
+        async def main():
+            async with Agent("me") as me:
+                reply = await me.ctx.request("ping.x", payload=7, timeout=10)
+                print("REPLY", reply.payload)
+
+        asyncio.run(main())
+        """
+    )
+    env = {k: v for k, v in os.environ.items() if k != "LOOM_PROJECT"}
+    srv = subprocess.Popen(
+        [sys.executable, "-c", server], cwd=tmp_path, stdout=subprocess.PIPE, text=True, env=env
+    )
+    try:
+        assert srv.stdout is not None
+        deadline = time.monotonic() + 30
+        while srv.stdout.readline().strip() != "READY":
+            assert time.monotonic() < deadline and srv.poll() is None, "server did not start"
+        r = subprocess.run(
+            [sys.executable, "-c", client],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env=env,
+        )
+        assert r.returncode == 0, r.stderr
+        assert "REPLY {'pong': 7}" in r.stdout, r.stdout
+    finally:
+        srv.kill()
+        srv.wait()

@@ -9,6 +9,8 @@ import sys
 import textwrap
 from asyncio.subprocess import PIPE
 
+from conftest import completion, respond
+
 SCRIPT = """
 import asyncio, gc
 from loom.llm import LLMConfig, LLMProvider
@@ -26,8 +28,6 @@ gc.collect()
 
 
 async def test_no_unclosed_session_warning_and_a_second_loop_works(fault_server) -> None:
-    from conftest import completion, respond
-
     fault_server.push(respond(200, completion("one")), respond(200, completion("two")))
     env = {**os.environ, "LOOM_PROJECT": "none", "PYTHONWARNINGS": "always"}
     code = textwrap.dedent(SCRIPT.format(url=fault_server.base_url))

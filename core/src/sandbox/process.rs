@@ -634,7 +634,8 @@ enum Probe {
     /// Write its pid namespace's `pid_max` and `ns_last_pid` (read-only `/proc/sys` in a
     /// container would make every call fail at that stage otherwise).
     PidMax,
-    /// Make its mount namespace private (a container's seccomp or LSM may refuse).
+    /// Make its mount namespace private and every mount read-only, as a staged call does
+    /// (a container's seccomp or LSM may refuse either).
     Mount,
 }
 
@@ -665,6 +666,14 @@ fn probe(flags: libc::c_int, what: Probe) -> bool {
                 }
                 Probe::Mount => {
                     let null = std::ptr::null::<libc::c_char>();
+                    // What the staged view needs: a private tree, then every mount made
+                    // read-only (a container's seccomp may refuse mount_setattr).
+                    let attr: [u64; 4] = [
+                        super::staging::MOUNT_ATTR_RDONLY | super::staging::MOUNT_ATTR_NOSUID,
+                        0,
+                        0,
+                        0,
+                    ];
                     libc::mount(
                         null,
                         c"/".as_ptr(),
@@ -672,6 +681,14 @@ fn probe(flags: libc::c_int, what: Probe) -> bool {
                         libc::MS_REC | libc::MS_PRIVATE,
                         std::ptr::null(),
                     ) == 0
+                        && libc::syscall(
+                            libc::SYS_mount_setattr,
+                            libc::AT_FDCWD,
+                            c"/".as_ptr(),
+                            libc::AT_RECURSIVE,
+                            attr.as_ptr(),
+                            std::mem::size_of_val(&attr),
+                        ) == 0
                 }
             };
             libc::_exit(if ok { 0 } else { 1 })

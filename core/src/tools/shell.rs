@@ -277,7 +277,7 @@ impl Shell {
                 "Run one program with arguments, in the workspace. `argv` is the program and its \
                  arguments as a list; there is no shell, so pipes, redirections, globs, `$VAR` and \
                  `;` are passed literally. Allowed programs: {}. No network{}; files outside the \
-                 workspace are read-only system files or unreachable; the default timeout is {}s. \
+                 workspace are read-only system files or unreachable; the default timeout is {}s.{} \
                  Returns exit_code, stdout and stderr (each cut at {} bytes).",
                 names.join(", "),
                 if sh.network {
@@ -286,6 +286,13 @@ impl Shell {
                     " access"
                 },
                 sh.timeout,
+                if self.policy.enforcement().staged_writes {
+                    " Changes to the workspace are kept when the program ends, and only if \
+                     none touches a protected path (.git, .env*, shell rc files, ...): one \
+                     refused change keeps none."
+                } else {
+                    ""
+                },
                 sh.max_output_bytes
             ),
             parameters: json!({

@@ -7,6 +7,8 @@
 //! * [`process`]: running an allowlisted binary in a pid namespace with rlimits,
 //!   `no_new_privs`, no capabilities, a [`landlock`] ruleset and a [`seccomp`] filter,
 //!   everything but the workspace read-only;
+//!   ([`process`] builds on `spec` — limits, read paths, what is reported as enforced —
+//!   and `probe`, what the kernel allows);
 //! * [`staging`]: a process's writes to the workspace land in an overlay and are
 //!   checked against the deny list and committed after it exits.
 //!
@@ -17,9 +19,11 @@ pub mod deny;
 pub mod fs;
 pub mod landlock;
 pub mod path;
+mod probe;
 pub mod process;
 pub mod seccomp;
 mod spawn;
+mod spec;
 pub mod staging;
 mod sys;
 

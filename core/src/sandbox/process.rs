@@ -22,164 +22,23 @@
 //!   Landlock ruleset, the BPF program); between `clone` and `execve` only raw,
 //!   async-signal-safe syscalls run — no allocation, no locks, no panics.
 
-use std::ffi::{CStr, CString};
+use std::ffi::CString;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
-use super::child::{self, a_entry, decimal, fork_probe, read_records, stage_name, Plan, Record};
+use super::child::{self, a_entry, decimal, read_records, stage_name, Plan, Record};
 use super::landlock::{self, Ruleset, Status};
 use super::path::Workspace;
+use super::probe::{has_any_capability, probe, Probe};
+pub use super::probe::{kernel_at_least, probe_pid_namespace};
 use super::seccomp::Filter;
 use super::spawn::{dup_high, open_devnull, pipe, pump, BlockSignals, Child, Stacks};
+pub use super::spec::{Enforcement, Limits, PolicyConfig, NETWORK_READ_PATHS, SYSTEM_READ_PATHS};
 use super::staging::{self, Scratch};
 use super::SandboxError;
-
-/// Resource limits of a sandboxed process (each applies per process; see `processes`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Limits {
-    /// `RLIMIT_CPU`, seconds of CPU time.
-    pub cpu_seconds: u64,
-    /// `RLIMIT_AS`, bytes of address space.
-    pub address_space_bytes: u64,
-    /// Processes (and threads) alive at once in the sandbox's pid namespace (the
-    /// namespace's `pid_max`, Linux 6.14+; root only).
-    pub processes: u64,
-    /// `RLIMIT_FSIZE`, largest file the process may write, bytes.
-    pub file_size_bytes: u64,
-    /// `RLIMIT_NOFILE`, open file descriptors.
-    pub open_files: u64,
-    /// Bytes one call may write to the workspace in all (its staging tmpfs), including
-    /// full copies of the existing files it modifies.
-    pub write_bytes: u64,
-    /// Files, directories and links one call may create or modify.
-    pub write_files: u64,
-}
-
-impl Default for Limits {
-    fn default() -> Self {
-        Self {
-            cpu_seconds: 60,
-            address_space_bytes: 4 << 30,
-            processes: 64,
-            file_size_bytes: 256 << 20,
-            open_files: 256,
-            write_bytes: 512 << 20,
-            write_files: 10_000,
-        }
-    }
-}
-
-/// Read-only paths every sandboxed binary gets (beyond its own executable): the system
-/// trees binaries and libraries live in, a curated part of `/etc` (not all of it: root
-/// can read `/etc/shadow` even without capabilities), and harmless `/dev` nodes.
-pub const SYSTEM_READ_PATHS: &[&str] = &[
-    "/usr",
-    "/lib",
-    "/lib32",
-    "/lib64",
-    "/libx32",
-    "/bin",
-    "/sbin",
-    "/etc/ld.so.cache",
-    "/etc/ld.so.conf",
-    "/etc/ld.so.conf.d",
-    "/etc/localtime",
-    "/etc/timezone",
-    "/etc/passwd",
-    "/etc/group",
-    "/etc/nsswitch.conf",
-    "/etc/locale.alias",
-    "/etc/locale.conf",
-    "/etc/default/locale",
-    "/etc/magic",
-    "/etc/magic.mime",
-    "/etc/mime.types",
-    "/etc/terminfo",
-    "/etc/os-release",
-    "/dev/zero",
-    "/dev/urandom",
-    "/dev/random",
-];
-
-/// Extra read-only paths when network is enabled (name resolution, CA certificates).
-pub const NETWORK_READ_PATHS: &[&str] = &[
-    "/etc/resolv.conf",
-    "/etc/hosts",
-    "/etc/host.conf",
-    "/etc/services",
-    "/etc/protocols",
-    "/etc/gai.conf",
-    "/etc/ssl",
-    "/etc/ca-certificates",
-];
-
-/// What a [`Policy`] is built from.
-#[derive(Debug, Clone)]
-pub struct PolicyConfig {
-    /// The workspace (canonical path): the only writable tree.
-    pub workspace: PathBuf,
-    /// Canonical paths of the binaries that may be executed.
-    pub executables: Vec<PathBuf>,
-    /// Extra read-only paths (`[tools.shell] read_paths`).
-    pub read_paths: Vec<PathBuf>,
-    /// Allow network sockets.
-    pub network: bool,
-    /// Resource limits.
-    pub limits: Limits,
-    /// The child's whole environment, `KEY=value`.
-    pub env: Vec<(String, String)>,
-    /// Bytes of stdout and of stderr kept, each.
-    pub max_output_bytes: usize,
-    /// Fail closed unless Landlock is fully enforced and seccomp is on.
-    pub require: bool,
-}
-
-/// What is actually enforced on every process (reported in each result).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Enforcement {
-    /// Landlock level.
-    pub landlock: Status,
-    /// The kernel's Landlock ABI, if any.
-    pub landlock_abi: Option<i32>,
-    /// Seccomp filter installed.
-    pub seccomp: bool,
-    /// Network sockets allowed.
-    pub network: bool,
-    /// Runs in its own pid namespace.
-    pub pid_namespace: bool,
-    /// Kernel-enforced cap on processes alive at once (per-namespace `pid_max`), if any.
-    pub process_limit: Option<u64>,
-    /// Runs in a private mount namespace where everything but the workspace is
-    /// read-only and `nosuid`, and writes to the workspace are staged in an overlay and
-    /// committed after the call, once checked ([`super::staging`]).
-    pub staged_writes: bool,
-    /// All capabilities dropped (bounding set, permitted, effective, ambient) — true
-    /// whenever the caller had any.
-    pub capabilities_dropped: bool,
-    /// `PR_SET_NO_NEW_PRIVS` (always).
-    pub no_new_privs: bool,
-}
-
-impl Enforcement {
-    /// As JSON, for results and spans.
-    pub fn to_json(&self) -> serde_json::Value {
-        serde_json::json!({
-            "landlock": self.landlock.as_str(),
-            "landlock_abi": self.landlock_abi,
-            "landlock_missing": landlock::missing_features(self.landlock_abi),
-            "seccomp": self.seccomp,
-            "network": self.network,
-            "pid_namespace": self.pid_namespace,
-            "process_limit": self.process_limit,
-            "staged_writes": self.staged_writes,
-            "capabilities_dropped": self.capabilities_dropped,
-            "no_new_privs": self.no_new_privs,
-        })
-    }
-}
 
 /// The process sandbox, built once; `Send + Sync`, used concurrently by many calls.
 #[derive(Debug)]
@@ -620,122 +479,6 @@ pub struct Output {
     pub duration: Duration,
     /// What was enforced.
     pub enforcement: Enforcement,
-}
-
-/// Can this process create pid namespaces? (Root can, unless a container forbids it.)
-pub fn probe_pid_namespace() -> bool {
-    probe(libc::CLONE_NEWPID, Probe::Nothing)
-}
-
-/// What a probe child tries before reporting success.
-#[derive(Clone, Copy)]
-enum Probe {
-    Nothing,
-    /// Write its pid namespace's `pid_max` and `ns_last_pid` (read-only `/proc/sys` in a
-    /// container would make every call fail at that stage otherwise).
-    PidMax,
-    /// Make its mount namespace private and every mount read-only, as a staged call does
-    /// (a container's seccomp or LSM may refuse either).
-    Mount,
-}
-
-/// Can this process create the namespaces in `flags` and do `what` in them? Runs a
-/// throw-away child (a fork: it only makes async-signal-safe calls and exits).
-fn probe(flags: libc::c_int, what: Probe) -> bool {
-    let _mask = BlockSignals::new();
-    // SAFETY: the child only makes raw syscalls on static data and exits.
-    let pid = unsafe { fork_probe(flags as libc::c_ulong) };
-    if pid == 0 {
-        // SAFETY: open/write/close/mount/_exit in the forked probe child.
-        unsafe {
-            let ok = match what {
-                Probe::Nothing => true,
-                Probe::PidMax => {
-                    let write = |path: &CStr, text: &[u8]| {
-                        let fd = libc::open(path.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
-                        let ok = fd >= 0
-                            && libc::write(fd, text.as_ptr().cast(), text.len())
-                                == text.len() as isize;
-                        if fd >= 0 {
-                            libc::close(fd);
-                        }
-                        ok
-                    };
-                    write(c"/proc/sys/kernel/pid_max", b"400")
-                        && write(c"/proc/sys/kernel/ns_last_pid", b"299")
-                }
-                Probe::Mount => {
-                    let null = std::ptr::null::<libc::c_char>();
-                    // What the staged view needs: a private tree, then every mount made
-                    // read-only (a container's seccomp may refuse mount_setattr).
-                    let attr: [u64; 4] = [
-                        super::staging::MOUNT_ATTR_RDONLY | super::staging::MOUNT_ATTR_NOSUID,
-                        0,
-                        0,
-                        0,
-                    ];
-                    libc::mount(
-                        null,
-                        c"/".as_ptr(),
-                        null,
-                        libc::MS_REC | libc::MS_PRIVATE,
-                        std::ptr::null(),
-                    ) == 0
-                        && libc::syscall(
-                            libc::SYS_mount_setattr,
-                            libc::AT_FDCWD,
-                            c"/".as_ptr(),
-                            libc::AT_RECURSIVE,
-                            attr.as_ptr(),
-                            std::mem::size_of_val(&attr),
-                        ) == 0
-                }
-            };
-            libc::_exit(if ok { 0 } else { 1 })
-        }
-    }
-    if pid < 0 {
-        return false;
-    }
-    let mut st = 0;
-    loop {
-        // SAFETY: waiting for our own probe child.
-        let r = unsafe { libc::waitpid(pid as libc::pid_t, &mut st, libc::__WALL) };
-        if r >= 0 || child::errno() != libc::EINTR {
-            return r == pid as libc::pid_t && libc::WIFEXITED(st) && libc::WEXITSTATUS(st) == 0;
-        }
-    }
-}
-
-/// The running kernel is at least `major.minor`.
-pub fn kernel_at_least(major: u32, minor: u32) -> bool {
-    // SAFETY: uname fills a zeroed struct.
-    let mut u: libc::utsname = unsafe { std::mem::zeroed() };
-    // SAFETY: valid pointer.
-    if unsafe { libc::uname(&mut u) } != 0 {
-        return false;
-    }
-    // SAFETY: uname NUL-terminates `release`.
-    let release = unsafe { CStr::from_ptr(u.release.as_ptr()) }
-        .to_string_lossy()
-        .into_owned();
-    let mut parts = release
-        .split(|c: char| !c.is_ascii_digit())
-        .filter(|s| !s.is_empty());
-    let maj: u32 = parts.next().and_then(|s| s.parse().ok()).unwrap_or(0);
-    let min: u32 = parts.next().and_then(|s| s.parse().ok()).unwrap_or(0);
-    (maj, min) >= (major, minor)
-}
-
-fn has_any_capability() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("CapEff:"))
-                .map(|v| v.trim().chars().any(|c| c != '0'))
-        })
-        .unwrap_or(false)
 }
 
 #[cfg(test)]

@@ -13,6 +13,7 @@ mod glob;
 pub mod schema;
 mod search;
 mod shell;
+mod shell_unsafe;
 mod trace;
 
 use std::collections::BTreeMap;

@@ -3,7 +3,8 @@
 //! * [`path`]: resolving tool paths beneath the workspace root (openat2 /
 //!   `O_NOFOLLOW` walk), never by string comparison.
 //! * [`deny`]: the write deny list (`.git`, `.env*`, shell rc files, ...).
-//! * [`fs`]: reads, atomic writes, listing, deleting and walking on top of [`path`].
+//! * [`fs`]: reads, atomic writes, listing and deleting on top of [`path`]; `walk`: bounded
+//!   tree walks (re-exported from `fs`).
 //! * [`process`]: running an allowlisted binary in a pid namespace with rlimits,
 //!   `no_new_privs`, no capabilities, a [`landlock`] ruleset and a [`seccomp`] filter,
 //!   everything but the workspace read-only;
@@ -26,6 +27,7 @@ mod spawn;
 mod spec;
 pub mod staging;
 mod sys;
+mod walk;
 
 /// A refusal or failure of a sandboxed operation.
 #[derive(Debug, thiserror::Error)]

@@ -112,8 +112,11 @@ class Runtime:
 
                     await connect(self, nats_url, name=project.project.name)
         except BaseException as exc:
-            self._prepared.set_exception(exc)
-            self._prepared.exception()  # retrieved: later callers get it from await
+            # Whoever is waiting gets the error; the next start tries again (a NATS
+            # server may be up by then; a bad file fails the same way).
+            failed, self._prepared = self._prepared, None
+            failed.set_exception(exc)
+            failed.exception()  # retrieved: waiters get it from their await
             raise
         self._prepared.set_result(None)
 

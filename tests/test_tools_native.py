@@ -105,6 +105,26 @@ async def test_shell_runs_allowlisted_argv_only(agent: Agent, tmp_path: Path) ->
             await agent.ctx.tool("system:shell", {"argv": argv})
 
 
+async def test_shell_writes_are_staged_and_checked(agent: Agent, tmp_path: Path) -> None:
+    """Through ctx.tool: a shell call's changes are kept only if every one is allowed."""
+    out = await agent.ctx.tool("system:shell", {"argv": ["cp", "notes.md", "copy.md"]})
+    if not out["sandbox"]["staged_writes"]:
+        pytest.skip("writes are not staged here (not root?)")
+    assert out["changes"] == {"files": 1, "dirs": 0, "removed": 0, "bytes": 11}
+    assert (tmp_path / "ws" / "copy.md").read_text() == "loom notes\n"
+    with pytest.raises(ToolDenied) as info:
+        await agent.ctx.tool("system:shell", {"argv": ["mkdir", "-p", "x", "deep/.git/hooks"]})
+    assert info.value.rule == "deny_write" and "none of its changes" in str(info.value)
+    assert not (tmp_path / "ws" / "x").exists() and not (tmp_path / "ws" / "deep").exists()
+    # Outside the workspace nothing is writable, metadata included.
+    before = (tmp_path / "secret.txt").stat()
+    out = await agent.ctx.tool(
+        "system:shell", {"argv": ["touch", "-c", "-d", "@86400", str(tmp_path / "secret.txt")]}
+    )
+    assert out["exit_code"] != 0 and "Read-only file system" in out["stderr"]
+    assert (tmp_path / "secret.txt").stat().st_mtime == before.st_mtime
+
+
 async def test_shell_child_never_sees_api_keys(
     agent: Agent, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -589,3 +589,60 @@ fn concurrent_calls_each_keep_their_changes() {
         assert!(f.ws(&format!("t{i}/file")).exists(), "t{i}");
     }
 }
+
+#[test]
+fn concurrent_calls_share_a_total_staging_budget() {
+    // Staging is memory: with write_bytes_total = write_bytes, calls run one at a time,
+    // and one that cannot get its share within its timeout fails without running.
+    let f = with_python(json!({"limits": {"write_bytes": 4 << 20, "write_bytes_total": 4 << 20}}));
+    if !staged(&f, "concurrent_calls_share_a_total_staging_budget") {
+        return;
+    }
+    let start = std::time::Instant::now();
+    std::thread::scope(|s| {
+        for i in 0..2 {
+            let f = &f;
+            s.spawn(move || {
+                let r = f.shell(&["sleep", "0.6"]).unwrap();
+                assert_eq!(r["exit_code"], 0, "{i}: {r}");
+            });
+        }
+    });
+    let both = start.elapsed();
+    assert!(
+        both >= Duration::from_millis(1150),
+        "they overlapped: {both:?}"
+    );
+    // One holds the budget; another with a short timeout gives up without running.
+    std::thread::scope(|s| {
+        let f = &f;
+        s.spawn(move || f.shell(&["sleep", "1"]).unwrap());
+        std::thread::sleep(Duration::from_millis(200));
+        let r = f.call_t(
+            "system:shell",
+            json!({"argv": ["touch", "ran"]}),
+            Duration::from_millis(300),
+        );
+        match r {
+            Err(ToolError::Timeout { detail, .. }) => {
+                assert!(detail.contains("write_bytes_total"), "{detail}")
+            }
+            other => panic!("{other:?}"),
+        }
+    });
+    assert!(!f.ws("ran").exists(), "a call that got no budget ran");
+    // With room for two, they overlap.
+    let g = with_python(json!({"limits": {"write_bytes": 4 << 20, "write_bytes_total": 8 << 20}}));
+    let start = std::time::Instant::now();
+    std::thread::scope(|s| {
+        for _ in 0..2 {
+            let g = &g;
+            s.spawn(move || g.shell(&["sleep", "0.6"]).unwrap());
+        }
+    });
+    assert!(
+        start.elapsed() < Duration::from_millis(1100),
+        "{:?}",
+        start.elapsed()
+    );
+}

@@ -212,6 +212,9 @@ pub struct LimitsConfig {
     pub write_bytes: u64,
     /// Files and directories one call may create or modify (staged writes).
     pub write_files: u64,
+    /// Bytes the staging of all concurrent calls may hold at once (it is memory); a call
+    /// waits for its `write_bytes` within its timeout.
+    pub write_bytes_total: u64,
 }
 
 impl Default for LimitsConfig {
@@ -225,6 +228,7 @@ impl Default for LimitsConfig {
             open_files: l.open_files,
             write_bytes: l.write_bytes,
             write_files: l.write_files,
+            write_bytes_total: 2 << 30,
         }
     }
 }
@@ -322,6 +326,12 @@ impl SandboxConfig {
             return Err(ConfigError::new(
                 "tools.shell.limits",
                 "write_bytes must be >= 1 MiB and write_files >= 16",
+            ));
+        }
+        if l.write_bytes_total < l.write_bytes {
+            return Err(ConfigError::new(
+                "tools.shell.limits.write_bytes_total",
+                "must be >= write_bytes (one call must fit)",
             ));
         }
         if l.cpu_seconds == 0 || l.address_space_bytes < (64 << 20) || l.file_size_bytes == 0 {
@@ -428,6 +438,24 @@ mod tests {
         assert!(e.unwrap_err().message.contains("netwrok"));
         // Other tools' tables are not ours to judge.
         SandboxConfig::from_json(r#"{"workspace": {"root": "/tmp"}, "tools": {"http": {"allow": []}, "require_approval": []}}"#).unwrap();
+    }
+
+    #[test]
+    fn staging_limits_are_validated() {
+        let bad = |limits: &str| {
+            let json = format!(
+                r#"{{"workspace": {{"root": "/tmp"}}, "tools": {{"shell": {{"limits": {limits}}}}}}}"#
+            );
+            SandboxConfig::from_json(&json)
+                .and_then(|c| c.validate().map(|()| c))
+                .unwrap_err()
+        };
+        assert!(bad(r#"{"write_bytes": 1000}"#)
+            .message
+            .contains("write_bytes"));
+        assert!(bad(r#"{"write_files": 3}"#).message.contains("write_files"));
+        let e = bad(r#"{"write_bytes": 4194304, "write_bytes_total": 1048576}"#);
+        assert_eq!(e.key, "tools.shell.limits.write_bytes_total");
     }
 
     #[test]

@@ -21,7 +21,7 @@ use super::trace::{truncate, Trace};
 use super::{arg_str, Cx, ToolError, ToolSpec};
 use crate::sandbox::path::{RelPath, Want, Workspace};
 use crate::sandbox::process::{Killed, Output, Policy, PolicyConfig, Request};
-use crate::sandbox::staging::{self, Budget, Scratch};
+use crate::sandbox::staging::{self, Budget, Scratch, StagingPool};
 use crate::sandbox::SandboxError;
 
 /// Where bare allowlist names are looked up (not `/usr/local/bin`: what an admin or a
@@ -41,6 +41,8 @@ pub(super) struct Shell {
     by_path: BTreeMap<PathBuf, String>,
     missing: Vec<String>,
     policy: Policy,
+    /// Memory the staging tmpfs of concurrent calls may hold in all.
+    staging: StagingPool,
 }
 
 impl Shell {
@@ -120,6 +122,7 @@ impl Shell {
             by_path,
             missing,
             policy,
+            staging: StagingPool::new(sh.limits.write_bytes_total),
         })
     }
 
@@ -294,6 +297,31 @@ impl Shell {
         );
         trace.attr(span, "loom.sandbox.staged_writes", e.staged_writes);
         let limits = &sh.limits;
+        // Held until the commit is done (the end of this function).
+        let _reservation = if e.staged_writes {
+            let deadline = std::time::Instant::now() + timeout;
+            let Some(reservation) = self
+                .staging
+                .reserve(limits.write_bytes, deadline, cx.cancel)
+            else {
+                trace.error(span, "staging memory");
+                trace.end(span);
+                return Err(ToolError::Timeout {
+                    tool: cx.tool.to_string(),
+                    after: timeout,
+                    detail: format!(
+                        "waited for staging memory: concurrent shell calls already hold \
+                         [tools.shell.limits] write_bytes_total ({} bytes); nothing ran",
+                        self.staging.total()
+                    ),
+                });
+            };
+            // The wait counts against the call's timeout.
+            timeout = deadline.saturating_duration_since(std::time::Instant::now());
+            Some(reservation)
+        } else {
+            None
+        };
         let scratch = if e.staged_writes {
             let budget = Budget {
                 bytes: limits.write_bytes,

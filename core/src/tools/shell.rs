@@ -297,6 +297,8 @@ impl Shell {
         );
         trace.attr(span, "loom.sandbox.staged_writes", e.staged_writes);
         let limits = &sh.limits;
+        // What errors report (waiting for staging memory uses part of it).
+        let limit = timeout;
         // Held until the commit is done (the end of this function).
         let _reservation = if e.staged_writes {
             let deadline = std::time::Instant::now() + timeout;
@@ -308,7 +310,7 @@ impl Shell {
                 trace.end(span);
                 return Err(ToolError::Timeout {
                     tool: cx.tool.to_string(),
-                    after: timeout,
+                    after: limit,
                     detail: format!(
                         "waited for staging memory: concurrent shell calls already hold \
                          [tools.shell.limits] write_bytes_total ({} bytes); nothing ran",
@@ -390,7 +392,7 @@ impl Shell {
             }
             return Err(ToolError::Timeout {
                 tool: cx.tool.to_string(),
-                after: timeout,
+                after: limit,
                 detail,
             });
         }

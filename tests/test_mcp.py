@@ -145,7 +145,7 @@ def gone(pid: int) -> bool:
         return True
     try:
         return Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1].startswith("Z")
-    except (FileNotFoundError, IndexError):
+    except (OSError, IndexError):  # gone meanwhile: ENOENT, or ESRCH while it exits
         return True
 
 

@@ -3,10 +3,14 @@ file:line [key]), and `[tools] require_approval` can never be silently disabled.
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+import textwrap
 from pathlib import Path
+from subprocess import CompletedProcess
 
 import pytest
-from tests.test_cli import loom, make_project
 
 from loom import Agent, Runtime
 from loom.config import parse_project_config
@@ -28,18 +32,40 @@ async def on_event(ctx, topic, event):
 WS = '[workspace]\nroot = "ws"\n'
 
 
-def run_bad(tmp_path: Path, toml_extra: str) -> str:
-    make_project(tmp_path, MARKING_AGENT, '[job]\ntopic = "work.x"\n' + toml_extra)
-    r = loom("run", cwd=tmp_path)
+def loom_run(tmp_path: Path, toml_extra: str, agent_extra: str = "") -> CompletedProcess[str]:
+    """`loom run` on a one-agent project with a job, no API keys in the environment."""
+    (tmp_path / "agents").mkdir()
+    (tmp_path / "agents" / "a.py").write_text(textwrap.dedent(MARKING_AGENT))
+    (tmp_path / "loom.toml").write_text(
+        '[agents.a]\ncode = "agents/a.py"\ntopics = ["work.>"]\n'
+        + agent_extra
+        + '\n[job]\ntopic = "work.x"\n'
+        + toml_extra
+    )
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.endswith("_API_KEY") and k != "LOOM_TEST_UNSET_KEY"
+    }
+    return subprocess.run(
+        [sys.executable, "-m", "loom.cli", "run"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+    )
+
+
+def run_bad(tmp_path: Path, toml_extra: str, agent_extra: str = "") -> str:
+    r = loom_run(tmp_path, toml_extra, agent_extra)
     assert r.returncode == 2, (r.returncode, r.stdout, r.stderr)
     assert not (tmp_path / "started").exists(), "an agent started despite the bad config"
     return r.stderr
 
 
 def test_a_string_require_approval_is_an_error_not_a_set_of_characters(tmp_path: Path) -> None:
-    err = run_bad(
-        tmp_path, '[workspace]\nroot = "ws"\n[tools]\nrequire_approval = "system:shell"\n'
-    )
+    err = run_bad(tmp_path, WS + '[tools]\nrequire_approval = "system:shell"\n')
     assert "loom.toml:" in err and "tools.require_approval" in err, err
     assert "would not require approval" in err, err
 
@@ -67,13 +93,7 @@ def test_a_bad_tool_timeout_stops_the_run(tmp_path: Path) -> None:
 
 
 def test_a_valid_tool_config_still_runs(tmp_path: Path) -> None:
-    make_project(
-        tmp_path,
-        MARKING_AGENT,
-        '[job]\ntopic = "work.x"\n[workspace]\nroot = "ws"\n'
-        '[tools]\nrequire_approval = ["system:*", "fs:delete"]\n',
-    )
-    r = loom("run", cwd=tmp_path)
+    r = loom_run(tmp_path, WS + '[tools]\nrequire_approval = ["system:*", "fs:delete"]\n')
     assert r.returncode == 0, r.stderr
     assert (tmp_path / "started").exists()
 
@@ -102,79 +122,35 @@ async def test_names_and_patterns_require_approval(tmp_path: Path, rule: str) ->
         await runtime.stop()
 
 
-def run_bad_env(tmp_path: Path, toml_extra: str, agent_extra: str = "") -> str:
-    """Like run_bad, with extra keys in the agent's table and no API keys set."""
-    import os
-    import subprocess
-    import sys
-    import textwrap
-
-    (tmp_path / "agents").mkdir()
-    (tmp_path / "agents" / "a.py").write_text(textwrap.dedent(MARKING_AGENT))
-    (tmp_path / "loom.toml").write_text(
-        '[agents.a]\ncode = "agents/a.py"\ntopics = ["work.>"]\n'
-        + agent_extra
-        + '\n[job]\ntopic = "work.x"\n'
-        + toml_extra
-    )
-    env = {k: v for k, v in os.environ.items() if not k.endswith("_API_KEY")}
-    r = subprocess.run(
-        [sys.executable, "-m", "loom.cli", "run"],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env=env,
-    )
-    assert r.returncode == 2, (r.returncode, r.stdout, r.stderr)
-    assert not (tmp_path / "started").exists(), "an agent started despite the bad config"
-    return r.stderr
-
-
 def test_an_unknown_bus_key_names_the_right_one(tmp_path: Path) -> None:
-    err = run_bad_env(tmp_path, '[bus]\nnatz = "nats://127.0.0.1:4222"\n')
+    err = run_bad(tmp_path, '[bus]\nnatz = "nats://127.0.0.1:4222"\n')
     assert "[bus.natz]" in err and "did you mean 'nats'" in err, err
 
 
 def test_a_bus_url_that_is_not_a_string(tmp_path: Path) -> None:
-    err = run_bad_env(tmp_path, "[bus]\nnats = 4222\n")
+    err = run_bad(tmp_path, "[bus]\nnats = 4222\n")
     assert "[bus.nats]" in err and "URL" in err, err
 
 
 def test_an_unknown_llm_key_stops_the_run_with_its_line(tmp_path: Path) -> None:
-    err = run_bad_env(tmp_path, '[llm.mine]\nbase_url = "http://127.0.0.1:9/v1"\nmodle = "x"\n')
+    err = run_bad(tmp_path, '[llm.mine]\nbase_url = "http://127.0.0.1:9/v1"\nmodle = "x"\n')
     assert "loom.toml:" in err and "[llm.mine.modle]" in err and "unknown key" in err, err
 
 
 def test_an_agent_naming_an_unknown_provider(tmp_path: Path) -> None:
-    err = run_bad_env(tmp_path, "", 'llm = "nosuch"\n')
+    err = run_bad(tmp_path, "", 'llm = "nosuch"\n')
     assert "[agents.a.llm]" in err and "unknown LLM provider 'nosuch'" in err, err
 
 
 def test_an_agent_naming_a_provider_whose_key_is_unset(tmp_path: Path) -> None:
-    err = run_bad_env(tmp_path, "", 'llm = "openai"\n')
+    err = run_bad(tmp_path, "", 'llm = "openai"\n')
     assert "[agents.a.llm]" in err and "OPENAI_API_KEY is not set" in err, err
 
 
 def test_an_unset_key_of_a_provider_nobody_names_is_a_warning(tmp_path: Path) -> None:
-    import os
-    import subprocess
-    import sys
-
-    make_project(
+    r = loom_run(
         tmp_path,
-        MARKING_AGENT,
-        '[job]\ntopic = "work.x"\n[llm.paid]\nbase_url = "https://api.example.com/v1"\n'
-        'api_key = "${LOOM_TEST_UNSET_KEY}"\n',
-    )
-    env = {k: v for k, v in os.environ.items() if k != "LOOM_TEST_UNSET_KEY"}
-    r = subprocess.run(
-        [sys.executable, "-m", "loom.cli", "run"],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env=env,
+        '[llm.paid]\nbase_url = "https://api.example.com/v1"\napi_key = "${LOOM_TEST_UNSET_KEY}"\n',
     )
     assert r.returncode == 0, r.stderr
     assert "LOOM_TEST_UNSET_KEY is not set" in r.stderr and "WARNING" in r.stderr, r.stderr

@@ -395,18 +395,22 @@ class LLMProvider:
             await asyncio.Event().wait()
         finally:
             self._closer = None
-            client, self._client = self._client, None
             self._transport = None
             self._url = None
             self._client_loop = None
-            if client is not None and self._owns_client:
-                await client.aclose()
-            if self._server is not None and self._owns_server:
-                from .local_server import release
+            await self._release()
+            self._base_url = self.config.base_url.rstrip("/")
 
-                server, self._server = self._server, None
-                self._base_url = self.config.base_url.rstrip("/")
-                await release(server)
+    async def _release(self) -> None:
+        """Closes the owned pool and stops the owned local server, if any."""
+        client, self._client = self._client, None
+        if client is not None and self._owns_client:
+            await client.aclose()
+        if self._server is not None and self._owns_server:
+            from .local_server import release
+
+            server, self._server = self._server, None
+            await release(server)
 
     async def aclose(self) -> None:
         """Close the connection pool (and stop a served local model). Idempotent.
@@ -419,14 +423,7 @@ class LLMProvider:
         closer, self._closer = self._closer, None
         if closer is not None and closer is not asyncio.current_task():
             closer.cancel()
-        client, self._client = self._client, None
-        if client is not None and self._owns_client:
-            await client.aclose()
-        if self._server is not None and self._owns_server:
-            from .local_server import release
-
-            server, self._server = self._server, None
-            await release(server)
+        await self._release()
         for fb in self._fallbacks or ():
             await fb.aclose()
 

@@ -69,6 +69,11 @@ class ApprovalRequest:
 
 
 #: ``async def approve(request) -> bool`` (sync callables are run off the loop).
+def _is_pattern(rule: str) -> bool:
+    """An ``fnmatch`` pattern rather than a tool name."""
+    return any(c in rule for c in "*?[")
+
+
 Approver = Callable[[ApprovalRequest], Awaitable[bool] | bool]
 
 
@@ -101,16 +106,14 @@ class ToolRegistry:
         """Whether calls of ``name`` go through the approver (an exact entry of
         ``require_approval`` or a matching pattern)."""
         rules = self.require_approval
-        return name in rules or any(
-            fnmatchcase(name, r) for r in rules if any(c in r for c in "*?[")
-        )
+        return name in rules or any(fnmatchcase(name, r) for r in rules if _is_pattern(r))
 
     def unknown_approval_rules(self) -> list[tuple[str, str | None]]:
         """``require_approval`` entries that name no registered tool, each with the
         closest registered name (for the error that stops a run)."""
         out: list[tuple[str, str | None]] = []
         for rule in sorted(self.require_approval):
-            if any(c in rule for c in "*?["):
+            if _is_pattern(rule):
                 if not any(fnmatchcase(n, rule) for n in self._tools):
                     out.append((rule, None))
             elif rule not in self._tools:

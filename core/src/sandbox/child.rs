@@ -83,12 +83,20 @@ const RESOLVE_BENEATH: u64 = 0x08;
 
 /// `struct mount_attr` (mount_setattr(2)).
 #[repr(C)]
-struct MountAttr {
+pub(super) struct MountAttr {
     set: u64,
     clear: u64,
     propagation: u64,
     userns_fd: u64,
 }
+
+/// What a staged call makes of every mount: read-only and `nosuid`.
+pub(super) const READ_ONLY_VIEW: MountAttr = MountAttr {
+    set: MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID,
+    clear: 0,
+    propagation: 0,
+    userns_fd: 0,
+};
 
 /// `struct open_how` (openat2(2)).
 #[repr(C)]
@@ -249,12 +257,7 @@ unsafe fn child_main(plan: &Plan<'_>) -> ! {
         // Every mount read-only and nosuid: outside the workspace nothing can be
         // written — not even metadata (chmod, utimes, chown, xattrs) of files the
         // process owns, which Landlock does not cover.
-        let attr = MountAttr {
-            set: MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID,
-            clear: 0,
-            propagation: 0,
-            userns_fd: 0,
-        };
+        let attr = READ_ONLY_VIEW;
         // SAFETY: mount_setattr with a valid path and a struct on our stack.
         let r = unsafe {
             sys(

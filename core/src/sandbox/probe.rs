@@ -53,12 +53,7 @@ pub(super) fn probe(flags: libc::c_int, what: Probe) -> bool {
                     let null = std::ptr::null::<libc::c_char>();
                     // What the staged view needs: a private tree, then every mount made
                     // read-only (a container's seccomp may refuse mount_setattr).
-                    let attr: [u64; 4] = [
-                        super::staging::MOUNT_ATTR_RDONLY | super::staging::MOUNT_ATTR_NOSUID,
-                        0,
-                        0,
-                        0,
-                    ];
+                    let attr = child::READ_ONLY_VIEW;
                     libc::mount(
                         null,
                         c"/".as_ptr(),
@@ -71,8 +66,8 @@ pub(super) fn probe(flags: libc::c_int, what: Probe) -> bool {
                             libc::AT_FDCWD,
                             c"/".as_ptr(),
                             libc::AT_RECURSIVE,
-                            attr.as_ptr(),
-                            std::mem::size_of_val(&attr),
+                            &attr as *const child::MountAttr,
+                            std::mem::size_of::<child::MountAttr>(),
                         ) == 0
                 }
             };

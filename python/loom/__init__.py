@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from loom._core import Envelope
+from loom._version import __version__
 from loom.agent import Agent
 from loom.bus import BusStats, EventBus, Subscription, SubscriptionStats, TopicStats
 from loom.collab import ContractResult
@@ -31,8 +32,6 @@ from loom.errors import (
     ToolTimeout,
 )
 from loom.runtime import Runtime
-
-__version__ = "0.1.0"
 
 if TYPE_CHECKING:  # pragma: no cover
     from loom import llm as llm

@@ -21,6 +21,7 @@ from collections.abc import Awaitable, Callable
 from types import CoroutineType
 from typing import Any
 
+from loom._aio import is_awaitable, resolve
 from loom._core import Envelope
 from loom.bus import Subscription
 from loom.telemetry import _tracing
@@ -116,7 +117,7 @@ class SubscriptionRunner:
 
     async def _wait(self) -> bool:
         """Waits until events may be queued. False when closed and drained."""
-        sub = self.sub._sub
+        sub = self.sub.queue
         loop = asyncio.get_running_loop()
         fut = loop.create_future()
         if self._leading:
@@ -147,7 +148,7 @@ class SubscriptionRunner:
 
     async def _event_worker(self) -> None:
         # The hot loop: everything is a local, no per-event coroutine of our own.
-        take = self.sub._sub.take
+        take = self.sub.queue.take
         # Taken events wait in a deque shared by this subscription's workers, so a
         # handler that suspends never sits on events another worker could run.
         pending = self._pending
@@ -156,6 +157,7 @@ class SubscriptionRunner:
         lim = self._limiter
         several = self._concurrency > 1
         coroutine = _CoroutineType
+        awaitable = is_awaitable
         ctx = self._ctx
         traced = self._traced
         while True:
@@ -184,6 +186,8 @@ class SubscriptionRunner:
                 try:
                     result = on_event(ctx, event.topic, event)
                     if result.__class__ is coroutine:
+                        await result
+                    elif result is not None and awaitable(result):
                         await result
                 except asyncio.CancelledError:
                     raise
@@ -215,9 +219,7 @@ class SubscriptionRunner:
         try:
             with invoke_agent_span(self.owner, event) as span:
                 try:
-                    result = self._on_event(self._ctx, event.topic, event)
-                    if asyncio.iscoroutine(result):
-                        await result
+                    await resolve(self._on_event(self._ctx, event.topic, event))
                 except asyncio.CancelledError:
                     raise
                 except Exception as exc:
@@ -231,7 +233,7 @@ class SubscriptionRunner:
 
     async def _batch_worker(self) -> None:
         assert self._on_batch is not None
-        take = self.sub._sub.take
+        take = self.sub.queue.take
         while True:
             events = take(BATCH_MAX)
             if not events:
@@ -239,9 +241,7 @@ class SubscriptionRunner:
                     return
                 continue
             try:
-                result = self._on_batch(self._ctx, self.sub.pattern, events)
-                if asyncio.iscoroutine(result):
-                    await result
+                await resolve(self._on_batch(self._ctx, self.sub.pattern, events))
             except asyncio.CancelledError:
                 raise
             except Exception:

@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import signal
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from types import TracebackType
 from typing import Any
 
+from loom._aio import resolve, stop_on_signals
 from loom._core import Envelope
 from loom.bus import QoS
 from loom.context import AgentContext, BatchHandler, Handler
-from loom.errors import AgentError
+from loom.errors import AgentError, LoomError, ToolNotFound
 from loom.runtime import Runtime
 
 log = logging.getLogger("loom.agent")
@@ -106,14 +106,14 @@ class Agent:
 
     async def _direct(self, event: Envelope) -> None:
         if self.on_event is not None:
-            await _maybe_await(self.on_event(self.ctx, event.topic, event))
+            await resolve(self.on_event(self.ctx, event.topic, event))
 
     async def start(self) -> None:
         """Subscribes to the topics and starts handling events."""
         if self._running:
             return
         await self.runtime.prepare()
-        self.runtime._register(self)
+        self.runtime.attach(self)
         try:
             if self.tools:
                 await self._register_tools()
@@ -137,35 +137,30 @@ class Agent:
                     )
             self._running = True
             if self.on_start is not None:
-                await _maybe_await(self.on_start(self.ctx))
+                await resolve(self.on_start(self.ctx))
             if self.main is not None:
                 main = self.main
                 self._main_task = self.runtime.supervise(
-                    f"{self.agent_id}.main", lambda: _maybe_await(main(self.ctx))
+                    f"{self.agent_id}.main", lambda: resolve(main(self.ctx))
                 )
         except BaseException:
             await self.ctx._stop(0)
-            self.runtime._unregister(self)
+            self.runtime.detach(self)
             self._running = False
             raise
         log.info("agent %s started (topics: %s)", self.agent_id, ", ".join(self.topics) or "-")
 
     async def _register_tools(self) -> None:
-        from loom.tools import PythonTool
+        from loom.tools.python import adopt
 
         registry = await self.runtime.get_tools()
         for t in self.tools:
-            if isinstance(t, str):
-                registry.get(t)  # raises ToolNotFound with suggestions
-                continue
-            pt = t if isinstance(t, PythonTool) else PythonTool(t)
-            if pt.name not in registry:
-                registry.register(pt)
-            elif (
-                registry.get(pt.name) is not pt
-                and getattr(registry.get(pt.name), "fn", None) is not pt.fn
-            ):
-                raise AgentError(f"agent {self.agent_id!r}: tool {pt.name!r} is already registered")
+            try:
+                adopt(registry, t)
+            except ToolNotFound:
+                raise
+            except LoomError as exc:
+                raise AgentError(f"agent {self.agent_id!r}: {exc}") from None
 
     async def stop(self, timeout: float | None = 10.0) -> None:
         """Stops intake, lets queued and in-flight events finish (up to ``timeout``
@@ -182,10 +177,10 @@ class Agent:
             log.warning("agent %s: in-flight events cancelled after %ss", self.agent_id, timeout)
         if self.on_stop is not None:
             try:
-                await _maybe_await(self.on_stop(self.ctx))
+                await resolve(self.on_stop(self.ctx))
             except Exception:
                 log.exception("agent %s: on_stop failed", self.agent_id)
-        self.runtime._unregister(self)
+        self.runtime.detach(self)
         log.info("agent %s stopped", self.agent_id)
 
     async def __aenter__(self) -> Agent:
@@ -208,12 +203,6 @@ class Agent:
         return f"Agent({self.agent_id!r}, topics={self.topics!r})"
 
 
-async def _maybe_await(value: Any) -> Any:
-    if asyncio.iscoroutine(value) or isinstance(value, asyncio.Future):
-        return await value
-    return value
-
-
 async def run_until_signal(agents: Iterable[Agent], stop: asyncio.Event | None = None) -> None:
     """Starts ``agents``, waits for SIGINT/SIGTERM (or ``stop``), then stops their
     runtime(s) cleanly."""
@@ -221,21 +210,12 @@ async def run_until_signal(agents: Iterable[Agent], stop: asyncio.Event | None =
     stop = stop or asyncio.Event()
     for a in agents:
         a.runtime.stop_requested = stop
-    loop = asyncio.get_running_loop()
-    installed = []
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        try:
-            loop.add_signal_handler(sig, stop.set)
-            installed.append(sig)
-        except (NotImplementedError, RuntimeError):  # not the main thread
-            pass
     try:
-        for a in agents:
-            await a.start()
-        await stop.wait()
+        with stop_on_signals(stop):
+            for a in agents:
+                await a.start()
+            await stop.wait()
     finally:
-        for sig in installed:
-            loop.remove_signal_handler(sig)
         runtimes = {id(a.runtime): a.runtime for a in agents}
         for rt in runtimes.values():
             await rt.stop()

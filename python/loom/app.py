@@ -5,13 +5,13 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import signal
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
+from loom._aio import stop_on_signals
 from loom._core import Envelope
 from loom._text import escape_block
 from loom.agent import Agent
@@ -100,15 +100,9 @@ async def run_project(
     Runtime.set_default(runtime)
     stop = stop or asyncio.Event()
     runtime.stop_requested = stop
-    loop = asyncio.get_running_loop()
-    installed: list[signal.Signals] = []
+    signals = ExitStack()
     if install_signal_handlers:
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            try:
-                loop.add_signal_handler(sig, stop.set)
-                installed.append(sig)
-            except (NotImplementedError, RuntimeError):
-                pass
+        signals.enter_context(stop_on_signals(stop))
     result = RunResult(EXIT_INTERRUPTED, message="interrupted")
     try:
         with _workflow_span(project, handle) as root:
@@ -131,8 +125,7 @@ async def run_project(
                 else:
                     result = await _run_job(project, runtime, stop, out)
             finally:
-                for sig in installed:
-                    loop.remove_signal_handler(sig)
+                signals.close()
                 # Inside the span: handlers still in flight finish as its descendants.
                 await runtime.stop()
             _end_workflow_span(root, result)

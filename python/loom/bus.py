@@ -97,6 +97,12 @@ class Subscription:
         self._on_close = on_close
 
     @property
+    def queue(self) -> _core.Subscription:
+        """The Rust queue itself, for loops that take events with no Python call in
+        between (the agents' dispatcher)."""
+        return self._sub
+
+    @property
     def id(self) -> int:
         return self._sub.id
 

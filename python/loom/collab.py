@@ -11,14 +11,13 @@ import logging
 import random
 import uuid
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from loom._core import Envelope
+from loom.bus import Subscription
 from loom.errors import LoomError, RequestTimeout
-
-if TYPE_CHECKING:
-    from loom.context import AgentContext
 
 log = logging.getLogger("loom.collab")
 
@@ -26,8 +25,42 @@ log = logging.getLogger("loom.collab")
 BARRIER_PREFIX = "_loom.barrier"
 
 
+class Collaborator(Protocol):
+    """What the primitives use of an agent's context (:class:`loom.AgentContext`)."""
+
+    @property
+    def agent_id(self) -> str: ...
+
+    @property
+    def inbox(self) -> str: ...
+
+    async def emit(
+        self,
+        topic: str,
+        type: str = ...,
+        payload: Any = ...,
+        *,
+        correlation_id: str | None = ...,
+        reply_to: str | None = ...,
+    ) -> None: ...
+
+    async def request(
+        self, topic: str, type: str = ..., payload: Any = ..., *, timeout: float = ...
+    ) -> Envelope: ...
+
+    def subscribe(
+        self, pattern: str, handler: Callable[[Any, str, Envelope], Any], *, qos: Any = ...
+    ) -> Subscription: ...
+
+    async def unsubscribe(self, subscription: Subscription, *, timeout: float = ...) -> int: ...
+
+    def collecting(
+        self, correlation_id: str, collect: Callable[[Envelope], None]
+    ) -> AbstractContextManager[None]: ...
+
+
 async def gather(
-    ctx: AgentContext,
+    ctx: Collaborator,
     topics: str | Sequence[str],
     type: str = "request",
     payload: Any = None,
@@ -50,22 +83,18 @@ async def gather(
         if first is not None and len(replies) >= first:
             enough.set()
 
-    ctx._collectors[correlation_id] = collect
-    try:
+    with ctx.collecting(correlation_id, collect):
         for topic in topics:
             await ctx.emit(topic, type, payload, correlation_id=correlation_id, reply_to=ctx.inbox)
         try:
             await asyncio.wait_for(enough.wait(), timeout)
         except asyncio.TimeoutError:
             pass
-    finally:
-        ctx._collectors.pop(correlation_id, None)
-        ctx._abandon(correlation_id)  # later replies are dropped, not sent to on_event
     return list(replies)
 
 
 async def barrier(
-    ctx: AgentContext, name: str, parties: int, *, timeout: float = 30.0
+    ctx: Collaborator, name: str, parties: int, *, timeout: float = 30.0
 ) -> list[str]:
     """Waits until ``parties`` distinct agents have called ``barrier(name, parties)``.
 
@@ -81,7 +110,7 @@ async def barrier(
     if parties == 1:
         return [ctx.agent_id]
 
-    async def on_arrival(_ctx: AgentContext, _topic: str, event: Envelope) -> None:
+    async def on_arrival(_ctx: Collaborator, _topic: str, event: Envelope) -> None:
         who = event.source
         if who is None or who in seen:
             return
@@ -138,7 +167,7 @@ def default_choice(bids: list[Envelope]) -> Envelope | None:
 
 
 async def contract_net(
-    ctx: AgentContext,
+    ctx: Collaborator,
     topic: str,
     task: Any,
     *,
@@ -172,4 +201,4 @@ async def contract_net(
     return ContractResult(winner=chosen.source or "?", bid=chosen, result=result, bids=bids)
 
 
-__all__ = ["ContractResult", "barrier", "contract_net", "default_choice", "gather"]
+__all__ = ["Collaborator", "ContractResult", "barrier", "contract_net", "default_choice", "gather"]

@@ -16,11 +16,12 @@ import re
 import sys
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from loom._secrets import redacted
+from loom.bus import QoS
 from loom.errors import ConfigError
 
 if sys.version_info >= (3, 11):
@@ -76,7 +77,7 @@ class AgentSpec(BaseModel):
     )
     topics: list[str] = Field(default_factory=list)
     handler: str = "on_event"
-    qos: Literal["realtime", "reliable", "background"] = "reliable"
+    qos: QoS = "reliable"
     capacity: int | None = Field(default=None, ge=1)
     max_concurrency: int = Field(default=16, ge=1)
     #: Queue group: agents with the same group share their topics' events.

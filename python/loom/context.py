@@ -10,9 +10,11 @@ import asyncio
 import logging
 import re
 import uuid
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
+from loom import collab
 from loom._core import Envelope
 from loom._dispatch import Limiter, SubscriptionRunner
 from loom.bus import DEFAULT_PUBLISH_TIMEOUT, DEFAULT_TTL, QoS, Subscription, wait_pending
@@ -20,7 +22,6 @@ from loom.errors import LoomError, RequestTimeout
 from loom.telemetry import _tracing
 
 if TYPE_CHECKING:
-    from loom.collab import ContractResult
     from loom.config import ProjectConfig
     from loom.prompts import PromptLoader
     from loom.runtime import Runtime
@@ -278,7 +279,7 @@ class AgentContext:
         await asyncio.gather(*(r.stop(timeout) for r in runners))
         return len(runners)
 
-    # -- tools (the registry arrives with the tools runtime) -------------------------
+    # -- tools ---------------------------------------------------------------------
 
     async def tool(
         self,
@@ -300,7 +301,8 @@ class AgentContext:
             ToolTimeout: it did not finish within ``timeout`` seconds.
             ToolFailed: it ran and failed.
         """
-        return await self.runtime.call_tool(self, name, payload, timeout=timeout, call_id=call_id)
+        registry = await self.runtime.get_tools()
+        return await registry.call(self, name, payload, timeout=timeout, call_id=call_id)
 
     async def tools(self) -> list[Any]:
         """Every registered tool (``ToolSpec``: name, description, JSON schema).
@@ -323,18 +325,14 @@ class AgentContext:
         """Fan-out/fan-in: sends one request to each topic (wildcard subscribers all
         answer) and collects replies until ``first`` have arrived or ``timeout``
         passes. Returns the replies in arrival order; possibly fewer than asked."""
-        from loom.collab import gather
-
-        return await gather(self, topics, type, payload, first=first, timeout=timeout)
+        return await collab.gather(self, topics, type, payload, first=first, timeout=timeout)
 
     async def barrier(self, name: str, parties: int, *, timeout: float = 30.0) -> list[str]:
         """Waits until ``parties`` agents have reached the barrier ``name``.
 
         Returns the ids of the agents that met. Raises ``RequestTimeout`` if they
         did not all arrive in time."""
-        from loom.collab import barrier
-
-        return await barrier(self, name, parties, timeout=timeout)
+        return await collab.barrier(self, name, parties, timeout=timeout)
 
     async def contract_net(
         self,
@@ -344,13 +342,13 @@ class AgentContext:
         window: float = 1.0,
         choose: Callable[[list[Envelope]], Envelope | None] | None = None,
         timeout: float = DEFAULT_REQUEST_TIMEOUT,
-    ) -> ContractResult:
+    ) -> collab.ContractResult:
         """Contract-net: calls for proposals on ``topic``, collects bids for
         ``window`` seconds, awards the task to the chosen bidder and returns its
         result. See :func:`loom.collab.contract_net`."""
-        from loom.collab import contract_net
-
-        return await contract_net(self, topic, task, window=window, choose=choose, timeout=timeout)
+        return await collab.contract_net(
+            self, topic, task, window=window, choose=choose, timeout=timeout
+        )
 
     # -- internals -----------------------------------------------------------------
 
@@ -365,6 +363,20 @@ class AgentContext:
             self.agent_id, sub, self, on_event=AgentContext._on_inbox, concurrency=4, traced=False
         )
         self._inbox_runner.start()
+
+    @contextmanager
+    def collecting(
+        self, correlation_id: str, collect: Callable[[Envelope], None]
+    ) -> Iterator[None]:
+        """Routes replies with ``correlation_id`` to ``collect`` while the block runs;
+        later ones are dropped (not mistaken for direct messages). For primitives that
+        expect several replies to one message (:func:`loom.collab.gather`)."""
+        self._collectors[correlation_id] = collect
+        try:
+            yield
+        finally:
+            self._collectors.pop(correlation_id, None)
+            self._abandon(correlation_id)
 
     def _abandon(self, correlation_id: str) -> None:
         self._abandoned[correlation_id] = None

@@ -33,11 +33,12 @@ import logging
 import uuid
 from collections import Counter
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from loom._core import Envelope
+from loom._host import ShutdownHost
 from loom._secrets import redact_url
-from loom.bus import Subscription
+from loom.bus import DEFAULT_TTL, EventBus, Subscription
 from loom.errors import BusError
 
 if TYPE_CHECKING:
@@ -45,7 +46,6 @@ if TYPE_CHECKING:
     from nats.aio.msg import Msg
     from nats.aio.subscription import Subscription as NatsSubscription
 
-    from loom.runtime import Runtime
 
 log = logging.getLogger("loom.nats")
 
@@ -112,16 +112,23 @@ def decode(subject: str, data: bytes, headers: dict[str, str] | None) -> dict[st
         "correlation_id": fields["Correlation-Id"],
         "reply_to": fields["Reply-To"],
         "thread_id": fields["Thread-Id"],
-        "ttl": max(int(fields["Ttl"] or 32) - 1, 0),  # crossing NATS is a hop
+        "ttl": max(int(fields["Ttl"] or DEFAULT_TTL) - 1, 0),  # crossing NATS is a hop
         "headers": h,
     }
+
+
+class BusHost(ShutdownHost, Protocol):
+    """What the bridge needs of a runtime: its bus, and to be closed with it."""
+
+    @property
+    def bus(self) -> EventBus: ...
 
 
 class NatsBridge:
     """Joins one runtime's bus to NATS (see the module documentation)."""
 
-    def __init__(self, runtime: Runtime, client: Client) -> None:
-        self.runtime = runtime
+    def __init__(self, host: BusHost, client: Client) -> None:
+        self.host = host
         self.nc = client
         #: Tags what this process sends, to recognise it when NATS echoes it back.
         self.origin = uuid.uuid4().hex
@@ -135,7 +142,7 @@ class NatsBridge:
         self.received = 0
 
     async def start(self) -> None:
-        bus = self.runtime.bus
+        bus = self.host.bus
         bus.core.set_remote_groups(True)
         # Everything published here goes out; a background queue so that a slow
         # network never holds local publishers (drops are counted in the bus stats).
@@ -192,7 +199,7 @@ class NatsBridge:
             if queue:
                 kwargs["to_group"] = queue  # NATS chose this process to serve the group
             try:
-                await self.runtime.bus.publish(topic, **kwargs)
+                await self.host.bus.publish(topic, **kwargs)
             except BusError as exc:
                 log.warning("nats: could not deliver %s locally: %s", topic, exc)
 
@@ -240,9 +247,9 @@ class NatsBridge:
             await self.nc.drain()
 
 
-async def connect(runtime: Runtime, url: str, *, name: str | None = None) -> NatsBridge:
-    """Connects ``runtime``'s bus to the NATS server at ``url``; call it before starting
-    agents. The bridge closes when the runtime stops.
+async def connect(host: BusHost, url: str, *, name: str | None = None) -> NatsBridge:
+    """Connects ``host``'s bus (a :class:`~loom.Runtime`) to the NATS server at
+    ``url``; call it before starting agents. The bridge closes when the host stops.
 
     Raises:
         BusError: the server cannot be reached.
@@ -270,9 +277,9 @@ async def connect(runtime: Runtime, url: str, *, name: str | None = None) -> Nat
     except Exception as exc:
         detail = _without(str(exc), url) or type(exc).__name__
         raise BusError(f"cannot connect to NATS at {shown}: {detail}") from None
-    bridge = NatsBridge(runtime, nc)
+    bridge = NatsBridge(host, nc)
     await bridge.start()
-    runtime.on_shutdown(bridge.close)
+    host.on_shutdown(bridge.close)
     log.info("bus joined to NATS at %s", shown)
     return bridge
 

@@ -1,29 +1,38 @@
-"""The runtime: one per process, shared by every agent in it.
+"""The runtime: the state of one set of agents (usually one per process).
 
-It owns the bus, the project configuration, the supervised background tasks and the
-shutdown hooks (LLM clients, tool processes, exporters).
+It owns the bus, the project configuration, the tool registry, the supervised
+background tasks and the shutdown hooks (LLM clients, tool processes, exporters), and
+hands them down to what it hosts. Agents join a runtime; the runtime knows them only as
+:class:`HostedAgent`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import inspect
 import logging
 from collections.abc import Awaitable, Callable, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
+from loom._aio import resolve
+from loom._host import ShutdownHook
 from loom.bus import EventBus
 from loom.errors import AgentError, ConfigError
 from loom.telemetry import _tracing, refresh_tracing_active
 
 if TYPE_CHECKING:
-    from loom.agent import Agent
     from loom.config import ProjectConfig
-    from loom.context import AgentContext
+    from loom.tools.registry import ToolRegistry
 
 log = logging.getLogger("loom.runtime")
 
-ShutdownHook = Callable[[], Awaitable[None] | None]
+
+class HostedAgent(Protocol):
+    """What the runtime needs of an agent: its id, and to stop it."""
+
+    @property
+    def agent_id(self) -> str: ...
+
+    async def stop(self, timeout: float | None = ...) -> None: ...
 
 
 class Runtime:
@@ -39,16 +48,15 @@ class Runtime:
     ) -> None:
         self.project = project
         self.bus = bus or EventBus()
-        self.agents: dict[str, Agent] = {}
+        #: Running agents by id (see :meth:`attach`).
+        self.agents: dict[str, HostedAgent] = {}
         self._hooks: list[ShutdownHook] = []
         self._supervised: set[asyncio.Task[None]] = set()
-        #: The tool registry (``loom.tools.ToolRegistry``), built on first use.
-        self.tools: Any = None
+        #: The tool registry, built on first use (:meth:`get_tools`).
+        self.tools: ToolRegistry | None = None
         self._tools_lock: asyncio.Lock | None = None
         #: The provider ``"auto"`` resolves to (``loom run --provider``); None = detect.
         self.llm_provider: str | None = None
-        #: What the native sandbox enforces here (set when native tools load).
-        self.sandbox_status: dict[str, Any] | None = None
         self.stopping = False
         #: A problem with the project the default runtime discovered; raised by
         #: :meth:`prepare` (the first ``Agent.start()``), not when agents are created.
@@ -122,12 +130,18 @@ class Runtime:
 
     # -- agents --------------------------------------------------------------------
 
-    def _register(self, agent: Agent) -> None:
+    def attach(self, agent: HostedAgent) -> None:
+        """Records a starting agent (it is stopped with the runtime).
+
+        Raises:
+            AgentError: another agent with the same id is running here.
+        """
         if agent.agent_id in self.agents and self.agents[agent.agent_id] is not agent:
             raise AgentError(f"an agent with id {agent.agent_id!r} is already running")
         self.agents[agent.agent_id] = agent
 
-    def _unregister(self, agent: Agent) -> None:
+    def detach(self, agent: HostedAgent) -> None:
+        """Forgets a stopped agent."""
         if self.agents.get(agent.agent_id) is agent:
             del self.agents[agent.agent_id]
 
@@ -185,25 +199,24 @@ class Runtime:
 
     # -- tools seam ----------------------------------------------------------------
 
-    async def get_tools(self) -> Any:
+    @property
+    def sandbox_status(self) -> dict[str, Any] | None:
+        """What the native sandbox enforces here, once the native tools are loaded."""
+        return self.tools.sandbox_status if self.tools is not None else None
+
+    async def get_tools(self) -> ToolRegistry:
         """The tool registry, built from the project on first use (MCP servers are
         started then)."""
-        if self.tools is None:
-            if self._tools_lock is None:
-                self._tools_lock = asyncio.Lock()
-            async with self._tools_lock:
-                if self.tools is None:
-                    from loom.tools.setup import build_registry
+        if self.tools is not None:
+            return self.tools
+        if self._tools_lock is None:
+            self._tools_lock = asyncio.Lock()
+        async with self._tools_lock:
+            if self.tools is None:
+                from loom.tools.setup import build_registry
 
-                    self.tools = await build_registry(self)
-        return self.tools
-
-    async def call_tool(
-        self, ctx: AgentContext, name: str, payload: Mapping[str, Any] | None, **kwargs: Any
-    ) -> Any:
-        """Calls a tool for ``ctx``; see ``loom.tools``."""
-        tools = await self.get_tools()
-        return await tools.call(ctx, name, payload, **kwargs)
+                self.tools = await build_registry(self)
+            return self.tools
 
     # -- shutdown ------------------------------------------------------------------
 
@@ -230,9 +243,7 @@ class Runtime:
         while self._hooks:
             hook = self._hooks.pop()
             try:
-                result = hook()
-                if inspect.isawaitable(result):
-                    await asyncio.wait_for(result, timeout)
+                await asyncio.wait_for(resolve(hook()), timeout)
             except Exception:
                 log.exception("shutdown hook %r failed", hook)
         self.bus.close()

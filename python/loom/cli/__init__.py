@@ -27,7 +27,7 @@ def _setup_logging(level: str) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from loom import __version__
+    from loom._version import __version__
 
     parser = argparse.ArgumentParser(
         prog="loom", description="Loom: an event-driven runtime for AI agents."

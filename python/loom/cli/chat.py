@@ -88,11 +88,12 @@ def _ask_approval(req: Any) -> bool:
 
 
 async def _session(args: argparse.Namespace, project: ProjectConfig) -> int:
-    from loom import Agent, Runtime
+    from loom.agent import Agent
     from loom.cognitive import CognitiveAgent, CognitiveConfig, RunFinished, ToolResult
     from loom.errors import LoomError
     from loom.llm import TextDelta, ToolCallStart
     from loom.llm.auto import provider_for
+    from loom.runtime import Runtime
 
     settings: dict[str, Any] = {}
     if args.agent:

@@ -145,20 +145,12 @@ class CognitiveAgent:
         if self._tool_items == [] or self.ctx is None:
             self._tool_defs = []
             return self._tool_defs
-        from loom.tools import PythonTool
+        from loom.tools.python import adopt
 
         registry = await self.ctx.runtime.get_tools()
         names: list[str] | None = None
         if self._tool_items is not None:
-            names = []
-            for t in self._tool_items:
-                if isinstance(t, str):
-                    names.append(registry.get(t).spec.name)
-                else:
-                    pt = t if isinstance(t, PythonTool) else PythonTool(t)
-                    if pt.name not in registry:
-                        registry.register(pt)
-                    names.append(pt.name)
+            names = [adopt(registry, t) for t in self._tool_items]
         self._tool_defs = registry.openai_tools(names)
         self._offered = {registry.get(d["function"]["name"]).spec.name for d in self._tool_defs}
         return self._tool_defs

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import inspect
 import json
 from collections.abc import Awaitable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
@@ -82,13 +81,6 @@ def messages(instructions: str, prompt: str) -> list[dict[str, Any]]:
         {"role": "system", "content": instructions},
         {"role": "user", "content": prompt},
     ]
-
-
-async def maybe_await(value: Awaitable[R] | R) -> R:
-    """Awaits ``value`` if it is awaitable (handlers may be sync or async)."""
-    if inspect.isawaitable(value):
-        return await value
-    return value
 
 
 def reply_payload(reply: Envelope, topic: str) -> Any:

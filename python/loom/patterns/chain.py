@@ -29,12 +29,12 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny, ValidationError
 
+from loom._aio import resolve
 from loom.llm.errors import StructuredOutputError
 from loom.patterns._common import (
     DEFAULT_BUS_TIMEOUT,
     ChatModel,
     content_attr,
-    maybe_await,
     messages,
     reply_payload,
     span,
@@ -280,7 +280,7 @@ class FunctionStep(ChainStep):
         self.fn = fn
 
     async def run(self, state: ChainState, llm: ChatModel | None) -> BaseModel:
-        value = await maybe_await(self.fn(state))
+        value = await resolve(self.fn(state))
         if isinstance(value, self.output):
             return value
         if isinstance(value, BaseModel):

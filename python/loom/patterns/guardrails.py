@@ -29,13 +29,13 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, Field, ValidationError
 
+from loom._aio import resolve
 from loom.llm.errors import StructuredOutputError
 from loom.patterns._common import (
     DEFAULT_BUS_TIMEOUT,
     ChatModel,
     cancel_all,
     content_attr,
-    maybe_await,
     messages,
     reply_payload,
     span,
@@ -98,7 +98,7 @@ class FunctionGuard(Guard):
         self.reason = reason
 
     async def check(self, input: Any, llm: ChatModel | None) -> Verdict:
-        value = await maybe_await(self.fn(input))
+        value = await resolve(self.fn(input))
         if isinstance(value, Verdict):
             return value
         return Verdict(ok=bool(value), reason="" if value else self.reason)
@@ -285,7 +285,7 @@ class Guardrails:
                 return result
             if task is not None:
                 with span("guardrails task", "guardrails"):
-                    result.output = await maybe_await(task(input))
+                    result.output = await resolve(task(input))
                 result.ran_task = True
                 content_attr(wf, "loom.pattern.output", result.output)
             wf.set_attribute("loom.pattern.outcome", "passed")

@@ -27,12 +27,12 @@ from typing import TYPE_CHECKING, Any, Literal, cast
 
 from pydantic import BaseModel, Field, create_model
 
+from loom._aio import resolve
 from loom.llm.errors import StructuredOutputError
 from loom.patterns._common import (
     DEFAULT_BUS_TIMEOUT,
     ChatModel,
     content_attr,
-    maybe_await,
     messages,
     reply_payload,
     span,
@@ -269,7 +269,7 @@ class Router:
         type: str,
     ) -> Any:
         if not isinstance(handler, str):
-            return await maybe_await(handler(request, info))
+            return await resolve(handler(request, info))
         assert self.ctx is not None  # checked in __init__
         payload = {"input": to_jsonable(request), **info.model_dump(mode="json")}
         reply = await self.ctx.request(handler, type, payload, timeout=self.timeout)

@@ -47,9 +47,9 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
 import httpx
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
-from loom import __version__
+from loom._version import USER_AGENT
 from loom.errors import ConfigError, ToolArgumentsInvalid, ToolDenied, ToolFailed, ToolTimeout
 from loom.tools._http_body import decode_body_off_loop
 from loom.tools._http_policy import (
@@ -66,10 +66,10 @@ from loom.tools._http_policy import (
     resolve,
 )
 from loom.tools.registry import ToolRegistry
-from loom.tools.spec import ToolSpec
+from loom.tools.spec import ToolSpec, validate_arguments
 
 if TYPE_CHECKING:
-    from loom.runtime import Runtime
+    from loom._host import ProjectHost
 
 log = logging.getLogger("loom.tools.http")
 
@@ -162,19 +162,7 @@ class HttpFetch:
 
     async def invoke(self, ctx: Any, args: dict[str, Any], timeout: float | None) -> Any:
         """Fetches ``args["url"]``; see the module docstring for the rules."""
-        try:
-            a = FetchArgs.model_validate(args)
-        except ValidationError as exc:
-            errors = [
-                {
-                    "loc": ".".join(map(str, e["loc"])) or "(root)",
-                    "msg": e["msg"],
-                    "type": e["type"],
-                }
-                for e in exc.errors()
-            ]
-            summary = "; ".join(f"{e['loc']}: {e['msg']}" for e in errors)
-            raise ToolArgumentsInvalid(NAME, f"invalid arguments: {summary}", errors) from None
+        a = validate_arguments(NAME, FetchArgs, args)
         limit = min(timeout, self.config.timeout) if timeout else self.config.timeout
         try:
             return await asyncio.wait_for(self._fetch(a), limit)
@@ -274,7 +262,7 @@ class HttpFetch:
         if url.port is not None:
             host_header += f":{url.port}"
         send_headers = {
-            "User-Agent": f"loom/{__version__}",
+            "User-Agent": USER_AGENT,
             **headers,
             "Host": host_header,
             "Accept-Encoding": "identity",
@@ -331,13 +319,13 @@ class HttpFetch:
         }
 
 
-async def register(registry: ToolRegistry, runtime: Runtime) -> None:
+async def register(registry: ToolRegistry, host: ProjectHost) -> None:
     """Registers ``http:fetch`` when ``[tools.http] allow`` is non-empty.
 
     Raises:
         ConfigError: an invalid ``[tools.http]`` table.
     """
-    project = runtime.project
+    project = host.project
     table = project.tools.get("http") if project is not None else None
     if not table:
         return

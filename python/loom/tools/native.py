@@ -20,8 +20,8 @@ from loom.tools.spec import ToolSpec
 
 if TYPE_CHECKING:
     from loom import _core
+    from loom._host import ProjectHost
     from loom.config import ProjectConfig
-    from loom.runtime import Runtime
 
 log = logging.getLogger("loom.tools")
 
@@ -89,11 +89,11 @@ def sandbox_config(project: ProjectConfig) -> dict[str, Any]:
     }
 
 
-async def register(registry: ToolRegistry, runtime: Runtime) -> None:
-    """Registers the native tools of ``runtime.project`` (none without a project)."""
+async def register(registry: ToolRegistry, host: ProjectHost) -> None:
+    """Registers the native tools of ``host.project`` (none without a project)."""
     from loom import _core
 
-    project = runtime.project
+    project = host.project
     if project is None:
         log.debug("no loom.toml: native tools (fs:*, system:shell) are not registered")
         registry.native_absent = _why_no_native_tools()
@@ -126,8 +126,8 @@ async def register(registry: ToolRegistry, runtime: Runtime) -> None:
         enforcement.get("pid_namespace", "?"),
         enforcement.get("staged_writes", "?"),
     )
-    runtime.on_shutdown(core.close)
-    runtime.sandbox_status = status
+    host.on_shutdown(core.close)
+    registry.sandbox_status = status
     for spec in core.specs():
         registry.register(
             NativeTool(

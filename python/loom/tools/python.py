@@ -6,13 +6,16 @@ import asyncio
 import inspect
 import re
 from collections.abc import Callable
-from typing import Any, TypeVar, get_type_hints, overload
+from typing import TYPE_CHECKING, Any, TypeVar, get_type_hints, overload
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
+from pydantic import BaseModel, ConfigDict, Field, create_model
 from pydantic_core import to_jsonable_python
 
-from loom.errors import LoomError, ToolArgumentsInvalid, ToolError, ToolFailed
-from loom.tools.spec import NAME_RE, ToolSpec
+from loom.errors import LoomError, ToolError, ToolFailed
+from loom.tools.spec import NAME_RE, ToolSpec, validate_arguments
+
+if TYPE_CHECKING:
+    from loom.tools.registry import ToolRegistry
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -101,19 +104,7 @@ class PythonTool:
         return self.spec.name
 
     def validate(self, args: dict[str, Any]) -> BaseModel:
-        try:
-            return self.model.model_validate(args)
-        except ValidationError as exc:
-            errors = [
-                {
-                    "loc": ".".join(map(str, e["loc"])) or "(root)",
-                    "msg": e["msg"],
-                    "type": e["type"],
-                }
-                for e in exc.errors()
-            ]
-            summary = "; ".join(f"{e['loc']}: {e['msg']}" for e in errors)
-            raise ToolArgumentsInvalid(self.name, f"invalid arguments: {summary}", errors) from None
+        return validate_arguments(self.name, self.model, args)
 
     async def invoke(self, ctx: Any, args: dict[str, Any], timeout: float | None) -> Any:
         """Validates ``args`` and runs the function (sync functions off the loop)."""
@@ -140,6 +131,26 @@ class PythonTool:
 
     def __repr__(self) -> str:
         return f"PythonTool({self.name!r})"
+
+
+def adopt(registry: ToolRegistry, item: str | Callable[..., Any]) -> str:
+    """The registered name of ``item``, one of an agent's ``tools``: a name must be
+    registered already; a function (or ``@tool``) is registered unless it already is.
+
+    Raises:
+        ToolNotFound: no tool has that name (with the closest names).
+        LoomError: a different function is registered under the same name.
+    """
+    if isinstance(item, str):
+        return registry.get(item).spec.name
+    pt = item if isinstance(item, PythonTool) else PythonTool(item)
+    if pt.name not in registry:
+        registry.register(pt)
+        return pt.name
+    existing = registry.get(pt.name)
+    if existing is not pt and getattr(existing, "fn", None) is not pt.fn:
+        raise LoomError(f"tool {pt.name!r} is already registered (a different function)")
+    return pt.name
 
 
 @overload

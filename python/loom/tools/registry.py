@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from fnmatch import fnmatchcase
 from typing import Any, Protocol
 
+from loom._aio import resolve
 from loom._depth import value_too_deep
 from loom.errors import (
     ConfigError,
@@ -101,6 +102,9 @@ class ToolRegistry:
         self.default_timeout = default_timeout
         #: Why the native tools (``fs:*``, ``system:*``) are absent, for ToolNotFound.
         self.native_absent: str | None = None
+        #: What the native sandbox enforces here (``NativeTools.status()``), once the
+        #: native tools are registered.
+        self.sandbox_status: dict[str, Any] | None = None
 
     def needs_approval(self, name: str) -> bool:
         """Whether calls of ``name`` go through the approver (an exact entry of
@@ -263,9 +267,7 @@ class ToolRegistry:
                 verdict = await self.approver(req)
             else:
                 # A sync callback may block (a terminal prompt): keep it off the loop.
-                verdict = await asyncio.to_thread(self.approver, req)
-                if asyncio.iscoroutine(verdict):
-                    verdict = await verdict
+                verdict = await resolve(await asyncio.to_thread(self.approver, req))
         except Exception as exc:
             raise ToolDenied(
                 req.tool, f"approval callback failed: {exc!r}", rule="approval"

@@ -10,16 +10,16 @@ from loom.tools.python import GLOBAL_TOOLS
 from loom.tools.registry import DEFAULT_TIMEOUT, ToolRegistry
 
 if TYPE_CHECKING:
+    from loom._host import ProjectHost
     from loom.config import ProjectConfig
-    from loom.runtime import Runtime
 
 log = logging.getLogger("loom.tools")
 
 
-async def build_registry(runtime: Runtime) -> ToolRegistry:
+async def build_registry(host: ProjectHost) -> ToolRegistry:
     """The registry for ``runtime``: native tools configured from ``[workspace]``,
     ``[tools]`` and ``[sandbox]``, every ``@tool``, and the ``[mcp.*]`` servers."""
-    project = runtime.project
+    project = host.project
     tools_cfg: dict[str, Any] = dict(project.tools) if project else {}
     rules = tools_cfg.get("require_approval", [])
     if not isinstance(rules, list) or not all(isinstance(r, str) and r for r in rules):
@@ -35,17 +35,17 @@ async def build_registry(runtime: Runtime) -> ToolRegistry:
     registry = ToolRegistry(require_approval=rules, default_timeout=float(timeout))
     from loom.tools import native
 
-    await native.register(registry, runtime)
+    await native.register(registry, host)
     if "http" in tools_cfg:  # importing httpx costs ~70 ms of loop time: only when used
         from loom.tools import http
 
-        await http.register(registry, runtime)
+        await http.register(registry, host)
     for t in GLOBAL_TOOLS:
         registry.register(t)
     if project and project.mcp:
         from loom.tools import mcp
 
-        await mcp.register(registry, runtime)
+        await mcp.register(registry, host)
     # A server that failed to start (not `required`) has no tools this run: its rules
     # cannot be checked, and nothing of it can run unapproved.
     down = tuple(f"{name}:" for name in (project.mcp if project else {}))

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import re
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from loom.errors import ToolArgumentsInvalid
+
+M = TypeVar("M", bound=BaseModel)
 
 #: ``namespace:verb`` — e.g. ``fs:read_file``, ``system:shell``, ``github:create_issue``.
 NAME_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}:[A-Za-z0-9_.-]{1,64}$")
@@ -43,3 +47,18 @@ class ToolSpec(BaseModel):
                 "parameters": self.parameters,
             },
         }
+
+
+def validate_arguments(tool: str, model: type[M], args: Any) -> M:
+    """``args`` validated by ``model``, or :class:`ToolArgumentsInvalid` naming every
+    problem (``errors``: ``loc``, ``msg``, ``type``) — the one way tools report bad
+    arguments."""
+    try:
+        return model.model_validate(args)
+    except ValidationError as exc:
+        errors = [
+            {"loc": ".".join(map(str, e["loc"])) or "(root)", "msg": e["msg"], "type": e["type"]}
+            for e in exc.errors()
+        ]
+        summary = "; ".join(f"{e['loc']}: {e['msg']}" for e in errors)
+        raise ToolArgumentsInvalid(tool, f"invalid arguments: {summary}", errors) from None

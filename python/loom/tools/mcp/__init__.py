@@ -35,13 +35,13 @@ from loom.tools.mcp.protocol import PROTOCOL_VERSION, tool_result
 from loom.tools.registry import ToolRegistry
 
 if TYPE_CHECKING:
-    from loom.runtime import Runtime
+    from loom._host import ProjectHost
 
 log = logging.getLogger("loom.tools.mcp")
 
 
-async def register(registry: ToolRegistry, runtime: Runtime) -> list[McpServer]:
-    """Starts/connects every ``[mcp.<name>]`` server of ``runtime.project`` and registers
+async def register(registry: ToolRegistry, host: ProjectHost) -> list[McpServer]:
+    """Starts/connects every ``[mcp.<name>]`` server of ``host.project`` and registers
     its tools in ``registry``; stops them when the runtime stops.
 
     Returns:
@@ -51,7 +51,7 @@ async def register(registry: ToolRegistry, runtime: Runtime) -> list[McpServer]:
         ConfigError: an invalid ``[mcp.*]`` table, an unset ``${VAR}``, or a
             ``required`` server that failed to start.
     """
-    project = runtime.project
+    project = host.project
     if project is None or not project.mcp:
         return []
     configs = [parse_server(name, table, project) for name, table in project.mcp.items()]
@@ -60,7 +60,7 @@ async def register(registry: ToolRegistry, runtime: Runtime) -> list[McpServer]:
     async def close_all() -> None:
         await asyncio.gather(*(s.close() for s in servers), return_exceptions=True)
 
-    runtime.on_shutdown(close_all)
+    host.on_shutdown(close_all)
     outcomes = await asyncio.gather(*(s.start() for s in servers), return_exceptions=True)
     started: list[McpServer] = []
     for server, outcome in zip(servers, outcomes, strict=True):

@@ -9,8 +9,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from loom import __version__
 from loom._depth import text_too_deep
+from loom._version import __version__
 from loom.errors import LoomError, ToolArgumentsInvalid, ToolFailed
 
 #: The revision Loom offers in ``initialize``.

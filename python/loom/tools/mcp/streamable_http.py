@@ -22,6 +22,7 @@ from typing import Any
 import httpx
 
 from loom._secrets import redact_url
+from loom._version import USER_AGENT
 from loom.tools.mcp import protocol
 from loom.tools.mcp.config import HttpServer
 from loom.tools.mcp.protocol import ConnectionLost, McpError, ProtocolViolation, RpcError
@@ -62,7 +63,7 @@ class StreamableHttpTransport(Transport):
         self._client = httpx.AsyncClient(
             headers={
                 **self.config.headers,
-                "User-Agent": f"loom/{protocol.CLIENT_INFO['version']}",
+                "User-Agent": USER_AGENT,
             },
             timeout=HTTP_TIMEOUT,
             follow_redirects=False,

@@ -31,8 +31,8 @@ Every URL — the first and each redirect target — passes the same checks, in 
 A redirect that fails a check is refused with ``rule="http.redirect"``. Proxies from the
 environment are ignored, and responses are requested uncompressed.
 
-The configuration and the checks themselves live in :mod:`loom.tools._http_policy`;
-how a body becomes text (which charsets are allowed, and why) in
+The configuration lives in :mod:`loom.tools._http_config`, the checks in
+:mod:`loom.tools._http_policy`, and how a body becomes text (which charsets are allowed, and why) in
 :mod:`loom.tools._http_body`.
 """
 
@@ -52,19 +52,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from loom._version import USER_AGENT
 from loom.errors import ConfigError, ToolArgumentsInvalid, ToolDenied, ToolFailed, ToolTimeout
 from loom.tools._http_body import decode_body_off_loop
-from loom.tools._http_policy import (
-    NAME,
-    HostRule,
-    HttpConfig,
-    IPAddress,
-    Target,
-    check_addresses,
-    check_url,
-    is_public,
-    parse_config,
-    parse_rule,
-    resolve,
-)
+from loom.tools._http_config import NAME, HostRule, HttpConfig, IPAddress, parse_config, parse_rule
+from loom.tools._http_policy import Target, check_addresses, check_url, is_public, resolve
 from loom.tools.registry import ToolRegistry
 from loom.tools.spec import ToolSpec, validate_arguments
 

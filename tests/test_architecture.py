@@ -93,28 +93,28 @@ def _resolve(mods: Iterable[str], name: str) -> str | None:
     return name or None
 
 
+def _module_level(body: list[ast.stmt]) -> set[int]:
+    """Ids of the statements that run on import (inside ``if``/``try`` included)."""
+    found: set[int] = set()
+    for node in body:
+        found.add(id(node))
+        if isinstance(node, ast.If):
+            found |= _module_level(node.body) | _module_level(node.orelse)
+        elif isinstance(node, ast.Try):
+            found |= _module_level(node.body) | _module_level(node.orelse)
+            found |= _module_level(node.finalbody)
+            for h in node.handlers:
+                found |= _module_level(h.body)
+    return found
+
+
 def imports(root: Path, package: str, extra: Iterable[str] = ()) -> Iterator[Import]:
     mods = modules(root, package)
     known = set(mods) | set(extra)
     for mod, path in mods.items():
         is_pkg = path.name == "__init__.py"
         tree = ast.parse(path.read_text(), filename=str(path))
-        toplevel: set[int] = set()
-
-        def mark(body: list[ast.stmt]) -> None:
-            for node in body:
-                toplevel.add(id(node))
-                if isinstance(node, ast.If):
-                    mark(node.body)
-                    mark(node.orelse)
-                elif isinstance(node, ast.Try):
-                    mark(node.body)
-                    for h in node.handlers:
-                        mark(h.body)
-                    mark(node.orelse)
-                    mark(node.finalbody)
-
-        mark(tree.body)
+        toplevel = _module_level(tree.body)
         for node in ast.walk(tree):
             top = id(node) in toplevel
             if isinstance(node, ast.Import):
@@ -211,8 +211,7 @@ def problems(root: Path, package: str, layers: list[tuple[str, ...]]) -> list[st
         src, dst = layer_of(imp.source, layers), layer_of(imp.target, layers)
         if dst > src:
             out.append(
-                f"{imp.source}:{imp.line} imports {imp.target} (layer {dst}) "
-                f"from layer {src}"
+                f"{imp.source}:{imp.line} imports {imp.target} (layer {dst}) from layer {src}"
             )
         private = [n for n in imp.names if n.startswith("_") and not n.startswith("__")]
         if imp.target.rsplit(".", 1)[-1].startswith("_"):

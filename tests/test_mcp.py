@@ -481,17 +481,44 @@ async def test_child_environment_holds_no_parent_secrets(
     assert b"NOTES_TOKEN=passed-on-purpose" in environ
 
 
-async def test_unset_variable_in_env_is_a_config_error(
+async def test_unset_variable_in_env_of_a_required_server_is_a_config_error(
     make_runtime: RuntimeFactory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.delenv("LOOM_NO_SUCH_VAR", raising=False)
     rt = await make_runtime(
-        "[project]\nname = 'x'\n\n" + stdio_table(env={"TOKEN": "Bearer ${LOOM_NO_SUCH_VAR}"})
+        "[project]\nname = 'x'\n\n"
+        + stdio_table(env={"TOKEN": "Bearer ${LOOM_NO_SUCH_VAR}"}, required=True)
     )
     with pytest.raises(ConfigError, match=r"LOOM_NO_SUCH_VAR is not set") as info:
         await rt.get_tools()
     assert info.value.key == "mcp.notes.env.TOKEN"
     assert info.value.line == 7  # the `env = {...}` line
+
+
+async def test_unset_variable_leaves_only_that_server_down(
+    make_runtime: RuntimeFactory,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    tmp_path: Path,
+) -> None:
+    # Like a server that failed to start: warned about, its tools missing, every other
+    # tool (here the native ones and a second server) still works.
+    monkeypatch.delenv("LOOM_NO_SUCH_VAR", raising=False)
+    rt = await make_runtime(
+        "[project]\nname = 'x'\n\n[workspace]\nroot = 'ws'\n\n"
+        + stdio_table("broken", env={"TOKEN": "Bearer ${LOOM_NO_SUCH_VAR}"})
+        + stdio_table("notes")
+    )
+    with caplog.at_level(logging.ERROR, logger="loom.tools.mcp"):
+        registry = await rt.get_tools()
+    assert "'broken' is not started" in caplog.text and "LOOM_NO_SUCH_VAR" in caplog.text
+    assert not any(s.name.startswith("broken:") for s in registry.specs())
+    async with Agent("a") as a:
+        assert (await a.ctx.tool("notes:pid"))["result"] > 0
+        listing = await a.ctx.tool("fs:list_dir", {"path": "."})
+        assert "entries" in listing
+        with pytest.raises(ToolNotFound):
+            await a.ctx.tool("broken:pid")
 
 
 async def test_shutdown_kills_the_server_and_its_process_group(

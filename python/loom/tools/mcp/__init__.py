@@ -20,8 +20,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import TYPE_CHECKING
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 
+from loom.errors import MissingEnvironmentVariable
 from loom.tools.mcp.client import McpServer, McpTool, StartError
 from loom.tools.mcp.config import (
     DEFAULT_STARTUP_TIMEOUT,
@@ -36,8 +38,28 @@ from loom.tools.registry import ToolRegistry
 
 if TYPE_CHECKING:
     from loom._host import ProjectHost
+    from loom.config import ProjectConfig
 
 log = logging.getLogger("loom.tools.mcp")
+
+
+def _parse(name: str, table: Any, project: ProjectConfig) -> StdioServer | HttpServer | None:
+    """The server's config; ``None`` when disabled, or when a ``${VAR}`` it needs is
+    unset and it is not ``required`` (then it is down this run, like a server that
+    failed to start: the other tools keep working)."""
+    try:
+        return parse_server(name, table, project)
+    except MissingEnvironmentVariable as exc:
+        required = isinstance(table, Mapping) and table.get("required") is True
+        if required:
+            raise
+        log.error(
+            "MCP server %r is not started: %s\n(its tools are unavailable; set "
+            "required = true to make this fatal)",
+            name,
+            exc,
+        )
+        return None
 
 
 async def register(registry: ToolRegistry, host: ProjectHost) -> list[McpServer]:
@@ -54,7 +76,7 @@ async def register(registry: ToolRegistry, host: ProjectHost) -> list[McpServer]
     project = host.project
     if project is None or not project.mcp:
         return []
-    configs = [parse_server(name, table, project) for name, table in project.mcp.items()]
+    configs = [_parse(name, table, project) for name, table in project.mcp.items()]
     servers = [McpServer(cfg, registry) for cfg in configs if cfg is not None]
 
     async def close_all() -> None:

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from loom._secrets import safe_repr
-from loom.errors import ConfigError
+from loom.errors import ConfigError, MissingEnvironmentVariable
 
 if TYPE_CHECKING:
     from loom.config import ProjectConfig
@@ -170,10 +170,9 @@ def parse_server(
                 raise err(f"must be a string (got {v!r})", key, k)
 
             def missing(var: str, k: str = k) -> None:
-                raise err(
-                    f"environment variable {var} is not set (referenced as ${{{var}}})",
-                    key,
-                    k,
+                e = err(f"environment variable {var} is not set (referenced as ${{{var}}})", key, k)
+                raise MissingEnvironmentVariable(
+                    var, e.message, path=e.path, line=e.line, key=e.key
                 )
 
             out[str(k)] = expand(v, environ, missing)

@@ -66,6 +66,26 @@ def test_bad_names_and_varargs_are_refused() -> None:
         PythonTool(lambda **kw: 1, name="a:b")
 
 
+async def test_name_first_and_dotted_as_earlier_loom_code_wrote_it(runtime: Runtime) -> None:
+    @tool("hello.echo", description="Echoes the text back.", register=False)
+    def echo(text: str) -> str:
+        return text
+
+    assert echo.name == "hello.echo" and echo.spec.description == "Echoes the text back."
+    async with Agent("a", tools=[echo]) as a:
+        assert await a.ctx.tool("hello.echo", {"text": "hi"}) == "hi"
+        [spec] = [s for s in await a.ctx.tools() if s.name == "hello.echo"]
+        wire = spec.to_openai()["function"]["name"]
+        assert wire == "hello_echo"
+        # A model calls the tool by its wire name; it maps back.
+        assert await a.ctx.tool(wire, {"text": "back"}) == "back"
+    with pytest.raises(TypeError, match="twice"):
+        tool("a:b", name="c:d")
+    for bad in ("nodots", ".echo", "hello.", "a..b", "sp ace.x"):
+        with pytest.raises(LoomError, match="namespace:verb"):
+            PythonTool(lambda: 1, name=bad)
+
+
 class Point(BaseModel):
     x: int
     y: int

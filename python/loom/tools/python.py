@@ -62,7 +62,7 @@ class PythonTool:
         if not NAME_RE.match(name):
             raise LoomError(
                 f"invalid tool name {name!r}: use 'namespace:verb' "
-                "(letters, digits, '_', '-', '.'), e.g. 'notes:add'"
+                "(letters, digits, '_', '-', '.'), e.g. 'notes:add' (or 'notes.add')"
             )
         summary, arg_docs = _doc_parts(fn.__doc__)
         sig = inspect.signature(fn)
@@ -157,12 +157,20 @@ def adopt(registry: ToolRegistry, item: str | Callable[..., Any]) -> str:
 def tool(fn: F, /) -> PythonTool: ...
 @overload
 def tool(
+    name: str | None = None,
+    /,
+    *,
+    description: str | None = None,
+    register: bool = True,
+) -> Callable[[F], PythonTool]: ...
+@overload
+def tool(
     *, name: str | None = None, description: str | None = None, register: bool = True
 ) -> Callable[[F], PythonTool]: ...
 
 
 def tool(
-    fn: Callable[..., Any] | None = None,
+    fn: Callable[..., Any] | str | None = None,
     /,
     *,
     name: str | None = None,
@@ -175,6 +183,8 @@ def tool(
     descriptions from the Google-style docstring; the summary line is the description.
     A first parameter named ``ctx`` (or typed ``AgentContext``) receives the caller's
     context and is not part of the schema. Sync functions run in a worker thread.
+
+    The name may also come first: ``@tool("notes:add", description=...)``.
 
     Example:
         >>> @tool
@@ -199,4 +209,8 @@ def tool(
             GLOBAL_TOOLS.append(t)
         return t
 
+    if isinstance(fn, str):
+        if name is not None:
+            raise TypeError("tool() got the name twice (positionally and as name=)")
+        name, fn = fn, None
     return wrap(fn) if fn is not None else wrap

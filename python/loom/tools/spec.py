@@ -11,8 +11,11 @@ from loom.errors import ToolArgumentsInvalid
 
 M = TypeVar("M", bound=BaseModel)
 
-#: ``namespace:verb`` — e.g. ``fs:read_file``, ``system:shell``, ``github:create_issue``.
-NAME_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}:[A-Za-z0-9_.-]{1,64}$")
+#: ``namespace:verb`` — e.g. ``fs:read_file``, ``system:shell``, ``github:create_issue``;
+#: the dotted ``namespace.verb`` of earlier Loom code (``hello.echo``) is accepted as is.
+NAME_RE = re.compile(
+    r"^(?:[A-Za-z0-9_.-]{1,64}:[A-Za-z0-9_.-]{1,64}|[A-Za-z0-9_-]{1,64}(?:\.[A-Za-z0-9_-]{1,64})+)$"
+)
 
 
 def openai_name(name: str) -> str:

@@ -17,7 +17,7 @@ from loom._aio import resolve
 from loom._host import ShutdownHook
 from loom.bus import EventBus
 from loom.errors import AgentError, ConfigError
-from loom.telemetry import _tracing, refresh_tracing_active
+from loom.telemetry import Telemetry
 
 if TYPE_CHECKING:
     from loom.config import ProjectConfig
@@ -64,7 +64,8 @@ class Runtime:
         self._prepared: asyncio.Future[None] | None = None
         #: Set by :meth:`request_stop`; ``loom run`` waits on it.
         self.stop_requested: asyncio.Event | None = None
-        refresh_tracing_active()
+        #: Tracing state (spans recorded?, content capture, tracer), handed to agents.
+        self.telemetry = Telemetry()
 
     # -- default runtime -----------------------------------------------------------
 
@@ -155,12 +156,12 @@ class Runtime:
     def outgoing_headers(self, headers: Mapping[str, str] | None) -> dict[str, str] | None:
         """Headers for an outgoing event: the caller's, plus the current trace context
         (W3C ``traceparent``) when tracing."""
-        if not _tracing[0]:
+        if not self.telemetry.active:
             return dict(headers) if headers else None
-        from loom.telemetry.spans import inject
+        from loom.telemetry.agent_spans import inject_context
 
         out = dict(headers) if headers else {}
-        inject(out)
+        inject_context(out)
         return out or None
 
     # -- supervision ---------------------------------------------------------------

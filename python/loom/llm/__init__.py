@@ -19,8 +19,9 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from loom.telemetry import set_capture_content
+
     from ._http import NetworkBlockedError
-    from ._otel import set_capture_content
     from .config import PRESETS, LLMConfig, Pricing
     from .cost import CostTracker, estimate_tokens, tracker
     from .errors import (
@@ -91,7 +92,7 @@ _EXPORTS: dict[str, str] = {
     "CostTracker": "cost",
     "tracker": "cost",
     "estimate_tokens": "cost",
-    "set_capture_content": "_otel",
+    "set_capture_content": ".telemetry",  # loom.telemetry: one switch for all content
     "NetworkBlockedError": "_http",
 }
 

@@ -22,8 +22,9 @@ from pydantic_core import from_json, to_json
 
 from loom._secrets import redact_url
 from loom.errors import ConfigError
+from loom.telemetry import chat_spans as _otel
 
-from . import _http, _otel
+from . import _http
 from ._request import CallRequest, MessageLike, build_body, estimate_prompt_tokens, wire_tool_name
 from .cache import ResponseCache, cache_key
 from .config import LLMConfig, has_config, project_root, resolve_config

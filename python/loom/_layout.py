@@ -14,13 +14,14 @@ when the native tools are set up, and raises a :class:`ConfigError` at
 What must not be inside the workspace (all paths resolved, so symlinks cannot hide an
 overlap): ``loom.toml`` itself, ``<project>/.env``, ``<project>/.loom/``, the
 ``[telemetry] trace_dir`` and ``[llm.*] cache_dir``, every ``[agents.*] code`` file or
-the package/module it names (and the original layout's ``agents/*.py`` scripts), an ``[llm.*] serve`` model file, every directory on
-Python's import path (``sys.path``), and for each ``[mcp.*]`` stdio server its
-``command``, its working directory, any argument or ``env`` value naming a path strictly
-inside the workspace, and (for a bare command name) the ``PATH`` entries it is looked
-up in. Directories Loom owns (``.loom``, trace and cache directories, agent packages)
-must not contain the workspace either. An argument equal to the workspace root itself
-is allowed, so a file server can be pointed at it.
+the package/module it names, the original layout's ``agents/*.py`` scripts, an
+``[llm.*] serve`` model file, every directory on Python's import path (``sys.path``),
+and for each ``[mcp.*]`` stdio server its ``command``, its working directory, any
+argument or ``env`` value naming a path strictly inside the workspace, and (for a bare
+command name) the ``PATH`` entries it is looked up in. Directories Loom owns (``.loom``,
+trace and cache directories, agent packages) must not contain the workspace either. An
+argument equal to the workspace root itself is allowed, so a file server can be pointed
+at it.
 """
 
 from __future__ import annotations

@@ -99,6 +99,7 @@ class Agent:
         self.ctx = AgentContext(agent_id, self.runtime, config, max_concurrency=max_concurrency)
         self._running = False
         self._main_task: asyncio.Task[None] | None = None
+        self._start_task: asyncio.Task[None] | None = None
 
     @property
     def running(self) -> bool:
@@ -211,7 +212,7 @@ class Agent:
         except RuntimeError:
             asyncio.run(run_until_signal([self]))
             return
-        loop.create_task(self.start(), name=f"loom:{self.agent_id}.start")
+        self._start_task = loop.create_task(self.start(), name=f"loom:{self.agent_id}.start")
 
     def __repr__(self) -> str:
         return f"Agent({self.agent_id!r}, topics={self.topics!r})"

@@ -137,11 +137,13 @@ class AgentSpec(dict[str, Any]):
     __slots__ = ("_fields",)
     _fields: _AgentFields
 
-    def __init__(self, table: Mapping[str, Any] | None = None, /, **keys: Any) -> None:
+    def __init__(
+        self, table: Mapping[str, Any] | _AgentFields | None = None, /, **keys: Any
+    ) -> None:
         if isinstance(table, _AgentFields) and not keys:
             fields = table
         else:
-            fields = _AgentFields.model_validate({**(table or {}), **keys})
+            fields = _AgentFields.model_validate({**dict(table or {}), **keys})
         super().__init__(fields.model_dump())
         self._fields = fields
 

@@ -228,7 +228,7 @@ class Script:
 
         saved_main = sys.modules.get("__main__")
         sys.modules["__main__"] = module
-        asyncio.run = run  # type: ignore[assignment]
+        asyncio.run = run
         try:
             yield
         finally:

@@ -57,9 +57,9 @@ def build_agent(
 
     The module provides ``on_event(ctx, topic, event)`` (or the function named by
     ``handler``, or ``code = "module:function"``), and optionally ``on_batch``,
-    ``on_start(ctx)``, ``on_stop(ctx)`` and ``main(ctx)``. A module whose ``main()``
-    takes no arguments and that has no handler is an original-layout script that
-    builds its own agents: it is run as a :class:`~loom.scripts.Script`.
+    ``on_start(ctx)``, ``on_stop(ctx)`` and ``main(ctx)``. A module without a handler
+    whose ``main()`` takes no arguments, or that builds ``Agent`` objects itself, is an
+    original-layout script: it is run as a :class:`~loom.scripts.Script`.
     """
     if spec.code is None:
         raise project.error(
@@ -79,11 +79,15 @@ def build_agent(
     on_event = get(attr or spec.handler)
     on_batch = get("on_batch") if on_event is None else None
     main = get("main")
-    if main is not None and takes_no_arguments(main):
-        if on_event is None and on_batch is None:
-            return Script(Path(module.__file__ or spec.code), runtime, project, module=module)
-        script_main = main
-        main = lambda ctx: script_main()  # noqa: E731 - the hook takes ctx; this main does not
+    plain_main = main if main is not None and takes_no_arguments(main) else None
+    builds_agents = any(isinstance(v, Agent) for v in vars(module).values())
+    if on_event is None and on_batch is None and (plain_main or builds_agents):
+        # An original-layout script named by `code`: it builds its own agents.
+        return Script(Path(module.__file__ or spec.code), runtime, project, module=module)
+    if plain_main is not None:
+        # Beside a handler, a main() without arguments is the agent's main; it gets
+        # no ctx.
+        main = lambda ctx: plain_main()  # noqa: E731
     if on_event is None and on_batch is None and main is None:
         raise AgentError(
             f"[agents.{name}] code = {spec.code!r}: the module defines none of "

@@ -402,3 +402,49 @@ def test_a_bad_value_in_a_settings_table_still_names_line_and_key() -> None:
     with pytest.raises(ConfigError) as info:
         parse_project_config('name = "x"\n\n[agents.a]\nmax_concurrency = 0\n')
     assert info.value.key == "agents.a.max_concurrency" and info.value.line == 4
+
+
+# -- loom chat and an agent's original settings -----------------------------------------
+
+
+def test_loom_chat_uses_the_agents_llm_provider_and_says_what_it_ignores(tmp_path: Path) -> None:
+    (tmp_path / "loom.toml").write_text(
+        'name = "chat-app"\n\n[llm.test]\nbase_url = "http://127.0.0.1:9/v1"\nmodel = "m"\n\n'
+        '[agents.assistant]\nllm_provider = "test"\nmax_iterations = 2\n'
+        'thinking_strategy = "react"\n'
+    )
+    r = subprocess.run(
+        [*LOOM, "chat", "--agent", "assistant", "--no-tools"],
+        cwd=tmp_path,
+        input="/exit\n",
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert r.returncode == 0, r.stderr
+    assert "loom chat — test (m)" in r.stdout
+    from loom.cognitive import CognitiveConfig
+
+    if "thinking_strategy" not in CognitiveConfig.model_fields:
+        assert "thinking_strategy is not supported by loom chat" in r.stdout
+
+
+def test_loom_chat_settings_command_line_first() -> None:
+    import argparse
+
+    from loom.cli.chat import DEFAULT_MAX_ITERATIONS, _agent_settings
+
+    table = {"llm_provider": "deepseek", "max_iterations": 3}
+    none = argparse.Namespace(provider=None, max_iterations=None)
+    assert _agent_settings(table, none)["provider"] == "deepseek"
+    assert _agent_settings(table, none)["max_iterations"] == 3
+    assert _agent_settings({"llm": "openai", **table}, none)["provider"] == "openai"
+    given = argparse.Namespace(provider="local", max_iterations=9)
+    assert _agent_settings(table, given)["provider"] == "local"
+    assert _agent_settings(table, given)["max_iterations"] == 9
+    assert _agent_settings({}, none) == {
+        "provider": "auto",
+        "max_iterations": DEFAULT_MAX_ITERATIONS,
+        "extra": {},
+        "unsupported": [],
+    }

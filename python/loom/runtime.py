@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from loom._aio import resolve
 from loom._host import ShutdownHook
 from loom.bus import EventBus
+from loom.config import load_project_config
 from loom.errors import AgentError, ConfigError
 from loom.telemetry import Telemetry
 
@@ -24,6 +25,9 @@ if TYPE_CHECKING:
     from loom.tools.registry import ToolRegistry
 
 log = logging.getLogger("loom.runtime")
+
+# ``from loom.runtime import load_project_config`` is how the original docs import it.
+__all__ = ["HostedAgent", "Runtime", "load_project_config"]
 
 
 class HostedAgent(Protocol):

@@ -10,6 +10,7 @@ import asyncio
 import inspect
 import logging
 from collections.abc import Awaitable, Callable, Mapping
+from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from loom.bus import EventBus
@@ -20,6 +21,7 @@ if TYPE_CHECKING:
     from loom.agent import Agent
     from loom.config import ProjectConfig
     from loom.context import AgentContext
+    from loom.llm.state import LLMState
 
 log = logging.getLogger("loom.runtime")
 
@@ -57,6 +59,13 @@ class Runtime:
         #: Set by :meth:`request_stop`; ``loom run`` waits on it.
         self.stop_requested: asyncio.Event | None = None
         refresh_tracing_active()
+
+    @cached_property
+    def llm_state(self) -> LLMState:
+        """LLM usage totals, budgets, limiters and local model servers of this runtime."""
+        from loom.llm.state import LLMState
+
+        return LLMState()
 
     # -- default runtime -----------------------------------------------------------
 

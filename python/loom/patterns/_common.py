@@ -1,4 +1,5 @@
-"""What the patterns share: the model protocol, prompt text, bus replies and spans."""
+"""What the patterns share: the model protocol (:class:`loom.llm.types.ChatModel`),
+prompt text, bus replies and spans."""
 
 from __future__ import annotations
 
@@ -7,19 +8,18 @@ import inspect
 import json
 from collections.abc import Awaitable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
-from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 from pydantic import BaseModel
 
+from loom.llm.types import ChatModel as ChatModel
 from loom.patterns.errors import RemoteError
 from loom.telemetry import capture_content
 
 if TYPE_CHECKING:
     from loom._core import Envelope
-    from loom.llm.types import LLMResponse, Message
 
-M = TypeVar("M")
 R = TypeVar("R")
 
 #: Seconds a pattern waits for an agent's reply by default.
@@ -27,28 +27,6 @@ DEFAULT_BUS_TIMEOUT = 30.0
 
 #: Content attributes on spans are cut to this many characters.
 MAX_SPAN_CONTENT = 4096
-
-
-class ChatModel(Protocol):
-    """What the patterns need from a model: :class:`loom.llm.LLMProvider`,
-    :class:`loom.testing.ScriptedModel` and :class:`loom.testing.FunctionModel` all fit."""
-
-    async def call(
-        self, messages: Sequence[Message | dict[str, Any]], **kwargs: Any
-    ) -> LLMResponse:
-        """One chat completion."""
-        ...
-
-    async def call_json(
-        self,
-        messages: Sequence[Message | dict[str, Any]],
-        schema: type[M],
-        *,
-        max_attempts: int | None = None,
-        **kwargs: Any,
-    ) -> M:
-        """A completion validated against ``schema`` (raises ``StructuredOutputError``)."""
-        ...
 
 
 def to_text(value: Any) -> str:

@@ -4,8 +4,8 @@ backoff, and fallbacks to other providers.
 An answer is a stream of events (:mod:`loom.llm.exchange`; a non-streamed call yields
 just its usage and finish events), so one loop serves both:
 
-- :func:`with_retries` runs attempts of one provider, each inside a limiter slot (the
-  limiter settles with the usage the server reported), and retries a retryable error
+- :func:`with_retries` runs attempts of one provider, each inside a limiter slot (settled
+  with the usage of the answer, or the estimate when there is none), and retries a retryable error
   (:func:`loom.llm.retry.retryable`) after a backoff — but only until the first event
   has been passed on: a half-streamed answer cannot be retried without the caller
   seeing text twice.
@@ -24,7 +24,7 @@ from . import retry
 from .errors import LLMConnectionError, LLMError, LLMStatusError, RateLimitError, ServerError
 from .errors import redact as _redact
 from .limits import Limiter
-from .types import StreamEvent, UsageEvent
+from .types import FinishEvent, StreamEvent
 
 log = logging.getLogger("loom.llm")
 
@@ -74,8 +74,9 @@ async def with_retries(
                 async with limiter.slot(estimated_tokens) as slot, aclosing(attempt()) as events:
                     async for event in events:
                         yielded = True
-                        if type(event) is UsageEvent:
-                            slot.settle(event.usage.total_tokens or estimated_tokens)
+                        if type(event) is FinishEvent:
+                            usage = event.response.usage
+                            slot.settle(usage.total_tokens or estimated_tokens)
                         yield event
             return
         except LLMError as err:

@@ -1,10 +1,11 @@
 """One attempt: send a request body, read the answer as stream events.
 
-Both kinds of call end the same way — a :class:`UsageEvent` and a :class:`FinishEvent`
-carrying the assembled response — so that the attempt loop
-(:mod:`loom.llm.attempts`) treats calls and streams alike. A streamed answer's events
-come as the server sends them; a server that ignores ``stream: true`` and sends one JSON
-body is replayed as events.
+Both kinds of call end the same way — ``on_answer`` is told the assembled response, then
+the last events follow, the very last a :class:`FinishEvent` carrying the response — so
+that the attempt loop (:mod:`loom.llm.attempts`) treats calls and streams
+alike, and an answer is accounted for even if its consumer stops before the last event.
+A streamed answer's events come as the server sends them; a server that ignores
+``stream: true`` and sends one JSON body is replayed as events.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from pydantic_core import from_json
 from . import _http
 from .errors import LLMResponseError
 from .streaming import SSEDecoder, StreamAccumulator, parse_completion, response_events
-from .types import FinishEvent, StreamEvent, UsageEvent
+from .types import FinishEvent, LLMResponse, StreamEvent
 
 
 async def complete(
@@ -26,11 +27,13 @@ async def complete(
     extra_headers: dict[str, str],
     timeout: float | None,
     name_map: dict[str, str],
+    *,
+    on_answer: Callable[[LLMResponse], None],
 ) -> AsyncGenerator[StreamEvent, None]:
-    """A non-streamed completion: its usage and finish events."""
+    """A non-streamed completion: its finish event (a call needs no other)."""
     data = await _http.fetch_json(endpoint, content, extra_headers, timeout)
     response = parse_completion(data, endpoint.provider, name_map)
-    yield UsageEvent(response.usage)
+    on_answer(response)
     yield FinishEvent(response.finish_reason, response)
 
 
@@ -43,12 +46,14 @@ async def stream(
     *,
     prompt_tokens: int,
     on_first_chunk: Callable[[], None],
+    on_answer: Callable[[LLMResponse], None],
 ) -> AsyncGenerator[StreamEvent, None]:
     """A streamed completion's events as they arrive.
 
     Args:
         prompt_tokens: The prompt's estimated size, for servers that send no usage.
         on_first_chunk: Called when the first content arrives (time to first token).
+        on_answer: Called with the assembled response, before the last events.
 
     Raises:
         LLMResponseError: not an event stream, an oversized or truncated stream.
@@ -64,7 +69,9 @@ async def stream(
                     f"{name}: expected text/event-stream, got {ctype or 'no'} content type",
                     provider=name,
                 )
-            for event in await _replay_json(response, endpoint, name_map):
+            answer = await _read_json(response, endpoint, name_map)
+            on_answer(answer)
+            for event in response_events(answer):
                 yield event
             return
         decoder = SSEDecoder()
@@ -88,15 +95,19 @@ async def stream(
         for payload in decoder.close():
             for event in acc.feed_payload(payload):
                 yield event
-        for event in acc.finish(estimate_prompt_tokens=prompt_tokens):
+        final = acc.finish(estimate_prompt_tokens=prompt_tokens)
+        finish = final[-1]
+        assert isinstance(finish, FinishEvent)
+        on_answer(finish.response)
+        for event in final:
             yield event
     finally:
         await response.aclose()
 
 
-async def _replay_json(
+async def _read_json(
     response: httpx.Response, endpoint: _http.Endpoint, name_map: dict[str, str]
-) -> list[StreamEvent]:
+) -> LLMResponse:
     """The server ignored ``stream: true`` and sent one JSON body."""
     name = endpoint.provider
     raw = await _http.read_body(response, endpoint.max_response_bytes, name)
@@ -104,7 +115,7 @@ async def _replay_json(
         data = from_json(raw)
     except ValueError as exc:
         raise LLMResponseError(f"{name}: invalid JSON body: {exc}", provider=name) from None
-    return response_events(parse_completion(data, name, name_map))
+    return parse_completion(data, name, name_map)
 
 
 __all__ = ["complete", "stream"]

@@ -442,10 +442,18 @@ class LLMProvider(ChatModel):
         span = trace.start(body, stream=stream, base_url=self._base_url)
         content = to_json(body)
         prompt_tokens = estimate_prompt_tokens(body) if stream or self._limiter else 0
+        done: LLMResponse | None = None
+
+        def answered(response: LLMResponse) -> None:
+            nonlocal done
+            self._account(response, started)
+            done = response
 
         def attempt() -> AsyncGenerator[StreamEvent, None]:
             if not stream:
-                return exchange.complete(ep, content, req.extra_headers, req.timeout, name_map)
+                return exchange.complete(
+                    ep, content, req.extra_headers, req.timeout, name_map, on_answer=answered
+                )
             return exchange.stream(
                 ep,
                 content,
@@ -454,9 +462,9 @@ class LLMProvider(ChatModel):
                 name_map,
                 prompt_tokens=prompt_tokens,
                 on_first_chunk=lambda: trace.first_chunk(span, time.perf_counter() - started),
+                on_answer=answered,
             )
 
-        done: LLMResponse | None = None
         try:
             async for event in with_retries(
                 attempt,
@@ -469,9 +477,6 @@ class LLMProvider(ChatModel):
                 secrets=self._secrets,
                 on_retry=functools.partial(trace.retry, span),
             ):
-                if type(event) is FinishEvent:
-                    self._account(event.response, started)
-                    done = event.response
                 yield event
         except BaseException as exc:
             if done is not None:  # the consumer stopped after the answer was complete

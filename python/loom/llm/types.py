@@ -1,5 +1,6 @@
-"""Request and response models: ``Message``, ``ToolCall``, ``Usage``, ``LLMResponse``, and the
-typed events of :meth:`LLMProvider.stream_events`.
+"""Request and response models: ``Message``, ``ToolCall``, ``Usage``, ``LLMResponse``, the
+typed events of :meth:`LLMProvider.stream_events`, and :class:`ChatModel`, the protocol
+every model (a provider, a test double) implements.
 
 Response models tolerate unknown fields (servers add their own) and keep the decoded body
 in ``LLMResponse.raw``. Stream events are plain slotted dataclasses: a stream creates one

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Mapping
+from functools import cached_property
 from typing import TYPE_CHECKING, Any, Protocol
 
 from loom._aio import resolve
@@ -22,6 +23,7 @@ from loom.telemetry import Telemetry
 
 if TYPE_CHECKING:
     from loom.config import ProjectConfig
+    from loom.llm.state import LLMState
     from loom.tools.registry import ToolRegistry
 
 log = logging.getLogger("loom.runtime")
@@ -70,6 +72,13 @@ class Runtime:
         self.stop_requested: asyncio.Event | None = None
         #: Tracing state (spans recorded?, content capture, tracer), handed to agents.
         self.telemetry = Telemetry()
+
+    @cached_property
+    def llm_state(self) -> LLMState:
+        """LLM usage totals, budgets, limiters and local model servers of this runtime."""
+        from loom.llm.state import LLMState
+
+        return LLMState()
 
     # -- default runtime -----------------------------------------------------------
 

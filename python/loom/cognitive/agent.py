@@ -23,6 +23,7 @@ from loom.cognitive.types import (
 )
 from loom.errors import LoomError, ToolArgumentsInvalid, ToolError
 from loom.llm.types import (
+    ChatModel,
     FinishEvent,
     LLMResponse,
     TextDelta,
@@ -78,8 +79,8 @@ class CognitiveAgent:
     Args:
         ctx: The agent's context (tools are called through it; may be None if no
             tools are used).
-        llm: An ``LLMProvider`` (or anything with ``call``/``stream_events``, such as
-            ``loom.testing.ScriptedModel``).
+        llm: The model (:class:`~loom.llm.types.ChatModel`): an ``LLMProvider``, a
+            ``loom.testing`` model, or a double of your own.
         config: How to think; see :class:`CognitiveConfig`.
         tools: Tool names (or ``@tool`` functions) to offer; ``None`` offers every
             registered tool, ``[]`` none.
@@ -88,7 +89,7 @@ class CognitiveAgent:
     def __init__(
         self,
         ctx: Any,
-        llm: Any,
+        llm: ChatModel,
         config: CognitiveConfig | None = None,
         tools: Iterable[Any] | None = None,
         *,

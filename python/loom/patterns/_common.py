@@ -1,14 +1,16 @@
-"""What the patterns share: the model protocol, prompt text, bus replies and spans."""
+"""What the patterns share: the model protocol (:class:`loom.llm.types.ChatModel`),
+prompt text, bus replies and spans."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 from collections.abc import Awaitable, Sequence
-from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from pydantic import BaseModel
 
+from loom.llm.types import ChatModel as ChatModel
 from loom.patterns.errors import RemoteError
 
 # The patterns' spans (``invoke_workflow``, one per step) live with the other spans.
@@ -18,9 +20,7 @@ from loom.telemetry.workflow_spans import workflow_span as workflow_span
 
 if TYPE_CHECKING:
     from loom._core import Envelope
-    from loom.llm.types import LLMResponse, Message
 
-M = TypeVar("M")
 R = TypeVar("R")
 
 #: A span for one step of a pattern (:func:`loom.telemetry.workflow_spans.pattern_span`).
@@ -28,28 +28,6 @@ span = pattern_span
 
 #: Seconds a pattern waits for an agent's reply by default.
 DEFAULT_BUS_TIMEOUT = 30.0
-
-
-class ChatModel(Protocol):
-    """What the patterns need from a model: :class:`loom.llm.LLMProvider`,
-    :class:`loom.testing.ScriptedModel` and :class:`loom.testing.FunctionModel` all fit."""
-
-    async def call(
-        self, messages: Sequence[Message | dict[str, Any]], **kwargs: Any
-    ) -> LLMResponse:
-        """One chat completion."""
-        ...
-
-    async def call_json(
-        self,
-        messages: Sequence[Message | dict[str, Any]],
-        schema: type[M],
-        *,
-        max_attempts: int | None = None,
-        **kwargs: Any,
-    ) -> M:
-        """A completion validated against ``schema`` (raises ``StructuredOutputError``)."""
-        ...
 
 
 def to_text(value: Any) -> str:

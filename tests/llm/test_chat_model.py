@@ -1,9 +1,13 @@
 """``ChatModel`` (loom.llm.types) is the one model type: the provider, the test models and
-a user's own double all satisfy it, checked at run time and by mypy."""
+a user's own double all satisfy it, checked at run time and by mypy (which also checks
+that the runtime is an ``LLMHost``)."""
 
 from __future__ import annotations
 
 import inspect
+import os
+import subprocess
+import sys
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
@@ -74,13 +78,17 @@ SNIPPET = """\
 from collections.abc import AsyncIterator, Sequence
 from typing import Any, TypeVar
 
+from loom import Runtime
 from loom.cognitive import CognitiveAgent
-from loom.llm import ChatModel, FinishEvent, LLMConfig, LLMProvider, LLMResponse, StreamEvent
+from loom.llm import ChatModel, FinishEvent, LLMConfig, LLMHost, LLMProvider, LLMResponse
+from loom.llm import StreamEvent
 from loom.testing import FunctionModel, ScriptedModel
 
 M = TypeVar("M")
 
 {classes}
+
+host: LLMHost = Runtime()  # the runtime is what the LLM client takes it for
 
 provider: ChatModel = LLMProvider(None, LLMConfig(base_url="http://127.0.0.1:9/v1"))
 scripted: ChatModel = ScriptedModel(["hi"])
@@ -91,26 +99,32 @@ wrong: ChatModel = NotAModel()  # the one error expected
 """
 
 
-def test_each_model_satisfies_the_protocol_for_mypy(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    api = pytest.importorskip("mypy.api")
+def test_each_model_satisfies_the_protocol_for_mypy(tmp_path: Path) -> None:
+    pytest.importorskip("mypy")
     classes = inspect.getsource(Double) + "\n\n" + inspect.getsource(NotAModel)
     code = SNIPPET.format(classes=classes)
     wrong_line = code.splitlines().index("wrong: ChatModel = NotAModel()  # the one error expected")
     snippet = tmp_path / "uses_models.py"
     snippet.write_text(code)
-    monkeypatch.setenv("MYPYPATH", str(ROOT / "python"))
-    out, err, _ = api.run(
+    # In a child process: mypy changes process-wide settings (the recursion limit).
+    proc = subprocess.run(
         [
+            sys.executable,
+            "-m",
+            "mypy",
             "--config-file",
             str(ROOT / "pyproject.toml"),
             "--cache-dir",
             str(tmp_path / ".mypy_cache"),
             "--follow-imports=silent",
             str(snippet),
-        ]
+        ],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "MYPYPATH": str(ROOT / "python")},
+        timeout=300,
     )
-    mine = [line for line in out.splitlines() if line.startswith(str(snippet))]
-    assert len(mine) == 1, out + err
-    assert f":{wrong_line + 1}: error:" in mine[0] and "NotAModel" in mine[0], out + err
+    out = proc.stdout + proc.stderr
+    mine = [line for line in proc.stdout.splitlines() if line.startswith(str(snippet))]
+    assert len(mine) == 1, out
+    assert f":{wrong_line + 1}: error:" in mine[0] and "NotAModel" in mine[0], out

@@ -28,4 +28,3 @@ MAX_ERROR_BODY_CHARS = 2000
 DEFAULT_JSON_ATTEMPTS = 3
 #: Seconds the local llama.cpp server may take to answer ``/v1/models``.
 LOCAL_SERVER_STARTUP_TIMEOUT = 120.0
-USER_AGENT = "loom-llm/0.1"

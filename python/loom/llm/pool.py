@@ -18,6 +18,8 @@ from collections.abc import Awaitable, Callable
 
 import httpx
 
+from loom._version import USER_AGENT
+
 from . import _http
 from .config import LLMConfig
 from .quirks import Quirks
@@ -130,7 +132,7 @@ def endpoint(
 ) -> _http.Endpoint:
     """Everything a request of this provider sends, for the pool's current client."""
     headers = {
-        "User-Agent": "loom-llm",
+        "User-Agent": USER_AGENT,
         "Accept": "application/json",
         "Accept-Encoding": "gzip, deflate",
         "Content-Type": "application/json",

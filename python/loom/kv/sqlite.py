@@ -59,6 +59,12 @@ CREATE INDEX IF NOT EXISTS loom_kv_expiry ON loom_kv (expires) WHERE expires IS 
 
 _LIVE = "(expires IS NULL OR expires > ?)"
 
+_NEXT_SEQ = (
+    "INSERT INTO loom_kv_buckets (name, seq) VALUES (?, 1) "
+    "ON CONFLICT (name) DO UPDATE SET seq = seq + 1"
+)
+_RETURNING = sqlite3.sqlite_version_info >= (3, 35)
+
 
 class SqliteStore:
     """A SQLite database holding buckets (:meth:`bucket`). ``path=None`` keeps it in
@@ -240,14 +246,13 @@ class SqliteBucket(KeyValue):
                 if actual != (expect or None):
                     raise conflict(key, expect, actual)
             self.store.sweep_expired(conn, now)
-            conn.execute(
-                "INSERT INTO loom_kv_buckets (name, seq) VALUES (?, 1) "
-                "ON CONFLICT (name) DO UPDATE SET seq = seq + 1",
-                (self.bucket,),
-            )
-            (revision,) = conn.execute(
-                "SELECT seq FROM loom_kv_buckets WHERE name = ?", (self.bucket,)
-            ).fetchone()
+            if _RETURNING:
+                (revision,) = conn.execute(_NEXT_SEQ + " RETURNING seq", (self.bucket,)).fetchone()
+            else:  # SQLite < 3.35
+                conn.execute(_NEXT_SEQ, (self.bucket,))
+                (revision,) = conn.execute(
+                    "SELECT seq FROM loom_kv_buckets WHERE name = ?", (self.bucket,)
+                ).fetchone()
             conn.execute(
                 "INSERT INTO loom_kv (bucket, key, revision, ts, expires, kind, value) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (bucket, key) DO UPDATE SET "

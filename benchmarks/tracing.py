@@ -10,12 +10,13 @@ the worst case for tracing: an agent step with a real model takes 100-1000x long
 *tracing*: ``loom.telemetry.setup()`` with the OTLP/JSON file exporter behind a
 ``BatchSpanProcessor`` and one ``invoke_workflow`` root span, metrics off.
 *tracing + metrics*: the same with metrics on, which is what ``loom run`` installs by
-default (the GenAI histograms are recorded for every chat span).
+default (the GenAI histograms are recorded for every LLM call).
 
 Per request that is 5 spans: send, invoke_agent, chat, execute_tool and the reply's
 send. The scripted model emits no ``chat`` span of its own, so the
-benchmark wraps each call in the LLM client's own span helpers (``loom.llm._otel``), the
-code path of a real ``LLMProvider`` call.
+benchmark wraps each call in the LLM client's own span and metric helpers
+(``loom.telemetry.chat_spans``, ``record_llm_call``), the code path of a real
+``LLMProvider`` call.
 
 Reported: best-of-R wall time for the loop alone (spans queued, exported on the
 processor's thread meanwhile) and for loop + flush (everything written to disk), and
@@ -39,7 +40,8 @@ from pathlib import Path
 from typing import Any
 
 from loom import Agent, Runtime
-from loom.llm import _otel
+from loom.telemetry import chat_spans
+from loom.telemetry.metrics import record_llm_call
 from loom.testing import ScriptedModel, tool_call
 from loom.tools import tool
 
@@ -59,7 +61,7 @@ class TracedScripted:
 
     async def call(self, messages: list[dict[str, Any]], **kwargs: Any) -> Any:
         started = time.perf_counter()
-        span = _otel.start_chat_span(
+        span = chat_spans.start_chat_span(
             provider="scripted",
             system="scripted",
             body={"model": self.model.model, "messages": messages, **kwargs},
@@ -72,9 +74,19 @@ class TracedScripted:
                 await asyncio.sleep(self.latency)  # a model's time to answer
             resp = await self.model.call(messages, **kwargs)
         except BaseException as exc:
-            _otel.end_error(span, exc, (time.perf_counter() - started) * 1000)
+            chat_spans.end_error(span, exc, (time.perf_counter() - started) * 1000)
             raise
-        _otel.end_ok(span, resp, (time.perf_counter() - started) * 1000)
+        elapsed = time.perf_counter() - started
+        record_llm_call(
+            provider="scripted",
+            request_model=self.model.model,
+            duration_s=elapsed,
+            response_model=resp.model or None,
+            input_tokens=resp.usage.prompt_tokens,
+            output_tokens=resp.usage.completion_tokens,
+            server_address="test.invalid",
+        )
+        chat_spans.end_ok(span, resp, elapsed * 1000)
         return resp
 
 
@@ -109,13 +121,9 @@ async def loop(calls: int, concurrency: int, latency: float = 0.0) -> float:
             reply = await client.ctx.request("bench.task", payload=f"task {i}", timeout=30)
             assert reply.payload == 5
 
-    from loom.telemetry import tracing_active
-
     t0 = time.perf_counter()
-    if tracing_active():
-        from loom.telemetry.spans import tracer
-
-        with tracer().start_as_current_span("invoke_workflow bench"):
+    if runtime.telemetry.active:
+        with runtime.telemetry.tracer().start_as_current_span("invoke_workflow bench"):
             await asyncio.gather(*(one(i) for i in range(calls)))
     else:
         await asyncio.gather(*(one(i) for i in range(calls)))

@@ -53,6 +53,7 @@ LAYERS: list[tuple[str, ...]] = [
     (
         "loom.app",
         "loom.loader",
+        "loom.scripts",
         "loom.testing",
         "loom.patterns",
         "loom.cognitive",

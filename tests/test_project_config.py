@@ -57,11 +57,13 @@ def test_malformed_toml_names_file_and_line(tmp_path: Path) -> None:
 
 
 def test_missing_required_key_names_key_and_line(tmp_path: Path) -> None:
-    write(tmp_path, '[project]\nname = "x"\n\n[agents.a]\ntopics = ["t"]\n')
-    with pytest.raises(ConfigError, match="missing required key 'code'") as info:
+    # Issue 15: [agents.a] without `code` is the original layout's settings table (its
+    # script is agents/*.py), so the required key checked here is [job] topic.
+    write(tmp_path, '[project]\nname = "x"\n\n[job]\ntype = "t"\n')
+    with pytest.raises(ConfigError, match="missing required key 'topic'") as info:
         load_project_config(tmp_path)
-    assert info.value.key == "agents.a.code"
-    assert info.value.line == 4  # the [agents.a] header
+    assert info.value.key == "job.topic"
+    assert info.value.line == 4  # the [job] header
 
 
 def test_bad_value_names_key_and_line(tmp_path: Path) -> None:

@@ -9,7 +9,7 @@ from opentelemetry import trace
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from loom import Agent, Runtime
-from loom.telemetry import _tracing, refresh_tracing_active
+from loom.telemetry import refresh_tracing_active, tracing_active
 
 
 async def test_request_chain_is_one_trace(
@@ -77,7 +77,7 @@ async def test_handler_error_marks_the_span(
 
 def test_untraced_by_default() -> None:
     refresh_tracing_active()
-    assert _tracing[0] is False
+    assert tracing_active() is False
 
 
 async def test_replies_do_not_get_their_own_agent_span(

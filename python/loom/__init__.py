@@ -33,8 +33,16 @@ from loom.errors import (
 )
 from loom.runtime import Runtime
 
+#: The context's names in earlier Loom code.
+Context = EventContext = AgentContext
+
 if TYPE_CHECKING:  # pragma: no cover
     from loom import llm as llm
+    from loom.cognitive import CognitiveAgent as CognitiveAgent
+    from loom.cognitive import CognitiveConfig as CognitiveConfig
+    from loom.llm import LLMProvider as LLMProvider
+    from loom.tools import PythonTool as Tool  # noqa: F401
+    from loom.tools import tool as tool
 
 __all__ = [
     "Agent",
@@ -67,10 +75,24 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
-    # Subpackages with heavier imports load on first use, keeping `import loom` fast.
-    if name in {"llm", "tools", "telemetry", "patterns", "cognitive", "testing"}:
-        import importlib
+#: Names from subpackages with heavier imports, loaded on first use (keeping
+#: ``import loom`` fast): ``from loom import LLMProvider`` works as earlier Loom code
+#: wrote it.
+_LAZY: dict[str, tuple[str, str]] = {
+    "LLMProvider": ("loom.llm", "LLMProvider"),
+    "CognitiveAgent": ("loom.cognitive", "CognitiveAgent"),
+    "CognitiveConfig": ("loom.cognitive", "CognitiveConfig"),
+    "tool": ("loom.tools", "tool"),
+    "Tool": ("loom.tools", "PythonTool"),
+}
 
+
+def __getattr__(name: str) -> Any:
+    import importlib
+
+    if name in {"llm", "tools", "telemetry", "patterns", "cognitive", "testing"}:
         return importlib.import_module(f"loom.{name}")
+    if name in _LAZY:
+        module, attr = _LAZY[name]
+        return getattr(importlib.import_module(module), attr)
     raise AttributeError(f"module 'loom' has no attribute {name!r}")

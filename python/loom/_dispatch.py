@@ -24,7 +24,7 @@ from typing import Any
 from loom._aio import is_awaitable, resolve
 from loom._core import Envelope
 from loom.bus import Subscription
-from loom.telemetry import _tracing
+from loom.telemetry.state import DEFAULT, Telemetry
 
 log = logging.getLogger("loom.agent")
 
@@ -65,7 +65,11 @@ class Limiter:
 
 
 class SubscriptionRunner:
-    """Feeds one subscription's events to a handler from a pool of worker tasks."""
+    """Feeds one subscription's events to a handler from a pool of worker tasks.
+
+    With ``traced``, each event gets an ``invoke_agent`` span while ``telemetry`` (the
+    runtime's; default: the process's) is active.
+    """
 
     def __init__(
         self,
@@ -78,6 +82,7 @@ class SubscriptionRunner:
         concurrency: int = 1,
         limiter: Limiter | None = None,
         traced: bool = True,
+        telemetry: Telemetry | None = None,
     ) -> None:
         if (on_event is None) == (on_batch is None):
             raise ValueError("give exactly one of on_event and on_batch")
@@ -89,6 +94,7 @@ class SubscriptionRunner:
         self._concurrency = 1 if on_batch else max(1, concurrency)
         self._limiter = limiter
         self._traced = traced
+        self._telemetry = telemetry or DEFAULT
         self._leading = False
         self._waking = False
         self._idle: deque[asyncio.Future[None]] = deque()
@@ -160,6 +166,7 @@ class SubscriptionRunner:
         awaitable = is_awaitable
         ctx = self._ctx
         traced = self._traced
+        telemetry = self._telemetry
         while True:
             if not pending:
                 events = take(BATCH_MAX)
@@ -175,7 +182,7 @@ class SubscriptionRunner:
                     # time; each helper brings the next), so a slow handler never sits
                     # on events another worker could run.
                     self._wake_one()
-                if traced and _tracing[0]:
+                if traced and telemetry.active:
                     await self._handle_traced(event)
                     continue
                 if lim is not None:
@@ -208,24 +215,20 @@ class SubscriptionRunner:
 
     async def _handle_traced(self, event: Envelope) -> None:
         """The slow path when tracing is on: one ``invoke_agent`` span per event."""
-        from opentelemetry.trace import Status, StatusCode
-
-        from loom.telemetry.spans import invoke_agent_span
+        from loom.telemetry.agent_spans import invoke_agent_span, mark_failed
 
         assert self._on_event is not None
         lim = self._limiter
         if lim is not None:
             await lim.acquire()
         try:
-            with invoke_agent_span(self.owner, event) as span:
+            with invoke_agent_span(self._telemetry, self.owner, event) as span:
                 try:
                     await resolve(self._on_event(self._ctx, event.topic, event))
                 except asyncio.CancelledError:
                     raise
                 except Exception as exc:
-                    span.set_attribute("error.type", type(exc).__name__)
-                    span.set_status(Status(StatusCode.ERROR, str(exc)[:512]))
-                    span.record_exception(exc)
+                    mark_failed(span, exc)
                     self._log_failure(event)
         finally:
             if lim is not None:

@@ -14,13 +14,14 @@ when the native tools are set up, and raises a :class:`ConfigError` at
 What must not be inside the workspace (all paths resolved, so symlinks cannot hide an
 overlap): ``loom.toml`` itself, ``<project>/.env``, ``<project>/.loom/``, the
 ``[telemetry] trace_dir`` and ``[llm.*] cache_dir``, the ``[kv] path`` database, every
-``[agents.*] code`` file or the package/module it names, an ``[llm.*] serve`` model
-file, every directory on Python's import path (``sys.path``), and for each ``[mcp.*]``
-stdio server its ``command``, its working directory, any argument or ``env`` value
-naming a path strictly inside the workspace, and (for a bare command name) the ``PATH``
-entries it is looked up in. Directories Loom owns (``.loom``, trace and cache
-directories, agent packages) must not contain the workspace either. An argument equal to
-the workspace root itself is allowed, so a file server can be pointed at it.
+``[agents.*] code`` file or the package/module it names, the original layout's
+``agents/*.py`` scripts, an ``[llm.*] serve`` model file, every directory on Python's
+import path (``sys.path``), and for each ``[mcp.*]`` stdio server its ``command``, its
+working directory, any argument or ``env`` value naming a path strictly inside the
+workspace, and (for a bare command name) the ``PATH`` entries it is looked up in.
+Directories Loom owns (``.loom``, trace and cache directories, agent packages) must not
+contain the workspace either. An argument equal to the workspace root itself is allowed,
+so a file server can be pointed at it.
 """
 
 from __future__ import annotations
@@ -81,7 +82,10 @@ def _protected(project: ProjectConfig) -> Iterator[Protected]:
         if isinstance(serve, str) and ("/" in serve or serve.endswith(".gguf")):
             yield (f"[llm.{name}] serve (a model file)", _resolve(cwd, serve), "in")
     for name, agent in project.agents.items():
-        yield from _agent_code(root, name, agent.code)
+        if agent.code is not None:
+            yield from _agent_code(root, name, agent.code)
+    for script in project.script_files():
+        yield (f"the agent script {script.relative_to(root)}", script.resolve(), "in")
     for entry in sys.path:
         if entry:
             yield (f"the Python import path entry {entry}", Path(entry).resolve(), "in")

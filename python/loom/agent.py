@@ -99,6 +99,7 @@ class Agent:
         self.ctx = AgentContext(agent_id, self.runtime, config, max_concurrency=max_concurrency)
         self._running = False
         self._main_task: asyncio.Task[None] | None = None
+        self._start_task: asyncio.Task[None] | None = None
 
     @property
     def running(self) -> bool:
@@ -195,9 +196,23 @@ class Agent:
     ) -> None:
         await self.stop()
 
+    @property
+    def _ctx(self) -> AgentContext:
+        """The original Loom's name for :attr:`ctx`."""
+        return self.ctx
+
     def run(self) -> None:
-        """Runs the agent until SIGINT or SIGTERM, then stops it cleanly (blocking)."""
-        asyncio.run(run_until_signal([self]))
+        """Runs the agent until SIGINT or SIGTERM, then stops it cleanly (blocking).
+
+        Called on a running event loop (a script ``loom run`` executes in-process),
+        it starts the agent on that loop and returns: the runtime keeps it running.
+        """
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            asyncio.run(run_until_signal([self]))
+            return
+        self._start_task = loop.create_task(self.start(), name=f"loom:{self.agent_id}.start")
 
     def __repr__(self) -> str:
         return f"Agent({self.agent_id!r}, topics={self.topics!r})"

@@ -5,8 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
@@ -81,6 +80,7 @@ async def run_project(
             ``[telemetry]`` setting — before any agent starts.
     """
     from loom.telemetry import refresh_tracing_active
+    from loom.telemetry.workflow_spans import end_project_run_span, project_run_span
 
     handle: TelemetryHandle | None = None
     if telemetry is None:
@@ -105,7 +105,9 @@ async def run_project(
         signals.enter_context(stop_on_signals(stop))
     result = RunResult(EXIT_INTERRUPTED, message="interrupted")
     try:
-        with _workflow_span(project, handle) as root:
+        with project_run_span(
+            runtime.telemetry, project, handle.run_id if handle is not None else None
+        ) as root:
             try:
                 agents = build_agents(project, runtime)
                 # Tools built (a mistake is exit 2 now, not at the first call), [bus]
@@ -128,7 +130,13 @@ async def run_project(
                 signals.close()
                 # Inside the span: handlers still in flight finish as its descendants.
                 await runtime.stop()
-            _end_workflow_span(root, result)
+            end_project_run_span(
+                root,
+                exit_code=result.exit_code,
+                failed=result.exit_code == EXIT_JOB_FAILED,
+                interrupted=result.exit_code == EXIT_INTERRUPTED,
+                message=result.message,
+            )
     finally:
         if handle is not None:
             # Off the loop: a slow OTLP endpoint must not freeze it while flushing.
@@ -137,49 +145,6 @@ async def run_project(
             if handle.trace_file is not None and handle.trace_file.exists():
                 log.info("trace: %s (loom trace show %s)", handle.trace_file, handle.run_id)
     return result
-
-
-@contextmanager
-def _workflow_span(project: ProjectConfig, handle: TelemetryHandle | None) -> Iterator[Any]:
-    """``invoke_workflow {project}``: the GenAI conventions' span for a run that
-    coordinates several agents; everything the run does is under it (one trace)."""
-    from loom.telemetry import tracing_active
-
-    if not tracing_active():
-        yield None
-        return
-    from opentelemetry.trace import SpanKind
-
-    from loom.telemetry.spans import tracer
-
-    name = project.project.name
-    attrs: dict[str, Any] = {
-        "gen_ai.operation.name": "invoke_workflow",
-        "gen_ai.workflow.name": name,
-        "loom.project.agents": len([a for a in project.agents.values() if a.enabled]),
-    }
-    if handle is not None:
-        attrs["loom.run.id"] = handle.run_id
-    if project.job is not None:
-        attrs["loom.job.topic"] = project.job.topic
-        attrs["loom.job.type"] = project.job.type
-    with tracer().start_as_current_span(
-        f"invoke_workflow {name}", kind=SpanKind.INTERNAL, attributes=attrs
-    ) as span:
-        yield span
-
-
-def _end_workflow_span(span: Any, result: RunResult) -> None:
-    if span is None or not span.is_recording():
-        return
-    from opentelemetry.trace import Status, StatusCode
-
-    span.set_attribute("loom.run.exit_code", result.exit_code)
-    if result.exit_code == EXIT_JOB_FAILED:
-        span.set_attribute("error.type", "job_failed")
-        span.set_status(Status(StatusCode.ERROR, result.message[:512]))
-    elif result.exit_code == EXIT_INTERRUPTED:
-        span.set_attribute("loom.run.interrupted", True)
 
 
 async def _run_job(

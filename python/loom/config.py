@@ -16,9 +16,17 @@ import re
 import sys
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, NoReturn
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    GetCoreSchemaHandler,
+    ValidationError,
+    field_validator,
+)
+from pydantic_core import core_schema
 
 from loom._secrets import redacted
 from loom.bus import QoS
@@ -51,30 +59,45 @@ KNOWN_TABLES = frozenset(
 )
 
 
+#: Top-level tables of the original Loom that this one does not need, and why.
+ORIGINAL_TABLES = {
+    "bridge": "agents share one in-process runtime; there is no bridge to connect to",
+    "dashboard": "traces go to .loom/traces (loom trace show) or [telemetry] otlp_endpoint",
+}
+
+#: Top-level keys of the original layout that belong to ``[project]``.
+PROJECT_KEYS = ("name", "version", "description")
+
+#: Entry points beside loom.toml the original ``loom run`` also ran (the first found).
+SCRIPT_ENTRY_POINTS = ("main.py", "run.py", "app.py")
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 class ProjectMeta(BaseModel):
-    """``[project]``: name and free-form metadata."""
+    """``[project]``: name and free-form metadata. The original layout's top-level
+    ``name``, ``version`` and ``description`` keys land here too."""
 
     model_config = ConfigDict(extra="allow", frozen=True)
     name: str = "loom-project"
+    version: str = ""
     description: str = ""
 
 
-class AgentSpec(BaseModel):
-    """``[agents.<name>]``: where an agent's code is and what it listens to.
-
-    Keys other than the ones below are free-form settings, passed to the agent as
-    ``ctx.config`` (together with these).
-    """
+class _AgentFields(BaseModel):
+    """The keys of ``[agents.<name>]`` Loom reads itself (validated); other keys are
+    the agent's own settings."""
 
     model_config = ConfigDict(extra="allow", frozen=True)
 
-    code: str = Field(
+    code: str | None = Field(
+        default=None,
         description="A Python file (relative to loom.toml) or a module name, "
-        "optionally followed by ':attribute'."
+        "optionally followed by ':attribute'. Without it the table only holds settings "
+        "for the scripts of the original layout (``agents/*.py``, see "
+        ":meth:`ProjectConfig.script_files`).",
     )
     topics: list[str] = Field(default_factory=list)
     handler: str = "on_event"
@@ -93,6 +116,126 @@ class AgentSpec(BaseModel):
         for t in topics:
             _core.validate_pattern(t)
         return topics
+
+
+class AgentSpec(dict[str, Any]):
+    """``[agents.<name>]``: where an agent's code is, what it listens to, and its
+    settings.
+
+    A read-only ``dict`` of the whole table (defaults filled in), so code written for
+    plain tables keeps working — ``config.agents.get(name, {}).get("model")``,
+    ``spec["topics"]``, ``json.dumps(spec)`` — with the keys Loom reads as typed
+    attributes (``spec.code``, ``spec.topics``, ``spec.qos``, ...). Other keys are
+    free-form settings, also readable as attributes; the agent gets the whole table
+    as ``ctx.config``. Copy it with ``dict(spec)`` to change it.
+
+    Raises:
+        pydantic.ValidationError: when built directly from invalid values (inside
+            :func:`parse_project_config` that becomes a :class:`ConfigError` naming
+            the line and key).
+    """
+
+    __slots__ = ("_fields",)
+    _fields: _AgentFields
+
+    def __init__(
+        self, table: Mapping[str, Any] | _AgentFields | None = None, /, **keys: Any
+    ) -> None:
+        if isinstance(table, _AgentFields) and not keys:
+            fields = table
+        else:
+            fields = _AgentFields.model_validate({**dict(table or {}), **keys})
+        super().__init__(fields.model_dump())
+        self._fields = fields
+
+    @classmethod
+    def __get_pydantic_core_schema__(
+        cls, source: Any, handler: GetCoreSchemaHandler
+    ) -> core_schema.CoreSchema:
+        # Validated as the model (errors keep their location: agents.<name>.<key>),
+        # then wrapped; serialised as the plain table.
+        return core_schema.no_info_after_validator_function(
+            cls,
+            handler.generate_schema(_AgentFields),
+            serialization=core_schema.plain_serializer_function_ser_schema(dict),
+        )
+
+    # -- the keys Loom reads -----------------------------------------------------------
+
+    @property
+    def code(self) -> str | None:
+        """The agent's module (file or module name, ``:attr`` optional); None for a
+        settings-only table of the original layout."""
+        return self._fields.code
+
+    @property
+    def topics(self) -> list[str]:
+        return list(self._fields.topics)
+
+    @property
+    def handler(self) -> str:
+        """The module function called for each event (default ``on_event``)."""
+        return self._fields.handler
+
+    @property
+    def qos(self) -> QoS:
+        return self._fields.qos
+
+    @property
+    def capacity(self) -> int | None:
+        return self._fields.capacity
+
+    @property
+    def max_concurrency(self) -> int:
+        return self._fields.max_concurrency
+
+    @property
+    def group(self) -> str | None:
+        return self._fields.group
+
+    @property
+    def enabled(self) -> bool:
+        return self._fields.enabled
+
+    @property
+    def model_extra(self) -> dict[str, Any]:
+        """The free-form settings (every key Loom does not read itself)."""
+        return dict(self._fields.model_extra or {})
+
+    @property
+    def model_fields_set(self) -> set[str]:
+        """The keys the table sets (the others have their default)."""
+        return set(self._fields.model_fields_set)
+
+    def model_dump(self) -> dict[str, Any]:
+        """The table as a plain (mutable) ``dict``."""
+        return dict(self)
+
+    def __getattr__(self, name: str) -> Any:
+        # Free-form settings as attributes, as on the pydantic model this replaced.
+        if not name.startswith("_") and name in self:
+            return self[name]
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
+    # -- read-only: one project is shared by every agent of the runtime ----------------
+
+    def _read_only(self, *args: Any, **kwargs: Any) -> NoReturn:
+        raise TypeError("an [agents.*] table is read-only; change a copy: dict(spec)")
+
+    __setitem__ = __delitem__ = clear = pop = popitem = setdefault = update = _read_only
+    __ior__ = _read_only
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (dict(self),))
+
+    def __copy__(self) -> AgentSpec:
+        return self
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> AgentSpec:
+        return self
+
+    def __repr__(self) -> str:
+        return f"AgentSpec({dict.__repr__(self)})"
 
 
 class JobSpec(_Strict):
@@ -192,6 +335,57 @@ class ProjectConfig(BaseModel):
         """The absolute workspace directory."""
         return (self.root / self.workspace.root).resolve()
 
+    # The original ProjectConfig had these at the top level.
+    @property
+    def name(self) -> str:
+        """``[project] name``."""
+        return self.project.name
+
+    @property
+    def version(self) -> str:
+        """``[project] version``."""
+        return self.project.version
+
+    @property
+    def description(self) -> str:
+        """``[project] description``."""
+        return self.project.description
+
+    def script_files(self) -> list[Path]:
+        """The scripts of the original layout that ``loom run`` executes: when some
+        ``[agents.*]`` table has no ``code`` (or there are no tables at all), every
+        ``agents/*.py`` beside loom.toml (sorted; names starting with ``_`` are
+        helpers, not scripts; files some ``code`` key names are modules, not
+        scripts), then the first of ``main.py``, ``run.py``, ``app.py`` — as the
+        original ``loom run`` found them. A table whose name is a script's stem (or
+        the stem plus ``-agent``) with ``enabled = false`` leaves that script out."""
+        if self.path is None:
+            return []
+        if self.agents and all(a.code is not None for a in self.agents.values()):
+            return []
+        root = self.root
+        modules = {
+            (root / a.code.partition(":")[0]).resolve()
+            for a in self.agents.values()
+            if a.code is not None and (a.code.endswith(".py") or "/" in a.code)
+        }
+        off = {n.replace("_", "-") for n, a in self.agents.items() if not a.enabled}
+        agents_dir = root / "agents"
+        found = sorted(agents_dir.glob("*.py")) if agents_dir.is_dir() else []
+        for entry in SCRIPT_ENTRY_POINTS:
+            if (root / entry).is_file():
+                found.append(root / entry)
+                break
+        out = []
+        for path in found:
+            stem = path.stem.replace("_", "-")
+            if path.name.startswith("_") or path.resolve() in modules:
+                continue
+            if stem in off or f"{stem}-agent" in off:
+                continue
+            out.append(path)
+        return out
+
     def line_of(self, *keys: str) -> int | None:
         """The 1-based line of ``keys`` (e.g. ``("llm", "openai", "model")``), if found."""
         return _line_of(self.source, keys)
@@ -247,6 +441,40 @@ def _toml_error(path: str, exc: tomllib.TOMLDecodeError) -> ConfigError:
     return ConfigError(f"invalid TOML: {detail}{suffix}", path=path, line=line)
 
 
+def _original_project_keys(data: dict[str, Any], source: str, where: str) -> dict[str, Any]:
+    """Moves the original layout's top-level ``name``/``version``/``description`` into
+    ``[project]``; the same key with another value in both places is an error."""
+    moved = {k: data[k] for k in PROJECT_KEYS if k in data and not isinstance(data[k], dict)}
+    if not moved:
+        return data
+    project = data.get("project", {})
+    if not isinstance(project, dict):
+        return data  # reported by the model: [project] must be a table
+    for key, value in moved.items():
+        if key in project and project[key] != value:
+            raise ConfigError(
+                f"top-level {key} = {value!r} conflicts with [project] {key} = "
+                f"{project[key]!r} (line {_line_of(source, ('project', key))}); keep one",
+                path=where,
+                line=_top_level_line(source, key),
+                key=key,
+            )
+    rest = {k: v for k, v in data.items() if k not in moved}
+    rest["project"] = {**moved, **project}
+    return rest
+
+
+def _top_level_line(source: str, key: str) -> int | None:
+    """The line of ``key =`` before the first table header."""
+    key_re = re.compile(r"^\s*[\"']?" + re.escape(key) + r"[\"']?\s*=")
+    for i, line in enumerate(source.splitlines()):
+        if line.lstrip().startswith("["):
+            return None
+        if key_re.match(line):
+            return i + 1
+    return None
+
+
 def parse_project_config(source: str, path: Path | None = None) -> ProjectConfig:
     """Parses loom.toml text. ``path`` is used in errors and to resolve relative paths.
 
@@ -260,18 +488,22 @@ def parse_project_config(source: str, path: Path | None = None) -> ProjectConfig
         data = tomllib.loads(source)
     except tomllib.TOMLDecodeError as exc:
         raise _toml_error(where, exc) from None
-    for table in data:
-        if table not in KNOWN_TABLES:
-            line = _line_of(source, (table,))
-            log.warning(
-                "%s%s: ignoring unknown table [%s]",
-                where,
-                f":{line}" if line else "",
-                table,
-            )
+    raw = data
+    data = _original_project_keys(data, source, where)
+    for table, value in data.items():
+        if table in KNOWN_TABLES:
+            continue
+        line = _line_of(source, (table,))
+        at = f"{where}:{line}" if line else where
+        if table in ORIGINAL_TABLES:
+            log.warning("%s: ignoring [%s]: %s", at, table, ORIGINAL_TABLES[table])
+        elif isinstance(value, dict):
+            log.warning("%s: ignoring unknown table [%s]", at, table)
+        else:
+            log.warning("%s: ignoring unknown top-level key %r", at, table)
     known = {k: v for k, v in data.items() if k in KNOWN_TABLES}
     try:
-        project = ProjectConfig(path=path, raw=data, source=source, **known)
+        project = ProjectConfig(path=path, raw=raw, source=source, **known)
     except ValidationError as exc:
         err = exc.errors()[0]
         keys = tuple(str(k) for k in err["loc"])
@@ -294,12 +526,23 @@ def parse_project_config(source: str, path: Path | None = None) -> ProjectConfig
     return project
 
 
-def load_project_config(path: str | Path = "loom.toml") -> ProjectConfig:
+def load_project_config(path: str | Path | None = None) -> ProjectConfig:
     """Reads and parses a loom.toml. A directory means ``<dir>/loom.toml``.
+
+    Without ``path``: the file named by ``$LOOM_PROJECT`` (unless ``none``), else the
+    nearest ``loom.toml`` from the current directory upward — what a script of the
+    original layout, run by ``loom run`` (or by hand inside the project), means by
+    ``load_project_config()``.
 
     Raises:
         ConfigError: the file is missing, unreadable or invalid.
     """
+    if path is None:
+        named = os.environ.get(PROJECT_ENV, "").strip()
+        found = Path(named) if named and named.lower() != "none" else find_project_file()
+        if found is None:
+            raise ConfigError(f"no loom.toml in {Path.cwd()} or above")
+        path = found
     p = Path(path)
     if p.is_dir():
         p = p / "loom.toml"

@@ -19,7 +19,6 @@ from loom._core import Envelope
 from loom._dispatch import Limiter, SubscriptionRunner
 from loom.bus import DEFAULT_PUBLISH_TIMEOUT, DEFAULT_TTL, QoS, Subscription, wait_pending
 from loom.errors import LoomError, RequestTimeout
-from loom.telemetry import _tracing
 
 if TYPE_CHECKING:
     from loom.config import ProjectConfig
@@ -69,6 +68,8 @@ class AgentContext:
         self._direct: Callable[[Envelope], Awaitable[Any]] | None = None
         self._inbox_runner: SubscriptionRunner | None = None
         self._publish = runtime.bus.core.publish
+        #: The runtime's tracing state (read on every emit).
+        self.telemetry = runtime.telemetry
 
     # -- project -------------------------------------------------------------------
 
@@ -116,10 +117,10 @@ class AgentContext:
             InvalidTopicError: the topic is malformed.
             BusFullError: a ``reliable`` subscriber stayed full for ``timeout`` seconds.
         """
-        if _tracing[0]:
-            from loom.telemetry.spans import publish_span
+        if self.telemetry.active:
+            from loom.telemetry.agent_spans import publish_span
 
-            span = publish_span(topic, type, correlation_id)
+            span = publish_span(self.telemetry, topic, type, correlation_id)
             if span is not None:
                 # Inside the span, so the traceparent sent is the PRODUCER span's.
                 with span:
@@ -263,6 +264,7 @@ class AgentContext:
                 on_event=handler,
                 concurrency=max_concurrency or self._max_concurrency,
                 limiter=self._limiter,
+                telemetry=self.telemetry,
             )
         else:
             sub.unsubscribe()
@@ -413,10 +415,10 @@ class AgentContext:
         if self._direct is not None:
             await self._limiter.acquire()
             try:
-                if _tracing[0]:
-                    from loom.telemetry.spans import invoke_agent_span
+                if self.telemetry.active:
+                    from loom.telemetry.agent_spans import invoke_agent_span
 
-                    with invoke_agent_span(self.agent_id, event):
+                    with invoke_agent_span(self.telemetry, self.agent_id, event):
                         await self._direct(event)
                 else:
                     await self._direct(event)

@@ -1,10 +1,12 @@
-"""Building agents from ``[agents.<name>]`` tables of loom.toml."""
+"""Building agents from ``[agents.<name>]`` tables of loom.toml, and the scripts of the
+original layout (:mod:`loom.scripts`) when tables have no ``code``."""
 
 from __future__ import annotations
 
 import importlib
 import importlib.util
 import sys
+from pathlib import Path
 from types import ModuleType
 from typing import Any
 
@@ -12,6 +14,10 @@ from loom.agent import Agent
 from loom.config import AgentSpec, ProjectConfig
 from loom.errors import AgentError
 from loom.runtime import Runtime
+from loom.scripts import Script, build_scripts, takes_no_arguments
+
+#: What ``loom run`` starts: agents built from tables, and original-layout scripts.
+Startable = Agent | Script
 
 
 def _import_code(project: ProjectConfig, name: str, code: str) -> tuple[ModuleType, str | None]:
@@ -44,13 +50,24 @@ def _import_code(project: ProjectConfig, name: str, code: str) -> tuple[ModuleTy
         raise AgentError(f"{where}: cannot import module {target!r}: {exc}") from exc
 
 
-def build_agent(project: ProjectConfig, name: str, spec: AgentSpec, runtime: Runtime) -> Agent:
+def build_agent(
+    project: ProjectConfig, name: str, spec: AgentSpec, runtime: Runtime
+) -> Agent | Script:
     """Creates the :class:`Agent` described by ``[agents.<name>]``.
 
     The module provides ``on_event(ctx, topic, event)`` (or the function named by
     ``handler``, or ``code = "module:function"``), and optionally ``on_batch``,
-    ``on_start(ctx)``, ``on_stop(ctx)`` and ``main(ctx)``.
+    ``on_start(ctx)``, ``on_stop(ctx)`` and ``main(ctx)``. A module without a handler
+    whose ``main()`` takes no arguments, or that builds ``Agent`` objects itself, is an
+    original-layout script: it is run as a :class:`~loom.scripts.Script`.
     """
+    if spec.code is None:
+        raise project.error(
+            "missing key 'code' (the agent's file or module), and there is no "
+            "agents/*.py script of the original layout to run",
+            "agents",
+            name,
+        )
     module, attr = _import_code(project, name, spec.code)
 
     def get(fn_name: str) -> Any:
@@ -62,6 +79,15 @@ def build_agent(project: ProjectConfig, name: str, spec: AgentSpec, runtime: Run
     on_event = get(attr or spec.handler)
     on_batch = get("on_batch") if on_event is None else None
     main = get("main")
+    plain_main = main if main is not None and takes_no_arguments(main) else None
+    builds_agents = any(isinstance(v, Agent) for v in vars(module).values())
+    if on_event is None and on_batch is None and (plain_main or builds_agents):
+        # An original-layout script named by `code`: it builds its own agents.
+        return Script(Path(module.__file__ or spec.code), runtime, project, module=module)
+    if plain_main is not None:
+        # Beside a handler, a main() without arguments is the agent's main; it gets
+        # no ctx.
+        main = lambda ctx: plain_main()  # noqa: E731
     if on_event is None and on_batch is None and main is None:
         raise AgentError(
             f"[agents.{name}] code = {spec.code!r}: the module defines none of "
@@ -90,10 +116,14 @@ def build_agent(project: ProjectConfig, name: str, spec: AgentSpec, runtime: Run
     )
 
 
-def build_agents(project: ProjectConfig, runtime: Runtime) -> list[Agent]:
-    """Every enabled agent of the project, in file order."""
-    return [
+def build_agents(project: ProjectConfig, runtime: Runtime) -> list[Startable]:
+    """Every enabled agent of the project, in file order, then the scripts of the
+    original layout (:meth:`ProjectConfig.script_files`): tables without ``code`` are
+    then the scripts' settings, read with ``load_project_config().agents``."""
+    scripts = build_scripts(project, runtime)
+    built: list[Startable] = [
         build_agent(project, name, spec, runtime)
         for name, spec in project.agents.items()
-        if spec.enabled
+        if spec.enabled and (spec.code is not None or not scripts)
     ]
+    return built + scripts

@@ -11,20 +11,26 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Mapping
+from functools import cached_property
 from typing import TYPE_CHECKING, Any, Protocol
 
 from loom._aio import resolve
 from loom._host import ShutdownHook
 from loom.bus import EventBus
+from loom.config import load_project_config
 from loom.errors import AgentError, ConfigError
-from loom.telemetry import _tracing, refresh_tracing_active
+from loom.telemetry import Telemetry
 
 if TYPE_CHECKING:
     from loom.config import ProjectConfig
     from loom.kv import KeyValue, SqliteStore
+    from loom.llm.state import LLMState
     from loom.tools.registry import ToolRegistry
 
 log = logging.getLogger("loom.runtime")
+
+# ``from loom.runtime import load_project_config`` is how the original docs import it.
+__all__ = ["HostedAgent", "Runtime", "load_project_config"]
 
 
 class HostedAgent(Protocol):
@@ -67,7 +73,15 @@ class Runtime:
         self.stop_requested: asyncio.Event | None = None
         #: The key-value store behind :meth:`kv`, opened on first use.
         self.kv_store: SqliteStore | None = None
-        refresh_tracing_active()
+        #: Tracing state (spans recorded?, content capture, tracer), handed to agents.
+        self.telemetry = Telemetry()
+
+    @cached_property
+    def llm_state(self) -> LLMState:
+        """LLM usage totals, budgets, limiters and local model servers of this runtime."""
+        from loom.llm.state import LLMState
+
+        return LLMState()
 
     # -- default runtime -----------------------------------------------------------
 
@@ -158,12 +172,12 @@ class Runtime:
     def outgoing_headers(self, headers: Mapping[str, str] | None) -> dict[str, str] | None:
         """Headers for an outgoing event: the caller's, plus the current trace context
         (W3C ``traceparent``) when tracing."""
-        if not _tracing[0]:
+        if not self.telemetry.active:
             return dict(headers) if headers else None
-        from loom.telemetry.spans import inject
+        from loom.telemetry.agent_spans import inject_context
 
         out = dict(headers) if headers else {}
-        inject(out)
+        inject_context(out)
         return out or None
 
     # -- supervision ---------------------------------------------------------------

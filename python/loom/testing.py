@@ -1,10 +1,10 @@
 """Test doubles for code that calls LLMs, and a guard against real network calls.
 
 :class:`ScriptedModel` answers from a list; :class:`FunctionModel` from your function.
-Both have the surface of :class:`loom.llm.LLMProvider` (``call``, ``stream``,
-``stream_events``, ``call_json``, ``generate``, ``generate_json``, ``count_tokens``,
-``estimate_cost``, ``aclose``), so they go wherever a provider goes, and both record
-every call in ``.calls`` for assertions::
+Both implement :class:`loom.llm.types.ChatModel`, the protocol patterns and cognitive
+agents take, plus the rest of a provider's conveniences (``stream``, ``generate``,
+``generate_json``, ``estimate_cost``, ``with_options``, ``aclose``), so they go wherever
+a provider goes, and both record every call in ``.calls`` for assertions::
 
     from loom.testing import ScriptedModel, tool_call
 
@@ -24,17 +24,17 @@ from __future__ import annotations
 import inspect
 import itertools
 import re
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from loom.llm._http import NetworkBlockedError, block, check_host, unblock
+from loom.llm import NetworkBlockedError, block_network
 from loom.llm.config import LLMConfig
 from loom.llm.cost import Totals, estimate_tokens
 from loom.llm.quirks import QUIRKS
 from loom.llm.streaming import response_events
 from loom.llm.types import (
+    ChatModel,
     FinishEvent,
     LLMResponse,
     Message,
@@ -123,8 +123,9 @@ def to_response(item: ScriptItem, *, model: str, prompt_tokens: int) -> LLMRespo
     return resp.model_copy(update=updates)
 
 
-class _TestModel:
-    """Shared surface of the test models (mirrors :class:`loom.llm.LLMProvider`)."""
+class _TestModel(ChatModel):
+    """What the test models share: the :class:`ChatModel` methods, answered by
+    :meth:`_respond`, and a provider's conveniences."""
 
     def __init__(self, name: str, model: str) -> None:
         self.name = name
@@ -309,55 +310,6 @@ class FunctionModel(_TestModel):
         if inspect.isawaitable(item):
             item = await item
         return to_response(item, model=self.model, prompt_tokens=self._prompt_tokens(call))
-
-
-def _guarded(original: Callable[..., Any], is_async: bool) -> Callable[..., Any]:
-    if is_async:
-
-        async def handle_async(self: Any, request: Any) -> Any:
-            check_host(request.url.host)
-            return await original(self, request)
-
-        return handle_async
-
-    def handle(self: Any, request: Any) -> Any:
-        check_host(request.url.host)
-        return original(self, request)
-
-    return handle
-
-
-@contextmanager
-def block_network(allow: Iterable[str] = ()) -> Iterator[None]:
-    """Refuse LLM requests to anything but loopback (and ``allow``ed hosts) inside the block.
-
-    Covers every :class:`~loom.llm.LLMProvider` (its transport checks the guard) and any
-    other ``httpx`` client (its default transports are patched for the duration). A
-    blocked request raises :class:`NetworkBlockedError`, which retries and fallbacks do
-    not catch. Nestable; usable as a pytest fixture body::
-
-        @pytest.fixture(autouse=True)
-        def _no_network():
-            with block_network():
-                yield
-    """
-    import httpx
-
-    allowed = {h.lower() for h in allow}
-    block(allowed)
-    patched = [
-        (httpx.AsyncHTTPTransport, "handle_async_request", True),
-        (httpx.HTTPTransport, "handle_request", False),
-    ]
-    originals = [(cls, name, getattr(cls, name)) for cls, name, _ in patched]
-    for cls, name, is_async in patched:
-        setattr(cls, name, _guarded(getattr(cls, name), is_async))
-    try:
-        yield
-    finally:
-        for cls, name, original in originals:
-            setattr(cls, name, original)
-        unblock(allowed)
 
 
 __all__ = [

@@ -8,14 +8,13 @@ import contextlib
 import json
 import os
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
 import pytest_asyncio
 
-from loom.llm import cost, limits
 from loom.llm.local_server import LocalModelServer, unavailable_reason
 
 # -- canned bodies ----------------------------------------------------------------------
@@ -332,16 +331,6 @@ async def fault_server() -> AsyncIterator[FaultServer]:
         await server.stop()
 
 
-@pytest.fixture(autouse=True)
-def _fresh_process_state() -> Iterator[None]:
-    """Limits and cost totals are process-wide; tests must not see each other's."""
-    cost.tracker.reset()
-    limits.reset_limits()
-    yield
-    cost.tracker.reset()
-    limits.reset_limits()
-
-
 @pytest.fixture
 def free_port() -> int:
     from loom.llm.local_server import free_port as fp
@@ -392,7 +381,8 @@ async def make_provider(fault_server: FaultServer) -> AsyncIterator[Callable[...
         kwargs.setdefault("model", "fake-model")
         kwargs.setdefault("max_retries", 2)
         ctx = kwargs.pop("ctx", None)
-        p = LLMProvider(ctx, LLMConfig(**kwargs))
+        state = kwargs.pop("state", None)
+        p = LLMProvider(ctx, LLMConfig(**kwargs), state=state)
         made.append(p)
         return p
 

@@ -8,9 +8,9 @@ import time
 import pytest
 
 from conftest import completion, respond, sse, text_chunks
-from loom.llm import BudgetExceeded, Pricing, Usage, tracker
+from loom.llm import BudgetExceeded, LLMState, Pricing, Usage
 from loom.llm.cost import cost_of, price_for
-from loom.llm.limits import TokenBucket, limiter_for
+from loom.llm.limits import TokenBucket
 
 MSG = [{"role": "user", "content": "hi"}]
 
@@ -20,8 +20,9 @@ MSG = [{"role": "user", "content": "hi"}]
 
 async def test_concurrency_cap_shared_by_providers(fault_server, make_provider):
     fault_server.default = respond(delay=0.1)
-    a = make_provider(name="shared", max_concurrency=2)
-    b = make_provider(name="shared", max_concurrency=2)
+    shared = LLMState()  # what one runtime's providers share
+    a = make_provider(name="shared", max_concurrency=2, state=shared)
+    b = make_provider(name="shared", max_concurrency=2, state=shared)
     await asyncio.gather(*[p.call(MSG) for p in (a, b) for _ in range(4)])
     assert fault_server.max_in_flight == 2
     assert len(fault_server.requests) == 8
@@ -45,7 +46,7 @@ def test_token_bucket_waits_when_empty():
 
 async def test_rpm_limit_delays_requests(fault_server, make_provider):
     llm = make_provider(name="rpm", rpm=120)  # 2 per second, bucket of 120
-    limiter = limiter_for(
+    limiter = llm.state.limiters.limiter(
         "rpm", fault_server.base_url.rstrip("/"), rpm=120, tpm=None, max_concurrency=None
     )
     assert limiter is not None and limiter.rpm is not None
@@ -59,7 +60,7 @@ async def test_rpm_limit_delays_requests(fault_server, make_provider):
 async def test_tpm_settles_with_real_usage(fault_server, make_provider):
     llm = make_provider(name="tpm", tpm=100_000, max_tokens=1000)
     await llm.call(MSG)
-    lim = limiter_for(
+    lim = llm.state.limiters.limiter(
         "tpm", fault_server.base_url.rstrip("/"), rpm=None, tpm=100_000, max_concurrency=None
     )
     assert lim is not None and lim.tpm is not None
@@ -107,7 +108,7 @@ async def test_usage_cost_per_provider_and_agent(fault_server, make_provider):
     assert r.cost_usd == pytest.approx((800 * 1.0 + 200 * 0.1 + 500 * 2.0) / 1e6)
     await llm.call(MSG)
     assert llm.usage.calls == 2 and llm.usage.usage.prompt_tokens == 2000
-    assert tracker.agent("researcher").cost_usd == pytest.approx(2 * r.cost_usd)
+    assert llm.state.usage.agent("researcher").cost_usd == pytest.approx(2 * r.cost_usd)
     assert llm.estimate_cost(1_000_000, 0) == pytest.approx(1.0)
     assert llm.count_tokens("abcdefgh") == 2
 

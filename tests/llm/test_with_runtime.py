@@ -8,7 +8,7 @@ import pytest
 
 from conftest import respond
 from loom.errors import ConfigError
-from loom.llm import LLMProvider, tracker
+from loom.llm import LLMProvider
 
 config_mod = pytest.importorskip("loom.config")
 
@@ -62,7 +62,7 @@ async def test_agent_ctx_and_runtime_shutdown(tmp_path, fault_server):
     r = await llm.call([{"role": "user", "content": "hi"}])
     assert r.content == "hello"
     assert fault_server.requests[0].json()["temperature"] == 0.1
-    assert tracker.agent("writer").calls == 1
+    assert runtime.llm_state.usage.agent("writer").calls == 1
     assert llm._client is not None
     await runtime.stop(timeout=5)
     assert llm._client is None and llm._closed  # closed by the runtime's shutdown hook

@@ -48,7 +48,9 @@ def _no_leaks(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     before = trace._TRACER_PROVIDER
     yield
     set_capture_content(None)
-    leaked = trace._TRACER_PROVIDER is not before
-    trace._TRACER_PROVIDER = before
-    refresh_tracing_active()
+    # Loom's global switch stays installed (it records nothing between runs).
+    leaked = refresh_tracing_active()
+    if leaked:
+        trace._TRACER_PROVIDER = before
+        refresh_tracing_active()
     assert not leaked, "a test left its tracer provider installed (missing shutdown())"

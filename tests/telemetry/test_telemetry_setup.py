@@ -12,7 +12,7 @@ from opentelemetry import trace
 
 from loom.config import ProjectConfig, parse_project_config
 from loom.errors import ConfigError
-from loom.telemetry import capture_content, setup, tracing_active
+from loom.telemetry import capture_content, current_tracer_provider, setup, tracing_active
 from loom.telemetry.setup import resolve_settings
 
 
@@ -125,18 +125,17 @@ def test_endpoint_in_toml_adds_otlp_with_its_protocol(tmp_path: Path) -> None:
 
 def test_setup_installs_writes_and_uninstalls(tmp_path: Path) -> None:
     assert not tracing_active()
-    before = trace.get_tracer_provider()
     handle = setup(project(tmp_path, "capture_content = true\n"), run_id="run-1")
     try:
         assert tracing_active() and capture_content() is True
-        assert trace.get_tracer_provider() is handle.tracer_provider
+        assert current_tracer_provider() is handle.tracer_provider
         with trace.get_tracer("t").start_as_current_span("hello", attributes={"k": 1}):
             pass
     finally:
         handle.shutdown()
     handle.shutdown()  # idempotent
     assert not tracing_active() and capture_content() is False
-    assert trace.get_tracer_provider() is before
+    assert not trace.get_tracer("t").start_span("after").is_recording()
     assert handle.trace_file == tmp_path / ".loom" / "traces" / "run-1.jsonl"
     line = json.loads(handle.trace_file.read_text())
     (rs,) = line["resourceSpans"]

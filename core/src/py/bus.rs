@@ -12,9 +12,9 @@ use std::time::Duration;
 
 use parking_lot::Mutex;
 use pyo3::prelude::*;
-use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyBytes, PyDict, PyList, PyString};
 
+use super::aio;
 use super::convert::json_to_py;
 use super::errors::bus_error;
 use crate::bus::{
@@ -25,24 +25,9 @@ use crate::bus::{
 // The Python signatures below spell the default hop limit as a literal.
 const _: () = assert!(DEFAULT_TTL == 32);
 
-/// Resolves an asyncio future with `None` unless it is already done (cancelled).
-#[pyfunction]
-fn _wake_future(fut: &Bound<'_, PyAny>) -> PyResult<()> {
-    if !fut.call_method0("done")?.is_truthy()? {
-        fut.call_method1("set_result", (fut.py().None(),))?;
-    }
-    Ok(())
-}
-
-static WAKE_FN: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
-
 fn future_waker(loop_: &Bound<'_, PyAny>, fut: &Bound<'_, PyAny>) -> PyResult<Waker> {
     let py = loop_.py();
-    let wake_fn = WAKE_FN
-        .get_or_try_init(py, || {
-            wrap_pyfunction!(_wake_future, py).map(|f| f.into_any().unbind())
-        })?
-        .clone_ref(py);
+    let wake_fn = aio::resolver(py)?.clone().unbind();
     let loop_ = loop_.clone().unbind();
     let fut = fut.clone().unbind();
     let loop_thread: ThreadId = thread::current().id();
@@ -52,34 +37,19 @@ fn future_waker(loop_: &Bound<'_, PyAny>, fut: &Bound<'_, PyAny>) -> PyResult<Wa
         let _ = Python::try_attach(|py| {
             let fut = fut.bind(py);
             let result = if thread::current().id() == loop_thread {
-                wake_fn.bind(py).call1((fut,)).map(drop)
+                wake_fn.bind(py).call1((fut, py.None())).map(drop)
             } else {
                 loop_
                     .bind(py)
-                    .call_method1("call_soon_threadsafe", (wake_fn.bind(py), fut))
+                    .call_method1("call_soon_threadsafe", (wake_fn.bind(py), fut, py.None()))
                     .map(drop)
             };
             // The loop may be closed (runtime shut down); nobody is waiting then.
             if let Err(e) = result {
-                log::debug_py(py, &e);
+                aio::log_debug(py, "loom.bus", "waker could not resolve its future", &e);
             }
         });
     }))
-}
-
-mod log {
-    use pyo3::prelude::*;
-    pub(super) fn debug_py(py: Python<'_>, err: &PyErr) {
-        let _ = (|| -> PyResult<()> {
-            let logging = PyModule::import(py, "logging")?;
-            let logger = logging.call_method1("getLogger", ("loom.bus",))?;
-            logger.call_method1(
-                "debug",
-                ("waker could not resolve its future: %s", err.value(py)),
-            )?;
-            Ok(())
-        })();
-    }
 }
 
 fn parse_qos(qos: &str) -> PyResult<Qos> {

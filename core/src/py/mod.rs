@@ -3,6 +3,7 @@
 //! It maps types (envelopes, stats, wakers onto asyncio futures) and errors
 //! ([`errors`]); the logic lives in the pure-Rust modules.
 
+mod aio;
 mod bus;
 mod convert;
 mod errors;

@@ -14,10 +14,10 @@ use std::time::Duration;
 
 use parking_lot::Mutex;
 use pyo3::prelude::*;
-use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyList, PyString, PyTuple};
 use serde_json::Value;
 
+use super::aio;
 use super::convert::{json_to_py, py_to_json};
 use super::errors::{config_error, tool_error};
 use crate::tools::{NativeTools, SandboxConfig, ToolError, ToolOutcome};
@@ -195,26 +195,11 @@ fn parse_timeout(timeout: Option<f64>) -> PyResult<Option<Duration>> {
     }
 }
 
-/// Resolves an asyncio future with `value` unless it is already done (cancelled).
-#[pyfunction]
-fn _tool_set_result(fut: &Bound<'_, PyAny>, value: &Bound<'_, PyAny>) -> PyResult<()> {
-    if !fut.call_method0("done")?.is_truthy()? {
-        fut.call_method1("set_result", (value,))?;
-    }
-    Ok(())
-}
-
-static SET_RESULT: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
-
 /// Hands the outcome to the loop thread; a closed loop means nobody is waiting.
 fn deliver(loop_: &Py<PyAny>, fut: &Py<PyAny>, name: &str, outcome: &ToolOutcome) {
     Python::attach(|py| {
         let r = (|| -> PyResult<()> {
-            let set = SET_RESULT
-                .get_or_try_init(py, || {
-                    wrap_pyfunction!(_tool_set_result, py).map(|f| f.into_any().unbind())
-                })?
-                .bind(py);
+            let set = aio::resolver(py)?;
             let value = outcome_tuple(py, name, outcome)?;
             loop_
                 .bind(py)
@@ -222,15 +207,7 @@ fn deliver(loop_: &Py<PyAny>, fut: &Py<PyAny>, name: &str, outcome: &ToolOutcome
             Ok(())
         })();
         if let Err(e) = r {
-            let _ = (|| -> PyResult<()> {
-                let logger =
-                    PyModule::import(py, "logging")?.call_method1("getLogger", ("loom.tools",))?;
-                logger.call_method1(
-                    "debug",
-                    ("tool result could not be delivered: %s", e.value(py)),
-                )?;
-                Ok(())
-            })();
+            aio::log_debug(py, "loom.tools", "tool result could not be delivered", &e);
         }
     });
 }

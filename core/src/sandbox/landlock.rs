@@ -1,51 +1,46 @@
-//! Landlock, through the raw syscalls.
+//! Landlock rulesets, built with the `landlock` crate (maintained by Landlock's authors).
 //!
 //! The ruleset is built **in the parent**, once, at start-up (it allocates and opens
 //! paths); the child only calls `landlock_restrict_self(fd)` between fork and exec, which
-//! is a single async-signal-safe syscall. Rights are an allowlist: whatever is not
-//! granted below is denied for every access type the kernel's ABI can handle.
+//! is a single async-signal-safe syscall, so the crate hands its ruleset fd over
+//! (`Option<OwnedFd>::from(RulesetCreated)`) instead of calling `restrict_self()`. Rights
+//! are an allowlist: whatever is not granted below is denied for every access type the
+//! kernel's ABI can handle.
 //!
 //! ABI features used: filesystem rights (1), `REFER` (2), `TRUNCATE` (3), TCP
 //! bind/connect (4), `IOCTL_DEV` (5), signal and abstract-unix-socket scoping (6).
 //! With ABI ≥ 6 the ruleset is *fully enforced*; with 1–5 it is *partially enforced*
 //! (the missing rights are reported and documented); without Landlock, *not enforced*.
+//! Loom asks for exactly what the running kernel's ABI supports, as a hard requirement:
+//! the crate never silently drops a right Loom believes enforced.
 
 use std::ffi::CString;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
+use landlock::{
+    Access, AccessFs, AccessNet, BitFlags, CompatLevel, Compatible, PathBeneath, RulesetAttr,
+    RulesetCreated, RulesetCreatedAttr, RulesetError, Scope, ABI,
+};
+
 use super::SandboxError;
 
 /// The ABI at which every restriction Loom asks for exists.
 pub const FULL_ABI: i32 = 6;
 
-// Filesystem access rights (include/uapi/linux/landlock.h).
-pub const EXECUTE: u64 = 1 << 0;
-pub const WRITE_FILE: u64 = 1 << 1;
-pub const READ_FILE: u64 = 1 << 2;
-pub const READ_DIR: u64 = 1 << 3;
-pub const REMOVE_DIR: u64 = 1 << 4;
-pub const REMOVE_FILE: u64 = 1 << 5;
-pub const MAKE_CHAR: u64 = 1 << 6;
-pub const MAKE_DIR: u64 = 1 << 7;
-pub const MAKE_REG: u64 = 1 << 8;
-pub const MAKE_SOCK: u64 = 1 << 9;
-pub const MAKE_FIFO: u64 = 1 << 10;
-pub const MAKE_BLOCK: u64 = 1 << 11;
-pub const MAKE_SYM: u64 = 1 << 12;
-pub const REFER: u64 = 1 << 13;
-pub const TRUNCATE: u64 = 1 << 14;
-pub const IOCTL_DEV: u64 = 1 << 15;
-// Network rights (ABI 4).
-const NET_BIND_TCP: u64 = 1 << 0;
-const NET_CONNECT_TCP: u64 = 1 << 1;
-// Scopes (ABI 6).
-const SCOPE_ABSTRACT_UNIX_SOCKET: u64 = 1 << 0;
-const SCOPE_SIGNAL: u64 = 1 << 1;
-
-const CREATE_RULESET_VERSION: u32 = 1 << 0;
-const RULE_PATH_BENEATH: libc::c_int = 1;
+/// Filesystem rights, as the kernel numbers them (include/uapi/linux/landlock.h).
+pub const EXECUTE: u64 = AccessFs::Execute as u64;
+pub const WRITE_FILE: u64 = AccessFs::WriteFile as u64;
+pub const READ_FILE: u64 = AccessFs::ReadFile as u64;
+pub const READ_DIR: u64 = AccessFs::ReadDir as u64;
+pub const REMOVE_DIR: u64 = AccessFs::RemoveDir as u64;
+pub const REMOVE_FILE: u64 = AccessFs::RemoveFile as u64;
+pub const MAKE_DIR: u64 = AccessFs::MakeDir as u64;
+pub const MAKE_REG: u64 = AccessFs::MakeReg as u64;
+pub const REFER: u64 = AccessFs::Refer as u64;
+pub const TRUNCATE: u64 = AccessFs::Truncate as u64;
+pub const IOCTL_DEV: u64 = AccessFs::IoctlDev as u64;
 
 /// Rights that apply to files (a rule on a non-directory may only hold these).
 const FILE_RIGHTS: u64 = EXECUTE | WRITE_FILE | READ_FILE | TRUNCATE | IOCTL_DEV;
@@ -62,20 +57,6 @@ pub const WORKSPACE_RIGHTS: u64 = READ_FILE
     | MAKE_DIR
     | MAKE_REG
     | REFER;
-
-#[repr(C)]
-#[derive(Debug, Clone, Copy)]
-struct RulesetAttr {
-    handled_access_fs: u64,
-    handled_access_net: u64,
-    scoped: u64,
-}
-
-#[repr(C, packed)]
-struct PathBeneathAttr {
-    allowed_access: u64,
-    parent_fd: i32,
-}
 
 /// How much of the requested ruleset the kernel enforces.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -114,27 +95,92 @@ pub fn abi_version() -> Option<i32> {
     let v = unsafe {
         libc::syscall(
             libc::SYS_landlock_create_ruleset,
-            std::ptr::null::<RulesetAttr>(),
+            std::ptr::null::<u8>(),
             0usize,
-            CREATE_RULESET_VERSION,
+            1u32, // LANDLOCK_CREATE_RULESET_VERSION
         )
     };
     (v >= 1).then_some(v as i32)
 }
 
-/// All filesystem rights the given ABI can handle.
-fn fs_rights_for(abi: i32) -> u64 {
-    let mut r = (1u64 << 13) - 1; // ABI 1: EXECUTE ..= MAKE_SYM
-    if abi >= 2 {
-        r |= REFER;
+/// The crate's name for an ABI level, capped at the one Loom needs (later levels add
+/// nothing Loom asks for).
+fn abi_level(abi: i32) -> ABI {
+    match abi {
+        1 => ABI::V1,
+        2 => ABI::V2,
+        3 => ABI::V3,
+        4 => ABI::V4,
+        5 => ABI::V5,
+        _ => ABI::V6,
     }
-    if abi >= 3 {
-        r |= TRUNCATE;
+}
+
+/// What a ruleset handles: every right the ABI knows (network only when it is off).
+#[derive(Debug, Clone, Copy)]
+struct Handled {
+    fs: BitFlags<AccessFs>,
+    net: BitFlags<AccessNet>,
+    scope: BitFlags<Scope>,
+}
+
+impl Handled {
+    fn for_abi(abi: i32, network: bool) -> Self {
+        let level = abi_level(abi);
+        Handled {
+            fs: AccessFs::from_all(level),
+            net: if network {
+                BitFlags::empty()
+            } else {
+                AccessNet::from_all(level)
+            },
+            scope: Scope::from_all(level),
+        }
     }
-    if abi >= 5 {
-        r |= IOCTL_DEV;
+
+    /// A new, empty ruleset handling these rights.
+    fn create(&self) -> Result<RulesetCreated, SandboxError> {
+        let mut r = landlock::Ruleset::default()
+            .set_compatibility(CompatLevel::HardRequirement)
+            .handle_access(self.fs)
+            .map_err(ruleset_error("landlock ruleset (filesystem rights)"))?;
+        if !self.net.is_empty() {
+            r = r
+                .handle_access(self.net)
+                .map_err(ruleset_error("landlock ruleset (network rights)"))?;
+        }
+        if !self.scope.is_empty() {
+            r = r
+                .scope(self.scope)
+                .map_err(ruleset_error("landlock ruleset (scopes)"))?;
+        }
+        r.create().map_err(ruleset_error("landlock_create_ruleset"))
     }
-    r
+}
+
+fn ruleset_error(context: &'static str) -> impl Fn(RulesetError) -> SandboxError {
+    move |e| SandboxError::io(context, std::io::Error::other(e.to_string()))
+}
+
+fn add_rule(
+    ruleset: RulesetCreated,
+    dir: BorrowedFd<'_>,
+    allowed: u64,
+) -> Result<RulesetCreated, RulesetError> {
+    ruleset.add_rule(PathBeneath::new(
+        dir,
+        BitFlags::<AccessFs>::from_bits_truncate(allowed),
+    ))
+}
+
+/// The crate's ruleset, as the fd the child restricts itself with.
+fn into_fd(ruleset: RulesetCreated) -> Result<OwnedFd, SandboxError> {
+    Option::<OwnedFd>::from(ruleset).ok_or_else(|| {
+        SandboxError::io(
+            "landlock_create_ruleset",
+            std::io::Error::from_raw_os_error(libc::EOPNOTSUPP),
+        )
+    })
 }
 
 /// What the ruleset grants.
@@ -159,8 +205,7 @@ pub struct Ruleset {
     abi: i32,
     /// Paths from the spec that did not exist (skipped).
     pub skipped: Vec<PathBuf>,
-    attr: RulesetAttr,
-    attr_size: usize,
+    handled: Option<Handled>,
     /// Every rule as (`O_PATH` fd, rights), kept to build per-call rulesets.
     rules: Vec<(OwnedFd, u64)>,
 }
@@ -171,98 +216,61 @@ impl Ruleset {
         let Some(abi) = abi_version() else {
             return Ok(None);
         };
-        let handled_fs = fs_rights_for(abi);
-        let attr = RulesetAttr {
-            handled_access_fs: handled_fs,
-            handled_access_net: if abi >= 4 && !spec.network {
-                NET_BIND_TCP | NET_CONNECT_TCP
-            } else {
-                0
-            },
-            scoped: if abi >= 6 {
-                SCOPE_ABSTRACT_UNIX_SOCKET | SCOPE_SIGNAL
-            } else {
-                0
-            },
-        };
-        // Older kernels reject a struct larger than the one they know unless the extra
-        // bytes are zero, but reject *non-zero* fields they do not know: pass the size
-        // matching the ABI.
-        let size = match abi {
-            1..=3 => 8,
-            4 | 5 => 16,
-            _ => std::mem::size_of::<RulesetAttr>(),
-        };
-        let mut rs = Ruleset {
-            fd: create_ruleset(&attr, size)?,
-            abi,
-            skipped: Vec::new(),
-            attr,
-            attr_size: size,
-            rules: Vec::new(),
-        };
+        let handled = Handled::for_abi(abi, spec.network);
+        let handled_fs = handled.fs.bits();
+        let mut skipped = Vec::new();
+        let mut rules: Vec<(OwnedFd, u64)> = Vec::new();
         let dir_read = READ_FILE | READ_DIR;
-        for p in &spec.read {
-            rs.add(p, dir_read, handled_fs)?;
+        let groups: [(&[PathBuf], u64); 4] = [
+            (&spec.read, dir_read),
+            (&spec.exec, READ_FILE | EXECUTE),
+            (&spec.read_write_files, READ_FILE | WRITE_FILE | TRUNCATE),
+            (&spec.workspace, WORKSPACE_RIGHTS),
+        ];
+        for (paths, rights) in groups {
+            for p in paths {
+                match open_rule(p, rights & handled_fs)? {
+                    Some(rule) => rules.push(rule),
+                    None => skipped.push(p.clone()),
+                }
+            }
         }
-        for p in &spec.exec {
-            rs.add(p, READ_FILE | EXECUTE, handled_fs)?;
+        let mut created = handled.create()?;
+        for (pfd, allowed) in &rules {
+            created = add_rule(created, pfd.as_fd(), *allowed)
+                .map_err(ruleset_error("landlock_add_rule"))?;
         }
-        for p in &spec.read_write_files {
-            rs.add(p, READ_FILE | WRITE_FILE | TRUNCATE, handled_fs)?;
-        }
-        for p in &spec.workspace {
-            rs.add(p, WORKSPACE_RIGHTS, handled_fs)?;
-        }
-        Ok(Some(rs))
-    }
-
-    fn add(&mut self, path: &Path, rights: u64, handled: u64) -> Result<(), SandboxError> {
-        let Ok(c) = CString::new(path.as_os_str().as_bytes()) else {
-            return Err(SandboxError::io(
-                format!("landlock rule {}", path.display()),
-                std::io::Error::from_raw_os_error(libc::EINVAL),
-            ));
-        };
-        // SAFETY: `c` is a valid NUL-terminated path; open returns a new fd or -1.
-        let raw = unsafe { libc::open(c.as_ptr(), libc::O_PATH | libc::O_CLOEXEC) };
-        if raw < 0 {
-            self.skipped.push(path.to_path_buf());
-            return Ok(());
-        }
-        // SAFETY: fresh fd owned by nobody else.
-        let pfd = unsafe { OwnedFd::from_raw_fd(raw) };
-        let mut st: libc::stat = unsafe_zeroed_stat();
-        // SAFETY: `pfd` is a valid fd and `st` a writable stat buffer.
-        let is_dir = unsafe { libc::fstat(raw, &mut st) } == 0
-            && (st.st_mode & libc::S_IFMT) == libc::S_IFDIR;
-        let mut allowed = rights & handled;
-        if !is_dir {
-            allowed &= FILE_RIGHTS;
-        }
-        add_rule(&self.fd, pfd.as_fd(), allowed)
-            .map_err(|e| SandboxError::io(format!("landlock_add_rule {}", path.display()), e))?;
-        self.rules.push((pfd, allowed));
-        Ok(())
+        Ok(Some(Ruleset {
+            fd: into_fd(created)?,
+            abi,
+            skipped,
+            handled: Some(handled),
+            rules,
+        }))
     }
 
     /// A new ruleset with every rule of this one plus [`WORKSPACE_RIGHTS`] beneath
     /// `dir` (the root of a call's staging overlay: a rule on the directory it is
     /// mounted over does not reach into the overlay, whose root hides it).
     pub fn with_workspace(&self, dir: BorrowedFd<'_>) -> Result<Ruleset, SandboxError> {
-        let fd = create_ruleset(&self.attr, self.attr_size)?;
+        let handled = self.handled.ok_or_else(|| {
+            SandboxError::io(
+                "landlock ruleset",
+                std::io::Error::from_raw_os_error(libc::EINVAL),
+            )
+        })?;
+        let mut created = handled.create()?;
         for (pfd, allowed) in &self.rules {
-            add_rule(&fd, pfd.as_fd(), *allowed)
-                .map_err(|e| SandboxError::io("landlock_add_rule", e))?;
+            created = add_rule(created, pfd.as_fd(), *allowed)
+                .map_err(ruleset_error("landlock_add_rule"))?;
         }
-        add_rule(&fd, dir, WORKSPACE_RIGHTS & self.attr.handled_access_fs)
-            .map_err(|e| SandboxError::io("landlock_add_rule (staging overlay)", e))?;
+        created = add_rule(created, dir, WORKSPACE_RIGHTS & handled.fs.bits())
+            .map_err(ruleset_error("landlock_add_rule (staging overlay)"))?;
         Ok(Ruleset {
-            fd,
+            fd: into_fd(created)?,
             abi: self.abi,
             skipped: Vec::new(),
-            attr: self.attr,
-            attr_size: self.attr_size,
+            handled: Some(handled),
             rules: Vec::new(),
         })
     }
@@ -275,12 +283,7 @@ impl Ruleset {
             fd,
             abi: FULL_ABI,
             skipped: Vec::new(),
-            attr: RulesetAttr {
-                handled_access_fs: 0,
-                handled_access_net: 0,
-                scoped: 0,
-            },
-            attr_size: 8,
+            handled: None,
             rules: Vec::new(),
         }
     }
@@ -301,47 +304,27 @@ impl Ruleset {
     }
 }
 
-fn create_ruleset(attr: &RulesetAttr, size: usize) -> Result<OwnedFd, SandboxError> {
-    // SAFETY: `attr` is a valid, initialised landlock_ruleset_attr of at least `size`
-    // bytes; the kernel copies it and returns a new fd or -1.
-    let raw = unsafe {
-        libc::syscall(
-            libc::SYS_landlock_create_ruleset,
-            attr as *const RulesetAttr,
-            size,
-            0u32,
-        )
-    };
-    if raw < 0 {
+/// An `O_PATH` fd for `path` and the rights a rule on it may hold (`None`: absent).
+fn open_rule(path: &Path, rights: u64) -> Result<Option<(OwnedFd, u64)>, SandboxError> {
+    let Ok(c) = CString::new(path.as_os_str().as_bytes()) else {
         return Err(SandboxError::io(
-            "landlock_create_ruleset",
-            std::io::Error::last_os_error(),
+            format!("landlock rule {}", path.display()),
+            std::io::Error::from_raw_os_error(libc::EINVAL),
         ));
-    }
-    // SAFETY: the syscall returned a fresh fd that nothing else owns.
-    Ok(unsafe { OwnedFd::from_raw_fd(raw as i32) })
-}
-
-fn add_rule(ruleset: &OwnedFd, dir: BorrowedFd<'_>, allowed: u64) -> std::io::Result<()> {
-    let attr = PathBeneathAttr {
-        allowed_access: allowed,
-        parent_fd: dir.as_raw_fd(),
     };
-    // SAFETY: `attr` is a valid landlock_path_beneath_attr with an open fd; the ruleset
-    // fd is ours.
-    let r = unsafe {
-        libc::syscall(
-            libc::SYS_landlock_add_rule,
-            ruleset.as_raw_fd(),
-            RULE_PATH_BENEATH,
-            &attr as *const PathBeneathAttr,
-            0u32,
-        )
-    };
-    if r < 0 {
-        return Err(std::io::Error::last_os_error());
+    // SAFETY: `c` is a valid NUL-terminated path; open returns a new fd or -1.
+    let raw = unsafe { libc::open(c.as_ptr(), libc::O_PATH | libc::O_CLOEXEC) };
+    if raw < 0 {
+        return Ok(None);
     }
-    Ok(())
+    // SAFETY: fresh fd owned by nobody else.
+    let pfd = unsafe { OwnedFd::from_raw_fd(raw) };
+    let mut st: libc::stat = unsafe_zeroed_stat();
+    // SAFETY: `pfd` is a valid fd and `st` a writable stat buffer.
+    let is_dir = unsafe { libc::fstat(pfd.as_raw_fd(), &mut st) } == 0
+        && (st.st_mode & libc::S_IFMT) == libc::S_IFDIR;
+    let allowed = if is_dir { rights } else { rights & FILE_RIGHTS };
+    Ok(Some((pfd, allowed)))
 }
 
 /// The status when no ruleset could be built.

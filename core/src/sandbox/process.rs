@@ -35,6 +35,7 @@ use super::path::Workspace;
 use super::probe::{has_any_capability, probe, Probe};
 pub use super::probe::{kernel_at_least, probe_pid_namespace};
 use super::seccomp::Filter;
+pub use super::spawn::Killed;
 use super::spawn::{dup_high, open_devnull, pipe, pump, BlockSignals, Child, Stacks};
 pub use super::spec::{Enforcement, Limits, PolicyConfig, NETWORK_READ_PATHS, SYSTEM_READ_PATHS};
 use super::staging::{self, Scratch};
@@ -428,28 +429,6 @@ pub struct Request<'a> {
     /// The call's staging overlay ([`Scratch::new`]); used when the policy reports
     /// `staged_writes`. The caller commits it after the run.
     pub staging: Option<&'a Scratch>,
-}
-
-/// How a run was cut short.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Killed {
-    /// The timeout expired; the whole namespace/group was SIGKILLed.
-    Timeout,
-    /// Output went far past the cap; killed rather than drained forever.
-    OutputLimit,
-    /// The caller cancelled the call.
-    Cancelled,
-}
-
-impl Killed {
-    /// The name reported in results and spans.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Killed::Timeout => "timeout",
-            Killed::OutputLimit => "output_limit",
-            Killed::Cancelled => "cancelled",
-        }
-    }
 }
 
 /// The result of [`Policy::run`].

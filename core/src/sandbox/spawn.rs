@@ -6,8 +6,29 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use super::child::errno;
-use super::process::Killed;
 use super::SandboxError;
+
+/// How a run was cut short.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Killed {
+    /// The timeout expired; the whole namespace/group was SIGKILLed.
+    Timeout,
+    /// Output went far past the cap; killed rather than drained forever.
+    OutputLimit,
+    /// The caller cancelled the call.
+    Cancelled,
+}
+
+impl Killed {
+    /// The name reported in results and spans.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Killed::Timeout => "timeout",
+            Killed::OutputLimit => "output_limit",
+            Killed::Cancelled => "cancelled",
+        }
+    }
+}
 
 /// The child A until it is reaped; owns the stacks it runs on (they must outlive it).
 pub(super) struct Child {

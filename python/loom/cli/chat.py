@@ -29,13 +29,45 @@ HELP = """commands:
 anything else is sent to the agent"""
 
 
+DEFAULT_MAX_ITERATIONS = 6
+
+
+def _agent_settings(settings: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
+    """What the agent's table says about the session, the command line first: the
+    provider (``llm``, or the original ``llm_provider``), ``max_iterations`` and
+    ``thinking_strategy`` (when :class:`CognitiveConfig` has it; else it is listed as
+    unsupported, to be said, not dropped)."""
+    from loom.cognitive import CognitiveConfig
+
+    provider = args.provider or settings.get("llm") or settings.get("llm_provider") or "auto"
+    iterations = args.max_iterations or settings.get("max_iterations") or DEFAULT_MAX_ITERATIONS
+    fields = CognitiveConfig.model_fields
+    extra = {k: settings[k] for k in ("thinking_strategy",) if k in settings and k in fields}
+    unsupported = [k for k in ("thinking_strategy",) if k in settings and k not in fields]
+    return {
+        "provider": provider,
+        "max_iterations": iterations,
+        "extra": extra,
+        "unsupported": unsupported,
+    }
+
+
 def add_parser(sub: Any) -> None:
     p = sub.add_parser("chat", help="chat with a cognitive agent in the terminal")
     p.add_argument("path", nargs="?", default="loom.toml", help="loom.toml or its directory")
     p.add_argument("--agent", help="use the settings of [agents.NAME] (system_prompt, llm, tools)")
-    p.add_argument("--provider", help="LLM provider (default: the agent's `llm`, else auto)")
+    p.add_argument(
+        "--provider",
+        help="LLM provider (default: the agent's `llm` or `llm_provider`, else auto)",
+    )
     p.add_argument("--no-tools", action="store_true", help="offer no tools to the model")
-    p.add_argument("--max-iterations", type=int, default=6)
+    p.add_argument(
+        "--max-iterations",
+        type=int,
+        default=None,
+        help=f"LLM turns per answer (default: the agent's max_iterations, else "
+        f"{DEFAULT_MAX_ITERATIONS})",
+    )
     p.add_argument(
         "--verbose",
         action="store_true",
@@ -88,6 +120,8 @@ def _ask_approval(req: Any) -> bool:
 
 
 async def _session(args: argparse.Namespace, project: ProjectConfig) -> int:
+    from pydantic import ValidationError
+
     from loom.agent import Agent
     from loom.cognitive import CognitiveAgent, CognitiveConfig, RunFinished, ToolResult
     from loom.errors import LoomError
@@ -106,16 +140,27 @@ async def _session(args: argparse.Namespace, project: ProjectConfig) -> int:
     try:
         registry = await runtime.get_tools()
         registry.approver = _ask_approval
-        llm = provider_for(agent.ctx, args.provider or settings.get("llm", "auto"))
+        session = _agent_settings(settings, args)
+        llm = provider_for(agent.ctx, session["provider"])
         tools = [] if args.no_tools else settings.get("tools") or None
-        config = CognitiveConfig(
-            system_prompt=settings.get(
-                "system_prompt",
-                "You are a helpful assistant working in the user's project. Use the tools "
-                "when they help, and answer concisely.",
-            ),
-            max_iterations=args.max_iterations,
-        )
+        try:
+            config = CognitiveConfig(
+                system_prompt=settings.get(
+                    "system_prompt",
+                    "You are a helpful assistant working in the user's project. Use the "
+                    "tools when they help, and answer concisely.",
+                ),
+                max_iterations=session["max_iterations"],
+                **session["extra"],
+            )
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            key = str(err["loc"][0]) if err["loc"] else ""
+            where = ("agents", args.agent, key) if args.agent else ()
+            raise project.error(f"{key}: {err['msg']} (got {err.get('input')!r})", *where) from None
+        for key in session["unsupported"]:
+            # Said out loud, not dropped: this Loom's CognitiveConfig has no such setting.
+            print(f"(note: [agents.{args.agent}] {key} is not supported by loom chat; ignored)")
         cognitive = CognitiveAgent(agent.ctx, llm, config, tools=tools)
         offered = [t["function"]["name"] for t in await cognitive.offered_tools()]
         print(f"loom chat — {llm.name} ({llm.model}); {len(offered)} tool(s). /help for help.")

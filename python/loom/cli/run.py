@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from loom._text import escape_line
 from loom.errors import LoomError
+
+if TYPE_CHECKING:
+    from loom.config import ProjectConfig
 
 
 def add_parser(sub: Any) -> None:
@@ -24,6 +28,17 @@ def add_parser(sub: Any) -> None:
     p.set_defaults(func=cmd)
 
 
+def _as_the_original_did(project: ProjectConfig) -> None:
+    """Scripts of the original layout ran with the project directory as their working
+    directory and find their loom.toml with ``load_project_config()``: this process is
+    theirs, so it does the same."""
+    from loom.config import PROJECT_ENV
+
+    assert project.path is not None
+    os.chdir(project.root)
+    os.environ[PROJECT_ENV] = str(project.path)
+
+
 def cmd(args: argparse.Namespace) -> int:
     from loom.app import EXIT_CONFIG, run_project
     from loom.config import load_project_config
@@ -34,6 +49,8 @@ def cmd(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"loom: error: {escape_line(str(exc))}", file=sys.stderr)
         return EXIT_CONFIG
+    if project.script_files():
+        _as_the_original_did(project)
     try:
         result = asyncio.run(run_project(project, out=sys.stdout, llm_provider=args.provider))
     except (ConfigError, AgentError) as exc:

@@ -23,6 +23,7 @@ from loom.cognitive.types import (
 )
 from loom.errors import LoomError, ToolArgumentsInvalid, ToolError
 from loom.llm.types import (
+    ChatModel,
     FinishEvent,
     LLMResponse,
     TextDelta,
@@ -78,8 +79,8 @@ class CognitiveAgent:
     Args:
         ctx: The agent's context (tools are called through it; may be None if no
             tools are used).
-        llm: An ``LLMProvider`` (or anything with ``call``/``stream_events``, such as
-            ``loom.testing.ScriptedModel``).
+        llm: The model (:class:`~loom.llm.types.ChatModel`): an ``LLMProvider``, a
+            ``loom.testing`` model, or a double of your own.
         config: How to think; see :class:`CognitiveConfig`.
         tools: Tool names (or ``@tool`` functions) to offer; ``None`` offers every
             registered tool, ``[]`` none.
@@ -88,7 +89,7 @@ class CognitiveAgent:
     def __init__(
         self,
         ctx: Any,
-        llm: Any,
+        llm: ChatModel,
         config: CognitiveConfig | None = None,
         tools: Iterable[Any] | None = None,
         *,
@@ -169,16 +170,12 @@ class CognitiveAgent:
         return base
 
     async def _loop(self, goal: str, context: Any, *, stream: bool) -> AsyncIterator[StreamItem]:
-        from loom.telemetry.spans import tracer
+        from loom.telemetry.agent_spans import cognitive_span, end_cognitive_span
+        from loom.telemetry.state import telemetry_of
 
         started = time.perf_counter()
-        with tracer().start_as_current_span(
-            f"invoke_agent {self.agent_id}",
-            attributes={
-                "gen_ai.operation.name": "invoke_agent",
-                "gen_ai.agent.name": self.agent_id,
-                "loom.cognitive.max_iterations": self.config.max_iterations,
-            },
+        with cognitive_span(
+            telemetry_of(self.ctx), self.agent_id, self.config.max_iterations
         ) as span:
             tools = await self.offered_tools()
             mode = self.config.tool_mode
@@ -304,17 +301,15 @@ class CognitiveAgent:
                 latency=time.perf_counter() - started,
                 cost_usd=cost,
             )
-            if span.is_recording():
-                span.set_attribute("gen_ai.usage.input_tokens", usage.prompt_tokens)
-                span.set_attribute("gen_ai.usage.output_tokens", usage.completion_tokens)
-                span.set_attribute("loom.cognitive.iterations", iterations)
-                span.set_attribute("loom.cognitive.tool_calls", len(result.tool_calls))
-                span.set_attribute("loom.cost.usd", cost)
-                if error:
-                    from opentelemetry.trace import Status, StatusCode
-
-                    span.set_attribute("error.type", "CognitiveError")
-                    span.set_status(Status(StatusCode.ERROR, error[:256]))
+            end_cognitive_span(
+                span,
+                input_tokens=usage.prompt_tokens,
+                output_tokens=usage.completion_tokens,
+                iterations=iterations,
+                tool_calls=len(result.tool_calls),
+                cost_usd=cost,
+                error=error,
+            )
             yield RunFinished(result)
 
     @staticmethod

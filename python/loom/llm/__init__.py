@@ -19,10 +19,12 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from ._http import NetworkBlockedError
-    from ._otel import set_capture_content
+    from loom.telemetry import set_capture_content
+
+    from ._http import NetworkBlockedError, block_network
+    from ._request import wire_tool_name
     from .config import PRESETS, LLMConfig, Pricing
-    from .cost import CostTracker, estimate_tokens, tracker
+    from .cost import CostTracker, estimate_tokens
     from .errors import (
         AuthenticationError,
         BadRequestError,
@@ -41,7 +43,9 @@ if TYPE_CHECKING:
     )
     from .local_server import LocalModelServer
     from .provider import LLMProvider
+    from .state import LLMHost, LLMState
     from .types import (
+        ChatModel,
         FinishEvent,
         LLMResponse,
         Message,
@@ -58,6 +62,11 @@ if TYPE_CHECKING:
 
 _EXPORTS: dict[str, str] = {
     "LLMProvider": "provider",
+    "ChatModel": "types",
+    "LLMState": "state",
+    "LLMHost": "state",
+    "wire_tool_name": "_request",
+    "block_network": "_http",
     "LLMConfig": "config",
     "Pricing": "config",
     "PRESETS": "config",
@@ -89,9 +98,8 @@ _EXPORTS: dict[str, str] = {
     "LocalServerError": "errors",
     "LocalModelServer": "local_server",
     "CostTracker": "cost",
-    "tracker": "cost",
     "estimate_tokens": "cost",
-    "set_capture_content": "_otel",
+    "set_capture_content": ".telemetry",  # loom.telemetry: one switch for all content
     "NetworkBlockedError": "_http",
 }
 
@@ -100,14 +108,17 @@ __all__ = [
     "AuthenticationError",
     "BadRequestError",
     "BudgetExceeded",
+    "ChatModel",
     "CostTracker",
     "FinishEvent",
     "LLMConfig",
     "LLMConnectionError",
     "LLMError",
+    "LLMHost",
     "LLMProvider",
     "LLMResponse",
     "LLMResponseError",
+    "LLMState",
     "LLMStatusError",
     "LLMTimeoutError",
     "LocalModelServer",
@@ -129,14 +140,20 @@ __all__ = [
     "ToolCallStart",
     "Usage",
     "UsageEvent",
+    "block_network",
     "estimate_tokens",
     "set_capture_content",
-    "tracker",
+    "wire_tool_name",
 ]
 
 
 def __getattr__(name: str) -> Any:
     module = _EXPORTS.get(name)
+    if module is None and name == "tracker":
+        raise AttributeError(
+            "loom.llm.tracker is gone: usage totals belong to a runtime "
+            "(runtime.llm_state.usage; a provider's own: provider.usage, provider.state)"
+        )
     if module is None:
         raise AttributeError(f"module 'loom.llm' has no attribute {name!r}")
     value = getattr(importlib.import_module(f".{module}", __name__), name)

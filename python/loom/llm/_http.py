@@ -1,13 +1,18 @@
-"""The HTTP layer: the pooled ``httpx.AsyncClient`` of a provider, its transport, the
-network guard used by :func:`loom.testing.block_network`, and the mapping of transport
-exceptions to :mod:`loom.llm.errors` (the one place that does it).
+"""The HTTP layer: a provider's ``httpx.AsyncClient`` and transport, the network guard
+(:func:`block_network`, also :func:`loom.testing.block_network`), and the mapping of
+transport exceptions to :mod:`loom.llm.errors` (the one place that does it).
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import importlib.util
 import logging
+import threading
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,36 +36,93 @@ class NetworkBlockedError(RuntimeError):
     """
 
 
-#: Depth of nested ``block_network()`` blocks, and hosts they still allow.
+#: Hosts that stay reachable while the network is blocked in this context (None: not
+#: blocked). A ContextVar, so a block covers the code it wraps and the tasks started
+#: inside it, and nothing running beside it (another test, another runtime).
+_guard: ContextVar[frozenset[str] | None] = ContextVar("loom.llm.network_guard", default=None)
+#: Blocks open in the whole process. While there is one, every provider's transport
+#: and httpx's own transports check the guard; patching httpx's classes is
+#: process-wide by nature, so this count is too.
 _blocked = 0
-_allowed_hosts: set[str] = set()
-
-
-def block(allowed: set[str] | None = None) -> None:
-    """Start refusing non-loopback hosts (nestable)."""
-    global _blocked
-    _blocked += 1
-    if allowed:
-        _allowed_hosts.update(h.lower() for h in allowed)
-
-
-def unblock(allowed: set[str] | None = None) -> None:
-    """Undo one :func:`block`."""
-    global _blocked
-    _blocked = max(0, _blocked - 1)
-    if _blocked == 0:
-        _allowed_hosts.clear()
-    elif allowed:
-        _allowed_hosts.difference_update(h.lower() for h in allowed)
+_patch_lock = threading.Lock()
+_unpatched: list[tuple[type, str, Any]] = []
 
 
 def check_host(host: str) -> None:
     """Raise :class:`NetworkBlockedError` if ``host`` may not be reached now."""
-    if _blocked and not is_loopback(host) and host.lower() not in _allowed_hosts:
+    allowed = _guard.get()
+    if allowed is not None and not is_loopback(host) and host.lower() not in allowed:
         raise NetworkBlockedError(
             f"network access to {host!r} is blocked by loom.testing.block_network(); "
             "use loom.testing.ScriptedModel or a server on 127.0.0.1"
         )
+
+
+def _guarded(original: Callable[..., Any], is_async: bool) -> Callable[..., Any]:
+    if is_async:
+
+        async def handle_async(self: Any, request: httpx.Request) -> Any:
+            check_host(request.url.host)
+            return await original(self, request)
+
+        return functools.wraps(original)(handle_async)
+
+    def handle(self: Any, request: httpx.Request) -> Any:
+        check_host(request.url.host)
+        return original(self, request)
+
+    return functools.wraps(original)(handle)
+
+
+def _patch_httpx(delta: int) -> None:
+    """Count a block opening (+1) or closing (-1); patch httpx's default transports while
+    any is open, and restore them after the last."""
+    global _blocked
+    with _patch_lock:
+        _blocked = max(0, _blocked + delta)
+        if _blocked and not _unpatched:
+            targets: list[tuple[type, str, bool]] = [
+                (httpx.AsyncHTTPTransport, "handle_async_request", True),
+                (httpx.HTTPTransport, "handle_request", False),
+            ]
+            for cls, name, is_async in targets:
+                original = cls.__dict__[name]
+                _unpatched.append((cls, name, original))
+                setattr(cls, name, _guarded(original, is_async))
+        elif not _blocked:
+            while _unpatched:
+                cls, name, original = _unpatched.pop()
+                setattr(cls, name, original)
+
+
+@contextmanager
+def block_network(allow: Iterable[str] = ()) -> Iterator[None]:
+    """Refuse LLM requests to anything but loopback (and ``allow``ed hosts) inside the block.
+
+    Covers every :class:`~loom.llm.LLMProvider` (its transport checks the guard) and any
+    other ``httpx`` client (its default transports are patched while a block is open). A
+    blocked request raises :class:`NetworkBlockedError`, which retries and fallbacks do
+    not catch. Scoped to the current context (and tasks started in it); nestable, an
+    inner block allowing what the outer allowed plus its own ``allow``. Usable as a
+    pytest fixture body::
+
+        @pytest.fixture(autouse=True)
+        def _no_network():
+            with block_network():
+                yield
+    """
+    outer = _guard.get()
+    allowed = frozenset(h.lower() for h in allow) | (outer or frozenset())
+    token = _guard.set(allowed)
+    _patch_httpx(+1)
+    try:
+        yield
+    finally:
+        _patch_httpx(-1)
+        try:
+            _guard.reset(token)
+        except ValueError:  # closed from another context (an async fixture's teardown)
+            _guard.set(outer)
 
 
 class GuardTransport(httpx.AsyncBaseTransport):
@@ -322,12 +384,11 @@ __all__ = [
     "GuardTransport",
     "NetworkBlockedError",
     "aiohttp_available",
-    "block",
+    "block_network",
     "check_host",
     "fetch_json",
     "make_client",
     "map_transport_error",
     "open_attempt",
     "read_body",
-    "unblock",
 ]

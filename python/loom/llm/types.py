@@ -1,5 +1,6 @@
-"""Request and response models: ``Message``, ``ToolCall``, ``Usage``, ``LLMResponse``, and the
-typed events of :meth:`LLMProvider.stream_events`.
+"""Request and response models: ``Message``, ``ToolCall``, ``Usage``, ``LLMResponse``, the
+typed events of :meth:`LLMProvider.stream_events`, and :class:`ChatModel`, the protocol
+every model (a provider, a test double) implements.
 
 Response models tolerate unknown fields (servers add their own) and keep the decoded body
 in ``LLMResponse.raw``. Stream events are plain slotted dataclasses: a stream creates one
@@ -9,8 +10,9 @@ per chunk, and that path is hot.
 from __future__ import annotations
 
 import json
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, Union
+from typing import Any, Literal, Protocol, TypeVar, Union, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -312,7 +314,50 @@ StreamEvent = Union[  # noqa: UP007 - a runtime alias; `X | Y` of classes needs 
     FinishEvent,
 ]
 
+# -- the model protocol -------------------------------------------------------------------
+
+M = TypeVar("M")
+
+
+@runtime_checkable
+class ChatModel(Protocol):
+    """What Loom's patterns and :class:`~loom.cognitive.CognitiveAgent` use of a model.
+
+    :class:`~loom.llm.LLMProvider`, :class:`loom.testing.ScriptedModel` and
+    :class:`loom.testing.FunctionModel` implement it; so can a test double of your own
+    (four methods, no base class needed).
+    """
+
+    async def call(
+        self, messages: Sequence[Message | dict[str, Any]], **kwargs: Any
+    ) -> LLMResponse:
+        """One chat completion (``tools``, ``tool_choice``, ``temperature``... as keywords)."""
+        ...
+
+    def stream_events(
+        self, messages: Sequence[Message | dict[str, Any]], **kwargs: Any
+    ) -> AsyncIterator[StreamEvent]:
+        """The same completion as typed events, ending with a :class:`FinishEvent`."""
+        ...
+
+    async def call_json(
+        self,
+        messages: Sequence[Message | dict[str, Any]],
+        schema: type[M],
+        *,
+        max_attempts: int | None = None,
+        **kwargs: Any,
+    ) -> M:
+        """A completion validated against ``schema`` (raises ``StructuredOutputError``)."""
+        ...
+
+    def count_tokens(self, text: str) -> int:
+        """Estimated tokens in ``text`` (for memory budgets)."""
+        ...
+
+
 __all__ = [
+    "ChatModel",
     "FinishEvent",
     "LLMResponse",
     "Message",

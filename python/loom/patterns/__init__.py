@@ -6,14 +6,14 @@
 - :class:`Orchestrator`: plan → concurrent workers → reviewer, bounded revisions.
 
 Each has a multi-agent form over the bus (:class:`BusStep`, :class:`BusRouter`,
-:class:`BusGuardrails`, :class:`BusOrchestrator`). Every pattern takes any model with
-``call`` and ``call_json`` (:class:`ChatModel`): an ``LLMProvider`` or a
-``loom.testing`` model. See docs/patterns.md.
+:class:`BusGuardrails`, :class:`BusOrchestrator`). Every pattern takes a
+:class:`ChatModel` (:class:`loom.llm.types.ChatModel`): an ``LLMProvider``, a
+``loom.testing`` model, or a double of your own. See docs/patterns.md.
 """
 
 from __future__ import annotations
 
-from loom.patterns._common import ChatModel
+from loom.llm.types import ChatModel
 from loom.patterns.chain import (
     BusStep,
     Chain,

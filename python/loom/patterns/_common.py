@@ -1,53 +1,33 @@
-"""What the patterns share: the model protocol, prompt text, bus replies and spans."""
+"""What the patterns share: the model protocol (:class:`loom.llm.types.ChatModel`),
+prompt text, bus replies and spans."""
 
 from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Awaitable, Iterator, Sequence
-from contextlib import AbstractContextManager, contextmanager
-from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+from collections.abc import Awaitable, Sequence
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 from pydantic import BaseModel
 
+from loom.llm.types import ChatModel as ChatModel
 from loom.patterns.errors import RemoteError
-from loom.telemetry import capture_content
+
+# The patterns' spans (``invoke_workflow``, one per step) live with the other spans.
+from loom.telemetry.workflow_spans import content_attr as content_attr
+from loom.telemetry.workflow_spans import pattern_span
+from loom.telemetry.workflow_spans import workflow_span as workflow_span
 
 if TYPE_CHECKING:
     from loom._core import Envelope
-    from loom.llm.types import LLMResponse, Message
 
-M = TypeVar("M")
 R = TypeVar("R")
+
+#: A span for one step of a pattern (:func:`loom.telemetry.workflow_spans.pattern_span`).
+span = pattern_span
 
 #: Seconds a pattern waits for an agent's reply by default.
 DEFAULT_BUS_TIMEOUT = 30.0
-
-#: Content attributes on spans are cut to this many characters.
-MAX_SPAN_CONTENT = 4096
-
-
-class ChatModel(Protocol):
-    """What the patterns need from a model: :class:`loom.llm.LLMProvider`,
-    :class:`loom.testing.ScriptedModel` and :class:`loom.testing.FunctionModel` all fit."""
-
-    async def call(
-        self, messages: Sequence[Message | dict[str, Any]], **kwargs: Any
-    ) -> LLMResponse:
-        """One chat completion."""
-        ...
-
-    async def call_json(
-        self,
-        messages: Sequence[Message | dict[str, Any]],
-        schema: type[M],
-        *,
-        max_attempts: int | None = None,
-        **kwargs: Any,
-    ) -> M:
-        """A completion validated against ``schema`` (raises ``StructuredOutputError``)."""
-        ...
 
 
 def to_text(value: Any) -> str:
@@ -125,52 +105,3 @@ async def gather_or_cancel(coros: Sequence[Awaitable[R]]) -> list[R]:
         assert exc is not None
         raise exc
     return [t.result() for t in tasks]
-
-
-# -- tracing ---------------------------------------------------------------------------
-
-
-def content_attr(span: Span, key: str, value: Any) -> None:
-    """Puts ``value`` on the span as ``key``, only when content capture is on."""
-    if span.is_recording() and capture_content():
-        text = to_text(value)
-        if len(text) > MAX_SPAN_CONTENT:
-            text = text[:MAX_SPAN_CONTENT] + "…"
-        span.set_attribute(key, text)
-
-
-@contextmanager
-def span(name: str, kind: str, /, **attributes: str | int | float | bool | None) -> Iterator[Span]:
-    """A span named ``name`` with ``loom.pattern.kind`` and ``loom.pattern.*`` attributes
-    (``None`` values are left out). Exceptions set ``error.type`` and an error status."""
-    from loom.telemetry.spans import tracer
-
-    attrs: dict[str, str | int | float | bool] = {"loom.pattern.kind": kind}
-    for key, value in attributes.items():
-        if value is not None:
-            attrs[key if "." in key else f"loom.pattern.{key}"] = value
-    with tracer().start_as_current_span(
-        name,
-        kind=SpanKind.INTERNAL,
-        attributes=attrs,
-        record_exception=False,
-        set_status_on_exception=False,
-    ) as s:
-        try:
-            yield s
-        except asyncio.CancelledError:
-            s.set_attribute("loom.pattern.outcome", "cancelled")
-            raise
-        except BaseException as exc:
-            s.set_attribute("error.type", type(exc).__name__)
-            s.set_status(Status(StatusCode.ERROR, str(exc)[:512]))
-            raise
-
-
-def workflow_span(kind: str, name: str) -> AbstractContextManager[Span]:
-    """The ``invoke_workflow {name}`` span around one run of a pattern."""
-    return span(
-        f"invoke_workflow {name}",
-        kind,
-        **{"gen_ai.operation.name": "invoke_workflow", "name": name},
-    )

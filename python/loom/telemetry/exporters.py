@@ -19,7 +19,7 @@ from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 from loom.telemetry.otlp_json import request_json
 
 if TYPE_CHECKING:
-    from loom.telemetry.setup import TelemetrySettings
+    from loom.telemetry.settings import TelemetrySettings
 
 log = logging.getLogger("loom.telemetry")
 

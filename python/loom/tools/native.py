@@ -14,7 +14,7 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from loom.errors import ConfigError
-from loom.telemetry import _tracing
+from loom.telemetry.state import telemetry_of
 from loom.tools.registry import ToolRegistry
 from loom.tools.spec import ToolSpec
 
@@ -42,22 +42,15 @@ class NativeTool:
         except asyncio.CancelledError:
             handle.cancel()  # kills the sandboxed processes
             raise
-        _emit_spans(spans_json)
+        if spans_json:
+            telemetry = telemetry_of(ctx)
+            if telemetry.active:
+                from loom.telemetry.tool_spans import emit_native_spans
+
+                emit_native_spans(telemetry, spans_json)
         if error is not None:
             raise error
         return result
-
-
-def _emit_spans(spans_json: str) -> None:
-    if not spans_json or not _tracing[0]:
-        return
-    from opentelemetry import trace
-
-    from loom.telemetry.spans import emit_records
-
-    parent = trace.get_current_span()
-    if parent.is_recording():
-        emit_records(parent, json.loads(spans_json))
 
 
 def _why_no_native_tools() -> str:

@@ -34,7 +34,7 @@ from loom.errors import (
     ToolNotFound,
     ToolTimeout,
 )
-from loom.telemetry import _tracing
+from loom.telemetry.state import telemetry_of
 from loom.tools.spec import ToolSpec, openai_name
 
 log = logging.getLogger("loom.tools")
@@ -204,12 +204,13 @@ class ToolRegistry:
         """
         tool = self.get(name)
         call_id = call_id or f"call_{_ID_PREFIX}{next(_call_ids):x}"
-        if not _tracing[0]:
+        telemetry = telemetry_of(ctx)
+        if not telemetry.active:
             # The hot path: no span machinery at all when nothing records spans.
             return await self._run(tool, ctx, payload, timeout, call_id)
-        from loom.telemetry.spans import tool_span
+        from loom.telemetry.tool_spans import tool_span
 
-        with tool_span(tool.spec.name, call_id, tool.spec, payload) as span:
+        with tool_span(telemetry, tool.spec.name, call_id, tool.spec, payload) as span:
             result = await self._run(tool, ctx, payload, timeout, call_id)
             span.set_result(result)
             return result

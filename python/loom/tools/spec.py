@@ -22,7 +22,7 @@ def openai_name(name: str) -> str:
     """OpenAI function names allow ``[A-Za-z0-9_-]`` only: ``fs:read_file`` →
     ``fs__read_file`` (reversed by the registry). The same rule the LLM client applies
     on the wire, so a name offered and a name called back always match."""
-    from loom.llm._request import wire_tool_name
+    from loom.llm import wire_tool_name
 
     return wire_tool_name(name)
 

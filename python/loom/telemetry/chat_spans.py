@@ -1,62 +1,68 @@
-"""OpenTelemetry for LLM calls: one ``chat {model}`` span (kind CLIENT) per call.
+"""LLM calls: one ``chat {model}`` span (kind CLIENT, scope ``loom.llm``) per call.
 
 Attribute names follow the OpenTelemetry GenAI semantic conventions as of semconv 1.44
 (``gen_ai.*``), plus the seed's ``llm.*`` names so existing dashboards keep working.
-Retries are span events. Message content is recorded only when capture is switched on
-(``OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT=true`` or
-:func:`set_capture_content`). The API key is never recorded: it lives only in the
-client's headers, which no code here reads.
+Retries are span events. Message content is recorded only when capture is on
+(:meth:`Telemetry.capture_content`), as whole JSON (not cut: it is structured data). The
+API key is never recorded: it lives only in the client's headers, which no code here
+reads. The GenAI metrics of a call come from :func:`loom.telemetry.metrics.record_llm_call`,
+not from these spans (they are recorded for unsampled calls too).
 
-Library code only uses the global tracer provider; exporters are installed by the
-runtime. ``opentelemetry`` is imported on the first call, not with ``loom``.
+Every function takes an optional ``telemetry`` (default: the process's,
+:data:`loom.telemetry.state.DEFAULT`) for a client that knows its runtime.
 """
 
 from __future__ import annotations
 
 import json
-import os
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
-if TYPE_CHECKING:
-    from opentelemetry.trace import Span, Tracer
+from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 
-    from .types import LLMResponse
+from loom.telemetry.state import DEFAULT, Telemetry
 
-_cache: list[Any] = [None, None]  # [provider, tracer]
-_capture: bool | None = None
+#: The instrumentation scope of ``chat`` spans.
+SCOPE = "loom.llm"
 
 
-def set_capture_content(enabled: bool | None) -> None:
-    """Record prompts and completions on LLM spans (``None``: follow ``loom.telemetry``
-    and the environment)."""
-    global _capture
-    _capture = enabled
+class ChatUsage(Protocol):
+    """Token counts of one call (``loom.llm.Usage`` fits)."""
+
+    @property
+    def prompt_tokens(self) -> int: ...
+    @property
+    def completion_tokens(self) -> int: ...
+    @property
+    def cached_tokens(self) -> int: ...
+    @property
+    def reasoning_tokens(self) -> int: ...
 
 
-def capture_content() -> bool:
-    """Whether message content goes on spans now: this module's switch, else
-    ``loom.telemetry``'s (``[telemetry] capture_content``), else the environment."""
-    if _capture is not None:
-        return _capture
-    try:
-        from loom.telemetry import capture_content as runtime_switch
-    except ImportError:
-        value = os.environ.get("OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT", "")
-        return value.strip().lower() in ("1", "true", "yes", "on")
-    return bool(runtime_switch())
+class ChatMessage(Protocol):
+    """The answer as a message (``loom.llm.Message`` fits)."""
+
+    def model_dump(self, *, exclude_none: bool = ..., mode: str = ...) -> dict[str, Any]: ...
 
 
-def tracer() -> Tracer:
-    """The ``loom.llm`` tracer of the current global provider, re-fetched when the
-    provider changes (a tracer fetched once would stay pinned to the first provider)."""
-    from opentelemetry import trace
+class ChatResult(Protocol):
+    """What the span records of an answer (``loom.llm.LLMResponse`` fits)."""
 
-    provider = trace.get_tracer_provider()
-    if _cache[0] is not provider:
-        _cache[0] = provider
-        _cache[1] = provider.get_tracer("loom.llm")
-    result: Tracer = _cache[1]
-    return result
+    @property
+    def id(self) -> str: ...
+    @property
+    def model(self) -> str: ...
+    @property
+    def finish_reason(self) -> str | None: ...
+    @property
+    def usage(self) -> ChatUsage: ...
+    @property
+    def cost_usd(self) -> float: ...
+    @property
+    def cached(self) -> bool: ...
+    @property
+    def provider(self) -> str: ...
+    @property
+    def message(self) -> ChatMessage: ...
 
 
 def start_chat_span(
@@ -67,12 +73,12 @@ def start_chat_span(
     host: str,
     port: int | None,
     stream: bool,
+    telemetry: Telemetry | None = None,
 ) -> Span:
     """Start (not activate) the span of one call; its parent is the current span."""
-    from opentelemetry.trace import SpanKind
-
+    telemetry = telemetry or DEFAULT
     model = str(body.get("model", ""))
-    span = tracer().start_span(f"chat {model}", kind=SpanKind.CLIENT)
+    span = telemetry.tracer(SCOPE).start_span(f"chat {model}", kind=SpanKind.CLIENT)
     if span.is_recording():
         attrs: dict[str, Any] = {
             "gen_ai.operation.name": "chat",
@@ -105,7 +111,7 @@ def start_chat_span(
             v = body.get(key)
             if v is not None:
                 attrs[attr] = v
-        if capture_content():
+        if telemetry.capture_content():
             attrs["gen_ai.input.messages"] = json.dumps(body.get("messages", []), default=str)
             if body.get("tools"):
                 attrs["gen_ai.tool.definitions"] = json.dumps(body["tools"], default=str)
@@ -127,7 +133,9 @@ def first_chunk(span: Span, seconds: float) -> None:
         span.set_attribute("gen_ai.response.time_to_first_chunk", seconds)
 
 
-def end_ok(span: Span, response: LLMResponse, latency_ms: float) -> None:
+def end_ok(
+    span: Span, response: ChatResult, latency_ms: float, *, telemetry: Telemetry | None = None
+) -> None:
     """Record the response and end the span."""
     if span.is_recording():
         u = response.usage
@@ -150,7 +158,7 @@ def end_ok(span: Span, response: LLMResponse, latency_ms: float) -> None:
             attrs["llm.cache.hit"] = True
         if response.provider:
             attrs["llm.provider"] = response.provider
-        if capture_content():
+        if (telemetry or DEFAULT).capture_content():
             out = response.message.model_dump(exclude_none=True, mode="json")
             attrs["gen_ai.output.messages"] = json.dumps([out], default=str)
         span.set_attributes(attrs)
@@ -160,8 +168,6 @@ def end_ok(span: Span, response: LLMResponse, latency_ms: float) -> None:
 def end_error(span: Span, exc: BaseException, latency_ms: float) -> None:
     """Record an error (type and message, which carry no secret) and end the span."""
     if span.is_recording():
-        from opentelemetry.trace import Status, StatusCode
-
         status = getattr(exc, "status_code", None)
         span.set_attribute("error.type", str(status) if status else type(exc).__name__)
         span.set_attribute("llm.latency.ms", latency_ms)
@@ -169,4 +175,12 @@ def end_error(span: Span, exc: BaseException, latency_ms: float) -> None:
     span.end()
 
 
-__all__ = ["capture_content", "set_capture_content", "tracer"]
+__all__ = [
+    "SCOPE",
+    "ChatResult",
+    "end_error",
+    "end_ok",
+    "first_chunk",
+    "retry_event",
+    "start_chat_span",
+]

@@ -1,0 +1,151 @@
+"""Spans of agents: the bus (W3C trace context in envelope headers, ``send`` and
+``invoke_agent`` per event) and a cognitive agent's run.
+
+Callers check ``telemetry.active`` first, so none of this runs while nothing records.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, contextmanager
+from typing import Any, Protocol
+
+from opentelemetry import trace
+from opentelemetry.propagate import extract, inject
+from opentelemetry.trace import Span, SpanKind, Status, StatusCode
+
+from loom.telemetry.state import Telemetry
+
+
+class EventLike(Protocol):
+    """What the agent spans read of an event (``loom.Envelope`` fits)."""
+
+    @property
+    def topic(self) -> str: ...
+    @property
+    def id(self) -> str: ...
+    @property
+    def type(self) -> str: ...
+    @property
+    def source(self) -> str | None: ...
+    @property
+    def correlation_id(self) -> str | None: ...
+    @property
+    def headers(self) -> dict[str, str] | None: ...
+
+
+def inject_context(headers: dict[str, str]) -> None:
+    """Adds ``traceparent``/``tracestate`` of the current span to ``headers``."""
+    inject(headers)
+
+
+def publish_span(
+    telemetry: Telemetry, topic: str, type: str, correlation_id: str | None
+) -> AbstractContextManager[Span] | None:
+    """A ``send {topic}`` PRODUCER span (messaging conventions), or None when no
+    recording span is current (nothing to link the event to)."""
+    if not trace.get_current_span().is_recording():
+        return None
+    attrs: dict[str, Any] = {
+        "messaging.system": "loom",
+        "messaging.operation.type": "send",
+        "messaging.operation.name": "publish",
+        "messaging.destination.name": topic,
+        "loom.event.type": type,
+    }
+    if correlation_id:
+        attrs["messaging.message.conversation_id"] = correlation_id
+    cm: AbstractContextManager[Span] = telemetry.tracer().start_as_current_span(
+        f"send {topic}", kind=SpanKind.PRODUCER, attributes=attrs
+    )
+    return cm
+
+
+@contextmanager
+def invoke_agent_span(telemetry: Telemetry, agent_id: str, event: EventLike) -> Iterator[Span]:
+    """``invoke_agent {agent}`` for one handled event, continuing the trace of the
+    publisher (its ``traceparent`` header)."""
+    headers = event.headers
+    parent = extract(headers) if headers else None
+    attrs: dict[str, Any] = {
+        "gen_ai.operation.name": "invoke_agent",
+        "gen_ai.agent.name": agent_id,
+        "messaging.system": "loom",
+        "messaging.operation.type": "process",
+        "messaging.destination.name": event.topic,
+        "messaging.message.id": event.id,
+        "loom.event.type": event.type,
+    }
+    if event.correlation_id:
+        attrs["messaging.message.conversation_id"] = event.correlation_id
+    if event.source:
+        attrs["loom.event.source"] = event.source
+    with telemetry.tracer().start_as_current_span(
+        f"invoke_agent {agent_id}",
+        context=parent,
+        kind=SpanKind.CONSUMER,
+        attributes=attrs,
+        record_exception=False,
+        set_status_on_exception=False,
+    ) as span:
+        yield span
+
+
+def mark_failed(span: Span, exc: BaseException) -> None:
+    """Records a handler's exception on its span (type, message, error status)."""
+    span.set_attribute("error.type", type(exc).__name__)
+    span.set_status(Status(StatusCode.ERROR, str(exc)[:512]))
+    span.record_exception(exc)
+
+
+# -- a cognitive agent's run -------------------------------------------------------------
+
+
+def cognitive_span(
+    telemetry: Telemetry, agent_id: str, max_iterations: int
+) -> AbstractContextManager[Span]:
+    """``invoke_agent {agent}`` around one goal of a cognitive agent (its LLM turns
+    and tool calls are children)."""
+    cm: AbstractContextManager[Span] = telemetry.tracer().start_as_current_span(
+        f"invoke_agent {agent_id}",
+        attributes={
+            "gen_ai.operation.name": "invoke_agent",
+            "gen_ai.agent.name": agent_id,
+            "loom.cognitive.max_iterations": max_iterations,
+        },
+    )
+    return cm
+
+
+def end_cognitive_span(
+    span: Span,
+    *,
+    input_tokens: int,
+    output_tokens: int,
+    iterations: int,
+    tool_calls: int,
+    cost_usd: float,
+    error: str | None,
+) -> None:
+    """Records how a cognitive agent's run went (the span ends with its block)."""
+    if not span.is_recording():
+        return
+    span.set_attribute("gen_ai.usage.input_tokens", input_tokens)
+    span.set_attribute("gen_ai.usage.output_tokens", output_tokens)
+    span.set_attribute("loom.cognitive.iterations", iterations)
+    span.set_attribute("loom.cognitive.tool_calls", tool_calls)
+    span.set_attribute("loom.cost.usd", cost_usd)
+    if error:
+        span.set_attribute("error.type", "CognitiveError")
+        span.set_status(Status(StatusCode.ERROR, error[:256]))
+
+
+__all__ = [
+    "EventLike",
+    "cognitive_span",
+    "end_cognitive_span",
+    "inject_context",
+    "invoke_agent_span",
+    "mark_failed",
+    "publish_span",
+]

@@ -43,8 +43,8 @@ LAYERS: list[tuple[str, ...]] = [
     ("loom.telemetry",),
     # 2: the LLM client
     ("loom.llm",),
-    # 3: tools, the NATS bridge, the whole-project check
-    ("loom.tools", "loom.nats", "loom.project_check"),
+    # 3: tools, the NATS bridge, the key-value store, the whole-project check
+    ("loom.tools", "loom.nats", "loom.kv", "loom.project_check"),
     # 4: the runtime (knows agents only through a Protocol)
     ("loom.runtime",),
     # 5: agents and what they use of the runtime

@@ -13,15 +13,15 @@ when the native tools are set up, and raises a :class:`ConfigError` at
 
 What must not be inside the workspace (all paths resolved, so symlinks cannot hide an
 overlap): ``loom.toml`` itself, ``<project>/.env``, ``<project>/.loom/``, the
-``[telemetry] trace_dir`` and ``[llm.*] cache_dir``, every ``[agents.*] code`` file or
-the package/module it names, the original layout's ``agents/*.py`` scripts, an
-``[llm.*] serve`` model file, every directory on Python's import path (``sys.path``),
-and for each ``[mcp.*]`` stdio server its ``command``, its working directory, any
-argument or ``env`` value naming a path strictly inside the workspace, and (for a bare
-command name) the ``PATH`` entries it is looked up in. Directories Loom owns (``.loom``,
-trace and cache directories, agent packages) must not contain the workspace either. An
-argument equal to the workspace root itself is allowed, so a file server can be pointed
-at it.
+``[telemetry] trace_dir`` and ``[llm.*] cache_dir``, the ``[kv] path`` database, every
+``[agents.*] code`` file or the package/module it names, the original layout's
+``agents/*.py`` scripts, an ``[llm.*] serve`` model file, every directory on Python's
+import path (``sys.path``), and for each ``[mcp.*]`` stdio server its ``command``, its
+working directory, any argument or ``env`` value naming a path strictly inside the
+workspace, and (for a bare command name) the ``PATH`` entries it is looked up in.
+Directories Loom owns (``.loom``, trace and cache directories, agent packages) must not
+contain the workspace either. An argument equal to the workspace root itself is allowed,
+so a file server can be pointed at it.
 """
 
 from __future__ import annotations
@@ -66,6 +66,9 @@ def _protected(project: ProjectConfig) -> Iterator[Protected]:
         yield (f"the project file {project.path.name}", project.path.resolve(), "in")
     yield ("the project's .env (read for ${VAR} values)", root / ".env", "in")
     yield ("Loom's state directory .loom/", root / ".loom", "owned")
+    # Agents' memory: writable through the tools, it could be forged.
+    if project.kv_path is not None:
+        yield ("the key-value store ([kv] path)", project.kv_path, "in")
     # Prompts become system messages: writable from inside, they would be an injection.
     yield ("the prompt directory ([prompts] dir)", project.prompt_dir, "owned")
     trace_dir = project.telemetry.get("trace_dir")

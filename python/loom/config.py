@@ -16,7 +16,7 @@ import re
 import sys
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any, Literal, NoReturn
 
 from pydantic import (
     BaseModel,
@@ -54,6 +54,7 @@ KNOWN_TABLES = frozenset(
         "bus",
         "runtime",
         "prompts",
+        "kv",
     }
 )
 
@@ -271,6 +272,20 @@ class PromptsSpec(_Strict):
     dir: str = "prompts"
 
 
+class KVSpec(_Strict):
+    """``[kv]``: the key-value store behind ``ctx.kv`` (see docs/kv.md)."""
+
+    #: ``"sqlite"``, the embedded store (JetStream KV will be another).
+    store: Literal["sqlite"] = "sqlite"
+    #: The database file, relative to loom.toml; ``":memory:"`` keeps it in memory.
+    path: str = ".loom/kv.sqlite3"
+    #: ``"normal"``: committed writes survive a crash of the process; ``"full"``: a
+    #: power loss too (an fsync per write).
+    synchronous: Literal["normal", "full"] = "normal"
+    #: Largest encoded value, in bytes (default 1 MiB, NATS' default payload limit).
+    max_value_size: int = Field(default=1024 * 1024, ge=1, le=64 * 1024 * 1024)
+
+
 class ProjectConfig(BaseModel):
     """A parsed ``loom.toml``."""
 
@@ -283,6 +298,7 @@ class ProjectConfig(BaseModel):
     runtime: RuntimeSpec = Field(default_factory=RuntimeSpec)
     workspace: WorkspaceSpec = Field(default_factory=WorkspaceSpec)
     prompts: PromptsSpec = Field(default_factory=PromptsSpec)
+    kv: KVSpec = Field(default_factory=KVSpec)
     llm: dict[str, dict[str, Any]] = Field(default_factory=dict)
     tools: dict[str, Any] = Field(default_factory=dict)
     sandbox: dict[str, Any] = Field(default_factory=dict)
@@ -306,6 +322,13 @@ class ProjectConfig(BaseModel):
     def prompt_dir(self) -> Path:
         """The absolute ``[prompts] dir``."""
         return (self.root / self.prompts.dir).resolve()
+
+    @property
+    def kv_path(self) -> Path | None:
+        """The absolute ``[kv] path`` (None: in memory, or no loom.toml)."""
+        if self.path is None or self.kv.path == ":memory:":
+            return None
+        return (self.root / Path(self.kv.path).expanduser()).resolve()
 
     @property
     def workspace_root(self) -> Path:
@@ -592,6 +615,7 @@ __all__ = [
     "PROJECT_ENV",
     "AgentSpec",
     "JobSpec",
+    "KVSpec",
     "ProjectConfig",
     "ProjectMeta",
     "PromptsSpec",

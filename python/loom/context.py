@@ -22,6 +22,7 @@ from loom.errors import LoomError, RequestTimeout
 
 if TYPE_CHECKING:
     from loom.config import ProjectConfig
+    from loom.kv import KeyValue
     from loom.prompts import PromptLoader
     from loom.runtime import Runtime
 
@@ -85,6 +86,12 @@ class AgentContext:
 
         project = self.runtime.project
         return PromptLoader(project.prompt_dir if project else "prompts")
+
+    def kv(self, bucket: str = "default") -> KeyValue:
+        """A bucket of the runtime's key-value store, shared by its agents (and with
+        other processes on the same ``[kv] path``): ``await ctx.kv("plans").put(key,
+        value)``. See docs/kv.md."""
+        return self.runtime.kv(bucket)
 
     # -- publishing ----------------------------------------------------------------
 

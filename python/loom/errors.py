@@ -93,6 +93,59 @@ class AgentError(LoomError):
     """An agent could not be loaded, started or stopped."""
 
 
+# -- key-value store ------------------------------------------------------------------
+
+
+class KVError(LoomError):
+    """Base class of key-value store errors (``ctx.kv``); also an unusable database
+    file (the message names it)."""
+
+
+class InvalidKeyError(KVError, ValueError):
+    """A key or bucket name breaks the NATS KV rules (says which character and why)."""
+
+
+class InvalidValueError(KVError, TypeError):
+    """A value is neither JSON-serialisable nor bytes (names the key and the type, never
+    the value)."""
+
+
+class ValueTooLargeError(KVError, ValueError):
+    """An encoded value is larger than the store's ``max_value_size``."""
+
+    def __init__(self, key: str, size: int, limit: int) -> None:
+        self.key = key
+        self.size = size
+        self.limit = limit
+        super().__init__(
+            f"value for key {key!r} is {size} bytes encoded; the limit is {limit} "
+            "([kv] max_value_size)"
+        )
+
+
+class KVConflictError(KVError):
+    """A conditional write found another revision than the one it expected: ``key``,
+    ``expected`` (0: absent) and ``actual`` (None: absent)."""
+
+    def __init__(self, key: str, expected: int, actual: int | None, message: str = "") -> None:
+        self.key = key
+        self.expected = expected
+        self.actual = actual
+        if not message:
+            want = "absent" if expected == 0 else f"at revision {expected}"
+            got = "absent" if actual is None else f"at revision {actual}"
+            message = f"key {key!r}: expected it {want}, found it {got}"
+        super().__init__(message)
+
+
+class KeyExistsError(KVConflictError):
+    """``create`` found the key already present (``actual`` is its revision)."""
+
+
+class KVClosedError(KVError):
+    """The store was closed (its runtime stopped)."""
+
+
 # -- tools ----------------------------------------------------------------------------
 
 
@@ -140,7 +193,13 @@ __all__ = [
     "BusError",
     "BusFullError",
     "ConfigError",
+    "InvalidKeyError",
     "InvalidTopicError",
+    "InvalidValueError",
+    "KVClosedError",
+    "KVConflictError",
+    "KVError",
+    "KeyExistsError",
     "LoomError",
     "MissingEnvironmentVariable",
     "PromptNotFound",
@@ -151,4 +210,5 @@ __all__ = [
     "ToolFailed",
     "ToolNotFound",
     "ToolTimeout",
+    "ValueTooLargeError",
 ]

@@ -23,6 +23,7 @@ from loom.telemetry import Telemetry
 
 if TYPE_CHECKING:
     from loom.config import ProjectConfig
+    from loom.kv import KeyValue, SqliteStore
     from loom.llm.state import LLMState
     from loom.tools.registry import ToolRegistry
 
@@ -70,6 +71,8 @@ class Runtime:
         self._prepared: asyncio.Future[None] | None = None
         #: Set by :meth:`request_stop`; ``loom run`` waits on it.
         self.stop_requested: asyncio.Event | None = None
+        #: The key-value store behind :meth:`kv`, opened on first use.
+        self.kv_store: SqliteStore | None = None
         #: Tracing state (spans recorded?, content capture, tracer), handed to agents.
         self.telemetry = Telemetry()
 
@@ -231,6 +234,19 @@ class Runtime:
 
                 self.tools = await build_registry(self)
             return self.tools
+
+    # -- key-value store -----------------------------------------------------------
+
+    def kv(self, bucket: str = "default") -> KeyValue:
+        """A bucket of the runtime's key-value store (``[kv]``: the project's
+        ``.loom/kv.sqlite3`` by default, in memory without a project), closed when the
+        runtime stops. See docs/kv.md."""
+        if self.kv_store is None:
+            from loom.kv import open_store
+
+            self.kv_store = open_store(self.project)
+            self.on_shutdown(self.kv_store.close)
+        return self.kv_store.bucket(bucket)
 
     # -- shutdown ------------------------------------------------------------------
 

@@ -34,6 +34,7 @@ LAYERS: list[tuple[str, ...]] = [
         "loom._depth",
         "loom._host",
         "loom._aio",
+        "loom._units",
         "loom.bus",
         "loom.config",
         "loom._layout",

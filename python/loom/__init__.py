@@ -21,7 +21,13 @@ from loom.errors import (
     BusError,
     BusFullError,
     ConfigError,
+    InvalidKeyError,
     InvalidTopicError,
+    InvalidValueError,
+    KeyExistsError,
+    KVClosedError,
+    KVConflictError,
+    KVError,
     LoomError,
     RequestTimeout,
     ToolArgumentsInvalid,
@@ -30,6 +36,7 @@ from loom.errors import (
     ToolFailed,
     ToolNotFound,
     ToolTimeout,
+    ValueTooLargeError,
 )
 from loom.runtime import Runtime
 
@@ -56,7 +63,13 @@ __all__ = [
     "ContractResult",
     "Envelope",
     "EventBus",
+    "InvalidKeyError",
     "InvalidTopicError",
+    "InvalidValueError",
+    "KVClosedError",
+    "KVConflictError",
+    "KVError",
+    "KeyExistsError",
     "LoomError",
     "ProjectConfig",
     "RequestTimeout",
@@ -70,6 +83,7 @@ __all__ = [
     "ToolNotFound",
     "ToolTimeout",
     "TopicStats",
+    "ValueTooLargeError",
     "__version__",
     "load_project_config",
 ]

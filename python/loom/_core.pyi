@@ -38,9 +38,15 @@ class Envelope:
         thread_id: str | None = None,
         ttl: int = 32,
         headers: dict[str, str] | None = None,
+        id: str | None = None,
+        timestamp_ns: int | None = None,
     ) -> Envelope: ...
     @property
     def id(self) -> str: ...
+    @property
+    def delivery_count(self) -> int:
+        """How many times this event has been delivered (1 the first time; more when a
+        reliable subscription over JetStream redelivers it)."""
     @property
     def topic(self) -> str: ...
     @property

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import warnings
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from types import TracebackType
 from typing import Any
@@ -52,6 +53,9 @@ class Agent:
         group: Queue group of the topic subscriptions: agents in the same group share
             the events (each goes to one of them) instead of each getting a copy.
         runtime: The runtime to join (default: :meth:`Runtime.default`).
+        address: The original API's bridge address. There is no bridge: agents join
+            their runtime in-process, and processes meet over NATS (``[bus] nats``);
+            a warning says so and the value is not used.
     """
 
     def __init__(
@@ -71,6 +75,7 @@ class Agent:
         max_concurrency: int = 16,
         group: str | None = None,
         runtime: Runtime | None = None,
+        address: str | None = None,
     ) -> None:
         if not agent_id or not isinstance(agent_id, str):
             raise AgentError("agent_id must be a non-empty string")
@@ -80,6 +85,14 @@ class Agent:
             raise AgentError(f"agent {agent_id!r}: max_concurrency must be at least 1")
         from loom import _core
 
+        if address is not None:
+            warnings.warn(
+                f"agent {agent_id!r}: Agent(address={address!r}) is not used: there is no "
+                "bridge to connect to; agents run in the runtime's process and reach other "
+                "processes through NATS ([bus] nats in loom.toml)",
+                DeprecationWarning,
+                stacklevel=2,
+            )
         self.topics = list(topics)
         for t in self.topics:
             _core.validate_pattern(t)
@@ -104,6 +117,11 @@ class Agent:
     @property
     def running(self) -> bool:
         return self._running
+
+    @property
+    def inbox(self) -> str:
+        """The topic replies and direct messages to this agent arrive on."""
+        return self.ctx.inbox
 
     async def _direct(self, event: Envelope) -> None:
         if self.on_event is not None:

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from loom import collab
 from loom._core import Envelope
 from loom._dispatch import Limiter, SubscriptionRunner
+from loom._units import seconds
 from loom.bus import DEFAULT_PUBLISH_TIMEOUT, DEFAULT_TTL, QoS, Subscription, wait_pending
 from loom.errors import LoomError, RequestTimeout
 
@@ -107,16 +108,33 @@ class AgentContext:
         headers: Mapping[str, str] | None = None,
         ttl: int = DEFAULT_TTL,
         timeout: float = DEFAULT_PUBLISH_TIMEOUT,
+        envelope: Envelope | None = None,
     ) -> None:
         """Publishes an event from this agent.
 
         ``payload`` should be JSON-serialisable (or bytes) so that the event can cross
         process boundaries; inside one process it is passed by reference.
 
+        ``envelope=`` forwards an existing event to ``topic``: its type, payload,
+        correlation id, reply-to, thread and headers (keywords given here win), with
+        this agent as the source and a new id.
+
         Raises:
             InvalidTopicError: the topic is malformed.
             BusFullError: a ``reliable`` subscriber stayed full for ``timeout`` seconds.
+            TypeError: ``envelope`` together with ``type`` or ``payload``.
         """
+        if envelope is not None:
+            if payload is not None or type != "event":
+                raise TypeError(
+                    "emit(): give envelope= or type/payload, not both (the envelope's are sent)"
+                )
+            type, payload = envelope.type, envelope.payload
+            correlation_id = correlation_id or envelope.correlation_id
+            reply_to = reply_to or envelope.reply_to
+            thread_id = thread_id or envelope.thread_id
+            if envelope.headers:
+                headers = {**envelope.headers, **(headers or {})}
         if self.telemetry.active:
             from loom.telemetry.agent_spans import publish_span
 
@@ -166,15 +184,18 @@ class AgentContext:
         type: str = "request",
         payload: Any = None,
         *,
-        timeout: float = DEFAULT_REQUEST_TIMEOUT,
+        timeout: float | None = None,
         thread_id: str | None = None,
         headers: Mapping[str, str] | None = None,
+        timeout_ms: float | None = None,
     ) -> Envelope:
-        """Sends a request and waits for the first reply.
+        """Sends a request and waits for the first reply, for ``timeout`` seconds
+        (default 30) or ``timeout_ms`` milliseconds.
 
         Raises:
-            RequestTimeout: no reply within ``timeout`` seconds (also a ``TimeoutError``).
+            RequestTimeout: no reply in time (also a ``TimeoutError``).
         """
+        timeout = seconds(timeout, timeout_ms, what="request()") or DEFAULT_REQUEST_TIMEOUT
         correlation_id = uuid.uuid4().hex
         fut: asyncio.Future[Envelope] = asyncio.get_running_loop().create_future()
         self._pending[correlation_id] = fut
@@ -210,19 +231,26 @@ class AgentContext:
     ) -> None:
         """Answers ``event`` on its ``reply_to`` topic, with the same correlation id.
 
+        An event that was emitted rather than requested has no ``reply_to``: the answer
+        then goes to its sender, an agent of this runtime, whose ``on_event`` receives
+        it on its inbox (correlation id: the event's id).
+
         The reply itself carries this agent's inbox as ``reply_to``, so the receiver
         can answer back (this is how contract-net awards reach a bidder).
 
         Raises:
-            LoomError: ``event`` has no ``reply_to``.
+            LoomError: ``event`` has no ``reply_to`` and its sender is no agent of this
+                runtime (across processes, use :meth:`request` to get answers).
         """
-        if not event.reply_to:
+        target = event.reply_to or self.runtime.inbox_of(event.source)
+        if not target:
             raise LoomError(
                 f"{self.agent_id}: event {event.id} ({event.type!r} on {event.topic!r}) "
-                "has no reply_to; it was emitted, not requested"
+                f"has no reply_to and its source {event.source!r} is no agent of this "
+                "runtime; send it with ctx.request() to get a reply across processes"
             )
         await self.emit(
-            event.reply_to,
+            target,
             type,
             payload,
             correlation_id=event.correlation_id or event.id,
@@ -297,8 +325,14 @@ class AgentContext:
         *,
         timeout: float | None = None,
         call_id: str | None = None,
+        headers: Mapping[str, str] | None = None,
+        timeout_ms: float | None = None,
     ) -> Any:
         """Calls a registered tool and returns its parsed JSON result.
+
+        ``timeout`` is in seconds (``timeout_ms`` in milliseconds, for code written for
+        the original API). ``headers`` travel with the call: a Python tool reads them,
+        with the call id, from :func:`loom.tools.current_call`.
 
         Raises:
             ToolNotFound: no such tool.
@@ -310,8 +344,11 @@ class AgentContext:
             ToolTimeout: it did not finish within ``timeout`` seconds.
             ToolFailed: it ran and failed.
         """
+        timeout = seconds(timeout, timeout_ms, what=f"tool({name!r})")
         registry = await self.runtime.get_tools()
-        return await registry.call(self, name, payload, timeout=timeout, call_id=call_id)
+        return await registry.call(
+            self, name, payload, timeout=timeout, call_id=call_id, headers=headers
+        )
 
     async def tools(self) -> list[Any]:
         """Every registered tool (``ToolSpec``: name, description, JSON schema).

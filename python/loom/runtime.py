@@ -39,6 +39,11 @@ class HostedAgent(Protocol):
     @property
     def agent_id(self) -> str: ...
 
+    @property
+    def inbox(self) -> str:
+        """The topic its direct messages and replies arrive on."""
+        ...
+
     async def stop(self, timeout: float | None = ...) -> None: ...
 
 
@@ -156,6 +161,11 @@ class Runtime:
         if agent.agent_id in self.agents and self.agents[agent.agent_id] is not agent:
             raise AgentError(f"an agent with id {agent.agent_id!r} is already running")
         self.agents[agent.agent_id] = agent
+
+    def inbox_of(self, agent_id: str | None) -> str | None:
+        """The inbox of a running agent of this runtime (``None``: no such agent)."""
+        agent = self.agents.get(agent_id) if agent_id else None
+        return agent.inbox if agent is not None else None
 
     def detach(self, agent: HostedAgent) -> None:
         """Forgets a stopped agent."""

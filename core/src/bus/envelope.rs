@@ -34,6 +34,24 @@ impl EventId {
     }
 }
 
+impl EventId {
+    /// Parses the rendered form (`xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx`, hex), so an
+    /// event keeps its id across a process boundary or a redelivery.
+    pub fn parse(s: &str) -> Option<Self> {
+        let parts: Vec<&str> = s.split('-').collect();
+        let widths = [8, 4, 4, 4, 12];
+        if parts.len() != widths.len()
+            || parts
+                .iter()
+                .zip(widths)
+                .any(|(p, w)| p.len() != w || !p.bytes().all(|b| b.is_ascii_hexdigit()))
+        {
+            return None;
+        }
+        u128::from_str_radix(&parts.concat(), 16).ok().map(EventId)
+    }
+}
+
 impl Default for EventId {
     fn default() -> Self {
         Self::new()
@@ -60,6 +78,9 @@ impl fmt::Debug for EventId {
         fmt::Display::fmt(self, f)
     }
 }
+
+/// The header carrying [`Envelope::delivery_count`].
+pub const DELIVERY_COUNT_HEADER: &str = "loom-delivery-count";
 
 /// Nanoseconds since the Unix epoch.
 pub fn now_unix_nanos() -> u64 {
@@ -133,6 +154,15 @@ impl Envelope {
         }
     }
 
+    /// How many times this event has been delivered (1 the first time): the
+    /// `loom-delivery-count` header set by a redelivering transport (JetStream).
+    pub fn delivery_count(&self) -> u64 {
+        self.header(DELIVERY_COUNT_HEADER)
+            .and_then(|v| v.parse().ok())
+            .filter(|n| *n >= 1)
+            .unwrap_or(1)
+    }
+
     /// The value of header `name`, if present.
     pub fn header(&self, name: &str) -> Option<&str> {
         self.headers
@@ -154,6 +184,38 @@ mod tests {
         let s = a.to_string();
         assert_eq!(s.len(), 36);
         assert_eq!(s.matches('-').count(), 4);
+    }
+
+    #[test]
+    fn ids_parse_back() {
+        let a = EventId::new();
+        assert_eq!(EventId::parse(&a.to_string()), Some(a));
+        for bad in [
+            "",
+            "not-an-id",
+            "0000000g-0000-0000-0000-000000000000",
+            "00000000-0000-0000-0000-0000000000000",
+            "00000000-0000-0000-0000",
+            "+0000000-0000-0000-0000-000000000000",
+        ] {
+            assert_eq!(EventId::parse(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn delivery_count_comes_from_its_header() {
+        let mut e = Envelope::new("a", "t", Payload::None);
+        assert_eq!(e.delivery_count(), 1);
+        e.headers.push((DELIVERY_COUNT_HEADER.into(), "3".into()));
+        assert_eq!(e.delivery_count(), 3);
+        let mut bad = Envelope::new("a", "t", Payload::None);
+        bad.headers
+            .push((DELIVERY_COUNT_HEADER.into(), "zero".into()));
+        assert_eq!(bad.delivery_count(), 1);
+        let mut zero = Envelope::new("a", "t", Payload::None);
+        zero.headers
+            .push((DELIVERY_COUNT_HEADER.into(), "0".into()));
+        assert_eq!(zero.delivery_count(), 1);
     }
 
     #[test]

@@ -22,7 +22,7 @@ use std::time::Duration;
 
 use parking_lot::RwLock;
 
-pub use envelope::{Envelope, EventId, Payload, DEFAULT_TTL};
+pub use envelope::{Envelope, EventId, Payload, DEFAULT_TTL, DELIVERY_COUNT_HEADER};
 pub use subscription::{Offer, Qos, Subscription, SubscriptionStats, Waker};
 
 use crate::error::BusError;

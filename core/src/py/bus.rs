@@ -11,6 +11,7 @@ use std::thread::{self, ThreadId};
 use std::time::Duration;
 
 use parking_lot::Mutex;
+use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList, PyString};
 
@@ -18,8 +19,8 @@ use super::aio;
 use super::convert::json_to_py;
 use super::errors::bus_error;
 use crate::bus::{
-    topic, Bus, Delivery, Envelope, Payload, Published, Qos, Subscription, SubscriptionStats,
-    Waker, DEFAULT_TTL,
+    topic, Bus, Delivery, Envelope, EventId, Payload, Published, Qos, Subscription,
+    SubscriptionStats, Waker, DEFAULT_TTL,
 };
 
 // The Python signatures below spell the default hop limit as a literal.
@@ -73,7 +74,7 @@ fn opt_str<'py>(py: Python<'py>, s: &Option<Arc<str>>) -> Option<Bound<'py, PySt
 #[pymethods]
 impl PyEnvelope {
     #[new]
-    #[pyo3(signature = (topic, r#type = "event", payload = None, *, source = None, correlation_id = None, reply_to = None, thread_id = None, ttl = 32, headers = None))]
+    #[pyo3(signature = (topic, r#type = "event", payload = None, *, source = None, correlation_id = None, reply_to = None, thread_id = None, ttl = 32, headers = None, id = None, timestamp_ns = None))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
@@ -86,9 +87,11 @@ impl PyEnvelope {
         thread_id: Option<&str>,
         ttl: u32,
         headers: Option<&Bound<'_, PyDict>>,
+        id: Option<&str>,
+        timestamp_ns: Option<u64>,
     ) -> PyResult<Self> {
         topic::validate_topic(topic).map_err(|e| bus_error(py, e))?;
-        let env = build(
+        let mut env = build(
             topic,
             r#type,
             payload,
@@ -99,9 +102,26 @@ impl PyEnvelope {
             ttl,
             headers,
         )?;
+        if let Some(id) = id {
+            env.id = EventId::parse(id).ok_or_else(|| {
+                PyValueError::new_err(format!(
+                    "id {id:?} is not an event id (as Envelope.id renders one)"
+                ))
+            })?;
+        }
+        if let Some(ns) = timestamp_ns {
+            env.timestamp_unix_nanos = ns;
+        }
         Ok(PyEnvelope {
             inner: Arc::new(env),
         })
+    }
+
+    /// How many times this event has been delivered (1 the first time; more when a
+    /// reliable subscription over JetStream redelivers it).
+    #[getter]
+    fn delivery_count(&self) -> u64 {
+        self.inner.delivery_count()
     }
 
     #[getter]

@@ -4,7 +4,14 @@ Agents call them with ``await ctx.tool("fs:read_file", {"path": "notes.md"})``.
 """
 
 from loom.tools.python import PythonTool, tool
-from loom.tools.registry import ApprovalRequest, Approver, Tool, ToolRegistry
+from loom.tools.registry import (
+    ApprovalRequest,
+    Approver,
+    Tool,
+    ToolCall,
+    ToolRegistry,
+    current_call,
+)
 from loom.tools.render import describe_call
 from loom.tools.spec import ToolSpec, openai_name
 
@@ -13,8 +20,10 @@ __all__ = [
     "Approver",
     "PythonTool",
     "Tool",
+    "ToolCall",
     "ToolRegistry",
     "ToolSpec",
+    "current_call",
     "describe_call",
     "openai_name",
     "tool",

@@ -18,7 +18,8 @@ import logging
 import math
 import uuid
 from collections.abc import Awaitable, Callable, Iterable, Mapping
-from dataclasses import dataclass
+from contextvars import ContextVar
+from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
 from typing import Any, Protocol
 
@@ -67,6 +68,28 @@ class ApprovalRequest:
     arguments: dict[str, Any]
     agent_id: str
     call_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCall:
+    """The call a tool is running for (:func:`current_call`)."""
+
+    tool: str
+    call_id: str
+    agent_id: str
+    #: The caller's ``ctx.tool(..., headers=...)``.
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+
+# Task-local, so concurrent calls each see their own.
+_current: ContextVar[ToolCall | None] = ContextVar("loom_tool_call", default=None)
+
+
+def current_call() -> ToolCall | None:
+    """The call the running tool serves — its ``call_id`` (unique; use it as an
+    idempotency key for side effects), tool name, calling agent and the caller's
+    ``headers`` — or ``None`` outside a tool call."""
+    return _current.get()
 
 
 #: ``async def approve(request) -> bool`` (sync callables are run off the loop).
@@ -195,6 +218,7 @@ class ToolRegistry:
         *,
         timeout: float | None = None,
         call_id: str | None = None,
+        headers: Mapping[str, str] | None = None,
     ) -> Any:
         """Calls a tool and returns its JSON result; see ``AgentContext.tool``.
 
@@ -204,16 +228,22 @@ class ToolRegistry:
         """
         tool = self.get(name)
         call_id = call_id or f"call_{_ID_PREFIX}{next(_call_ids):x}"
-        telemetry = telemetry_of(ctx)
-        if not telemetry.active:
-            # The hot path: no span machinery at all when nothing records spans.
-            return await self._run(tool, ctx, payload, timeout, call_id)
-        from loom.telemetry.tool_spans import tool_span
+        token = _current.set(
+            ToolCall(tool.spec.name, call_id, getattr(ctx, "agent_id", "?"), dict(headers or {}))
+        )
+        try:
+            telemetry = telemetry_of(ctx)
+            if not telemetry.active:
+                # The hot path: no span machinery at all when nothing records spans.
+                return await self._run(tool, ctx, payload, timeout, call_id)
+            from loom.telemetry.tool_spans import tool_span
 
-        with tool_span(telemetry, tool.spec.name, call_id, tool.spec, payload) as span:
-            result = await self._run(tool, ctx, payload, timeout, call_id)
-            span.set_result(result)
-            return result
+            with tool_span(telemetry, tool.spec.name, call_id, tool.spec, payload) as span:
+                result = await self._run(tool, ctx, payload, timeout, call_id)
+                span.set_result(result)
+                return result
+        finally:
+            _current.reset(token)
 
     async def _run(
         self,

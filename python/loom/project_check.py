@@ -16,7 +16,6 @@ building the tool registry, which :func:`loom.app.run_project` does up front too
 
 from __future__ import annotations
 
-import difflib
 import logging
 
 from loom.config import ProjectConfig
@@ -25,7 +24,6 @@ from loom.errors import ConfigError, MissingEnvironmentVariable
 log = logging.getLogger("loom.config")
 
 #: Keys of ``[bus]``.
-BUS_KEYS = frozenset({"nats"})
 
 
 def check_project(project: ProjectConfig) -> None:
@@ -45,14 +43,9 @@ def configures_tools(project: ProjectConfig) -> bool:
 
 
 def _check_bus(project: ProjectConfig) -> None:
-    for key in project.bus:
-        if key not in BUS_KEYS:
-            close = difflib.get_close_matches(key, sorted(BUS_KEYS), n=1)
-            hint = f"; did you mean {close[0]!r}?" if close else ""
-            raise project.error(f"unknown key {key!r}{hint}", "bus", key)
-    nats = project.bus.get("nats")
-    if nats is not None and not (isinstance(nats, str) and "://" in nats):
-        raise project.error("must be a URL string such as 'nats://127.0.0.1:4222'", "bus", "nats")
+    from loom.nats.settings import bus_settings
+
+    bus_settings(project)
 
 
 def _named_providers(project: ProjectConfig) -> dict[str, str]:

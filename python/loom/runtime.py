@@ -136,11 +136,12 @@ class Runtime:
                 check_project(project)
                 if configures_tools(project):
                     await self.get_tools()
-                nats_url = project.bus.get("nats")
-                if nats_url:
+                if project.bus.get("nats"):
                     from loom.nats import connect
+                    from loom.nats.settings import bus_settings
 
-                    await connect(self, nats_url, name=project.project.name)
+                    settings = bus_settings(project)
+                    await connect(self, settings.nats, settings=settings, name=project.project.name)
         except BaseException as exc:
             # Whoever is waiting gets the error; the next start tries again (a NATS
             # server may be up by then; a bad file fails the same way).

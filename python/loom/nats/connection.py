@@ -8,11 +8,18 @@ import logging
 from loom._secrets import redact_url
 from loom.errors import BusError
 from loom.nats.bridge import BusHost, NatsBridge
+from loom.nats.settings import BusSettings
 
 log = logging.getLogger("loom.nats")
 
 
-async def connect(host: BusHost, url: str, *, name: str | None = None) -> NatsBridge:
+async def connect(
+    host: BusHost,
+    url: str | None = None,
+    *,
+    settings: BusSettings | None = None,
+    name: str | None = None,
+) -> NatsBridge:
     """Connects ``host``'s bus (a :class:`~loom.Runtime`) to the NATS server at
     ``url``; call it before starting agents. The bridge closes when the host stops.
 
@@ -21,6 +28,11 @@ async def connect(host: BusHost, url: str, *, name: str | None = None) -> NatsBr
     """
     import nats
 
+    settings = settings or BusSettings(nats=url)
+    url = url or settings.nats
+    if not url:
+        raise BusError("connect(): no NATS URL (give url= or [bus] nats)")
+    name = settings.name or name
     shown = redact_url(url)  # nats://user:password@host is a common spelling
 
     async def on_error(exc: Exception) -> None:

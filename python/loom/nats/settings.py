@@ -96,10 +96,10 @@ class BusSettings(_Strict):
     connect_timeout: float = Field(default=5.0, gt=0)
     jetstream: JetStreamSettings = Field(default_factory=JetStreamSettings)
 
-    @field_validator("nats")
+    @field_validator("nats", mode="before")
     @classmethod
-    def _url(cls, v: str | None) -> str | None:
-        if v is not None and "://" not in v:
+    def _url(cls, v: Any) -> Any:
+        if v is not None and not (isinstance(v, str) and "://" in v):
             raise ValueError("must be a URL string such as 'nats://127.0.0.1:4222'")
         return v
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import shutil
 import socket
 import subprocess
 import sys
@@ -21,6 +20,7 @@ from pydantic import BaseModel
 
 from loom import Agent, BusError, Envelope, Runtime
 from loom.nats import NatsBridge, connect, decode, encode
+from nats_servers import NatsServer
 
 
 def free_port() -> int:
@@ -30,28 +30,10 @@ def free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def nats_url() -> Iterator[str]:
-    binary = shutil.which("nats-server")
-    if binary is None:
-        print(
-            "SKIP NATS tests: nats-server is not installed (make test installs it)", file=sys.stderr
-        )
-        pytest.skip("nats-server is not installed")
-    port = free_port()
-    proc = subprocess.Popen([binary, "-a", "127.0.0.1", "-p", str(port)], stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            break
-        except OSError:
-            time.sleep(0.05)
-    else:
-        proc.kill()
-        pytest.fail("nats-server did not start")
-    yield f"nats://127.0.0.1:{port}"
-    proc.terminate()
-    proc.wait(timeout=10)
+def nats_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    server = NatsServer(jetstream=True, store=tmp_path_factory.mktemp("js")).start()
+    yield server.url
+    server.stop()
 
 
 @pytest.fixture

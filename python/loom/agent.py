@@ -154,6 +154,7 @@ class Agent:
                         capacity=self.capacity,
                         group=self.group,
                     )
+            await self.ctx.subscriptions_ready()
             self._running = True
             if self.on_start is not None:
                 await resolve(self.on_start(self.ctx))

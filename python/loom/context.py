@@ -15,11 +15,14 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 from loom import collab
+from loom._aio import resolve
 from loom._core import Envelope
 from loom._dispatch import Limiter, SubscriptionRunner
 from loom._units import seconds
 from loom.bus import DEFAULT_PUBLISH_TIMEOUT, DEFAULT_TTL, QoS, Subscription, wait_pending
 from loom.errors import LoomError, RequestTimeout
+from loom.nats.codec import REMOTE
+from loom.nats.jetstream import DurableConsumer, JetStreamLink, storable
 
 if TYPE_CHECKING:
     from loom.config import ProjectConfig
@@ -63,7 +66,7 @@ class AgentContext:
         # replies to them are dropped, not mistaken for direct messages.
         self._abandoned: dict[str, None] = {}
         self._collectors: dict[str, Callable[[Envelope], None]] = {}
-        self._runners: dict[int, SubscriptionRunner] = {}
+        self._runners: dict[Any, SubscriptionRunner | DurableConsumer] = {}
         self._max_concurrency = max_concurrency
         self._limiter = Limiter(max_concurrency)
         self._direct: Callable[[Envelope], Awaitable[Any]] | None = None
@@ -124,6 +127,12 @@ class AgentContext:
             BusFullError: a ``reliable`` subscriber stayed full for ``timeout`` seconds.
             TypeError: ``envelope`` together with ``type`` or ``payload``.
         """
+        js = self.runtime.jetstream
+        if js is not None and envelope is None and js.covers(topic):
+            await self._emit_stored(
+                js, topic, type, payload, correlation_id, reply_to, thread_id, headers, ttl, timeout
+            )
+            return
         if envelope is not None:
             if payload is not None or type != "event":
                 raise TypeError(
@@ -135,6 +144,20 @@ class AgentContext:
             thread_id = thread_id or envelope.thread_id
             if envelope.headers:
                 headers = {**envelope.headers, **(headers or {})}
+            if js is not None and js.covers(topic):
+                await self._emit_stored(
+                    js,
+                    topic,
+                    type,
+                    payload,
+                    correlation_id,
+                    reply_to,
+                    thread_id,
+                    headers,
+                    ttl,
+                    timeout,
+                )
+                return
         if self.telemetry.active:
             from loom.telemetry.agent_spans import publish_span
 
@@ -154,6 +177,62 @@ class AgentContext:
         )
         if pending is not None:
             await wait_pending(pending, timeout)
+
+    async def _emit_stored(
+        self,
+        js: JetStreamLink,
+        topic: str,
+        type: str,
+        payload: Any,
+        correlation_id: str | None,
+        reply_to: str | None,
+        thread_id: str | None,
+        headers: Mapping[str, str] | None,
+        ttl: int,
+        timeout: float,
+    ) -> None:
+        """A publish to a stored (JetStream) subject: stored first, acked by the server,
+        then handed to this process's other (non-durable) subscribers."""
+
+        async def send() -> None:
+            out = self.runtime.outgoing_headers(headers)
+            event = Envelope(
+                topic,
+                type,
+                payload,
+                source=self.agent_id,
+                correlation_id=correlation_id,
+                reply_to=reply_to,
+                thread_id=thread_id,
+                ttl=ttl,
+                headers=out,
+            )
+            await js.publish(event, timeout)
+            local = dict(out or {})
+            local[REMOTE] = "1"  # already on NATS: the bridge must not send it again
+            pending = self._publish(
+                topic,
+                type,
+                payload,
+                source=self.agent_id,
+                correlation_id=correlation_id,
+                reply_to=reply_to,
+                thread_id=thread_id,
+                ttl=ttl,
+                headers=local,
+            )
+            if pending is not None:
+                await wait_pending(pending, timeout)
+
+        if self.telemetry.active:
+            from loom.telemetry.agent_spans import publish_span
+
+            span = publish_span(self.telemetry, topic, type, correlation_id)
+            if span is not None:
+                with span:
+                    await send()
+                return
+        await send()
 
     def _send(
         self,
@@ -281,6 +360,20 @@ class AgentContext:
         Must be called while the event loop runs. Returns the subscription; pass it to
         :meth:`unsubscribe` to stop.
         """
+        js = self.runtime.jetstream
+        if js is not None and qos == "reliable" and storable(pattern):
+            if handler is None and on_batch is None:
+                raise TypeError("subscribe() needs a handler or on_batch")
+            consumer = js.consumer(
+                pattern,
+                self.agent_id,
+                self._durable_delivery(pattern, handler, on_batch),
+                concurrency=max_concurrency or self._max_concurrency,
+                group=group,
+            )
+            self._runners[consumer.id] = consumer
+            consumer.start()
+            return consumer  # type: ignore[return-value]
         sub = self.runtime.bus.subscribe(pattern, qos=qos, capacity=capacity, group=group)
         if on_batch is not None:
             runner = SubscriptionRunner(self.agent_id, sub, self, on_batch=on_batch)
@@ -300,6 +393,47 @@ class AgentContext:
         self._runners[sub.id] = runner
         runner.start()
         return sub
+
+    def _durable_delivery(
+        self, pattern: str, handler: Handler | None, on_batch: BatchHandler | None
+    ) -> Callable[[Envelope], Awaitable[None]]:
+        """Runs ``handler`` for one stored event under the agent's concurrency limit (and
+        in an ``invoke_agent`` span); raises what the handler raised, so the event is
+        redelivered instead of acked."""
+
+        async def deliver(event: Envelope) -> None:
+            await self._limiter.acquire()
+            try:
+                call: Any = (
+                    handler(self, event.topic, event)
+                    if handler is not None
+                    else on_batch(self, pattern, [event])  # type: ignore[misc]
+                )
+                if self.telemetry.active:
+                    from loom.telemetry.agent_spans import invoke_agent_span, mark_failed
+
+                    with invoke_agent_span(self.telemetry, self.agent_id, event) as span:
+                        try:
+                            await resolve(call)
+                        except Exception as exc:
+                            mark_failed(span, exc)
+                            raise
+                else:
+                    await resolve(call)
+            finally:
+                self._limiter.release()
+
+        return deliver
+
+    async def subscriptions_ready(self) -> None:
+        """Waits until every reliable subscription over JetStream has its consumer.
+
+        Raises:
+            BusError: a consumer could not be created.
+        """
+        waiting = [r.ready for r in self._runners.values() if isinstance(r, DurableConsumer)]
+        if waiting:
+            await asyncio.gather(*waiting)
 
     async def unsubscribe(self, subscription: Subscription | str, *, timeout: float = 10.0) -> int:
         """Stops a subscription (or every subscription on a pattern), letting queued

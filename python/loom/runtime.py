@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from loom.config import ProjectConfig
     from loom.kv import KeyValue, SqliteStore
     from loom.llm.state import LLMState
+    from loom.nats.jetstream import JetStreamLink
     from loom.tools.registry import ToolRegistry
 
 log = logging.getLogger("loom.runtime")
@@ -62,6 +63,9 @@ class Runtime:
         self.bus = bus or EventBus()
         #: Running agents by id (see :meth:`attach`).
         self.agents: dict[str, HostedAgent] = {}
+        #: Reliable subscriptions' stream and consumers, when ``[bus] nats`` is set
+        #: (and ``[bus.jetstream]`` not disabled).
+        self.jetstream: JetStreamLink | None = None
         self._hooks: list[ShutdownHook] = []
         self._supervised: set[asyncio.Task[None]] = set()
         #: The tool registry, built on first use (:meth:`get_tools`).
@@ -137,11 +141,9 @@ class Runtime:
                 if configures_tools(project):
                     await self.get_tools()
                 if project.bus.get("nats"):
-                    from loom.nats import connect
-                    from loom.nats.settings import bus_settings
+                    from loom.nats.join import join_project_bus
 
-                    settings = bus_settings(project)
-                    await connect(self, settings.nats, settings=settings, name=project.project.name)
+                    await join_project_bus(self, project)
         except BaseException as exc:
             # Whoever is waiting gets the error; the next start tries again (a NATS
             # server may be up by then; a bad file fails the same way).

@@ -28,5 +28,15 @@ Enable it in loom.toml (``[bus] nats = "nats://127.0.0.1:4222"``) or call
 from loom.nats.bridge import BusHost, NatsBridge
 from loom.nats.codec import REMOTE, decode, encode
 from loom.nats.connection import connect
+from loom.nats.jetstream import JetStreamLink, enable_jetstream
 
-__all__ = ["REMOTE", "BusHost", "NatsBridge", "connect", "decode", "encode"]
+__all__ = [
+    "REMOTE",
+    "BusHost",
+    "JetStreamLink",
+    "NatsBridge",
+    "connect",
+    "decode",
+    "enable_jetstream",
+    "encode",
+]

@@ -20,6 +20,8 @@ if TYPE_CHECKING:
     from nats.aio.msg import Msg
     from nats.aio.subscription import Subscription as NatsSubscription
 
+    from loom.nats.jetstream import JetStreamLink
+
 
 log = logging.getLogger("loom.nats")
 
@@ -29,6 +31,9 @@ class BusHost(ShutdownHost, Protocol):
 
     @property
     def bus(self) -> EventBus: ...
+
+    #: Set when reliable subscriptions go through JetStream.
+    jetstream: JetStreamLink | None
 
 
 class NatsBridge:
@@ -151,4 +156,8 @@ class NatsBridge:
             self._pump.cancel()
             await asyncio.gather(self._pump, *self._tasks, return_exceptions=True)
         if not self.nc.is_closed:
-            await self.nc.drain()
+            try:
+                await self.nc.drain()
+            except Exception as exc:  # reconnecting to a server that is gone
+                log.debug("nats: drain failed (%s); closing", exc)
+                await self.nc.close()

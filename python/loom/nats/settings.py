@@ -44,6 +44,10 @@ class JetStreamSettings(_Strict):
     max_age: float = Field(default=7 * 24 * 3600.0, ge=0)
     #: Seconds within which a re-published event id is stored only once.
     duplicate_window: float = Field(default=120.0, gt=0)
+    #: What a reliable subscription's consumer gets the first time it is created:
+    #: ``all`` stored events on its subjects (work published before any worker ran is
+    #: not lost) or only ``new`` ones. Later starts continue where it stopped.
+    deliver: Literal["all", "new"] = "all"
     #: Delivery attempts before an event goes to the dead-letter subject.
     max_deliver: int = Field(default=5, ge=1)
     #: Seconds the server waits for an ack before redelivering (a running handler

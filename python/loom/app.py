@@ -89,8 +89,8 @@ async def run_project(
             agent starts.
     """
     if send_job is None:
-        send_job = agents is None
-    if send_job and project.job is None:
+        send_job = agents is None and project.job is not None
+    elif send_job and project.job is None:
         raise ConfigError("--job: the project has no [job] table", path=_path(project))
     from loom.telemetry import refresh_tracing_active
     from loom.telemetry.workflow_spans import end_project_run_span, project_run_span

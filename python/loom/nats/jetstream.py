@@ -154,6 +154,15 @@ class JetStreamLink:
                 if info is not None and merged == current:
                     self._set_subjects(current)
                     return
+                if info is not None:
+                    # An existing stream keeps its policies and limits: only subjects
+                    # are added (JetStream refuses some changes, and an operator may
+                    # have tuned it).
+                    info.config.subjects = merged
+                    await self.js.update_stream(info.config)
+                    log.info("jetstream: stream %s now stores %s", s.stream, merged)
+                    self._set_subjects(merged)
+                    return
                 config = api.StreamConfig(
                     name=s.stream,
                     subjects=merged,
@@ -165,12 +174,8 @@ class JetStreamLink:
                     max_age=s.max_age,
                     duplicate_window=s.duplicate_window,
                 )
-                if info is None:
-                    await self.js.add_stream(config)
-                    log.info("jetstream: created stream %s for %s", s.stream, merged)
-                else:
-                    await self.js.update_stream(config)
-                    log.info("jetstream: stream %s now stores %s", s.stream, merged)
+                await self.js.add_stream(config)
+                log.info("jetstream: created stream %s for %s", s.stream, merged)
             except Exception as exc:
                 raise BusError(_explain(exc, s.stream)) from None
             self._set_subjects(merged)

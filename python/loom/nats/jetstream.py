@@ -279,6 +279,9 @@ class DurableConsumer:
         self._deliver = deliver
         self._concurrency = max(1, concurrency)
         self._inflight: set[asyncio.Task[None]] = set()
+        # Messages being handled, with when their handler started (for _keep_alive).
+        self._started: dict[int, tuple[Msg, float]] = {}
+        self._ticker: asyncio.Task[None] | None = None
         self._room = asyncio.Event()
         self._room.set()
         self._stopping = False
@@ -386,7 +389,9 @@ class DurableConsumer:
         link.stats.delivered += 1
         if delivered > 1:
             link.stats.redelivered += 1
-        beat = asyncio.get_running_loop().create_task(self._keep_alive(msg))
+        self._started[id(msg)] = (msg, time.monotonic())
+        if self._ticker is None:
+            self._ticker = asyncio.get_running_loop().create_task(self._keep_alive())
         try:
             await self._deliver(event)
         except asyncio.CancelledError:
@@ -407,15 +412,19 @@ class DurableConsumer:
                     exc,
                 )
         finally:
-            beat.cancel()
+            self._started.pop(id(msg), None)
 
-    async def _keep_alive(self, msg: Msg) -> None:
-        """Tells the server a long handler is still working, so it is not redelivered
-        to someone else meanwhile."""
-        period = self.link.settings.ack_wait / 2
-        while True:
-            await asyncio.sleep(period)
-            await _quietly(msg.in_progress())
+    async def _keep_alive(self) -> None:
+        """Tells the server which long handlers are still working (those running for
+        over a third of ``ack_wait``), so they are not redelivered meanwhile. One task
+        per consumer, not one per event."""
+        wait = self.link.settings.ack_wait
+        while not self._stopping:
+            await asyncio.sleep(wait / 4)
+            now = time.monotonic()
+            for msg, since in list(self._started.values()):
+                if now - since > wait / 3:
+                    await _quietly(msg.in_progress())
 
     async def _failed(self, msg: Msg, event: Envelope, delivered: int, exc: Exception) -> None:
         s = self.link.settings
@@ -472,6 +481,8 @@ class DurableConsumer:
             if pending:
                 finished = False
                 await asyncio.wait(pending)
+        if self._ticker is not None:
+            self._ticker.cancel()
         if self._task is not None:
             try:
                 await asyncio.wait_for(asyncio.shield(self._task), 2.0)

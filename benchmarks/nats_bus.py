@@ -18,7 +18,9 @@ Core path (at most once):
   * raw nats-py: ``nc.publish`` on one connection, a callback subscription on another.
   Measured: events/s from the first publish to the last received event.
 
-Both sides carry the same ~100-byte JSON payload; Loom adds its envelope headers.
+Both sides encode the same ~100-byte JSON payload per event (``json.dumps`` on the raw
+side) and decode it on arrival; Loom adds its envelope (one ``Loom`` header), the
+local bus on both ends and a handler call per event, which is what the ratio prices.
 Rounds alternate the sides; best of three.
 
 Usage: python benchmarks/nats_bus.py [--smoke] [--events N]
@@ -96,7 +98,8 @@ async def loom_pair(url: str, stream: str, subject: str) -> tuple[Runtime, Runti
 
 
 async def loom_reliable(url: str, n: int, latency_n: int) -> tuple[float, list[float]]:
-    stream, subject = f"L{uuid.uuid4().hex[:8]}", "bench.reliable"
+    tag = uuid.uuid4().hex[:8]
+    stream, subject = f"L{tag}", f"bench.reliable.{tag}"
     pub_rt, sub_rt, publisher = await loom_pair(url, stream, subject)
     done = asyncio.Event()
     count = 0
@@ -171,7 +174,8 @@ async def loom_core(url: str, n: int) -> float:
 
 
 async def raw_reliable(url: str, n: int, latency_n: int) -> tuple[float, list[float]]:
-    stream, subject = f"R{uuid.uuid4().hex[:8]}", "bench.raw"
+    tag = uuid.uuid4().hex[:8]
+    stream, subject = f"R{tag}", f"bench.raw.{tag}"
     pub_nc, sub_nc = await nats.connect(url), await nats.connect(url)
     js_pub, js_sub = pub_nc.jetstream(), sub_nc.jetstream()
     await js_pub.add_stream(
@@ -213,6 +217,7 @@ async def raw_reliable(url: str, n: int, latency_n: int) -> tuple[float, list[fl
     try:
         t0 = time.perf_counter()
         for i in range(n):
+            data = json.dumps(PAYLOAD).encode()  # each event encoded, as Loom does
             await js_pub.publish(subject, data, headers={"Nats-Msg-Id": f"{stream}-{i}"})
         await asyncio.wait_for(done.wait(), 120)
         elapsed = time.perf_counter() - t0
@@ -246,11 +251,10 @@ async def raw_core(url: str, n: int) -> float:
 
     await sub_nc.subscribe("bench.rawcore", cb=cb, pending_msgs_limit=n + 10)
     await sub_nc.flush()
-    data = json.dumps(PAYLOAD).encode()
     try:
         t0 = time.perf_counter()
         for _ in range(n):
-            await pub_nc.publish("bench.rawcore", data)
+            await pub_nc.publish("bench.rawcore", json.dumps(PAYLOAD).encode())
         await asyncio.wait_for(done.wait(), 120)
         return time.perf_counter() - t0
     finally:

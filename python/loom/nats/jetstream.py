@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 from loom._core import Envelope, topic_matches
 from loom.errors import BusError
-from loom.nats.codec import ORIGIN, decode, encode
+from loom.nats.codec import REMOTE_ID, decode_message, encode
 from loom.nats.settings import JetStreamSettings
 
 if TYPE_CHECKING:
@@ -220,8 +220,7 @@ class JetStreamLink:
             BusError: no ack within ``timeout`` (default ``publish_timeout``), or the
                 payload is not JSON-serialisable.
         """
-        data, headers = encode(event)
-        headers[ORIGIN] = self.origin
+        data, headers = encode(event, self.origin)
         headers["Nats-Msg-Id"] = event.id
         limit = timeout or self.settings.publish_timeout
         try:
@@ -494,13 +493,12 @@ class DurableConsumer:
 
 
 def _envelope(msg: Msg, delivered: int) -> Envelope:
-    kwargs = decode(msg.subject, msg.data, msg.headers)
+    kwargs, meta = decode_message(msg.subject, msg.data, msg.headers)
     headers: dict[str, str] = kwargs["headers"]
     headers[DELIVERY_COUNT] = str(delivered)
-    original = headers.pop("loom-remote-id", None)
+    headers.pop(REMOTE_ID, None)
     headers.pop("Nats-Msg-Id", None)
-    headers.pop(ORIGIN, None)
-    stamp = (msg.headers or {}).get("Loom-Timestamp")
+    original = meta.id
     if original is not None and not _ID_RE.match(original):
         original = None  # published by something else than Loom: a new id
     return Envelope(
@@ -514,7 +512,7 @@ def _envelope(msg: Msg, delivered: int) -> Envelope:
         ttl=kwargs["ttl"],
         headers=headers,
         id=original,
-        timestamp_ns=int(stamp) if stamp and stamp.isdigit() else None,
+        timestamp_ns=meta.timestamp_ns,
     )
 
 

@@ -83,7 +83,7 @@ def test_subject_covers() -> None:
 
 def test_storable_refuses_system_and_wildcard_first_tokens() -> None:
     assert storable("orders.new") and storable("orders.>")
-    for p in (">", "*.x", "_INBOX.abc.def", "$JS.API.>", "$SYS.x"):
+    for p in (">", "*.x", "_INBOX.abc.def", "$JS.API.>", "$SYS.x", "_loom.barrier.b"):
         assert not storable(p), p
 
 

@@ -52,7 +52,8 @@ ORIGINAL_TOPIC = "Loom-Original-Topic"
 _UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
 _ID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 # A stored pattern must not swallow replies or the JetStream API.
-_SYSTEM = ("_INBOX", "$JS", "$SYS", "$KV", "$O")
+# ``_loom.`` topics are Loom's own coordination (barriers): live, never replayed.
+_SYSTEM = ("_INBOX", "_loom", "$JS", "$SYS", "$KV", "$O")
 
 #: ``deliver(event)``: runs the handler; raises if it failed.
 Deliver = Callable[[Envelope], Awaitable[None]]
@@ -319,6 +320,7 @@ class DurableConsumer:
             max_deliver=s.max_deliver,
             max_ack_pending=s.max_ack_pending,
             deliver_policy=api.DeliverPolicy.ALL if s.deliver == "all" else api.DeliverPolicy.NEW,
+            inactive_threshold=s.consumer_inactive_threshold or None,
         )
         return await self.link.js.pull_subscribe(
             self.pattern, durable=self.name, stream=s.stream, config=config

@@ -5,6 +5,8 @@ original ``CognitiveConfig`` fields, ``CognitiveResult.total_latency_ms``."""
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import AsyncIterator
@@ -334,7 +336,7 @@ def test_thinking_strategy_values() -> None:
     err = info.value.errors()[0]
     assert err["loc"] == ("thinking_strategy",)
     assert "unknown thinking_strategy 'tree_of_thought'" in err["msg"]
-    assert "'react', 'single_shot', 'cot'" in err["msg"] or "'single_shot', 'react'" in err["msg"]
+    assert "expected one of 'react', 'single_shot', 'cot' (or 'single-shot'," in err["msg"]
 
 
 def test_unknown_and_unsupported_settings_are_errors() -> None:
@@ -409,3 +411,60 @@ async def test_total_latency_ms_is_the_runs_wall_clock(runtime: Runtime) -> None
     wall_ms = (time.perf_counter() - before) * 1000
     assert 50 <= result.total_latency_ms <= wall_ms
     assert result.total_latency_ms == pytest.approx(result.latency * 1000)
+
+
+# -- loom chat passes [agents.x] thinking_strategy on ------------------------------------
+
+
+@pytest.mark.parametrize(("value", "ok"), [("cot", True), ("tree", False)])
+def test_loom_chat_takes_the_agents_thinking_strategy(tmp_path: Path, value: str, ok: bool) -> None:
+    (tmp_path / "loom.toml").write_text(
+        'name = "chat-app"\n\n[llm.test]\nbase_url = "http://127.0.0.1:9/v1"\nmodel = "m"\n\n'
+        f'[agents.assistant]\nllm_provider = "test"\nthinking_strategy = "{value}"\n'
+    )
+    r = subprocess.run(
+        [sys.executable, "-m", "loom.cli", "chat", "--agent", "assistant"],
+        cwd=tmp_path,
+        input="/tools\n/exit\n",
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    if ok:
+        assert r.returncode == 0, r.stderr
+        assert "0 tool(s)" in r.stdout and "(no tools)" in r.stdout  # cot offers none
+        assert "not supported" not in r.stdout
+    else:
+        assert r.returncode == 2
+        assert "agents.assistant.thinking_strategy" in r.stderr
+        assert "unknown thinking_strategy 'tree'" in r.stderr and "loom.toml:9" in r.stderr
+
+
+# -- the examples in docs/agents.md ------------------------------------------------------
+
+
+def doc_block(marker: str) -> str:
+    import re
+
+    doc = (Path(__file__).parent.parent / "docs" / "agents.md").read_text()
+    blocks = [b for b in re.findall(r"```python\n(.*?)```", doc, re.S) if marker in b]
+    assert len(blocks) == 1, marker
+    return blocks[0]
+
+
+async def test_the_docs_mock_llm_example(agent: Agent) -> None:
+    ns: dict[str, Any] = {"LLMResponse": LLMResponse, "CognitiveAgent": CognitiveAgent}
+    ns["agent"] = agent
+    exec(doc_block("class MockLLM"), ns)
+    events = [e async for e in ns["cognitive"].run_stream("hi")]
+    assert events[-1].result.answer == "Mock response"
+
+
+async def test_the_docs_permission_example(agent: Agent) -> None:
+    (ws(agent) / "old.md").write_text("x")
+    llm = ScriptedModel([tool_call("fs:delete", path="old.md"), "kept"])
+    ns: dict[str, Any] = {"CognitiveAgent": CognitiveAgent, "ctx": agent.ctx, "llm": llm}
+    exec(doc_block("permission_callback=permission"), ns)
+    result = await ns["cognitive"].run("delete old.md")
+    assert result.tool_calls[0].error == "ToolDenied: permission_callback denied the call"
+    assert (ws(agent) / "old.md").exists()

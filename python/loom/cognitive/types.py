@@ -26,8 +26,8 @@ class ThinkingStrategy(str, Enum):
       what follows the marker the answer (the whole text when there is no marker).
     """
 
-    SINGLE_SHOT = "single_shot"
     REACT = "react"
+    SINGLE_SHOT = "single_shot"
     CHAIN_OF_THOUGHT = "cot"
 
 
@@ -42,6 +42,7 @@ _STRATEGY_NAMES: dict[str, ThinkingStrategy] = {
     "chain_of_thought": ThinkingStrategy.CHAIN_OF_THOUGHT,
     "chain-of-thought": ThinkingStrategy.CHAIN_OF_THOUGHT,
 }
+_VALUES = frozenset(s.value for s in ThinkingStrategy)
 
 
 def _strategy(value: Any) -> Any:
@@ -54,7 +55,7 @@ def _strategy(value: Any) -> Any:
     raise ValueError(
         f"unknown thinking_strategy {value!r}; expected one of "
         f"{', '.join(repr(s.value) for s in ThinkingStrategy)} "
-        f"(or {', '.join(repr(n) for n in _STRATEGY_NAMES if n not in {'react', 'cot'})})"
+        f"(or {', '.join(repr(n) for n in _STRATEGY_NAMES if n not in _VALUES)})"
     )
 
 

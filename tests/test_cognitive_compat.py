@@ -35,7 +35,7 @@ from loom.tools import PythonTool
 
 
 class MockLLM:
-    async def call(self, messages, **kwargs):  # type: ignore[no-untyped-def]
+    async def call(self, messages, **kwargs):
         return LLMResponse(
             content="Mock response",
             finish_reason="stop",
@@ -216,7 +216,7 @@ async def test_an_async_callback_that_says_yes(agent: Agent) -> None:
 async def test_the_originals_three_argument_callback_gets_a_reason(agent: Agent) -> None:
     reasons: list[str] = []
 
-    async def approval_callback(tool_name, args, error_msg):  # type: ignore[no-untyped-def]
+    async def approval_callback(tool_name, args, error_msg):
         reasons.append(error_msg)
         return True
 

@@ -126,7 +126,7 @@ class CognitiveAgent:
         self.llm = llm
         self.model = chat_model(llm)
         self.config = config or CognitiveConfig()
-        self.permission = Permission(permission_callback) if permission_callback else None
+        self.permission = None if permission_callback is None else Permission(permission_callback)
         self._tool_items = None if tools is None else list(tools)
         project = getattr(ctx, "project", None)
         root = project.root if project is not None else Path.cwd()

@@ -20,7 +20,6 @@ if TYPE_CHECKING:
     from nats.aio.msg import Msg
     from nats.aio.subscription import Subscription as NatsSubscription
 
-    from loom.nats.jetstream import JetStreamLink
 
 
 log = logging.getLogger("loom.nats")
@@ -31,9 +30,6 @@ class BusHost(ShutdownHost, Protocol):
 
     @property
     def bus(self) -> EventBus: ...
-
-    #: Set when reliable subscriptions go through JetStream.
-    jetstream: JetStreamLink | None
 
 
 class NatsBridge:

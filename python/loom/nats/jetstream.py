@@ -27,10 +27,11 @@ import re
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from loom._core import Envelope, topic_matches
 from loom.errors import BusError
+from loom.nats.bridge import BusHost, NatsBridge
 from loom.nats.codec import REMOTE_ID, decode_message, encode
 from loom.nats.settings import JetStreamSettings
 
@@ -541,8 +542,14 @@ def _explain(exc: Exception, stream: str) -> str:
     return text
 
 
+class JetStreamHost(BusHost, Protocol):
+    """A runtime whose reliable subscriptions may go through JetStream."""
+
+    jetstream: JetStreamLink | None
+
+
 async def enable_jetstream(
-    host: BusHost,
+    host: JetStreamHost,
     bridge: NatsBridge,
     settings: JetStreamSettings | None = None,
     subjects: Iterable[str] = (),

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
 from loom._secrets import safe_repr
+from loom._units import seconds
 
 from .config import LLMConfig
 from .quirks import Quirks, serialize_messages, strip_bounds, tool_choice_spec, tool_spec
@@ -120,12 +121,7 @@ def request(
     unknown = sorted(k for k in fields if k not in BODY_FIELDS)
     if unknown:
         raise TypeError(unknown_keywords(unknown))
-    if timeout_ms is not None:
-        if timeout is not None:
-            raise TypeError("give timeout (seconds) or timeout_ms, not both")
-        if not _is_number(timeout_ms):
-            raise TypeError(f"timeout_ms must be a number of milliseconds, got {timeout_ms!r}")
-        timeout = timeout_ms / 1000.0
+    timeout = seconds(timeout, timeout_ms, what="LLM call")
     if timeout is not None and not (_is_number(timeout) and timeout > 0):
         raise ValueError(f"timeout must be a positive number of seconds, got {timeout!r}")
     body = dict(extra_body or {})

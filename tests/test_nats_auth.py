@@ -224,6 +224,33 @@ async def test_after_the_first_connection_the_client_reconnects(
     assert_hidden(all_texts(caplog), password)
 
 
+async def test_revoked_credentials_are_retried_until_they_work_again(
+    workdir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Once connected, a refusal is a warning and the client keeps trying: the
+    credentials may be restored (or the server's configuration fixed)."""
+    old, new = secret("pw"), secret("pw")
+    for server in serve(f'authorization {{ user: "loom", password: "{old}" }}', workdir):
+        rt = Runtime()
+        try:
+            settings = BusSettings(nats=server.url, user="loom", password=old)
+            bridge = await connect(rt, settings=settings)
+            server.reload(f'authorization {{ user: "loom", password: "{new}" }}')
+            deadline = time.monotonic() + 10
+            while "authorization violation" not in caplog.text:
+                assert time.monotonic() < deadline, "the revocation went unnoticed"
+                await asyncio.sleep(0.05)
+            assert not bridge.nc.is_closed
+            server.reload(f'authorization {{ user: "loom", password: "{old}" }}')
+            deadline = time.monotonic() + 10
+            while not bridge.nc.is_connected:
+                assert time.monotonic() < deadline, "did not reconnect"
+                await asyncio.sleep(0.05)
+        finally:
+            await rt.stop(timeout=5)
+    assert_hidden(all_texts(caplog), old, new)
+
+
 async def test_an_unreachable_server_fails_within_connect_timeout() -> None:
     exc, took = await refused(
         BusSettings(nats=f"nats://127.0.0.1:{free_port()}", connect_timeout=1.5)
@@ -256,6 +283,83 @@ async def test_nkey_seed_file(workdir: Path, caplog: pytest.LogCaptureFixture) -
         exc, took = await refused(BusSettings(nats=server.url, nkey_seed=str(bad)))
         assert "authorization violation" in str(exc) and took < 4
     assert_hidden(all_texts(caplog, exc), seed.decode(), other.decode())
+
+
+def operator_mode(directory: Path) -> tuple[str, Path, Path]:
+    """A trusted operator, an account and two users of it, as ``nsc`` makes them: the
+    server's configuration, a user's ``.creds`` file, and one of a user of another
+    (unknown) account."""
+    import base64
+    import hashlib
+    import json
+
+    import nkeys
+
+    def pair(prefix: int) -> tuple[bytes, nkeys.KeyPair]:
+        seed = nkeys.encode_seed(os.urandom(32), prefix)
+        return seed, nkeys.from_seed(bytearray(seed))
+
+    def b64(data: bytes) -> str:
+        return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+    def jwt(claims: dict[str, object], signer: nkeys.KeyPair) -> str:
+        header = b64(json.dumps({"typ": "JWT", "alg": "ed25519-nkey"}).encode())
+        claims = {**claims, "iat": int(time.time()), "jti": ""}
+        digest = hashlib.new("sha512_256", json.dumps(claims).encode()).digest()
+        claims["jti"] = base64.b32encode(digest).decode().rstrip("=")
+        body = b64(json.dumps(claims).encode())
+        return f"{header}.{body}.{b64(signer.sign(f'{header}.{body}'.encode()))}"
+
+    def key(k: nkeys.KeyPair) -> str:
+        return str(k.public_key.decode())
+
+    unlimited = {"subs": -1, "data": -1, "payload": -1, "conn": -1, "leaf": -1}
+    _, operator = pair(nkeys.PREFIX_BYTE_OPERATOR)
+    op_jwt = jwt(
+        {"iss": key(operator), "sub": key(operator), "nats": {"type": "operator", "version": 2}},
+        operator,
+    )
+
+    def account() -> tuple[nkeys.KeyPair, str]:
+        _, acc = pair(nkeys.PREFIX_BYTE_ACCOUNT)
+        claims = {
+            "limits": {**unlimited, "imports": -1, "exports": -1, "wildcards": True},
+            "type": "account",
+            "version": 2,
+        }
+        return acc, jwt({"iss": key(operator), "sub": key(acc), "nats": claims}, operator)
+
+    def creds(acc: nkeys.KeyPair, path: Path) -> Path:
+        seed, user = pair(nkeys.PREFIX_BYTE_USER)
+        claims = {"pub": {}, "sub": {}, **unlimited, "type": "user", "version": 2}
+        user_jwt = jwt({"iss": key(acc), "sub": key(user), "nats": claims}, acc)
+        path.write_text(
+            f"-----BEGIN NATS USER JWT-----\n{user_jwt}\n------END NATS USER JWT------\n\n"
+            f"-----BEGIN USER NKEY SEED-----\n{seed.decode()}\n------END USER NKEY SEED------\n"
+        )
+        return path
+
+    known, known_jwt = account()
+    unknown, _ = account()
+    config = (
+        f"operator: {op_jwt}\nresolver: MEMORY\nresolver_preload: {{ {key(known)}: {known_jwt} }}\n"
+    )
+    return config, creds(known, directory / "u.creds"), creds(unknown, directory / "x.creds")
+
+
+@pytest.mark.skipif(not HAS_NKEYS, reason="the nkeys package (nats-py[nkeys]) is not installed")
+async def test_creds_file(workdir: Path, caplog: pytest.LogCaptureFixture) -> None:
+    config, good, bad = operator_mode(workdir)
+    for server in serve(config, workdir):
+        right = BusSettings(nats=server.url, creds=str(good))
+        await exchange(right, right)
+        exc, took = await refused(BusSettings(nats=server.url, creds=str(bad)))
+        assert "authorization violation" in str(exc) and took < 4
+    seeds = [
+        line for p in (good, bad) for line in p.read_text().splitlines() if line.startswith("SU")
+    ]
+    assert len(seeds) == 2
+    assert_hidden(all_texts(caplog, exc), *seeds)
 
 
 # -- TLS --------------------------------------------------------------------------------
@@ -694,3 +798,86 @@ async def test_a_settings_object_given_to_connect_is_checked(token_server: Authe
             Runtime(),
             settings=BusSettings(nats=token_server.url, token="t", user="u", password="p"),
         )
+
+
+# -- docs/nats-security.md: its server configurations give a project what it needs ----
+
+DOC = SRC.parent / "docs" / "nats-security.md"
+
+
+def doc_server_configs() -> list[str]:
+    """The server configurations docs/nats-security.md marks as tested."""
+    text = DOC.read_text()
+    blocks = []
+    for part in text.split("<!-- server-config:")[1:]:
+        body = part.split("```text\n", 1)[1].split("```", 1)[0]
+        blocks.append(body)
+    assert len(blocks) == 2, "docs/nats-security.md lost a tested server configuration"
+    return blocks
+
+
+@pytest.mark.parametrize(
+    ("index", "jetstream"),
+    [(0, {}), (1, {"stream": "ORDERS", "dlq_prefix": "orders.dlq"})],
+    ids=["account-per-project", "shared-account"],
+)
+async def test_the_documented_permissions_are_enough_and_no_more(
+    index: int,
+    jetstream: dict[str, str],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from loom.nats import enable_jetstream
+    from loom.nats.settings import JetStreamSettings
+
+    password = secret("orders")
+    monkeypatch.setenv("ORDERS_NATS_PASSWORD", password)  # the server reads it
+    config = doc_server_configs()[index]
+    assert '"/var/lib/nats"' in config
+    config = config.replace('"/var/lib/nats"', f'"{tmp_path / "js"}"')
+    server = NatsServer(config=config, workdir=tmp_path)
+    server.start()
+    settings = BusSettings(nats=server.url, user="orders", password=password)
+    js = JetStreamSettings(**jetstream)  # type: ignore[arg-type]
+    a, b = Runtime(), Runtime()
+    try:
+        ba = await connect(a, settings=settings)
+        bb = await connect(b, settings=settings)
+        await enable_jetstream(a, ba, js, ["orders.>"])
+        await enable_jetstream(b, bb, js, ["orders.>"])
+        got: list[str] = []
+
+        async def work(ctx, topic, event):  # type: ignore[no-untyped-def]
+            got.append(event.payload)
+
+        async def quote(ctx, topic, event):  # type: ignore[no-untyped-def]
+            await ctx.reply(event, payload={"price": 3})
+
+        await Agent("worker", topics=["orders.new"], on_event=work, runtime=b).start()
+        await Agent("quote", topics=["orders.quote"], on_event=quote, runtime=b).start()
+        client = Agent("client", runtime=a)
+        await client.start()
+        await settle(ba, bb)
+        await client.ctx.emit("orders.new", payload="o-1")  # stored: waits for the ack
+        reply = await client.ctx.request("orders.quote", payload={}, timeout=10)
+        assert reply.payload == {"price": 3}
+        deadline = time.monotonic() + 10
+        while got != ["o-1"]:
+            assert time.monotonic() < deadline, f"reliable delivery failed: {got}"
+            await asyncio.sleep(0.05)
+        assert a.jetstream is not None and b.jetstream is not None
+        await asyncio.sleep(0.3)  # acks reach the server
+        assert "permissions violation" not in caplog.text.lower(), caplog.text
+        await client.ctx.emit("billing.x", payload="not ours")
+        await ba.flush()
+        deadline = time.monotonic() + 5
+        while "permissions violation" not in caplog.text.lower():
+            assert time.monotonic() < deadline, "a publish outside the permissions went through"
+            await asyncio.sleep(0.05)
+        assert 'permissions violation for publish to "billing.x"' in caplog.text.lower()
+    finally:
+        await a.stop(timeout=5)
+        await b.stop(timeout=5)
+        server.stop()
+    assert_hidden(all_texts(caplog), password)

@@ -130,7 +130,7 @@ async def connect(
             # Each attempt gets part of the time, so a silent server leaves time for
             # the next one of a cluster.
             connect_timeout=max(1, math.ceil(settings.connect_timeout / 2)),
-            reconnect_time_wait=1,
+            reconnect_time_wait=2,
             max_reconnect_attempts=-1,
             error_cb=on_error,
             disconnected_cb=on_disconnected,

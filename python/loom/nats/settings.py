@@ -115,7 +115,7 @@ class BusSettings(_Strict):
     tls_cert: str | None = None
     tls_key: str | None = None
     #: Seconds the first connection may take before ``loom run`` fails.
-    connect_timeout: float = Field(default=5.0, gt=0)
+    connect_timeout: float = Field(default=5.0, gt=0, allow_inf_nan=False)
     jetstream: JetStreamSettings = Field(default_factory=JetStreamSettings)
 
     @field_validator("nats", mode="before")

@@ -83,7 +83,7 @@ def test_subject_covers() -> None:
 
 def test_storable_refuses_system_and_wildcard_first_tokens() -> None:
     assert storable("orders.new") and storable("orders.>")
-    for p in (">", "*.x", "_INBOX.abc.def", "$JS.API.>", "$SYS.x"):
+    for p in (">", "*.x", "_INBOX.abc.def", "$JS.API.>", "$SYS.x", "_loom.barrier.b"):
         assert not storable(p), p
 
 
@@ -322,3 +322,23 @@ async def test_a_redelivered_event_joins_the_publishers_trace(
     assert all(s.context.trace_id == trace_id for s in handling)
     assert all(s.parent is not None for s in handling)
     assert {s.parent.span_id for s in handling if s.parent} == {publish[0].context.span_id}
+
+
+async def test_a_handler_longer_than_ack_wait_is_not_redelivered(
+    server: NatsServer, runtimes: list[Runtime]
+) -> None:
+    rt, link = await joined(server.url, settings(ack_wait=1.0))
+    runtimes.append(rt)
+    calls: list[int] = []
+
+    async def slow(ctx: Any, topic: str, event: Envelope) -> None:
+        calls.append(event.delivery_count)
+        await asyncio.sleep(2.5)  # well past ack_wait: kept alive by progress acks
+
+    await Agent("slowpoke", topics=["long.jobs"], on_event=slow, runtime=rt).start()
+    sender = Agent("lsender", runtime=rt)
+    await sender.start()
+    await sender.ctx.emit("long.jobs", "job", 1)
+    await wait_for(lambda: link.stats.acked == 1, timeout=10)
+    await asyncio.sleep(1.5)
+    assert calls == [1]

@@ -260,3 +260,34 @@ def test_a_script_joins_the_projects_nats_bus(nats_url: str, tmp_path: Path) -> 
     finally:
         srv.kill()
         srv.wait()
+
+
+async def test_a_message_from_another_nats_client_arrives_as_an_event(nats_url: str) -> None:
+    """A plain NATS publish (no Loom envelope header) is an event with its JSON payload,
+    or its bytes when they are not JSON."""
+    import nats
+
+    rt = Runtime()
+    await connect(rt, nats_url)
+    got: asyncio.Queue[Envelope] = asyncio.Queue()
+
+    async def handle(ctx: object, topic: str, event: Envelope) -> None:
+        await got.put(event)
+
+    agent = Agent("listener", topics=["foreign.>"], on_event=handle, qos="realtime", runtime=rt)
+    await agent.start()
+    await asyncio.sleep(0.2)
+    nc = await nats.connect(nats_url)
+    try:
+        await nc.publish("foreign.json", b'{"a": 1}')
+        await nc.publish("foreign.text", b"not json")
+        await nc.flush()
+        first = await asyncio.wait_for(got.get(), 5)
+        second = await asyncio.wait_for(got.get(), 5)
+    finally:
+        await nc.drain()
+        await rt.stop()
+    by_topic = {e.topic: e for e in (first, second)}
+    assert by_topic["foreign.json"].payload == {"a": 1}
+    assert by_topic["foreign.json"].type == "event"
+    assert by_topic["foreign.text"].payload == b"not json"

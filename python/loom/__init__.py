@@ -47,7 +47,10 @@ if TYPE_CHECKING:  # pragma: no cover
     from loom import llm as llm
     from loom.cognitive import CognitiveAgent as CognitiveAgent
     from loom.cognitive import CognitiveConfig as CognitiveConfig
+    from loom.cognitive import ThinkingStrategy as ThinkingStrategy
     from loom.llm import LLMProvider as LLMProvider
+    from loom.telemetry import init_telemetry as init_telemetry
+    from loom.telemetry import shutdown_telemetry as shutdown_telemetry
     from loom.tools import PythonTool as Tool  # noqa: F401
     from loom.tools import tool as tool
 
@@ -96,6 +99,9 @@ _LAZY: dict[str, tuple[str, str]] = {
     "LLMProvider": ("loom.llm", "LLMProvider"),
     "CognitiveAgent": ("loom.cognitive", "CognitiveAgent"),
     "CognitiveConfig": ("loom.cognitive", "CognitiveConfig"),
+    "ThinkingStrategy": ("loom.cognitive", "ThinkingStrategy"),
+    "init_telemetry": ("loom.telemetry", "init_telemetry"),
+    "shutdown_telemetry": ("loom.telemetry", "shutdown_telemetry"),
     "tool": ("loom.tools", "tool"),
     "Tool": ("loom.tools", "PythonTool"),
 }

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from collections.abc import Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,7 +16,7 @@ from loom._core import Envelope
 from loom._text import escape_block
 from loom.agent import Agent
 from loom.config import ProjectConfig
-from loom.errors import LoomError, RequestTimeout
+from loom.errors import ConfigError, LoomError, RequestTimeout
 from loom.loader import build_agents
 from loom.runtime import Runtime
 
@@ -65,6 +66,8 @@ async def run_project(
     install_signal_handlers: bool = True,
     telemetry: bool | None = None,
     llm_provider: str | None = None,
+    agents: Sequence[str] | None = None,
+    send_job: bool | None = None,
 ) -> RunResult:
     """Starts every agent of ``project`` on one runtime. With a ``[job]``, sends it
     and returns when the reply arrives; otherwise runs until ``stop`` is set or
@@ -75,10 +78,20 @@ async def run_project(
     OTLP/JSON file ``.loom/traces/<run-id>.jsonl`` — and flushes it at the end. The
     whole run is one trace under an ``invoke_workflow {project}`` span.
 
+    ``agents``: start only these (a project split over processes, ``loom run --agents
+    a,b``). The ``[job]`` is sent when ``send_job`` is true, or by default when all
+    agents run here; a process running some agents without the job runs until
+    stopped.
+
     Raises:
         ConfigError: an invalid project (:meth:`Runtime.prepare`), tool or
-            ``[telemetry]`` setting — before any agent starts.
+            ``[telemetry]`` setting, or an unknown name in ``agents`` — before any
+            agent starts.
     """
+    if send_job is None:
+        send_job = agents is None and project.job is not None
+    elif send_job and project.job is None:
+        raise ConfigError("--job: the project has no [job] table", path=_path(project))
     from loom.telemetry import refresh_tracing_active
     from loom.telemetry.workflow_spans import end_project_run_span, project_run_span
 
@@ -109,19 +122,19 @@ async def run_project(
             runtime.telemetry, project, handle.run_id if handle is not None else None
         ) as root:
             try:
-                agents = build_agents(project, runtime)
+                started = build_agents(project, runtime, agents)
                 # Tools built (a mistake is exit 2 now, not at the first call), [bus]
                 # joined — before any agent runs.
                 await runtime.prepare()
-                for agent in agents:
+                for agent in started:
                     await agent.start()
                 log.info(
                     "project %s: %d agent(s) running%s",
                     project.project.name,
-                    len(agents),
-                    "" if project.job else "; press Ctrl-C to stop",
+                    len(started),
+                    "" if send_job else "; press Ctrl-C to stop",
                 )
-                if project.job is None:
+                if not send_job:
                     await stop.wait()
                     result = RunResult(EXIT_OK, message="stopped")
                 else:
@@ -145,6 +158,10 @@ async def run_project(
             if handle.trace_file is not None and handle.trace_file.exists():
                 log.info("trace: %s (loom trace show %s)", handle.trace_file, handle.run_id)
     return result
+
+
+def _path(project: ProjectConfig) -> str | None:
+    return str(project.path) if project.path else None
 
 
 async def _run_job(

@@ -3,16 +3,18 @@ original layout (:mod:`loom.scripts`) when tables have no ``code``."""
 
 from __future__ import annotations
 
+import difflib
 import importlib
 import importlib.util
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 from loom.agent import Agent
 from loom.config import AgentSpec, ProjectConfig
-from loom.errors import AgentError
+from loom.errors import AgentError, ConfigError
 from loom.runtime import Runtime
 from loom.scripts import Script, build_scripts, takes_no_arguments
 
@@ -116,14 +118,46 @@ def build_agent(
     )
 
 
-def build_agents(project: ProjectConfig, runtime: Runtime) -> list[Startable]:
+def build_agents(
+    project: ProjectConfig, runtime: Runtime, only: Sequence[str] | None = None
+) -> list[Startable]:
     """Every enabled agent of the project, in file order, then the scripts of the
     original layout (:meth:`ProjectConfig.script_files`): tables without ``code`` are
-    then the scripts' settings, read with ``load_project_config().agents``."""
-    scripts = build_scripts(project, runtime)
+    then the scripts' settings, read with ``load_project_config().agents``.
+
+    ``only``: just these agents (``[agents.<name>]`` tables, or scripts by file stem),
+    for a project split over processes (``loom run --agents a,b``).
+
+    Raises:
+        ConfigError: ``only`` names no agent of the project, or a disabled one.
+    """
+    paths = project.script_files()
+    if only is not None:
+        known = {n for n, s in project.agents.items() if s.code is not None or not paths}
+        known |= {p.stem for p in paths}
+        wanted = list(dict.fromkeys(only))
+        for name in wanted:
+            if name not in known:
+                spec = project.agents.get(name)
+                why = (
+                    "is disabled (enabled = false)"
+                    if spec is not None and not spec.enabled
+                    else "is no agent of this project"
+                )
+                close = difflib.get_close_matches(name, sorted(known), n=1)
+                hint = f"; did you mean {close[0]!r}?" if close else ""
+                raise ConfigError(
+                    f"--agents: {name!r} {why}{hint} (agents: {', '.join(sorted(known))})",
+                    path=str(project.path) if project.path else None,
+                )
+        paths = [p for p in paths if p.stem in wanted]
+    scripts = build_scripts(project, runtime, paths)
+    has_scripts = bool(project.script_files())
     built: list[Startable] = [
         build_agent(project, name, spec, runtime)
         for name, spec in project.agents.items()
-        if spec.enabled and (spec.code is not None or not scripts)
+        if spec.enabled
+        and (spec.code is not None or not has_scripts)
+        and (only is None or name in only)
     ]
     return built + scripts

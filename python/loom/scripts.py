@@ -35,7 +35,7 @@ import logging
 import sys
 import time
 import traceback
-from collections.abc import Awaitable, Callable, Coroutine, Iterator
+from collections.abc import Awaitable, Callable, Coroutine, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from types import ModuleType, TracebackType
@@ -303,6 +303,10 @@ def _once(coro: Coroutine[Any, Any, Any], name: str) -> Callable[[], Awaitable[N
     return run
 
 
-def build_scripts(project: ProjectConfig, runtime: Runtime) -> list[Script]:
-    """A :class:`Script` for each of :meth:`ProjectConfig.script_files`."""
-    return [Script(path, runtime, project) for path in project.script_files()]
+def build_scripts(
+    project: ProjectConfig, runtime: Runtime, paths: Sequence[Path] | None = None
+) -> list[Script]:
+    """A :class:`Script` for each of ``paths`` (default: every one of
+    :meth:`ProjectConfig.script_files`)."""
+    chosen = project.script_files() if paths is None else paths
+    return [Script(path, runtime, project) for path in chosen]

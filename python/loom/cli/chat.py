@@ -35,8 +35,9 @@ DEFAULT_MAX_ITERATIONS = 6
 def _agent_settings(settings: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
     """What the agent's table says about the session, the command line first: the
     provider (``llm``, or the original ``llm_provider``), ``max_iterations`` and
-    ``thinking_strategy`` (when :class:`CognitiveConfig` has it; else it is listed as
-    unsupported, to be said, not dropped)."""
+    ``thinking_strategy`` (validated by :class:`CognitiveConfig`: a bad value is an
+    error naming the table's key). A setting the config lacks would be listed as
+    unsupported, to be said, not dropped."""
     from loom.cognitive import CognitiveConfig
 
     provider = args.provider or settings.get("llm") or settings.get("llm_provider") or "auto"
@@ -157,7 +158,8 @@ async def _session(args: argparse.Namespace, project: ProjectConfig) -> int:
             err = exc.errors()[0]
             key = str(err["loc"][0]) if err["loc"] else ""
             where = ("agents", args.agent, key) if args.agent else ()
-            raise project.error(f"{key}: {err['msg']} (got {err.get('input')!r})", *where) from None
+            msg = str(err["msg"]).removeprefix("Value error, ")  # pydantic's prefix
+            raise project.error(f"{key}: {msg} (got {err.get('input')!r})", *where) from None
         for key in session["unsupported"]:
             # Said out loud, not dropped: this Loom's CognitiveConfig has no such setting.
             print(f"(note: [agents.{args.agent}] {key} is not supported by loom chat; ignored)")

@@ -25,6 +25,19 @@ def add_parser(sub: Any) -> None:
         "table or a preset: openai, deepseek, openrouter, ollama, local); default: "
         "OpenAI or DeepSeek if their API key is set, else the local model",
     )
+    p.add_argument(
+        "--agents",
+        metavar="A,B",
+        help="start only these agents of the loom.toml (the project split over "
+        "processes on one NATS bus); the [job] is then not sent unless --job is given",
+    )
+    job = p.add_mutually_exclusive_group()
+    job.add_argument(
+        "--job", dest="send_job", action="store_true", default=None, help="send the [job]"
+    )
+    job.add_argument(
+        "--no-job", dest="send_job", action="store_false", help="do not send the [job]"
+    )
     p.set_defaults(func=cmd)
 
 
@@ -52,7 +65,18 @@ def cmd(args: argparse.Namespace) -> int:
     if project.script_files():
         _as_the_original_did(project)
     try:
-        result = asyncio.run(run_project(project, out=sys.stdout, llm_provider=args.provider))
+        agents = [a.strip() for a in args.agents.split(",") if a.strip()] if args.agents else None
+        if args.agents is not None and not agents:
+            raise ConfigError("--agents: give agent names, comma-separated")
+        result = asyncio.run(
+            run_project(
+                project,
+                out=sys.stdout,
+                llm_provider=args.provider,
+                agents=agents,
+                send_job=args.send_job,
+            )
+        )
     except (ConfigError, AgentError) as exc:
         print(f"loom: error: {escape_line(str(exc))}", file=sys.stderr)
         return EXIT_CONFIG

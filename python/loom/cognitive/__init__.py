@@ -2,14 +2,25 @@
 
 from loom.cognitive.agent import CognitiveAgent
 from loom.cognitive.memory import Memory
-from loom.cognitive.types import CognitiveConfig, CognitiveResult, RunFinished, Step, ToolResult
+from loom.cognitive.model import CallableModel, CallModel
+from loom.cognitive.types import (
+    CognitiveConfig,
+    CognitiveResult,
+    RunFinished,
+    Step,
+    ThinkingStrategy,
+    ToolResult,
+)
 
 __all__ = [
+    "CallModel",
+    "CallableModel",
     "CognitiveAgent",
     "CognitiveConfig",
     "CognitiveResult",
     "Memory",
     "RunFinished",
     "Step",
+    "ThinkingStrategy",
     "ToolResult",
 ]

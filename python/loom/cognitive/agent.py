@@ -13,15 +13,18 @@ from typing import Any
 from loom._depth import value_too_deep
 from loom.cognitive import react
 from loom.cognitive.memory import Memory
+from loom.cognitive.model import CallableModel, chat_model
+from loom.cognitive.policy import Permission, PermissionCallback, not_offered, select
 from loom.cognitive.types import (
     CognitiveConfig,
     CognitiveResult,
     RunFinished,
     Step,
+    ThinkingStrategy,
     ToolChoice,
     ToolResult,
 )
-from loom.errors import LoomError, ToolArgumentsInvalid, ToolError
+from loom.errors import LoomError, ToolArgumentsInvalid, ToolError, ToolNotFound
 from loom.llm.types import (
     ChatModel,
     FinishEvent,
@@ -79,37 +82,64 @@ class CognitiveAgent:
     Args:
         ctx: The agent's context (tools are called through it; may be None if no
             tools are used).
-        llm: The model (:class:`~loom.llm.types.ChatModel`): an ``LLMProvider``, a
-            ``loom.testing`` model, or a double of your own.
+        llm: The model: a :class:`~loom.llm.types.ChatModel` (an ``LLMProvider``, a
+            ``loom.testing`` model), or any object with an async
+            ``call(messages, **kwargs)`` (see :mod:`loom.cognitive.model`).
         config: How to think; see :class:`CognitiveConfig`.
-        tools: Tool names (or ``@tool`` functions) to offer; ``None`` offers every
-            registered tool, ``[]`` none.
+        tools: What the model is offered and may call: tool names, ``fnmatch``
+            patterns (``"fs:*"``) or ``@tool`` functions; ``None`` offers every
+            registered tool, ``[]`` none. A call of any other tool is refused.
+        permission_callback: ``(tool_name, arguments) -> bool`` (or awaitable), also
+            ``(tool_name, arguments, reason)``; asked before each tool call, only
+            ``True`` lets it run (see :mod:`loom.cognitive.policy`).
+        available_tools: The original Loom's name for ``tools`` (give one of them).
+        memory: A :class:`Memory` to use (default: a new one).
+
+    Raises:
+        TypeError: ``llm`` has no ``call`` method, both ``tools`` and
+            ``available_tools`` are given, ``tools`` is a string, or
+            ``permission_callback`` is not callable.
     """
 
     def __init__(
         self,
         ctx: Any,
-        llm: ChatModel,
+        llm: ChatModel | CallableModel,
         config: CognitiveConfig | None = None,
         tools: Iterable[Any] | None = None,
+        permission_callback: PermissionCallback | None = None,
         *,
+        available_tools: Iterable[Any] | None = None,
         memory: Memory | None = None,
     ) -> None:
+        if available_tools is not None:
+            if tools is not None:
+                raise TypeError(
+                    "give tools= or available_tools= (the original Loom's name for it), not both"
+                )
+            tools = available_tools
+        if isinstance(tools, (str, bytes)):
+            # list("fs:read_file") would be a list of characters.
+            raise TypeError(f"tools must be a list of tool names, not the string {tools!r}")
         self.ctx = ctx
+        #: The model as given; :attr:`model` is what the agent calls.
         self.llm = llm
+        self.model = chat_model(llm)
         self.config = config or CognitiveConfig()
+        self.permission = None if permission_callback is None else Permission(permission_callback)
         self._tool_items = None if tools is None else list(tools)
         project = getattr(ctx, "project", None)
         root = project.root if project is not None else Path.cwd()
         self.memory = memory or Memory(
-            llm,
+            self.model,
             max_tokens=self.config.memory_tokens,
             cache_dir=root / ".loom" / "cache",
             offload_chars=self.config.offload_chars,
             preview_chars=self.config.preview_chars,
         )
         self._tool_defs: list[dict[str, Any]] | None = None
-        self._offered: set[str] = set()
+        #: Registered names the model may call (set with the offered tools).
+        self._allowed: set[str] = set()
 
     @property
     def agent_id(self) -> str:
@@ -139,22 +169,23 @@ class CognitiveAgent:
 
     # -- the loop ------------------------------------------------------------------
 
+    @property
+    def _one_call(self) -> bool:
+        """Whether the strategy is a single LLM call without tools."""
+        return self.config.thinking_strategy is not ThinkingStrategy.REACT
+
     async def offered_tools(self) -> list[dict[str, Any]]:
         """The tools this agent offers the model, in the OpenAI format."""
         if self._tool_defs is not None:
             return self._tool_defs
-        if self._tool_items == [] or self.ctx is None:
+        if self._tool_items == [] or self.ctx is None or self._one_call:
             self._tool_defs = []
             return self._tool_defs
-        from loom.tools.python import adopt
-
         registry = await self.ctx.runtime.get_tools()
-        names: list[str] | None = None
-        if self._tool_items is not None:
-            names = [adopt(registry, t) for t in self._tool_items]
-        self._tool_defs = registry.openai_tools(names)
-        self._offered = {registry.get(d["function"]["name"]).spec.name for d in self._tool_defs}
-        return self._tool_defs
+        defs: list[dict[str, Any]] = registry.openai_tools(select(registry, self._tool_items))
+        self._allowed = {registry.get(d["function"]["name"]).spec.name for d in defs}
+        self._tool_defs = defs
+        return defs
 
     def _choice(self, iteration: int) -> ToolChoice | None:
         choice = self.config.tool_choice
@@ -164,19 +195,24 @@ class CognitiveAgent:
 
     def _system(self, tools: list[dict[str, Any]], mode: str) -> str:
         base = self.config.system_prompt
-        if mode == "react" and tools:
-            text = f"{base}\n\n{react.instructions(tools)}"
-            return Prompt(text, base.file, base.version) if isinstance(base, Prompt) else text
-        return base
+        extra = ""
+        if self.config.thinking_strategy is ThinkingStrategy.CHAIN_OF_THOUGHT:
+            extra = react.CHAIN_OF_THOUGHT
+        elif mode == "react" and tools:
+            extra = react.instructions(tools)
+        if not extra:
+            return base
+        text = f"{base}\n\n{extra}"
+        return Prompt(text, base.file, base.version) if isinstance(base, Prompt) else text
 
     async def _loop(self, goal: str, context: Any, *, stream: bool) -> AsyncIterator[StreamItem]:
         from loom.telemetry.agent_spans import cognitive_span, end_cognitive_span
         from loom.telemetry.state import telemetry_of
 
         started = time.perf_counter()
-        with cognitive_span(
-            telemetry_of(self.ctx), self.agent_id, self.config.max_iterations
-        ) as span:
+        one_call = self._one_call
+        limit = 1 if one_call else self.config.max_iterations
+        with cognitive_span(telemetry_of(self.ctx), self.agent_id, limit) as span:
             tools = await self.offered_tools()
             mode = self.config.tool_mode
             if mode == "auto":
@@ -195,7 +231,7 @@ class CognitiveAgent:
             error: str | None = None
             success = False
             iterations = 0
-            for it in range(self.config.max_iterations):
+            for it in range(limit):
                 iterations = it + 1
                 kwargs: dict[str, Any] = {}
                 if self.config.temperature is not None:
@@ -210,7 +246,7 @@ class CognitiveAgent:
                 try:
                     if stream:
                         response: LLMResponse | None = None
-                        async for ev in self.llm.stream_events(messages, **kwargs):
+                        async for ev in self.model.stream_events(messages, **kwargs):
                             if isinstance(ev, FinishEvent):
                                 response = ev.response
                             elif isinstance(ev, (TextDelta, ToolCallStart, ToolCallDelta)):
@@ -218,7 +254,7 @@ class CognitiveAgent:
                         if response is None:
                             raise LoomError("the stream ended without a finish event")
                     else:
-                        response = await self.llm.call(messages=messages, **kwargs)
+                        response = await self.model.call(messages=messages, **kwargs)
                 except LoomError as exc:
                     error = f"LLM call failed: {exc}"
                     log.warning("%s: %s", self.agent_id, error)
@@ -226,12 +262,14 @@ class CognitiveAgent:
                 usage = _add_usage(usage, response.usage)
                 cost += float(getattr(response, "cost_usd", 0.0) or 0.0)
 
+                if one_call:
+                    answer, error = self._one_call_answer(response, steps)
+                    success = error is None
+                    break
+
                 if mode == "native" and response.tool_calls:
                     messages.append(self._assistant_tool_message(response))
-                    done = await asyncio.gather(
-                        *(self._call_tool(tc, it) for tc in response.tool_calls)
-                    )
-                    for step in done:
+                    for step in await self._call_tools(response.tool_calls, it):
                         steps.append(step)
                         shown = self._shown(step)
                         messages.append(
@@ -312,6 +350,25 @@ class CognitiveAgent:
             )
             yield RunFinished(result)
 
+    def _one_call_answer(self, response: LLMResponse, steps: list[Step]) -> tuple[str, str | None]:
+        """The answer (and error) of a ``single_shot`` or ``cot`` run's one call."""
+        strategy = self.config.thinking_strategy
+        text = response.content
+        if not text.strip() and response.tool_calls:
+            names = ", ".join(tc.name for tc in response.tool_calls)
+            return "", (
+                f"the model asked for tools ({names}), but thinking_strategy="
+                f"{strategy.value!r} runs none"
+            )
+        if strategy is ThinkingStrategy.CHAIN_OF_THOUGHT:
+            split = react.split_final(text)
+            if split is not None:
+                reasoning, text = split
+                if reasoning:
+                    steps.append(Step("thought", 0, text=reasoning))
+        steps.append(Step("answer", 0, text=text))
+        return text, None
+
     @staticmethod
     def _assistant_tool_message(response: LLMResponse) -> dict[str, Any]:
         # content "" rather than None: strict servers (llama.cpp) reject null content
@@ -340,6 +397,27 @@ class CognitiveAgent:
             return f"error: {step.error}"
         return self.memory.offload(_render(step.result))
 
+    async def _call_tools(self, calls: list[ToolCall], iteration: int) -> list[Step]:
+        """Runs one turn's tool calls concurrently, at most ``max_tools_per_step``; the
+        rest get a "not run" step (each call needs an answer for the model)."""
+        cap = self.config.max_tools_per_step
+        now = calls if cap is None else calls[:cap]
+        done = list(await asyncio.gather(*(self._call_tool(tc, iteration) for tc in now)))
+        for tc in calls[len(now) :]:
+            step = Step("tool", iteration, tool=tc.name, call_id=tc.id, arguments=tc.arguments)
+            step.error = (
+                f"not run: max_tools_per_step={cap} allows {cap} tool call(s) per reply; "
+                "ask for it again in your next reply if you still need it"
+            )
+            if self.ctx is not None:
+                try:
+                    registry = await self.ctx.runtime.get_tools()
+                    step.tool = registry.get(tc.name).spec.name
+                except ToolNotFound:
+                    pass
+            done.append(step)
+        return done
+
     async def _call_tool(self, call: ToolCall, iteration: int) -> Step:
         started = time.perf_counter()
         step = Step("tool", iteration, tool=call.name, call_id=call.id, arguments=call.arguments)
@@ -349,10 +427,13 @@ class CognitiveAgent:
             registry = await self.ctx.runtime.get_tools()
             name = registry.get(call.name).spec.name
             step.tool = name
-            if self._offered and name not in self._offered:
-                raise LoomError(f"tool {name!r} was not offered to this agent")
+            await self.offered_tools()
+            if name not in self._allowed:
+                raise not_offered(name, self._allowed)
             if call.arguments_error:
                 raise ToolArgumentsInvalid(name, call.arguments_error)
+            if self.permission is not None:
+                await self.permission.check(name, call.arguments)
             step.result = await self.ctx.tool(
                 name, call.arguments, timeout=self.config.tool_timeout, call_id=call.id or None
             )
@@ -370,7 +451,7 @@ class CognitiveAgent:
             return None
 
         async def summarize(transcript: str) -> str:
-            response = await self.llm.call(
+            response = await self.model.call(
                 messages=[
                     {
                         "role": "system",

@@ -57,6 +57,23 @@ def instructions(tools: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+#: What a ``cot`` run adds to the system prompt.
+CHAIN_OF_THOUGHT = (
+    "Think through the problem step by step and show your reasoning. Then give the "
+    "result on a last line that starts with 'Final Answer:'."
+)
+
+
+def split_final(text: str) -> tuple[str, str] | None:
+    """``(reasoning, answer)`` around the last ``Final Answer:`` label, or None."""
+    last = None
+    for m in _FINAL.finditer(text):
+        last = m
+    if last is None:
+        return None
+    return text[: last.start()].strip(), text[last.end() :].strip()
+
+
 def parse(text: str) -> ReactStep:
     """Parses one model reply."""
     final = _FINAL.search(text)

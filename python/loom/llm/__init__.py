@@ -22,15 +22,17 @@ if TYPE_CHECKING:
     from loom.telemetry import set_capture_content
 
     from ._http import NetworkBlockedError, block_network
-    from ._request import wire_tool_name
+    from ._request import BODY_FIELDS, wire_tool_name
     from .config import PRESETS, LLMConfig, Pricing
     from .cost import CostTracker, estimate_tokens
     from .errors import (
         AuthenticationError,
         BadRequestError,
         BudgetExceeded,
+        LLMConnectError,
         LLMConnectionError,
         LLMError,
+        LLMReadError,
         LLMResponseError,
         LLMStatusError,
         LLMTimeoutError,
@@ -66,6 +68,7 @@ _EXPORTS: dict[str, str] = {
     "LLMState": "state",
     "LLMHost": "state",
     "wire_tool_name": "_request",
+    "BODY_FIELDS": "_request",
     "block_network": "_http",
     "LLMConfig": "config",
     "Pricing": "config",
@@ -84,6 +87,8 @@ _EXPORTS: dict[str, str] = {
     "FinishEvent": "types",
     "LLMError": "errors",
     "LLMConnectionError": "errors",
+    "LLMConnectError": "errors",
+    "LLMReadError": "errors",
     "LLMTimeoutError": "errors",
     "LLMStatusError": "errors",
     "AuthenticationError": "errors",
@@ -104,6 +109,7 @@ _EXPORTS: dict[str, str] = {
 }
 
 __all__ = [
+    "BODY_FIELDS",
     "PRESETS",
     "AuthenticationError",
     "BadRequestError",
@@ -112,10 +118,12 @@ __all__ = [
     "CostTracker",
     "FinishEvent",
     "LLMConfig",
+    "LLMConnectError",
     "LLMConnectionError",
     "LLMError",
     "LLMHost",
     "LLMProvider",
+    "LLMReadError",
     "LLMResponse",
     "LLMResponseError",
     "LLMState",

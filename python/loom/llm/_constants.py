@@ -22,8 +22,10 @@ MAX_RESPONSE_BYTES = 32 * 1024 * 1024
 #: Connection pool size per provider.
 MAX_CONNECTIONS = 256
 MAX_KEEPALIVE_CONNECTIONS = 64
-#: How much of an error body we keep on exceptions.
+#: How much of an error body we keep on exceptions (text bodies).
 MAX_ERROR_BODY_CHARS = 2000
+#: How much of an error response we read at most (JSON bodies are kept whole up to this).
+MAX_ERROR_BODY_BYTES = 256 * 1024
 #: Attempts for ``call_json`` (first try + re-asks with the validation error).
 DEFAULT_JSON_ATTEMPTS = 3
 #: Seconds the local llama.cpp server may take to answer ``/v1/models``.

@@ -21,8 +21,16 @@ from pydantic_core import from_json
 
 from loom._secrets import redact_url, safe_repr
 
-from ._constants import MAX_CONNECTIONS, MAX_KEEPALIVE_CONNECTIONS
-from .errors import LLMConnectionError, LLMResponseError, LLMTimeoutError, make_status_error
+from ._constants import MAX_CONNECTIONS, MAX_ERROR_BODY_BYTES, MAX_KEEPALIVE_CONNECTIONS
+from .errors import (
+    LLMConnectError,
+    LLMConnectionError,
+    LLMReadError,
+    LLMResponseError,
+    LLMTimeoutError,
+    make_status_error,
+    public_request,
+)
 from .quirks import is_loopback
 
 log = logging.getLogger("loom.llm")
@@ -193,32 +201,40 @@ def _chain(exc: BaseException) -> list[BaseException]:
 
 
 def map_transport_error(exc: BaseException, provider: str, url: str) -> LLMConnectionError:
-    """The typed error for a failure below HTTP (connect, read, reset, timeout).
+    """The typed error for a failure below HTTP (connect, read, reset, timeout), mapped to
+    the most specific class, as httpx would: :class:`LLMConnectError` (an
+    ``httpx.ConnectError``), :class:`LLMTimeoutError` (an ``httpx.TimeoutException``),
+    :class:`LLMReadError` (an ``httpx.ReadError``), else :class:`LLMConnectionError`.
 
     httpx-aiohttp maps some aiohttp errors loosely (a refused connection becomes
     ``ConnectTimeout``), so an aiohttp exception in the chain decides first.
     """
     where = f"{provider}: {redact_url(url)}"
+    request = public_request("POST", url)
+
+    def err(cls: type[LLMConnectionError], what: str) -> LLMConnectionError:
+        return cls(f"{where}: {what}", provider=provider, request=request)
+
     chain = _chain(exc)
     for e in chain:
         name = type(e).__name__
         if type(e).__module__.startswith("aiohttp"):
             if name.startswith("ClientConnector"):
-                return LLMConnectionError(f"{where}: cannot connect ({e})", provider=provider)
+                return err(LLMConnectError, f"cannot connect ({e})")
             if "Timeout" in name:
-                return LLMTimeoutError(f"{where}: timed out ({name})", provider=provider)
+                return err(LLMTimeoutError, f"timed out ({name})")
             if name in ("ServerDisconnectedError", "ClientPayloadError", "ClientOSError"):
-                return LLMConnectionError(f"{where}: connection broken ({e})", provider=provider)
+                return err(LLMReadError, f"connection broken ({e})")
         if isinstance(e, ConnectionRefusedError):
-            return LLMConnectionError(f"{where}: connection refused", provider=provider)
+            return err(LLMConnectError, "connection refused")
     for e in chain:
         if isinstance(e, (asyncio.TimeoutError, httpx.TimeoutException)):
-            return LLMTimeoutError(f"{where}: timed out ({type(e).__name__})", provider=provider)
+            return err(LLMTimeoutError, f"timed out ({type(e).__name__})")
     if isinstance(exc, httpx.ConnectError):
-        return LLMConnectionError(f"{where}: cannot connect ({exc})", provider=provider)
-    return LLMConnectionError(
-        f"{where}: connection failed ({type(exc).__name__}: {exc})", provider=provider
-    )
+        return err(LLMConnectError, f"cannot connect ({exc})")
+    if isinstance(exc, (httpx.ReadError, httpx.RemoteProtocolError, ConnectionResetError)):
+        return err(LLMReadError, f"connection broken ({type(exc).__name__}: {exc})")
+    return err(LLMConnectionError, f"connection failed ({type(exc).__name__}: {exc})")
 
 
 TRANSPORT_ERRORS: tuple[type[BaseException], ...] = (
@@ -332,7 +348,7 @@ async def open_attempt(
         raise map_transport_error(exc, ep.provider, str(ep.url)) from None
     if response.status_code >= 400:
         try:
-            raw = await read_body(response, 256 * 1024, ep.provider)
+            raw = await read_body(response, MAX_ERROR_BODY_BYTES, ep.provider)
         except (LLMResponseError, httpx.TransportError, OSError, asyncio.TimeoutError):
             raw = b""
         finally:
@@ -345,6 +361,7 @@ async def open_attempt(
             secrets=ep.secrets,
             headers=dict(response.headers),
             bad_request_500=ep.bad_request_500,
+            request=public_request("POST", ep.url),
         )
     return response
 

@@ -12,12 +12,49 @@ from dataclasses import dataclass, field
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
 from loom._secrets import safe_repr
+from loom._units import seconds
 
 from .config import LLMConfig
 from .quirks import Quirks, serialize_messages, strip_bounds, tool_choice_spec, tool_spec
 from .types import Message
 
 MessageLike = Message | dict[str, Any]
+
+#: Fields of OpenAI's chat completions request body that a call may pass as keywords
+#: (``seed=7``) besides its named parameters; they go into the body as given. Anything
+#: else is a ``TypeError`` (a typo must not be sent, or dropped, in silence); fields of
+#: one provider only go in ``extra_body={...}``.
+BODY_FIELDS = frozenset(
+    {
+        "audio",
+        "frequency_penalty",
+        "function_call",
+        "functions",
+        "logit_bias",
+        "logprobs",
+        "max_completion_tokens",
+        "metadata",
+        "modalities",
+        "n",
+        "parallel_tool_calls",
+        "prediction",
+        "presence_penalty",
+        "prompt_cache_key",
+        "prompt_cache_retention",
+        "reasoning_effort",
+        "safety_identifier",
+        "seed",
+        "service_tier",
+        "stop",
+        "store",
+        "stream_options",
+        "top_logprobs",
+        "top_p",
+        "user",
+        "verbosity",
+        "web_search_options",
+    }
+)
 
 _TOOL_NAME_OK = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 _TOOL_NAME_BAD = re.compile(r"[^A-Za-z0-9_-]")
@@ -65,17 +102,30 @@ def request(
     temperature: float | None = None,
     max_tokens: int | None = None,
     timeout: float | None = None,
+    timeout_ms: float | None = None,
     max_retries: int | None = None,
     extra_headers: dict[str, str] | None = None,
     extra_body: dict[str, Any] | None = None,
-    **overrides: Any,
+    **fields: Any,
 ) -> CallRequest:
     """The options of one call (the keywords of :meth:`LLMProvider.call` and
-    :meth:`LLMProvider.stream_events`); any other keyword is a request body field."""
+    :meth:`LLMProvider.stream_events`). Other keywords must be OpenAI request body
+    fields (:data:`BODY_FIELDS`).
+
+    Raises:
+        TypeError: ``messages`` is a string, a keyword is neither an option nor a body
+            field, or ``timeout`` and ``timeout_ms`` are both given.
+    """
     if isinstance(messages, (str, bytes)):  # type: ignore[unreachable]
         raise TypeError("messages must be a list of messages, not a string")
+    unknown = sorted(k for k in fields if k not in BODY_FIELDS)
+    if unknown:
+        raise TypeError(unknown_keywords(unknown))
+    timeout = seconds(timeout, timeout_ms, what="LLM call")
+    if timeout is not None and not (_is_number(timeout) and timeout > 0):
+        raise ValueError(f"timeout must be a positive number of seconds, got {timeout!r}")
     body = dict(extra_body or {})
-    body.update(overrides)
+    body.update(fields)
     return CallRequest(
         messages=list(messages),
         tools=list(tools) if tools is not None else None,
@@ -88,6 +138,37 @@ def request(
         max_retries=max_retries,
         extra_headers=dict(extra_headers or {}),
         extra_body=body,
+    )
+
+
+def prompt_messages(prompt: str, system: str | None = None) -> list[MessageLike]:
+    """``generate(prompt, system=...)``'s conversation: the system message (if any), then
+    the prompt as the user's."""
+    if not isinstance(prompt, str):
+        raise TypeError(f"prompt must be a string, not {type(prompt).__name__}")
+    if system is not None and not isinstance(system, str):
+        raise TypeError(f"system must be a string, not {type(system).__name__}")
+    messages: list[MessageLike] = []
+    if system is not None:
+        messages.append({"role": "system", "content": system})
+    messages.append({"role": "user", "content": prompt})
+    return messages
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def unknown_keywords(names: list[str]) -> str:
+    """The message for keywords a call does not know."""
+    if "stream" in names:
+        return "unexpected keyword argument 'stream': use llm.stream(...) or llm.stream_events(...)"
+    shown = ", ".join(repr(n) for n in names)
+    plural = "s" if len(names) > 1 else ""
+    return (
+        f"unexpected keyword argument{plural} {shown}: not an option of the call nor a "
+        "field of the OpenAI chat completions request; pass provider-specific fields as "
+        f"extra_body={{{names[0]!r}: ...}}"
     )
 
 
@@ -182,7 +263,7 @@ def build_body(
     if stream:
         body["stream"] = True
         if stream_usage:
-            body["stream_options"] = {"include_usage": True}
+            body["stream_options"] = {**(body.get("stream_options") or {}), "include_usage": True}
     return body, name_map
 
 
@@ -214,9 +295,11 @@ def estimate_prompt_tokens(body: dict[str, Any]) -> int:
 
 
 __all__ = [
+    "BODY_FIELDS",
     "CallRequest",
     "build_body",
     "estimate_prompt_tokens",
+    "prompt_messages",
     "request",
     "wire_tool_name",
     "with_request_options",

@@ -187,6 +187,34 @@ class LLMConfig(BaseModel):
         return [s for s in out if s]
 
 
+def merge_config(base: Mapping[str, Any], overrides: Mapping[str, Any]) -> LLMConfig:
+    """``base`` settings with ``overrides`` on top, validated (an unknown key is an
+    error). An alias in ``overrides`` (``timeout_ms``, ``timeout_sec``, ``api_base``)
+    replaces the field it stands for.
+
+    Raises:
+        pydantic.ValidationError: an unknown key or a bad value.
+    """
+    data = dict(base)
+    if "timeout_ms" in overrides or "timeout_sec" in overrides:
+        data.pop("timeout", None)
+    if "api_base" in overrides:
+        data.pop("base_url", None)
+    data.update(overrides)
+    return LLMConfig.model_validate(data)
+
+
+#: What a llama-cpp-python server needs from its client, whether Loom starts it
+#: (``serve = ...``, the ``local`` preset) or it is already running
+#: (:meth:`LocalModelServer.llm_config <loom.llm.LocalModelServer.llm_config>`).
+LLAMA_SERVER: dict[str, Any] = {
+    # The server handles one request at a time; queueing here keeps waiting requests
+    # from burning their read timeout on the server's queue.
+    "max_concurrency": 1,
+    # A small model on a CPU can take a while for a long answer.
+    "timeout": 120.0,
+}
+
 #: Built-in presets. ``local`` is the no-API-key default: Loom serves SmolLM2-135M itself.
 PRESETS: dict[str, dict[str, Any]] = {
     "openai": {
@@ -211,10 +239,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     "local": {
         "serve": "smollm2",
         "model": "smollm2-135m-instruct",
-        # llama-cpp-python's server handles one request at a time; queueing here keeps
-        # waiting requests from burning their read timeout on the server's queue.
-        "max_concurrency": 1,
-        "timeout": 120.0,
+        **LLAMA_SERVER,
     },
 }
 
@@ -405,10 +430,12 @@ def validate_llm_tables(project: Any) -> list[ConfigError]:
 
 
 __all__ = [
+    "LLAMA_SERVER",
     "PRESETS",
     "LLMConfig",
     "Pricing",
     "environment",
+    "merge_config",
     "read_dotenv",
     "resolve_config",
     "validate_llm_tables",

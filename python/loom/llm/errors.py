@@ -2,21 +2,42 @@
 
 One tree under :class:`LLMError` (itself a :class:`loom.errors.LoomError`), modelled on
 httpx's and openai-python's: transport failures are :class:`LLMConnectionError` (with
-:class:`LLMTimeoutError` below it), HTTP error statuses are :class:`LLMStatusError` with a
-subclass per status family, and a body we cannot understand is :class:`LLMResponseError`.
+:class:`LLMConnectError`, :class:`LLMReadError` and :class:`LLMTimeoutError` below it),
+HTTP error statuses are :class:`LLMStatusError` with a subclass per status family, and a
+body we cannot understand is :class:`LLMResponseError`.
+
+The transport and status errors are also the httpx exceptions code written against a
+bare ``httpx`` client catches (the original Loom's docs do): ``LLMStatusError`` is an
+``httpx.HTTPStatusError`` with ``.request`` and ``.response``, ``LLMTimeoutError`` an
+``httpx.TimeoutException``, ``LLMConnectError`` an ``httpx.ConnectError``,
+``LLMReadError`` an ``httpx.ReadError``, and every ``LLMConnectionError`` an
+``httpx.TransportError``. As in httpx, a timeout is not a ``ConnectError``.
 
 No exception ever carries an API key: bodies and messages are scrubbed with
-:func:`redact` before they are stored.
+:func:`redact` before they are stored, and the ``.request`` attached to an error is a
+copy with only the method and the URL (no headers, no userinfo, query values masked).
+Every error pickles (to cross a process boundary) with its attributes.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from typing import Any
+import json
+from collections.abc import Iterable, Mapping
+from typing import Any, cast
 
+import httpx
+
+from loom._secrets import redact_url
 from loom.errors import LoomError
 
 from ._constants import MAX_ERROR_BODY_CHARS
+
+
+def _restore(cls: type[BaseException], args: tuple[Any, ...]) -> BaseException:
+    """Unpickle an error without calling its (keyword-only) ``__init__``."""
+    exc = cls.__new__(cls, *args)
+    exc.args = args
+    return exc
 
 
 class LLMError(LoomError):
@@ -25,21 +46,71 @@ class LLMError(LoomError):
     #: Name of the provider (``[llm.<name>]``) the error came from, when known.
     provider: str | None = None
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Exceptions pickle as ``cls(*args)``, which keyword-only arguments break; the
+        # attributes (already redacted) travel as the state instead.
+        return (_restore, (type(self), self.args), dict(self.__dict__))
 
-class LLMConnectionError(LLMError, ConnectionError):
-    """The server could not be reached, or the connection broke mid-response."""
 
-    def __init__(self, message: str, *, provider: str | None = None) -> None:
+def public_request(method: str, url: str | httpx.URL) -> httpx.Request:
+    """The ``.request`` attached to an error: method and URL only, without headers
+    (the API key), userinfo or query values."""
+    safe = httpx.URL(redact_url(str(url)))
+    if safe.userinfo:
+        safe = safe.copy_with(userinfo=b"")
+    return httpx.Request(method, safe)
+
+
+class LLMConnectionError(LLMError, httpx.TransportError, ConnectionError):
+    """The server could not be reached, or the connection broke mid-response.
+
+    Also an ``httpx.TransportError`` and a ``ConnectionError``; ``.request`` is the
+    request that failed (method and URL only) when there was one.
+    """
+
+    def __init__(
+        self, message: str, *, provider: str | None = None, request: httpx.Request | None = None
+    ) -> None:
         self.provider = provider
         super().__init__(message)
+        self._request = request
 
 
-class LLMTimeoutError(LLMConnectionError, TimeoutError):
-    """Connecting, or waiting for the next bytes of the response, took too long."""
+class LLMConnectError(LLMConnectionError, httpx.ConnectError):
+    """No connection could be made (refused, unknown host, unreachable); also an
+    ``httpx.ConnectError``."""
 
 
-class LLMStatusError(LLMError):
+class LLMReadError(LLMConnectionError, httpx.ReadError):
+    """The connection broke while the response was being read; also an
+    ``httpx.ReadError``."""
+
+
+class LLMTimeoutError(LLMConnectionError, httpx.TimeoutException, TimeoutError):
+    """Connecting, or waiting for the next bytes of the response, took too long; also an
+    ``httpx.TimeoutException`` and a ``TimeoutError``."""
+
+
+def _response_content(body: Any) -> bytes:
+    if body is None:
+        return b""
+    if isinstance(body, (bytes, bytearray)):
+        return bytes(body)
+    if isinstance(body, str):
+        return body.encode("utf-8")
+    return json.dumps(body, ensure_ascii=False, default=str).encode("utf-8")
+
+
+#: Headers that describe the body as it was on the wire, not as the error keeps it.
+_BODY_FRAMING = frozenset({"content-length", "content-encoding", "transfer-encoding"})
+
+
+class LLMStatusError(LLMError, httpx.HTTPStatusError):
     """The server answered with an HTTP error status.
+
+    Also an ``httpx.HTTPStatusError``: ``.response`` is an ``httpx.Response`` with the
+    status, the headers and the (scrubbed, bounded) body, ``.request`` the request
+    (method and URL only) when it is known.
 
     Attributes:
         status_code: The HTTP status.
@@ -57,13 +128,22 @@ class LLMStatusError(LLMError):
         body: Any = None,
         provider: str | None = None,
         headers: dict[str, str] | None = None,
+        request: httpx.Request | None = None,
     ) -> None:
         self.status_code = status_code
         self.request_id = request_id
         self.body = body
         self.provider = provider
         self.headers = headers or {}
-        super().__init__(message)
+        response = httpx.Response(
+            status_code,
+            headers={k: v for k, v in self.headers.items() if k.lower() not in _BODY_FRAMING},
+            content=_response_content(body),
+            request=request,
+        )
+        # httpx types ``request`` as required; None leaves ``.request`` unset, as httpx's
+        # own errors do when there is none ("The .request property has not been set").
+        super().__init__(message, request=cast(httpx.Request, request), response=response)
 
 
 class BadRequestError(LLMStatusError):
@@ -180,15 +260,19 @@ def make_status_error(
     request_id: str | None,
     provider: str | None,
     secrets: Iterable[str] = (),
-    headers: dict[str, str] | None = None,
+    headers: Mapping[str, str] | None = None,
     bad_request_500: bool = False,
+    request: httpx.Request | None = None,
 ) -> LLMStatusError:
     """Build the typed error for an HTTP error response (body already decoded).
 
     ``bad_request_500``: the server (llama.cpp) answers 500 to requests it could not
     validate; such a 500 becomes :class:`BadRequestError`, since retrying cannot help.
+    ``request``: the request that got this answer (see :func:`public_request`).
     """
+    secrets = list(secrets)
     body = redact(body, secrets)
+    headers = {k: redact(v, secrets) for k, v in (headers or {}).items()}
     if isinstance(body, str) and len(body) > MAX_ERROR_BODY_CHARS:
         body = body[:MAX_ERROR_BODY_CHARS] + "..."
     detail = ""
@@ -214,6 +298,7 @@ def make_status_error(
         body=body,
         provider=provider,
         headers=headers,
+        request=request,
     )
 
 
@@ -221,8 +306,10 @@ __all__ = [
     "AuthenticationError",
     "BadRequestError",
     "BudgetExceeded",
+    "LLMConnectError",
     "LLMConnectionError",
     "LLMError",
+    "LLMReadError",
     "LLMResponseError",
     "LLMStatusError",
     "LLMTimeoutError",

@@ -7,10 +7,11 @@ and stops the process at shutdown. Providers with the same ``serve`` settings in
 runtime share one process (:class:`LocalServers`, kept on the runtime's
 :class:`~loom.llm.state.LLMState`); each provider holds a :class:`ServedModel`, which
 asks the pool for a server on first use and gives it back at close. Tests and
-benchmarks use :class:`LocalModelServer` directly as an async context manager::
+benchmarks use :class:`LocalModelServer` directly as an async context manager, and
+:meth:`LocalModelServer.llm_config` for a provider's settings (the served path's)::
 
     async with LocalModelServer("smollm2") as server:
-        llm = LLMProvider(None, LLMConfig(base_url=server.base_url, model=server.model))
+        llm = LLMProvider(None, server.llm_config())
 """
 
 from __future__ import annotations
@@ -31,7 +32,9 @@ from types import TracebackType
 from typing import Any
 
 from ._constants import LOCAL_SERVER_STARTUP_TIMEOUT
+from .config import LLAMA_SERVER, LLMConfig, merge_config
 from .errors import LocalServerError
+from .quirks import LLAMA_CPP
 
 log = logging.getLogger("loom.llm")
 
@@ -169,6 +172,24 @@ class LocalModelServer:
         if self.port is None:
             raise LocalServerError("server not started")
         return f"http://{self.host}:{self.port}/v1"
+
+    def llm_config(self, **overrides: Any) -> LLMConfig:
+        """Settings for a provider of this server, as ``serve = ...`` would make them:
+        its URL and model, the ``llamacpp`` quirk profile, one request at a time, a
+        patient read timeout. ``overrides`` are :class:`~loom.llm.LLMConfig` fields
+        (``name``, ``temperature``, ``max_tokens``, ``timeout_ms``...).
+
+        Raises:
+            LocalServerError: the server has not been started.
+        """
+        settings: dict[str, Any] = {
+            "name": "local",
+            "base_url": self.base_url,
+            "model": self.model,
+            "quirks": LLAMA_CPP,
+            **LLAMA_SERVER,
+        }
+        return merge_config(settings, overrides)
 
     @property
     def running(self) -> bool:

@@ -31,6 +31,7 @@ from ._request import (
     MessageLike,
     build_body,
     estimate_prompt_tokens,
+    prompt_messages,
     request,
     wire_tool_name,
     with_request_options,
@@ -38,7 +39,7 @@ from ._request import (
 from .attempts import Attempt, with_fallbacks, with_retries
 from .cache import ResponseCache, cache_key
 from .calltrace import CallTrace
-from .config import LLMConfig, has_config, project_root, resolve_config
+from .config import LLMConfig, has_config, merge_config, project_root, resolve_config
 from .cost import Totals, cost_of, estimate_tokens, price_for
 from .errors import LLMError, LLMResponseError
 from .local_server import LocalModelServer, ServedModel
@@ -174,9 +175,12 @@ class LLMProvider(ChatModel):
 
     def with_options(self, **overrides: Any) -> LLMProvider:
         """A copy with some settings changed (``model``, ``temperature``, ``timeout``...),
-        sharing this provider's connection pool, limits, usage totals and served model."""
-        config = self.config.model_copy(update=overrides)
-        LLMConfig.model_validate(config.model_dump())  # re-check the new values
+        sharing this provider's connection pool, limits, usage totals and served model.
+
+        Raises:
+            pydantic.ValidationError: an unknown setting or a bad value.
+        """
+        config = merge_config(self.config.model_dump(), overrides)
         caller_client = None if self._pool.owned else self._pool.client
         other = LLMProvider(
             None, config, project=self._project, http_client=caller_client, state=self.state
@@ -234,19 +238,25 @@ class LLMProvider(ChatModel):
             model: Overrides the configured model for this call.
             temperature: Overrides the configured temperature.
             max_tokens: Overrides the configured limit.
-            timeout: Seconds a read may stall, for this call.
+            timeout: Seconds a read may stall, for this call (per attempt).
+            timeout_ms: The same in milliseconds (the original Loom's name).
             max_retries: Retries for this call.
             extra_headers: More HTTP headers for this call.
-            extra_body: More JSON fields for this call.
-            **overrides: Any other request field (``top_p``, ``seed``, ``stop``...).
+            extra_body: More JSON fields for this call (provider-specific ones).
+            **fields: Other fields of OpenAI's request body (``top_p``, ``seed``,
+                ``stop``... see :data:`loom.llm.BODY_FIELDS`); any other keyword is a
+                ``TypeError``.
 
         Returns:
             The response; ``response.tool_calls`` holds parsed tool calls.
 
         Raises:
-            LLMConnectionError: unreachable or broken connection (after retries).
-            LLMTimeoutError: a read stalled past the timeout (after retries).
-            LLMStatusError: an HTTP error status (a subclass per status).
+            LLMConnectionError: unreachable (``LLMConnectError``) or broken
+                (``LLMReadError``) connection, after retries; an ``httpx.TransportError``.
+            LLMTimeoutError: a read stalled past the timeout (after retries); an
+                ``httpx.TimeoutException``.
+            LLMStatusError: an HTTP error status (a subclass per status); an
+                ``httpx.HTTPStatusError``.
             LLMResponseError: a malformed or oversized body.
             BudgetExceeded: the provider's budget is spent; nothing was sent.
         """
@@ -301,14 +311,34 @@ class LLMProvider(ChatModel):
 
         return await call_json(self, messages, schema, max_attempts=max_attempts, **kwargs)
 
-    async def generate(self, prompt: str, **kwargs: Any) -> str:
-        """Seed-000 style: one user prompt in, text out."""
-        response = await self.call([{"role": "user", "content": prompt}], **kwargs)
+    async def generate(self, prompt: str, system: str | None = None, **kwargs: Any) -> str:
+        """The original Loom's call: one prompt in, text out.
+
+        ``system`` is sent as a system message before the prompt; the other keywords are
+        :meth:`call`'s (``timeout_ms=``, ``temperature=``, ``max_tokens=``...).
+        """
+        response = await self.call(prompt_messages(prompt, system), **kwargs)
         return response.content
 
-    async def generate_json(self, prompt: str, schema: type[T], **kwargs: Any) -> T:
-        """Seed-000 style: one user prompt in, a validated ``schema`` instance out."""
-        return await self.call_json([{"role": "user", "content": prompt}], schema, **kwargs)
+    async def generate_stream(
+        self, prompt: str, system: str | None = None, **kwargs: Any
+    ) -> AsyncIterator[str]:
+        """:meth:`generate`, streamed: the answer's text deltas as they arrive."""
+        async for text in self.stream(prompt_messages(prompt, system), **kwargs):
+            yield text
+
+    async def chat(self, messages: Sequence[MessageLike], **kwargs: Any) -> str:
+        """The original Loom's chat: a conversation in, the answer's text out (use
+        :meth:`call` for tool calls, usage and the rest of the response)."""
+        response = await self.call(messages, **kwargs)
+        return response.content
+
+    async def generate_json(
+        self, prompt: str, schema: type[T], system: str | None = None, **kwargs: Any
+    ) -> T:
+        """Seed-000 style: one prompt in (after ``system``, if given), a validated
+        ``schema`` instance out."""
+        return await self.call_json(prompt_messages(prompt, system), schema, **kwargs)
 
     def count_tokens(self, text: str) -> int:
         """Estimated tokens in ``text`` (~4 characters each; no tokenizer download)."""

@@ -45,6 +45,9 @@ class Quirks:
     small ones stay, and keep a tiny model from rambling inside a string."""
 
 
+#: The profile of llama-cpp-python's server, which ``serve = ...`` implies.
+LLAMA_CPP = "llamacpp"
+
 QUIRKS: dict[str, Quirks] = {
     "openai": Quirks("openai"),
     "deepseek": Quirks(
@@ -89,7 +92,7 @@ def detect(base_url: str, *, override: str | None = None, serve: str | None = No
     if override:
         return QUIRKS.get(override, QUIRKS["generic"])
     if serve:
-        return QUIRKS["llamacpp"]
+        return QUIRKS[LLAMA_CPP]
     parts = urlsplit(base_url)
     host = (parts.hostname or "").lower()
     if host.endswith("deepseek.com"):
@@ -206,6 +209,7 @@ def tool_choice_spec(choice: Any) -> Any:
 
 
 __all__ = [
+    "LLAMA_CPP",
     "QUIRKS",
     "Quirks",
     "detect",

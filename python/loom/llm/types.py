@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, TypeVar, Union, runtime_checkable
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from loom._depth import text_too_deep, value_too_deep
 
@@ -138,6 +138,14 @@ class Usage(BaseModel):
     estimated: bool = False
     """True when the server sent no usage (llama.cpp streams) and Loom counted instead:
     completion tokens = streamed chunks, prompt tokens = characters / 4."""
+
+    @model_validator(mode="after")
+    def _fill_total(self) -> Usage:
+        # Usage(prompt_tokens=10, completion_tokens=5), as test doubles write it, has a
+        # total too.
+        if not self.total_tokens and (self.prompt_tokens or self.completion_tokens):
+            self.total_tokens = self.prompt_tokens + self.completion_tokens
+        return self
 
     @property
     def input_tokens(self) -> int:

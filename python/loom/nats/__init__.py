@@ -14,12 +14,11 @@ mapping is 1:1:
   NATS hands the event to — this one included — serves it with one of its members.
   So a pool of workers spread over machines gets each job exactly once.
 
-The envelope travels in NATS headers (``Loom-Type``, ``Loom-Id``, ``Loom-Source``,
-``Loom-Correlation-Id``, ``Loom-Reply-To``, ``Loom-Thread-Id``, ``Loom-Ttl``,
-``Loom-Timestamp``) next to the event's own headers — the W3C ``traceparent`` among
-them, so a trace continues across processes. The payload is JSON (pydantic models and
-dataclasses are converted); ``bytes`` travel raw. A payload that cannot be encoded is
-logged and not sent.
+The envelope travels in one NATS header (``Loom``, see :mod:`loom.nats.codec`) next to
+the event's own headers — the W3C ``traceparent`` among them, so a trace continues
+across processes. The payload is JSON (pydantic models and dataclasses are
+converted); ``bytes`` travel raw. A payload that cannot be encoded is logged and not
+sent.
 
 Enable it in loom.toml (``[bus] nats = "nats://127.0.0.1:4222"``) or call
 :func:`connect` yourself before starting agents.

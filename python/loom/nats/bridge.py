@@ -13,14 +13,13 @@ from typing import TYPE_CHECKING, Any, Protocol
 from loom._host import ShutdownHost
 from loom.bus import EventBus, Subscription
 from loom.errors import BusError
-from loom.nats.codec import ORIGIN, REMOTE, decode, encode
+from loom.nats.codec import REMOTE, decode_message, encode
 
 if TYPE_CHECKING:
     from nats.aio.client import Client
     from nats.aio.msg import Msg
     from nats.aio.subscription import Subscription as NatsSubscription
 
-    from loom.nats.jetstream import JetStreamLink
 
 
 log = logging.getLogger("loom.nats")
@@ -31,9 +30,6 @@ class BusHost(ShutdownHost, Protocol):
 
     @property
     def bus(self) -> EventBus: ...
-
-    #: Set when reliable subscriptions go through JetStream.
-    jetstream: JetStreamLink | None
 
 
 class NatsBridge:
@@ -96,14 +92,14 @@ class NatsBridge:
 
     def _receiver(self, queue: str) -> Callable[[Msg], Awaitable[None]]:
         async def receive(msg: Msg) -> None:
-            mine = (msg.headers or {}).get(ORIGIN) == self.origin
-            if mine and not queue:
-                return  # our own event, echoed: local subscribers already have it
             try:
-                kwargs = decode(msg.subject, msg.data, msg.headers)
+                kwargs, meta = decode_message(msg.subject, msg.data, msg.headers)
             except (ValueError, TypeError) as exc:
                 log.warning("nats: dropping undecodable message on %s: %s", msg.subject, exc)
                 return
+            mine = meta.origin == self.origin
+            if mine and not queue:
+                return  # our own event, echoed: local subscribers already have it
             if mine:
                 kwargs["ttl"] += 1  # it never left this process: no hop
             self.received += 1
@@ -124,16 +120,17 @@ class NatsBridge:
                 batch = await self._export.get_batch(1024)
             except BusError:  # closed: the runtime is stopping
                 return
+            publish, origin = self.nc.publish, self.origin
             for event in batch:
-                if event.headers.get(REMOTE):
+                headers = event.headers
+                if REMOTE in headers:
                     continue
                 try:
-                    data, headers = encode(event)
+                    data, headers = encode(event, origin, headers)
                 except BusError as exc:
                     log.error("nats: not sent: %s", exc)
                     continue
-                headers[ORIGIN] = self.origin
-                await self.nc.publish(event.topic, data, headers=headers)
+                await publish(event.topic, data, headers=headers)
                 self.sent += 1
 
     async def flush(self, timeout: float = 5.0) -> None:

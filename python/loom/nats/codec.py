@@ -1,10 +1,19 @@
-"""Events as NATS messages: the envelope in ``Loom-*`` headers, the payload as JSON
-(``bytes`` raw)."""
+"""Events as NATS messages.
+
+The envelope travels in one header, ``Loom``: a compact JSON array ``[version, type,
+id, source, correlation_id, reply_to, thread_id, ttl, timestamp_ns, encoding,
+origin]``, next to the event's own headers (the W3C ``traceparent`` among them). One
+header rather than one per field: the NATS client validates and parses every header
+line in Python, so the per-message cost grows with their number. The payload is JSON
+(pydantic models and dataclasses are converted); ``bytes`` travel raw.
+"""
 
 from __future__ import annotations
 
-import json
+from dataclasses import dataclass
 from typing import Any
+
+from pydantic_core import from_json, to_json
 
 from loom._core import Envelope
 from loom.bus import DEFAULT_TTL
@@ -12,38 +21,57 @@ from loom.errors import BusError
 
 #: Marks events that came from NATS, so the bridge does not send them back out.
 REMOTE = "loom-remote"
-#: Header naming the process that published a message (its echo is skipped).
-ORIGIN = "Loom-Origin"
-_PREFIX = "Loom-"
-_FIELDS = ("Type", "Id", "Source", "Correlation-Id", "Reply-To", "Thread-Id", "Ttl", "Timestamp")
+#: The header holding the envelope.
+HEADER = "Loom"
+#: Set on events that came from NATS: the publisher's event id.
+REMOTE_ID = "loom-remote-id"
+_VERSION = 1
 
 
-def encode(event: Envelope) -> tuple[bytes, dict[str, str]]:
-    """An envelope as a NATS payload and headers.
+@dataclass(frozen=True, slots=True)
+class Meta:
+    """What a message says of itself beyond the ``Bus.publish`` arguments."""
+
+    #: The publisher's event id.
+    id: str | None
+    timestamp_ns: int | None
+    #: The process that published it (:attr:`NatsBridge.origin`), to skip echoes.
+    origin: str | None
+
+
+def encode(
+    event: Envelope, origin: str | None = None, headers: dict[str, str] | None = None
+) -> tuple[bytes, dict[str, str]]:
+    """An envelope as a NATS payload and headers (``headers``: a copy of
+    ``event.headers`` the caller already holds; it is modified).
 
     Raises:
         BusError: the payload is not JSON-serialisable.
     """
-    headers = {k: v for k, v in event.headers.items() if k != REMOTE}
-    headers[f"{_PREFIX}Type"] = event.type
-    headers[f"{_PREFIX}Id"] = event.id
-    headers[f"{_PREFIX}Ttl"] = str(event.ttl)
-    headers[f"{_PREFIX}Timestamp"] = str(event.timestamp_ns)
-    for name, value in (
-        ("Source", event.source),
-        ("Correlation-Id", event.correlation_id),
-        ("Reply-To", event.reply_to),
-        ("Thread-Id", event.thread_id),
-    ):
-        if value is not None:
-            headers[f"{_PREFIX}{name}"] = value
+    if headers is None:
+        headers = event.headers
+    headers.pop(REMOTE, None)
+    headers.pop(REMOTE_ID, None)
     payload = event.payload
-    if isinstance(payload, (bytes, bytearray, memoryview)):
-        headers[f"{_PREFIX}Encoding"] = "bytes"
+    raw = isinstance(payload, (bytes, bytearray, memoryview))
+    headers[HEADER] = to_json(
+        [
+            _VERSION,
+            event.type,
+            event.id,
+            event.source,
+            event.correlation_id,
+            event.reply_to,
+            event.thread_id,
+            event.ttl,
+            event.timestamp_ns,
+            1 if raw else 0,
+            origin,
+        ]
+    ).decode()
+    if raw:
         return bytes(payload), headers
     try:
-        from pydantic_core import to_json
-
         return to_json(payload), headers
     except Exception as exc:
         raise BusError(
@@ -52,28 +80,60 @@ def encode(event: Envelope) -> tuple[bytes, dict[str, str]]:
         ) from None
 
 
-def decode(subject: str, data: bytes, headers: dict[str, str] | None) -> dict[str, Any]:
-    """Keyword arguments for ``Bus.publish`` from a NATS message."""
-    h = dict(headers or {})
-    fields = {name: h.pop(f"{_PREFIX}{name}", None) for name in _FIELDS}
-    encoding = h.pop(f"{_PREFIX}Encoding", None)
-    if encoding == "bytes":
+def decode_message(
+    subject: str, data: bytes, headers: dict[str, str] | None
+) -> tuple[dict[str, Any], Meta]:
+    """Keyword arguments for ``Bus.publish`` from a NATS message, and its :class:`Meta`.
+
+    A message without the ``Loom`` header (published by another NATS client) is an
+    ``event`` with a JSON payload, or the raw bytes when they are not JSON.
+
+    Raises:
+        ValueError: a malformed ``Loom`` header, or a newer envelope version.
+    """
+    h = dict(headers) if headers else {}
+    env = h.pop(HEADER, None)
+    if env is None:
+        fields: list[Any] = [_VERSION, "event", None, None, None, None, None, DEFAULT_TTL]
+        fields += [None, None, None]
+        foreign = True
+    else:
+        fields = from_json(env)
+        if not isinstance(fields, list) or len(fields) < 11:
+            raise ValueError(f"malformed {HEADER} header")
+        if fields[0] != _VERSION:
+            raise ValueError(f"envelope version {fields[0]!r} (this Loom reads {_VERSION})")
+        foreign = False
+    if fields[9]:
         payload: Any = data
     elif data:
-        payload = json.loads(data)
+        try:
+            payload = from_json(data)
+        except ValueError:
+            if not foreign:
+                raise
+            payload = data
     else:
         payload = None
     h[REMOTE] = "1"
-    if fields["Id"]:
-        h["loom-remote-id"] = fields["Id"]
-    return {
+    if fields[2]:
+        h[REMOTE_ID] = fields[2]
+    ttl = fields[7] if isinstance(fields[7], int) else DEFAULT_TTL
+    kwargs = {
         "topic": subject,
-        "type": fields["Type"] or "event",
+        "type": fields[1] or "event",
         "payload": payload,
-        "source": fields["Source"],
-        "correlation_id": fields["Correlation-Id"],
-        "reply_to": fields["Reply-To"],
-        "thread_id": fields["Thread-Id"],
-        "ttl": max(int(fields["Ttl"] or DEFAULT_TTL) - 1, 0),  # crossing NATS is a hop
+        "source": fields[3],
+        "correlation_id": fields[4],
+        "reply_to": fields[5],
+        "thread_id": fields[6],
+        "ttl": max(ttl - 1, 0),  # crossing NATS is a hop
         "headers": h,
     }
+    stamp = fields[8] if isinstance(fields[8], int) else None
+    return kwargs, Meta(fields[2], stamp, fields[10])
+
+
+def decode(subject: str, data: bytes, headers: dict[str, str] | None) -> dict[str, Any]:
+    """Keyword arguments for ``Bus.publish`` from a NATS message."""
+    return decode_message(subject, data, headers)[0]

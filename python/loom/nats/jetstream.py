@@ -27,11 +27,12 @@ import re
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from loom._core import Envelope, topic_matches
 from loom.errors import BusError
-from loom.nats.codec import ORIGIN, decode, encode
+from loom.nats.bridge import BusHost, NatsBridge
+from loom.nats.codec import REMOTE_ID, decode_message, encode
 from loom.nats.settings import JetStreamSettings
 
 if TYPE_CHECKING:
@@ -52,7 +53,8 @@ ORIGINAL_TOPIC = "Loom-Original-Topic"
 _UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
 _ID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 # A stored pattern must not swallow replies or the JetStream API.
-_SYSTEM = ("_INBOX", "$JS", "$SYS", "$KV", "$O")
+# ``_loom.`` topics are Loom's own coordination (barriers): live, never replayed.
+_SYSTEM = ("_INBOX", "_loom", "$JS", "$SYS", "$KV", "$O")
 
 #: ``deliver(event)``: runs the handler; raises if it failed.
 Deliver = Callable[[Envelope], Awaitable[None]]
@@ -154,6 +156,15 @@ class JetStreamLink:
                 if info is not None and merged == current:
                     self._set_subjects(current)
                     return
+                if info is not None:
+                    # An existing stream keeps its policies and limits: only subjects
+                    # are added (JetStream refuses some changes, and an operator may
+                    # have tuned it).
+                    info.config.subjects = merged
+                    await self.js.update_stream(info.config)
+                    log.info("jetstream: stream %s now stores %s", s.stream, merged)
+                    self._set_subjects(merged)
+                    return
                 config = api.StreamConfig(
                     name=s.stream,
                     subjects=merged,
@@ -165,12 +176,8 @@ class JetStreamLink:
                     max_age=s.max_age,
                     duplicate_window=s.duplicate_window,
                 )
-                if info is None:
-                    await self.js.add_stream(config)
-                    log.info("jetstream: created stream %s for %s", s.stream, merged)
-                else:
-                    await self.js.update_stream(config)
-                    log.info("jetstream: stream %s now stores %s", s.stream, merged)
+                await self.js.add_stream(config)
+                log.info("jetstream: created stream %s for %s", s.stream, merged)
             except Exception as exc:
                 raise BusError(_explain(exc, s.stream)) from None
             self._set_subjects(merged)
@@ -215,8 +222,7 @@ class JetStreamLink:
             BusError: no ack within ``timeout`` (default ``publish_timeout``), or the
                 payload is not JSON-serialisable.
         """
-        data, headers = encode(event)
-        headers[ORIGIN] = self.origin
+        data, headers = encode(event, self.origin)
         headers["Nats-Msg-Id"] = event.id
         limit = timeout or self.settings.publish_timeout
         try:
@@ -274,6 +280,9 @@ class DurableConsumer:
         self._deliver = deliver
         self._concurrency = max(1, concurrency)
         self._inflight: set[asyncio.Task[None]] = set()
+        # Messages being handled, with when their handler started (for _keep_alive).
+        self._started: dict[int, tuple[Msg, float]] = {}
+        self._ticker: asyncio.Task[None] | None = None
         self._room = asyncio.Event()
         self._room.set()
         self._stopping = False
@@ -312,6 +321,7 @@ class DurableConsumer:
             max_deliver=s.max_deliver,
             max_ack_pending=s.max_ack_pending,
             deliver_policy=api.DeliverPolicy.ALL if s.deliver == "all" else api.DeliverPolicy.NEW,
+            inactive_threshold=s.consumer_inactive_threshold or None,
         )
         return await self.link.js.pull_subscribe(
             self.pattern, durable=self.name, stream=s.stream, config=config
@@ -381,7 +391,9 @@ class DurableConsumer:
         link.stats.delivered += 1
         if delivered > 1:
             link.stats.redelivered += 1
-        beat = asyncio.get_running_loop().create_task(self._keep_alive(msg))
+        self._started[id(msg)] = (msg, time.monotonic())
+        if self._ticker is None:
+            self._ticker = asyncio.get_running_loop().create_task(self._keep_alive())
         try:
             await self._deliver(event)
         except asyncio.CancelledError:
@@ -402,15 +414,19 @@ class DurableConsumer:
                     exc,
                 )
         finally:
-            beat.cancel()
+            self._started.pop(id(msg), None)
 
-    async def _keep_alive(self, msg: Msg) -> None:
-        """Tells the server a long handler is still working, so it is not redelivered
-        to someone else meanwhile."""
-        period = self.link.settings.ack_wait / 2
-        while True:
-            await asyncio.sleep(period)
-            await _quietly(msg.in_progress())
+    async def _keep_alive(self) -> None:
+        """Tells the server which long handlers are still working (those running for
+        over a third of ``ack_wait``), so they are not redelivered meanwhile. One task
+        per consumer, not one per event."""
+        wait = self.link.settings.ack_wait
+        while not self._stopping:
+            await asyncio.sleep(wait / 4)
+            now = time.monotonic()
+            for msg, since in list(self._started.values()):
+                if now - since > wait / 3:
+                    await _quietly(msg.in_progress())
 
     async def _failed(self, msg: Msg, event: Envelope, delivered: int, exc: Exception) -> None:
         s = self.link.settings
@@ -467,6 +483,8 @@ class DurableConsumer:
             if pending:
                 finished = False
                 await asyncio.wait(pending)
+        if self._ticker is not None:
+            self._ticker.cancel()
         if self._task is not None:
             try:
                 await asyncio.wait_for(asyncio.shield(self._task), 2.0)
@@ -478,13 +496,12 @@ class DurableConsumer:
 
 
 def _envelope(msg: Msg, delivered: int) -> Envelope:
-    kwargs = decode(msg.subject, msg.data, msg.headers)
+    kwargs, meta = decode_message(msg.subject, msg.data, msg.headers)
     headers: dict[str, str] = kwargs["headers"]
     headers[DELIVERY_COUNT] = str(delivered)
-    original = headers.pop("loom-remote-id", None)
+    headers.pop(REMOTE_ID, None)
     headers.pop("Nats-Msg-Id", None)
-    headers.pop(ORIGIN, None)
-    stamp = (msg.headers or {}).get("Loom-Timestamp")
+    original = meta.id
     if original is not None and not _ID_RE.match(original):
         original = None  # published by something else than Loom: a new id
     return Envelope(
@@ -498,7 +515,7 @@ def _envelope(msg: Msg, delivered: int) -> Envelope:
         ttl=kwargs["ttl"],
         headers=headers,
         id=original,
-        timestamp_ns=int(stamp) if stamp and stamp.isdigit() else None,
+        timestamp_ns=meta.timestamp_ns,
     )
 
 
@@ -525,8 +542,14 @@ def _explain(exc: Exception, stream: str) -> str:
     return text
 
 
+class JetStreamHost(BusHost, Protocol):
+    """A runtime whose reliable subscriptions may go through JetStream."""
+
+    jetstream: JetStreamLink | None
+
+
 async def enable_jetstream(
-    host: BusHost,
+    host: JetStreamHost,
     bridge: NatsBridge,
     settings: JetStreamSettings | None = None,
     subjects: Iterable[str] = (),

@@ -7,12 +7,11 @@ import logging
 from typing import TYPE_CHECKING
 
 from loom.nats.connection import connect
-from loom.nats.jetstream import enable_jetstream, storable
+from loom.nats.jetstream import JetStreamHost, enable_jetstream, storable
 from loom.nats.settings import bus_settings
 
 if TYPE_CHECKING:
     from loom.config import ProjectConfig
-    from loom.nats.bridge import BusHost
 
 log = logging.getLogger("loom.nats")
 
@@ -32,7 +31,7 @@ def reliable_topics(project: ProjectConfig) -> list[str]:
     return [t for t in dict.fromkeys(topics) if storable(t)]
 
 
-async def join_project_bus(host: BusHost, project: ProjectConfig) -> None:
+async def join_project_bus(host: JetStreamHost, project: ProjectConfig) -> None:
     """Connects ``host`` to ``[bus] nats`` and, unless ``[bus.jetstream] enabled =
     false``, sets ``host.jetstream``.
 

@@ -57,6 +57,9 @@ class JetStreamSettings(_Strict):
     #: ``all`` stored events on its subjects (work published before any worker ran is
     #: not lost) or only ``new`` ones. Later starts continue where it stopped.
     deliver: Literal["all", "new"] = "all"
+    #: Seconds after which the server deletes a consumer no process has used (an
+    #: agent that is gone for good); 0: never.
+    consumer_inactive_threshold: float = Field(default=7 * 24 * 3600.0, ge=0)
     #: Delivery attempts before an event goes to the dead-letter subject.
     max_deliver: int = Field(default=5, ge=1)
     #: Seconds the server waits for an ack before redelivering (a running handler

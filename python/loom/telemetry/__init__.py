@@ -18,7 +18,7 @@ from __future__ import annotations
 # function, never shadowed by the submodule of the same name; setup.py imports the SDK
 # only when called.
 from loom._text import SafeFormatter
-from loom.telemetry.setup import TelemetryHandle, setup
+from loom.telemetry.setup import TelemetryHandle, init_telemetry, setup, shutdown_telemetry
 from loom.telemetry.state import (
     Telemetry,
     capture_content,
@@ -34,8 +34,10 @@ __all__ = [
     "TelemetryHandle",
     "capture_content",
     "current_tracer_provider",
+    "init_telemetry",
     "refresh_tracing_active",
     "set_capture_content",
     "setup",
+    "shutdown_telemetry",
     "tracing_active",
 ]

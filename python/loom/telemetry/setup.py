@@ -231,6 +231,67 @@ def setup(project_or_dict: Any = None, *, run_id: str | None = None) -> Telemetr
     return handle
 
 
+def init_telemetry(
+    service_name: str | None = None, otlp_endpoint: str | None = None, **settings: Any
+) -> TelemetryHandle:
+    """The original Loom's ``init_telemetry``: :func:`setup` for the whole process,
+    undone by :func:`shutdown_telemetry`.
+
+    Args:
+        service_name: ``service.name`` of the spans (``OTEL_SERVICE_NAME`` wins, as
+            everywhere in Loom).
+        otlp_endpoint: Export spans there over OTLP/gRPC, as the original did
+            (``protocol="http/protobuf"`` for OTLP/HTTP); only there, unless
+            ``exporters`` says otherwise. Without it, Loom's defaults apply: the
+            ``OTEL_EXPORTER_OTLP_*`` variables, else the ``file`` exporter
+            (``.loom/traces``) — not a collector on localhost:4317 that may not exist.
+        **settings: Further ``[telemetry]`` keys (``exporters``, ``headers``,
+            ``capture_content``, ...).
+
+    Returns:
+        The handle (:func:`shutdown_telemetry` shuts it down). A second call returns
+        the first call's handle. Under ``loom run``, which has set telemetry up from
+        ``[telemetry]`` already, nothing is installed (a disabled handle is returned,
+        and the reason logged): the run's settings are the one place to configure it.
+
+    Raises:
+        ConfigError: invalid settings.
+    """
+    from loom.telemetry.state import _process
+
+    if _process.init_handle is not None and not _process.init_handle._closed:
+        log.info("init_telemetry: already initialised; shutdown_telemetry() first to change it")
+        handle: TelemetryHandle = _process.init_handle
+        return handle
+    table: dict[str, Any] = dict(settings)
+    if service_name is not None:
+        table["service_name"] = service_name
+    if otlp_endpoint is not None:
+        table["endpoint"] = otlp_endpoint
+        table.setdefault("protocol", "grpc")
+        table.setdefault("exporters", [])  # the endpoint's OTLP exporter is added
+    if _process.tracer_provider is not None:
+        log.info(
+            "init_telemetry: telemetry is already set up for this run (loom run, from "
+            "[telemetry] in loom.toml); leaving it as it is — set [telemetry] endpoint "
+            "there to export to a collector as well"
+        )
+        return TelemetryHandle(resolve_settings({**table, "enabled": False}), new_run_id())
+    handle = setup(table)
+    _process.init_handle = handle
+    return handle
+
+
+def shutdown_telemetry() -> None:
+    """The original Loom's ``shutdown_telemetry``: flushes and removes what
+    :func:`init_telemetry` installed (nothing if it installed nothing)."""
+    from loom.telemetry.state import _process
+
+    handle, _process.init_handle = _process.init_handle, None
+    if handle is not None:
+        handle.shutdown()
+
+
 def _sampler(settings: TelemetrySettings) -> Sampler:
     from opentelemetry.sdk.trace import sampling
 
@@ -270,7 +331,9 @@ __all__ = [
     "FILE_QUEUE_SIZE",
     "TelemetryHandle",
     "TelemetrySettings",
+    "init_telemetry",
     "new_run_id",
     "resolve_settings",
     "setup",
+    "shutdown_telemetry",
 ]

@@ -23,6 +23,8 @@ process-wide, and lives in this module only (:data:`_process`):
   ``Telemetry.capture`` overrides it.
 - :data:`DEFAULT`: the :class:`Telemetry` of code that runs outside any runtime (an LLM
   client made without an agent, a pattern run from a script).
+- the handle ``init_telemetry()`` installed, for ``shutdown_telemetry()`` (both
+  process-wide by the original Loom's design).
 
 OpenTelemetry itself is imported on the first refresh, not with ``loom``.
 """
@@ -51,7 +53,7 @@ _NON_RECORDING = frozenset({"ProxyTracerProvider", "NoOpTracerProvider", "Global
 class _Process:
     """The process-wide part of the state (see the module docstring)."""
 
-    __slots__ = ("capture", "followers", "meter_provider", "tracer_provider")
+    __slots__ = ("capture", "followers", "init_handle", "meter_provider", "tracer_provider")
 
     def __init__(self) -> None:
         #: :func:`set_capture_content`'s value; None: follow the environment.
@@ -61,6 +63,9 @@ class _Process:
         self.meter_provider: Any = None
         #: Every live Telemetry that follows the process's provider.
         self.followers: weakref.WeakSet[Telemetry] = weakref.WeakSet()
+        #: The handle :func:`loom.telemetry.setup.init_telemetry` installed (the
+        #: original Loom's process-wide entry point), until ``shutdown_telemetry()``.
+        self.init_handle: Any = None
 
 
 _process = _Process()

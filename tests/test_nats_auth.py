@@ -867,6 +867,13 @@ async def test_the_documented_permissions_are_enough_and_no_more(
             assert time.monotonic() < deadline, f"reliable delivery failed: {got}"
             await asyncio.sleep(0.05)
         assert a.jetstream is not None and b.jetstream is not None
+        other = Agent("other", runtime=b)
+        await other.start()
+        met = await asyncio.gather(
+            client.ctx.barrier("orders.sync", 2, timeout=10),
+            other.ctx.barrier("orders.sync", 2, timeout=10),
+        )
+        assert sorted(met[0]) == ["client", "other"]
         await asyncio.sleep(0.3)  # acks reach the server
         assert "permissions violation" not in caplog.text.lower(), caplog.text
         await client.ctx.emit("billing.x", payload="not ours")

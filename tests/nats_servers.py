@@ -94,6 +94,13 @@ class NatsServer:
                 self.proc.wait()
         self.proc = None
 
+    def reload(self, config: str) -> None:
+        """Rewrites the configuration file and has the running server reload it."""
+        assert self.proc is not None and self.workdir is not None, "a started config server"
+        self.config = config
+        (self.workdir / f"nats-{self.port}.conf").write_text(config)
+        self.proc.send_signal(signal.SIGHUP)
+
     def restart(self) -> None:
         """Stops the server and starts it again on the same port (and store)."""
         self.stop()

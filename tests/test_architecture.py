@@ -31,6 +31,7 @@ LAYERS: list[tuple[str, ...]] = [
         "loom._version",
         "loom._text",
         "loom._secrets",
+        "loom._envvars",
         "loom._depth",
         "loom._host",
         "loom._aio",

@@ -50,7 +50,17 @@ def is_secret_key(name: str) -> bool:
 
 def redact_url(url: str) -> str:
     """``url`` without its userinfo and with every query value replaced by ``***``
-    (names kept, so the URL stays recognisable)."""
+    (names kept, so the URL stays recognisable). A comma-separated list of servers
+    (``nats://u:p@h1:4222,nats://u:p@h2:4222``) is redacted server by server."""
+    if "," in url and "?" not in url and "#" not in url:
+        return ",".join(_redact_one(piece) for piece in url.split(","))
+    return _redact_one(url)
+
+
+def _redact_one(url: str) -> str:
+    if not _URL.match(url.lstrip()):
+        # ``user:pw@host:4222`` without a scheme (a NATS client accepts it)
+        return f"{MASK}@{url.rsplit('@', 1)[1]}" if "@" in url else url
     try:
         parts = urlsplit(url)
         netloc = parts.netloc

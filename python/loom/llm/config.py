@@ -14,10 +14,9 @@ from __future__ import annotations
 
 import math
 import os
-import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, NoReturn
 
 from pydantic import (
     AliasChoices,
@@ -29,6 +28,8 @@ from pydantic import (
     model_validator,
 )
 
+from loom._envvars import environment, expand
+from loom._envvars import read_dotenv as read_dotenv
 from loom._secrets import redact_url
 from loom.errors import ConfigError, MissingEnvironmentVariable
 
@@ -242,42 +243,6 @@ PRESETS: dict[str, dict[str, Any]] = {
     },
 }
 
-_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
-
-
-def read_dotenv(path: Path) -> dict[str, str]:
-    """Parse a ``.env`` file (``KEY=value``, optional ``export``, quotes, ``#`` comments)."""
-    out: dict[str, str] = {}
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError:
-        return out
-    for raw in text.splitlines():
-        line = raw.strip()
-        if not line or line.startswith("#") or "=" not in line:
-            continue
-        if line.startswith("export "):
-            line = line[7:].lstrip()
-        key, _, value = line.partition("=")
-        key = key.strip()
-        value = value.strip()
-        if len(value) >= 2 and value[0] == value[-1] and value[0] in "\"'":
-            value = value[1:-1]
-        elif " #" in value:
-            value = value.split(" #", 1)[0].rstrip()
-        if key:
-            out[key] = value
-    return out
-
-
-def environment(root: Path | None) -> dict[str, str]:
-    """The process environment over ``<root>/.env`` (the environment always wins)."""
-    env: dict[str, str] = {}
-    if root is not None:
-        env.update(read_dotenv(root / ".env"))
-    env.update(os.environ)
-    return env
-
 
 def interpolate(
     value: Any,
@@ -291,12 +256,7 @@ def interpolate(
     """Replace ``${VAR}`` / ``${VAR:-default}`` in strings (recursing into lists/tables)."""
     if isinstance(value, str):
 
-        def sub(m: re.Match[str]) -> str:
-            var, default = m.group(1), m.group(2)
-            if var in env and env[var] != "":
-                return env[var]
-            if default is not None:
-                return default
+        def missing(var: str) -> NoReturn:
             raise MissingEnvironmentVariable(
                 var,
                 f"environment variable {var} is not set (needed by LLM provider "
@@ -306,7 +266,7 @@ def interpolate(
                 key=key,
             )
 
-        return _VAR.sub(sub, value)
+        return expand(value, env, missing)
     if isinstance(value, list):
         return [
             interpolate(v, env, provider=provider, key=key, path=path, line=line) for v in value

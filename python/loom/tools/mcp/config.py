@@ -6,6 +6,7 @@
     command = "uvx"
     args = ["notes-mcp", "--db", "notes.db"]
     env = { NOTES_TOKEN = "${NOTES_TOKEN}" }   # the only variables beyond the base set
+                                     # (${VAR:-default} too; see loom._envvars)
     cwd = "."                        # relative to loom.toml; default: its directory
     required = true                  # fail start-up if it can't start (default false)
 
@@ -21,9 +22,10 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 from urllib.parse import urlsplit
 
+from loom._envvars import expand
 from loom._secrets import safe_repr
 from loom.errors import ConfigError, MissingEnvironmentVariable
 
@@ -50,7 +52,6 @@ INHERITED_ENV = (
 DEFAULT_STARTUP_TIMEOUT = 30.0
 
 SERVER_NAME_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
-_VAR_RE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 _COMMON_KEYS = {"required", "enabled", "startup_timeout"}
 _STDIO_KEYS = _COMMON_KEYS | {"command", "args", "env", "cwd"}
@@ -95,19 +96,6 @@ class HttpServer(ServerConfig):
 
     url: str = ""
     headers: Mapping[str, str] = field(default_factory=dict)
-
-
-def expand(value: str, environ: Mapping[str, str], on_missing: Any) -> str:
-    """Replaces ``${VAR}`` in ``value`` with ``environ[VAR]``; calls
-    ``on_missing(var)`` (which raises) for an unset one."""
-
-    def sub(m: re.Match[str]) -> str:
-        var = m.group(1)
-        if var not in environ:
-            on_missing(var)
-        return environ[var]
-
-    return _VAR_RE.sub(sub, value)
 
 
 def parse_server(
@@ -169,13 +157,14 @@ def parse_server(
             if not isinstance(v, str):
                 raise err(f"must be a string (got {v!r})", key, k)
 
-            def missing(var: str, k: str = k) -> None:
+            def missing(var: str, k: str = k) -> NoReturn:
                 e = err(f"environment variable {var} is not set (referenced as ${{{var}}})", key, k)
                 raise MissingEnvironmentVariable(
                     var, e.message, path=e.path, line=e.line, key=e.key
                 )
 
-            out[str(k)] = expand(v, environ, missing)
+            # A child may well be given an empty variable: only an unset one is missing.
+            out[str(k)] = expand(v, environ, missing, empty_is_unset=False)
         return out
 
     if has_url:

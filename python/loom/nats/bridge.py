@@ -21,7 +21,6 @@ if TYPE_CHECKING:
     from nats.aio.subscription import Subscription as NatsSubscription
 
 
-
 log = logging.getLogger("loom.nats")
 
 

@@ -337,8 +337,10 @@ class DurableConsumer:
                 f"reliable subscription {self.pattern!r}: cannot create JetStream consumer "
                 f"{self.name}: {_explain(exc, self.link.settings.stream)}"
             )
+            log.error("jetstream: %s", error)
             if not self.ready.done():
                 self.ready.set_exception(error)
+                self.ready.exception()  # also logged: a caller may never await it
             return
         self.ready.set_result(None)
         try:

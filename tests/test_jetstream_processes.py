@@ -205,26 +205,28 @@ async def test_nats_server_restart_loses_no_acked_event(
     stream = f"R{uuid.uuid4().hex[:8]}"
     done = tmp_path / "done.jsonl"
     pub = await publisher(stream)
+    # A worker runs across the restart: its consumer must pick up by itself too.
+    worker = start_worker(project(tmp_path / "w", server.url, stream), done, 0.02)
     acked: list[int] = []
-    for n in range(50):
-        await pub.ctx.emit("work.jobs", "job", {"n": n})
-        acked.append(n)
-    server.restart()  # file storage: what was acked survives
-    # The clients reconnect by themselves; publishes succeed again once they have.
-    deadline = time.monotonic() + 20
-    n = 50
-    while n < 70:
-        try:
-            await pub.ctx.emit("work.jobs", "job", {"n": n}, timeout=2.0)
-            acked.append(n)
-            n += 1
-        except Exception:
-            if time.monotonic() > deadline:
-                raise
-            await asyncio.sleep(0.2)
-    worker = start_worker(project(tmp_path / "w", server.url, stream), done, 0.0)
     try:
+        for n in range(50):
+            await pub.ctx.emit("work.jobs", "job", {"n": n})
+            acked.append(n)
+        server.restart()  # file storage: what was acked survives
+        # The clients reconnect by themselves; publishes succeed again once they have.
+        deadline = time.monotonic() + 20
+        n = 50
+        while n < 70:
+            try:
+                await pub.ctx.emit("work.jobs", "job", {"n": n}, timeout=2.0)
+                acked.append(n)
+                n += 1
+            except Exception:
+                if time.monotonic() > deadline:
+                    raise
+                await asyncio.sleep(0.2)
         await wait_until(lambda: {d["n"] for d in done_lines(done)} >= set(acked), 60)
+        assert worker.poll() is None, "the worker died with the server"
     finally:
         stop(worker)
 

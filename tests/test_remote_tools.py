@@ -153,8 +153,9 @@ class Host:
 
 
 @pytest.fixture(scope="module")
-def nats_url() -> Iterator[str]:
-    server = NatsServer().start()
+def nats_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    # JetStream: the hosts' agents keep the default reliable subscriptions.
+    server = NatsServer(jetstream=True, store=tmp_path_factory.mktemp("js")).start()
     try:
         yield server.url
     finally:
@@ -569,3 +570,33 @@ async def test_the_exported_set_follows_the_registry(nats_url: str, tmp_path: Pa
     finally:
         await agent.runtime.stop(timeout=5)
         await host_rt.stop(timeout=5)
+
+
+async def test_a_small_max_payload_bounds_calls_and_catalogs(tmp_path: Path) -> None:
+    """On a server with a 2 KiB max_payload: the catalog loses its schemas but still
+    names every tool, a large request is refused before it is sent, a large result is
+    refused by the host."""
+    server = NatsServer(config="max_payload: 2048\n", workdir=tmp_path).start()
+    (tmp_path / "loom.toml").write_text('[workspace]\nroot = "ws"\n[tools]\nexport = ["fs:*"]\n')
+    (tmp_path / "ws").mkdir()
+    (tmp_path / "ws" / "big.txt").write_text("b" * 4096)
+    project = parse_project_config((tmp_path / "loom.toml").read_text(), tmp_path / "loom.toml")
+    host_rt = Runtime(project)
+    try:
+        await connect(host_rt, server.url, name="small")
+        agent = await caller_agent(server.url)
+        try:
+            specs = {s.name: s for s in await agent.ctx.tools()}
+            assert {"fs:read_file", "fs:write_file", "fs:list_dir"} <= set(specs)
+            assert "properties" not in specs["fs:read_file"].parameters
+            with pytest.raises(ToolArgumentsInvalid, match="2048 bytes NATS carries"):
+                await agent.ctx.tool("fs:write_file", {"path": "x", "content": "x" * 3000})
+            with pytest.raises(ToolFailed, match="max_payload"):
+                await agent.ctx.tool("fs:read_file", {"path": "big.txt"})
+            got = await agent.ctx.tool("fs:read_file", {"path": "big.txt", "limit": 100})
+            assert got["content"] == "b" * 100
+        finally:
+            await agent.runtime.stop(timeout=5)
+    finally:
+        await host_rt.stop(timeout=5)
+        server.stop()

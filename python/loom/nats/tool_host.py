@@ -120,6 +120,7 @@ class ToolHost:
         self._slots = asyncio.Semaphore(MAX_IN_FLIGHT)
         self._sync_lock = asyncio.Lock()
         self._sync_task: asyncio.Task[None] | None = None
+        self._dirty = False
         self._ticker: asyncio.Task[None] | None = None
         self._closed = False
 
@@ -196,15 +197,19 @@ class ToolHost:
             loop = asyncio.get_running_loop()
         except RuntimeError:
             return
+        self._dirty = True
         if self._sync_task is None or self._sync_task.done():
             self._sync_task = loop.create_task(self._resync())
 
     async def _resync(self) -> None:
-        try:
-            if await self._sync():
-                await self._announce()
-        except Exception as exc:  # disconnected or closing: the next change tries again
-            log.warning("tool host %s: could not follow the registry: %r", self.name, exc)
+        # Changes made while a sync runs are picked up by the next round.
+        while self._dirty and not self._closed:
+            self._dirty = False
+            try:
+                if await self._sync():
+                    await self._announce()
+            except Exception as exc:  # disconnected or closing: the next change retries
+                log.warning("tool host %s: could not follow the registry: %r", self.name, exc)
 
     async def _sync(self) -> bool:
         """Subscribes to newly exported tools, unsubscribes from removed ones; returns
@@ -230,16 +235,32 @@ class ToolHost:
                 await self.nc.flush()
             return changed
 
-    async def _announce(self, *, bye: bool = False) -> None:
+    def _catalog_data(self, *, bye: bool = False) -> bytes:
+        """The catalog as JSON within NATS' message size: schemas, then descriptions
+        are left out of a catalog too large (calls are unaffected; listings show less)."""
         from pydantic_core import to_json
 
-        await self.nc.publish(wire.ANNOUNCE, to_json(self.catalog(bye=bye)))
+        body = self.catalog(bye=bye)
+        data = to_json(body)
+        if bye:
+            return data
+        for drop in ("parameters", "description"):
+            if len(data) <= self.nc.max_payload:
+                break
+            for entry in body["tools"]:
+                entry.pop(drop, None)
+            data = to_json(body)
+        while len(data) > self.nc.max_payload and body["tools"]:
+            del body["tools"][len(body["tools"]) // 2 :]
+            data = to_json(body)
+        return data
+
+    async def _announce(self, *, bye: bool = False) -> None:
+        await self.nc.publish(wire.ANNOUNCE, self._catalog_data(bye=bye))
 
     async def _on_discover(self, msg: Msg) -> None:
         if msg.reply:
-            from pydantic_core import to_json
-
-            await self.nc.publish(msg.reply, to_json(self.catalog()))
+            await self.nc.publish(msg.reply, self._catalog_data())
 
     async def _tick(self) -> None:
         """Heartbeats for calls still running; the catalog now and then."""

@@ -187,11 +187,13 @@ async def caller_agent(url: str, project_dir: Path | None = None) -> Agent:
     project = None
     if project_dir is not None:
         project_dir.mkdir(parents=True, exist_ok=True)
-        (project_dir / "loom.toml").write_text('[workspace]\nroot = "ws"\n')
+        (project_dir / "loom.toml").write_text('[workspace]\nroot = "ws"\n[tools]\nremote = true\n')
         project = parse_project_config(
             (project_dir / "loom.toml").read_text(), project_dir / "loom.toml"
         )
     rt = Runtime(project)
+    if project is None:
+        (await rt.get_tools()).use_remote = True  # what [tools] remote = true sets
     await connect(rt, url, name="caller")
     agent = Agent("caller", runtime=rt)
     await agent.start()
@@ -229,6 +231,34 @@ async def test_a_runtime_with_its_own_workspace_picks_the_host(
         assert got["content"] == "hello from alpha\n"
     finally:
         await agent.runtime.stop(timeout=5)
+
+
+async def test_without_remote_only_a_picked_host_is_asked(
+    nats_url: str, hosts: dict[str, Host]
+) -> None:
+    """Without ``[tools] remote`` nothing goes to ``_loom.tool.`` unasked: a name the
+    registry lacks is a local ToolNotFound at once, listings are local; ``tool@host``
+    still reaches the host."""
+    rt = Runtime()
+    await connect(rt, nats_url, name="plain")
+    agent = Agent("plain", runtime=rt)
+    await agent.start()
+    try:
+        registry = await rt.get_tools()
+        with pytest.raises(ToolNotFound, match="is registered") as info:
+            await agent.ctx.tool("host:whoami", {})
+        assert "exports" not in str(info.value)
+        assert not [s for s in await agent.ctx.tools() if s.source == "remote"]
+        assert (await agent.ctx.tool("host:whoami@beta", {}))["host"] == "beta"
+        assert registry.remote is not None
+        assert await registry.remote.discover() == 2  # alpha and beta answer
+        assert (await agent.ctx.tool("host:whoami", {}))["host"] in {"alpha", "beta"}
+        assert {s.name for s in await agent.ctx.tools() if s.source == "remote"} >= {
+            "fs:read_file",
+            "host:whoami",
+        }
+    finally:
+        await rt.stop(timeout=5)
 
 
 async def test_remote_tools_are_listed_with_their_hosts(caller: Agent) -> None:
@@ -366,7 +396,7 @@ async def test_message_size_is_bounded_with_a_clear_error(caller: Agent) -> None
 def test_loom_tools_lists_remote_tools(
     hosts: dict[str, Host], nats_url: str, tmp_path: Path
 ) -> None:
-    (tmp_path / "loom.toml").write_text(f'[bus]\nnats = "{nats_url}"\n')
+    (tmp_path / "loom.toml").write_text(f'[tools]\nremote = true\n[bus]\nnats = "{nats_url}"\n')
     env = {k: v for k, v in os.environ.items() if k != "LOOM_PROJECT"}
     r = subprocess.run(
         [sys.executable, "-m", "loom.cli", "tools"],
@@ -503,8 +533,8 @@ def test_subject_tokens_round_trip() -> None:
         tokens = wire.tool_tokens(name)
         assert "~" in tokens or ":" not in tokens
         assert wire.tool_name(tokens) == name
-    assert wire.call_subject("fs:read_file") == "loom.tool.call.fs.read_file"
-    assert wire.call_subject("fs:read_file", "alpha") == "loom.tool.on.alpha.fs.read_file"
+    assert wire.call_subject("fs:read_file") == "_loom.tool.call.fs.read_file"
+    assert wire.call_subject("fs:read_file", "alpha") == "_loom.tool.on.alpha.fs.read_file"
     assert wire.host_token("my laptop.local") == "my-laptop-local"
     assert wire.split_pinned("fs:read_file@alpha") == ("fs:read_file", "alpha")
     assert wire.split_pinned("fs:read_file@a.b") is None
@@ -517,6 +547,7 @@ def test_subject_tokens_round_trip() -> None:
         ('"fs:*"', "must be a list"),
         ('["fs:read_fille"]', "did you mean 'fs:read_file'"),
         ("[1]", "must be a list"),
+        ('["fs:*"]\nremote = "yes"', "must be true or false"),
     ],
 )
 async def test_export_is_checked(tmp_path: Path, export: str, message: str) -> None:
@@ -526,7 +557,7 @@ async def test_export_is_checked(tmp_path: Path, export: str, message: str) -> N
     try:
         with pytest.raises(ConfigError, match=message) as info:
             await rt.get_tools()
-        assert "[tools.export]" in str(info.value)
+        assert "[tools.export]" in str(info.value) or "[tools.remote]" in str(info.value)
     finally:
         await rt.stop(timeout=5)
 

@@ -33,7 +33,8 @@ def add_parser(sub: Any) -> None:
 async def _collect(
     project: ProjectConfig, *, remote: bool
 ) -> tuple[list[Any], dict[str, Any] | None, tuple[str, ...]]:
-    """The specs (with other hosts' tools when ``[bus] nats`` is set and ``remote``),
+    """The specs (with other hosts' tools when ``[bus] nats`` and ``[tools] remote`` are
+    set and ``remote``),
     the sandbox status and ``[tools] export``."""
     from loom.runtime import Runtime
     from loom.tools.setup import export_rules
@@ -44,7 +45,7 @@ async def _collect(
     runtime = Runtime(project.model_copy(update={"tools": tools}))
     try:
         registry = await runtime.get_tools()
-        if remote and project.bus.get("nats"):
+        if remote and registry.use_remote and project.bus.get("nats"):
             from loom.errors import BusError
             from loom.nats import connect
             from loom.nats.settings import bus_settings

@@ -178,7 +178,7 @@ async def connect(
     # its own `[tools] export` (docs/tool-hosts.md).
     from loom.nats.tool_host import start_tool_services
 
-    await start_tool_services(host, nc, name=name)
+    await start_tool_services(host, nc, name=settings.name or name)
     return bridge
 
 

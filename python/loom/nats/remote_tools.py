@@ -2,7 +2,7 @@
 
 :class:`RemoteToolsClient` is what a runtime joined to NATS gives its registry as
 ``registry.remote``: a name the registry does not have is looked up here, and the call
-goes out as one NATS message (``loom.tool.call.<tool>``, or ``loom.tool.on.<host>.
+goes out as one NATS message (``_loom.tool.call.<tool>``, or ``_loom.tool.on.<host>.
 <tool>`` for ``name@host``) through the caller's registry — so its span, argument checks,
 approval rules and timeout apply first, and ``ctx.tool`` is unchanged.
 
@@ -13,9 +13,11 @@ for a working host but gives up :data:`~loom.nats.tool_wire.SILENCE` seconds aft
 host went silent — killed, partitioned), and NATS' "no responders" status, which is
 :class:`~loom.errors.ToolNotFound` at once.
 
-Discovery is for listing only (``ctx.tools()``, ``loom tools``): catalogs arrive from a
-``loom.tool.discover`` request when the client starts and from hosts' announcements
-afterwards. A call never waits for it: the subject alone finds the hosts.
+Names this runtime lacks go out only once :meth:`RemoteToolsClient.discover` ran
+(``[tools] remote = true`` runs it when the runtime joins NATS); ``tool@host`` always
+does. Discovery is otherwise for listing (``ctx.tools()``, ``loom tools``): catalogs
+arrive from a ``_loom.tool.discover`` request and from hosts' announcements. A call
+never waits for it: the subject alone finds the hosts.
 """
 
 from __future__ import annotations
@@ -117,15 +119,16 @@ class RemoteToolsClient:
         self._merged: dict[str, ToolSpec] | None = None
         self._subs: list[Subscription] = []
         self._discovery: _Discovery | None = None
+        #: Whether names this runtime lacks go to NATS (else only ``tool@host`` does).
+        self.enabled = False
         self.calls = 0
 
-    async def start(self, discover_wait: float = 0.5) -> None:
-        """Subscribes to replies and announcements, then asks the hosts for their
-        catalogs (waiting at most ``discover_wait`` seconds; at once when none is up)."""
+    async def start(self) -> None:
+        """Subscribes to its replies (under ``_INBOX.``, which every Loom connection
+        may use). Nothing on ``_loom.tool.`` until :meth:`discover`: a runtime that does
+        not use remote tools needs no permission for them."""
         self._inbox = self.nc.new_inbox()
         self._subs.append(await self.nc.subscribe(f"{self._inbox}.*", cb=self._on_inbox))
-        self._subs.append(await self.nc.subscribe(wire.ANNOUNCE, cb=self._on_announce))
-        await self.discover(discover_wait)
 
     async def close(self) -> None:
         for sub in self._subs:
@@ -142,9 +145,13 @@ class RemoteToolsClient:
     # -- discovery ---------------------------------------------------------------------
 
     async def discover(self, wait: float = 1.0, settle: float = 0.05) -> int:
-        """Asks every host for its catalog; returns when ``settle`` seconds pass without
-        a new one, when NATS says no host listens, or after ``wait`` seconds. Returns the
-        number of catalogs received."""
+        """Uses remote tools from now on (``[tools] remote = true`` does it at start):
+        follows the hosts' announcements and asks every host for its catalog; returns
+        when ``settle`` seconds pass without a new one, when NATS says no host listens,
+        or after ``wait`` seconds. Returns the number of catalogs received."""
+        if not self.enabled:
+            self.enabled = True
+            self._subs.append(await self.nc.subscribe(wire.ANNOUNCE, cb=self._on_announce))
         token = f"d{next(self._ids)}"
         found = self._discovery = _Discovery(token, asyncio.Event())
         await self.nc.publish(wire.DISCOVER, b"", reply=f"{self._inbox}.{token}")
@@ -255,6 +262,8 @@ class RemoteToolsClient:
         if parsed is None:
             return None
         tool, host = parsed
+        if host is None and not self.enabled:
+            return None
         spec = known.get(tool)
         if known_only and (spec is None or (host is not None and host not in spec.hosts)):
             return None

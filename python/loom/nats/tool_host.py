@@ -1,8 +1,8 @@
 """Serving this process's tools to others over NATS: a tool host (docs/tool-hosts.md).
 
 With ``[tools] export = ["fs:*", "system:shell"]`` and ``[bus] nats``, :class:`ToolHost`
-subscribes, for each registered tool the patterns match, to ``loom.tool.call.<tool>``
-and ``loom.tool.on.<host>.<tool>`` in the queue group ``loom-tools`` — so several hosts
+subscribes, for each registered tool the patterns match, to ``_loom.tool.call.<tool>``
+and ``_loom.tool.on.<host>.<tool>`` in the queue group ``loom-tools`` — so several hosts
 exporting a tool share its calls, and ``tool@host`` reaches the hosts of one name. The
 set follows the registry (an agent's tools, an MCP server's changes).
 
@@ -84,6 +84,8 @@ async def start_tool_services(host: BusHost, nc: Client, *, name: str | None) ->
     host_name = wire.host_token(name or "loom")
     client = RemoteToolsClient(nc, caller=host_name, instance=instance, telemetry=host.telemetry)
     await client.start()
+    if registry.use_remote:
+        await client.discover(0.5)
     registry.remote = client
     host.on_shutdown(client.close)
     if registry.export:

@@ -3,11 +3,11 @@ reply bodies, typed errors as data.
 
 Subjects (``<tool>`` is the tool name as subject tokens, :func:`tool_tokens`):
 
-* ``loom.tool.call.<tool>`` — any host exporting the tool; every host subscribes in
+* ``_loom.tool.call.<tool>`` — any host exporting the tool; every host subscribes in
   the queue group :data:`QUEUE`, so NATS hands each call to one of them;
-* ``loom.tool.on.<host>.<tool>`` — the hosts named ``<host>`` only (same queue group);
-* ``loom.tool.discover`` — a request every host answers with its catalog;
-* ``loom.tool.announce`` — hosts publish their catalog when it changes, every
+* ``_loom.tool.on.<host>.<tool>`` — the hosts named ``<host>`` only (same queue group);
+* ``_loom.tool.discover`` — a request every host answers with its catalog;
+* ``_loom.tool.announce`` — hosts publish their catalog when it changes, every
   :data:`ANNOUNCE_EVERY` seconds, and a ``bye`` when they stop.
 
 A request is JSON ``{"v": 1, "args", "timeout", "call_id", "agent", "caller",
@@ -33,10 +33,10 @@ from loom.errors import (
 )
 from loom.tools.spec import NAME_RE
 
-CALL = "loom.tool.call"
-ON = "loom.tool.on"
-DISCOVER = "loom.tool.discover"
-ANNOUNCE = "loom.tool.announce"
+CALL = "_loom.tool.call"
+ON = "_loom.tool.on"
+DISCOVER = "_loom.tool.discover"
+ANNOUNCE = "_loom.tool.announce"
 #: The queue group of every tool subscription (a group is per subject in NATS, so
 #: this is a group per tool).
 QUEUE = "loom-tools"

@@ -112,12 +112,18 @@ class RemoteTools(Protocol):
 
     def lookup(self, name: str, *, known_only: bool) -> Tool | None:
         """A tool that calls ``name`` remotely (``name@host`` pins a host). With
-        ``known_only``, only a name some host announced; else any valid name (the call
-        itself reports that no host serves it)."""
+        ``known_only``, only a name some host announced; else any valid name once
+        :meth:`discover` ran, and ``name@host`` always (the call itself reports that no
+        host serves it)."""
         ...
 
     def specs(self) -> list[ToolSpec]:
         """The remote tools announced so far, one per name (``hosts``: who serves it)."""
+        ...
+
+    async def discover(self, wait: float = ..., settle: float = ...) -> int:
+        """Starts using remote tools (names this registry lacks go to other hosts) and
+        asks the hosts for their catalogs; returns how many answered."""
         ...
 
 
@@ -153,6 +159,10 @@ class ToolRegistry:
         self.export: tuple[str, ...] = ()
         #: Other processes' tools, once the runtime is joined to NATS.
         self.remote: RemoteTools | None = None
+        #: ``[tools] remote``: names this registry lacks go to :attr:`remote` (set
+        #: before joining NATS, or call ``await registry.remote.discover()``); without
+        #: it only ``tool@host`` does.
+        self.use_remote = False
         #: Called after every register/unregister (the tool host follows them).
         self.listeners: list[Callable[[], None]] = []
 

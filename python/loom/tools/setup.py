@@ -35,6 +35,10 @@ async def build_registry(host: ProjectHost) -> ToolRegistry:
         raise _error(project, "must be a positive number of seconds", "tools", "timeout")
     registry = ToolRegistry(require_approval=rules, default_timeout=float(timeout))
     registry.export = export_rules(project)
+    remote = tools_cfg.get("remote", False)
+    if not isinstance(remote, bool):
+        raise _error(project, "must be true or false", "tools", "remote")
+    registry.use_remote = remote
     from loom.tools import native
 
     await native.register(registry, host)

@@ -174,6 +174,11 @@ async def connect(
     await bridge.start()
     host.on_shutdown(bridge.close)
     log.info("bus joined to NATS at %s", shown)
+    # Remote tools: this runtime's registry reaches other hosts' exports, and serves
+    # its own `[tools] export` (docs/tool-hosts.md).
+    from loom.nats.tool_host import start_tool_services
+
+    await start_tool_services(host, nc, name=settings.name or name)
     return bridge
 
 

@@ -92,13 +92,39 @@ def current_call() -> ToolCall | None:
     return _current.get()
 
 
-#: ``async def approve(request) -> bool`` (sync callables are run off the loop).
 def _is_pattern(rule: str) -> bool:
     """An ``fnmatch`` pattern rather than a tool name."""
     return any(c in rule for c in "*?[")
 
 
+def matches(name: str, rules: Iterable[str]) -> bool:
+    """Whether ``name`` is one of ``rules`` (tool names and ``fnmatch`` patterns)."""
+    return any(name == r or (_is_pattern(r) and fnmatchcase(name, r)) for r in rules)
+
+
+#: ``async def approve(request) -> bool`` (sync callables are run off the loop).
 Approver = Callable[[ApprovalRequest], Awaitable[bool] | bool]
+
+
+class RemoteTools(Protocol):
+    """Tools other processes export (``loom.nats.remote_tools`` over NATS): where the
+    registry looks for a name it does not have itself. A local tool always wins."""
+
+    def lookup(self, name: str, *, known_only: bool) -> Tool | None:
+        """A tool that calls ``name`` remotely (``name@host`` pins a host). With
+        ``known_only``, only a name some host announced; else any valid name once
+        :meth:`discover` ran, and ``name@host`` always (the call itself reports that no
+        host serves it)."""
+        ...
+
+    def specs(self) -> list[ToolSpec]:
+        """The remote tools announced so far, one per name (``hosts``: who serves it)."""
+        ...
+
+    async def discover(self, wait: float = ..., settle: float = ...) -> int:
+        """Starts using remote tools (names this registry lacks go to other hosts) and
+        asks the hosts for their catalogs; returns how many answered."""
+        ...
 
 
 class ToolRegistry:
@@ -128,6 +154,21 @@ class ToolRegistry:
         #: What the native sandbox enforces here (``NativeTools.status()``), once the
         #: native tools are registered.
         self.sandbox_status: dict[str, Any] | None = None
+        #: ``[tools] export``: names and patterns of the tools this process serves to
+        #: others over NATS (``loom.nats.tool_host``).
+        self.export: tuple[str, ...] = ()
+        #: Other processes' tools, once the runtime is joined to NATS.
+        self.remote: RemoteTools | None = None
+        #: ``[tools] remote``: names this registry lacks go to :attr:`remote` (set
+        #: before joining NATS, or call ``await registry.remote.discover()``); without
+        #: it only ``tool@host`` does.
+        self.use_remote = False
+        #: Called after every register/unregister (the tool host follows them).
+        self.listeners: list[Callable[[], None]] = []
+
+    def exported(self, name: str) -> bool:
+        """Whether ``name`` is a registered tool that ``[tools] export`` serves."""
+        return name in self._tools and matches(name, self.export)
 
     def needs_approval(self, name: str) -> bool:
         """Whether calls of ``name`` go through the approver (an exact entry of
@@ -167,11 +208,19 @@ class ToolRegistry:
             )
         self._tools[name] = tool
         self._by_openai[openai_name(name)] = name
+        self._changed()
 
     def unregister(self, name: str) -> bool:
         """Removes a tool; returns whether it was there."""
         self._by_openai.pop(openai_name(name), None)
-        return self._tools.pop(name, None) is not None
+        found = self._tools.pop(name, None) is not None
+        if found:
+            self._changed()
+        return found
+
+    def _changed(self) -> None:
+        for listener in self.listeners:
+            listener()
 
     def __contains__(self, name: object) -> bool:
         return name in self._tools
@@ -179,15 +228,23 @@ class ToolRegistry:
     def __len__(self) -> int:
         return len(self._tools)
 
+    def local(self, name: str) -> Tool | None:
+        """The tool of this process called ``name`` (or its OpenAI-style name)."""
+        return self._tools.get(name) or self._tools.get(self._by_openai.get(name, ""))
+
     def get(self, name: str) -> Tool:
-        """The tool called ``name`` (an OpenAI-style ``fs__read_file`` works too).
+        """The tool called ``name`` (an OpenAI-style ``fs__read_file`` works too): this
+        process's, else one another process announced (:attr:`remote`).
 
         Raises:
             ToolNotFound: no such tool (suggests close names).
         """
-        tool = self._tools.get(name) or self._tools.get(self._by_openai.get(name, ""))
+        tool = self.local(name)
+        if tool is None and self.remote is not None:
+            tool = self.remote.lookup(name, known_only=True)
         if tool is None:
-            close = difflib.get_close_matches(name, list(self._tools), n=3)
+            names = list(self._tools) + [s.name for s in self.remote_specs()]
+            close = difflib.get_close_matches(name, names, n=3)
             hint = f"; did you mean {', '.join(close)}?" if close else ""
             if self.native_absent and name.startswith(("fs:", "system:", "fs__", "system__")):
                 hint = f"; {self.native_absent}"
@@ -197,10 +254,29 @@ class ToolRegistry:
     # -- listing ---------------------------------------------------------------------
 
     def specs(self) -> list[ToolSpec]:
-        """Every tool, sorted by name, with approval flags filled in."""
+        """Every tool, sorted by name, with approval flags filled in: this process's and
+        those only other processes serve (``source="remote"``, ``hosts``)."""
+        if self.remote is None:
+            return self.local_specs()
+        return sorted(self.local_specs() + self.remote_specs(), key=lambda s: s.name)
+
+    def local_specs(self) -> list[ToolSpec]:
+        """This process's tools, sorted by name, with approval flags filled in."""
         return [
             t.spec.model_copy(update={"requires_approval": self.needs_approval(n)})
             for n, t in sorted(self._tools.items())
+        ]
+
+    def remote_specs(self) -> list[ToolSpec]:
+        """The tools other processes announced that this one does not have."""
+        if self.remote is None:
+            return []
+        return [
+            s.model_copy(
+                update={"requires_approval": s.requires_approval or self.needs_approval(s.name)}
+            )
+            for s in self.remote.specs()
+            if s.name not in self._tools
         ]
 
     def openai_tools(self, names: Iterable[str] | None = None) -> list[dict[str, Any]]:
@@ -226,7 +302,12 @@ class ToolRegistry:
             ToolArgumentsInvalid: ``payload`` is not a mapping with string keys, nests
                 too deeply, or ``timeout`` is not a positive finite number.
         """
-        tool = self.get(name)
+        tool = self.local(name)
+        if tool is None:
+            # Not here: another process may serve it (asked on the call, so a host that
+            # joined a moment ago is reached without waiting for its announcement).
+            found = self.remote.lookup(name, known_only=False) if self.remote else None
+            tool = found or self.get(name)
         call_id = call_id or f"call_{_ID_PREFIX}{next(_call_ids):x}"
         token = _current.set(
             ToolCall(tool.spec.name, call_id, getattr(ctx, "agent_id", "?"), dict(headers or {}))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import logging
 from typing import TYPE_CHECKING, Any
 
@@ -33,6 +34,11 @@ async def build_registry(host: ProjectHost) -> ToolRegistry:
     if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0:
         raise _error(project, "must be a positive number of seconds", "tools", "timeout")
     registry = ToolRegistry(require_approval=rules, default_timeout=float(timeout))
+    registry.export = export_rules(project)
+    remote = tools_cfg.get("remote", False)
+    if not isinstance(remote, bool):
+        raise _error(project, "must be true or false", "tools", "remote")
+    registry.use_remote = remote
     from loom.tools import native
 
     await native.register(registry, host)
@@ -62,8 +68,44 @@ async def build_registry(host: ProjectHost) -> ToolRegistry:
             "tools",
             "require_approval",
         )
+    _check_export(project, registry, down)
     log.debug("tools: %s", ", ".join(s.name for s in registry.specs()))
     return registry
+
+
+def export_rules(project: ProjectConfig | None) -> tuple[str, ...]:
+    """``[tools] export``: the names and ``fnmatch`` patterns of the tools this process
+    serves to others over NATS (docs/tool-hosts.md).
+
+    Raises:
+        ConfigError: not a list of non-empty strings.
+    """
+    rules = dict(project.tools).get("export", []) if project else []
+    if not isinstance(rules, list) or not all(isinstance(r, str) and r.strip() for r in rules):
+        msg = 'must be a list of tool names or patterns, e.g. ["fs:*", "system:shell"]'
+        if isinstance(rules, str):
+            msg += f" — write [{rules!r}]"
+        raise _error(project, msg, "tools", "export")
+    return tuple(rules)
+
+
+def _check_export(
+    project: ProjectConfig | None, registry: ToolRegistry, down: tuple[str, ...]
+) -> None:
+    """An exact name that names no tool is a typo: an error. A pattern that matches
+    none may match tools registered later (an agent's, an MCP server's): a warning."""
+    from fnmatch import fnmatchcase
+
+    names = [s.name for s in registry.specs()]
+    for rule in registry.export:
+        if rule.startswith(down) or any(fnmatchcase(n, rule) for n in names):
+            continue
+        if any(c in rule for c in "*?["):
+            log.warning("[tools] export: %r matches no tool (yet)", rule)
+            continue
+        close = difflib.get_close_matches(rule, names, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise _error(project, f"names no registered tool: {rule!r}{hint}", "tools", "export")
 
 
 def _error(project: ProjectConfig | None, message: str, *keys: str) -> ConfigError:

@@ -35,9 +35,11 @@ class ToolSpec(BaseModel):
     name: str
     description: str = ""
     parameters: dict[str, Any] = Field(default_factory=lambda: {"type": "object", "properties": {}})
-    source: Literal["native", "python", "mcp"] = "python"
+    source: Literal["native", "python", "mcp", "remote"] = "python"
     #: For MCP tools: the server's name.
     server: str | None = None
+    #: For remote tools (another process's export, over NATS): the hosts serving it.
+    hosts: tuple[str, ...] = ()
     requires_approval: bool = False
 
     def to_openai(self) -> dict[str, Any]:

@@ -269,3 +269,38 @@ class SubscriptionRunner:
             await asyncio.wait(pending)
         self._workers = []
         return not pending
+
+
+def durable_delivery(
+    ctx: Any, pattern: str, on_event: EventFn | None, on_batch: BatchFn | None, limiter: Limiter
+) -> Callable[[Envelope], Awaitable[None]]:
+    """``deliver(event)`` for a stored (JetStream) subscription: runs the handler under
+    the agent's concurrency limit, in an ``invoke_agent`` span when tracing, and raises
+    what the handler raised — so the event is redelivered instead of acked. A batch
+    handler gets the events one at a time (each is acked on its own)."""
+    telemetry: Telemetry = ctx.telemetry
+
+    def call(event: Envelope) -> Any:
+        if on_event is not None:
+            return on_event(ctx, event.topic, event)
+        assert on_batch is not None
+        return on_batch(ctx, pattern, [event])
+
+    async def deliver(event: Envelope) -> None:
+        await limiter.acquire()
+        try:
+            if telemetry.active:
+                from loom.telemetry.agent_spans import invoke_agent_span, mark_failed
+
+                with invoke_agent_span(telemetry, ctx.agent_id, event) as span:
+                    try:
+                        await resolve(call(event))
+                    except Exception as exc:
+                        mark_failed(span, exc)
+                        raise
+            else:
+                await resolve(call(event))
+        finally:
+            limiter.release()
+
+    return deliver

@@ -15,9 +15,8 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 from loom import collab
-from loom._aio import resolve
 from loom._core import Envelope
-from loom._dispatch import Limiter, SubscriptionRunner
+from loom._dispatch import Limiter, SubscriptionRunner, durable_delivery
 from loom._units import seconds
 from loom.bus import DEFAULT_PUBLISH_TIMEOUT, DEFAULT_TTL, QoS, Subscription, wait_pending
 from loom.errors import LoomError, RequestTimeout
@@ -367,7 +366,7 @@ class AgentContext:
             consumer = js.consumer(
                 pattern,
                 self.agent_id,
-                self._durable_delivery(pattern, handler, on_batch),
+                durable_delivery(self, pattern, handler, on_batch, self._limiter),
                 concurrency=max_concurrency or self._max_concurrency,
                 group=group,
             )
@@ -393,37 +392,6 @@ class AgentContext:
         self._runners[sub.id] = runner
         runner.start()
         return sub
-
-    def _durable_delivery(
-        self, pattern: str, handler: Handler | None, on_batch: BatchHandler | None
-    ) -> Callable[[Envelope], Awaitable[None]]:
-        """Runs ``handler`` for one stored event under the agent's concurrency limit (and
-        in an ``invoke_agent`` span); raises what the handler raised, so the event is
-        redelivered instead of acked."""
-
-        async def deliver(event: Envelope) -> None:
-            await self._limiter.acquire()
-            try:
-                call: Any = (
-                    handler(self, event.topic, event)
-                    if handler is not None
-                    else on_batch(self, pattern, [event])  # type: ignore[misc]
-                )
-                if self.telemetry.active:
-                    from loom.telemetry.agent_spans import invoke_agent_span, mark_failed
-
-                    with invoke_agent_span(self.telemetry, self.agent_id, event) as span:
-                        try:
-                            await resolve(call)
-                        except Exception as exc:
-                            mark_failed(span, exc)
-                            raise
-                else:
-                    await resolve(call)
-            finally:
-                self._limiter.release()
-
-        return deliver
 
     async def subscriptions_ready(self) -> None:
         """Waits until every reliable subscription over JetStream has its consumer.

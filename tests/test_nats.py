@@ -291,3 +291,25 @@ async def test_a_message_from_another_nats_client_arrives_as_an_event(nats_url: 
     assert by_topic["foreign.json"].payload == {"a": 1}
     assert by_topic["foreign.json"].type == "event"
     assert by_topic["foreign.text"].payload == b"not json"
+
+
+async def test_a_forwarded_remote_event_crosses_nats_again(pair) -> None:  # type: ignore[no-untyped-def]
+    """``emit(envelope=event)`` of an event that arrived over NATS goes out again: the
+    transport's own markers are not forwarded with it."""
+    a, b, _, _ = pair
+    got: asyncio.Queue[Envelope] = asyncio.Queue()
+
+    async def forward(ctx: object, topic: str, event: Envelope) -> None:
+        await ctx.emit("fwd.out", envelope=event)  # type: ignore[attr-defined]
+
+    async def sink(ctx: object, topic: str, event: Envelope) -> None:
+        await got.put(event)
+
+    await Agent("forwarder", topics=["fwd.in"], on_event=forward, qos="realtime", runtime=b).start()
+    await Agent("sink", topics=["fwd.out"], on_event=sink, qos="realtime", runtime=a).start()
+    sender = Agent("origin", runtime=a)
+    await sender.start()
+    await asyncio.sleep(0.3)
+    await sender.ctx.emit("fwd.in", "order", {"n": 1})
+    back = await asyncio.wait_for(got.get(), 5)
+    assert (back.type, back.payload, back.source) == ("order", {"n": 1}, "forwarder")

@@ -20,8 +20,8 @@ from loom._dispatch import Limiter, SubscriptionRunner, durable_delivery
 from loom._units import seconds
 from loom.bus import DEFAULT_PUBLISH_TIMEOUT, DEFAULT_TTL, QoS, Subscription, wait_pending
 from loom.errors import LoomError, RequestTimeout
-from loom.nats.codec import REMOTE
-from loom.nats.jetstream import DurableConsumer, JetStreamLink, storable
+from loom.nats.codec import REMOTE, REMOTE_ID
+from loom.nats.jetstream import DELIVERY_COUNT, DurableConsumer, JetStreamLink, storable
 
 if TYPE_CHECKING:
     from loom.config import ProjectConfig
@@ -35,6 +35,10 @@ Handler = Callable[["AgentContext", str, Envelope], Awaitable[Any] | Any]
 BatchHandler = Callable[["AgentContext", str, list[Envelope]], Awaitable[Any] | Any]
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
+
+#: Headers a transport adds on arrival; a forwarded event (``emit(envelope=)``) drops
+#: them, or the bridge would take it for one that came from NATS and not send it on.
+_TRANSPORT_HEADERS = (REMOTE, REMOTE_ID, DELIVERY_COUNT)
 
 #: Default seconds a request waits for its reply.
 DEFAULT_REQUEST_TIMEOUT = 30.0
@@ -141,8 +145,11 @@ class AgentContext:
             correlation_id = correlation_id or envelope.correlation_id
             reply_to = reply_to or envelope.reply_to
             thread_id = thread_id or envelope.thread_id
-            if envelope.headers:
-                headers = {**envelope.headers, **(headers or {})}
+            carried = envelope.headers
+            for internal in _TRANSPORT_HEADERS:
+                carried.pop(internal, None)  # how it reached us, not what it says
+            if carried:
+                headers = {**carried, **(headers or {})}
             if js is not None and js.covers(topic):
                 await self._emit_stored(
                     js,

@@ -130,12 +130,6 @@ class AgentContext:
             BusFullError: a ``reliable`` subscriber stayed full for ``timeout`` seconds.
             TypeError: ``envelope`` together with ``type`` or ``payload``.
         """
-        js = self.runtime.jetstream
-        if js is not None and envelope is None and js.covers(topic):
-            await self._emit_stored(
-                js, topic, type, payload, correlation_id, reply_to, thread_id, headers, ttl, timeout
-            )
-            return
         if envelope is not None:
             if payload is not None or type != "event":
                 raise TypeError(
@@ -150,20 +144,8 @@ class AgentContext:
                 carried.pop(internal, None)  # how it reached us, not what it says
             if carried:
                 headers = {**carried, **(headers or {})}
-            if js is not None and js.covers(topic):
-                await self._emit_stored(
-                    js,
-                    topic,
-                    type,
-                    payload,
-                    correlation_id,
-                    reply_to,
-                    thread_id,
-                    headers,
-                    ttl,
-                    timeout,
-                )
-                return
+        js = self.runtime.jetstream
+        stored = js if js is not None and js.covers(topic) else None
         if self.telemetry.active:
             from loom.telemetry.agent_spans import publish_span
 
@@ -171,12 +153,24 @@ class AgentContext:
             if span is not None:
                 # Inside the span, so the traceparent sent is the PRODUCER span's.
                 with span:
+                    if stored is not None:
+                        await self._emit_stored(
+                            stored, topic, type, payload, correlation_id, reply_to, thread_id,
+                            headers, ttl, timeout,
+                        )  # fmt: skip
+                        return
                     pending = self._send(
                         topic, type, payload, correlation_id, reply_to, thread_id, ttl, headers
                     )
                     if pending is not None:
                         await wait_pending(pending, timeout)
                 return
+        if stored is not None:
+            await self._emit_stored(
+                stored, topic, type, payload, correlation_id, reply_to, thread_id, headers, ttl,
+                timeout,
+            )  # fmt: skip
+            return
         # The hot path: no context manager, no extra coroutine.
         pending = self._send(
             topic, type, payload, correlation_id, reply_to, thread_id, ttl, headers
@@ -199,46 +193,34 @@ class AgentContext:
     ) -> None:
         """A publish to a stored (JetStream) subject: stored first, acked by the server,
         then handed to this process's other (non-durable) subscribers."""
-
-        async def send() -> None:
-            out = self.runtime.outgoing_headers(headers)
-            event = Envelope(
-                topic,
-                type,
-                payload,
-                source=self.agent_id,
-                correlation_id=correlation_id,
-                reply_to=reply_to,
-                thread_id=thread_id,
-                ttl=ttl,
-                headers=out,
-            )
-            await js.publish(event, timeout)
-            local = dict(out or {})
-            local[REMOTE] = "1"  # already on NATS: the bridge must not send it again
-            pending = self._publish(
-                topic,
-                type,
-                payload,
-                source=self.agent_id,
-                correlation_id=correlation_id,
-                reply_to=reply_to,
-                thread_id=thread_id,
-                ttl=ttl,
-                headers=local,
-            )
-            if pending is not None:
-                await wait_pending(pending, timeout)
-
-        if self.telemetry.active:
-            from loom.telemetry.agent_spans import publish_span
-
-            span = publish_span(self.telemetry, topic, type, correlation_id)
-            if span is not None:
-                with span:
-                    await send()
-                return
-        await send()
+        out = self.runtime.outgoing_headers(headers)
+        event = Envelope(
+            topic,
+            type,
+            payload,
+            source=self.agent_id,
+            correlation_id=correlation_id,
+            reply_to=reply_to,
+            thread_id=thread_id,
+            ttl=ttl,
+            headers=out,
+        )
+        await js.publish(event, timeout)
+        local = dict(out or {})
+        local[REMOTE] = "1"  # already on NATS: the bridge must not send it again
+        pending = self._publish(
+            topic,
+            type,
+            payload,
+            source=self.agent_id,
+            correlation_id=correlation_id,
+            reply_to=reply_to,
+            thread_id=thread_id,
+            ttl=ttl,
+            headers=local,
+        )
+        if pending is not None:
+            await wait_pending(pending, timeout)
 
     def _send(
         self,

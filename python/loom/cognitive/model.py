@@ -18,17 +18,12 @@ from typing import Any, Protocol, TypeVar
 from loom._aio import resolve
 from loom.errors import LoomError
 from loom.llm.cost import estimate_tokens
+from loom.llm.streaming import response_events
 from loom.llm.types import (
     ChatModel,
-    FinishEvent,
     LLMResponse,
     Message,
     StreamEvent,
-    TextDelta,
-    ToolCallComplete,
-    ToolCallDelta,
-    ToolCallStart,
-    UsageEvent,
 )
 
 M = TypeVar("M")
@@ -61,15 +56,8 @@ class CallModel(ChatModel):
             async for event in own(messages, **kwargs):
                 yield event
             return
-        resp = await self.call(messages, **kwargs)
-        if resp.content:
-            yield TextDelta(resp.content)
-        for i, tc in enumerate(resp.tool_calls):
-            yield ToolCallStart(i, tc.id, tc.name)
-            yield ToolCallDelta(i, tc.to_wire()["function"]["arguments"])
-            yield ToolCallComplete(i, tc)
-        yield UsageEvent(resp.usage)
-        yield FinishEvent(resp.finish_reason, resp)
+        for event in response_events(await self.call(messages, **kwargs)):
+            yield event
 
     async def call_json(
         self,

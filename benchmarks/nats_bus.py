@@ -33,11 +33,7 @@ import asyncio
 import json
 import os
 import platform
-import shutil
-import socket
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 import uuid
@@ -48,34 +44,12 @@ from typing import Any
 import nats
 from nats.js import api
 
+from _lib.nats_server import start_nats
 from loom import Agent, Envelope, Runtime
 from loom.nats import connect, enable_jetstream
 from loom.nats.settings import JetStreamSettings
 
 PAYLOAD: dict[str, Any] = {"order": 123456, "symbol": "BTC-USD", "qty": 0.25, "note": "x" * 40}
-
-
-def start_server(store: Path) -> tuple[subprocess.Popen[bytes], str]:
-    binary = shutil.which("nats-server")
-    if binary is None:
-        sys.exit("nats-server is not installed (make setup installs it)")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    proc = subprocess.Popen(
-        [binary, "-a", "127.0.0.1", "-p", str(port), "-js", "-sd", str(store)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            return proc, f"nats://127.0.0.1:{port}"
-        except OSError:
-            time.sleep(0.05)
-    proc.kill()
-    sys.exit("nats-server did not start")
 
 
 def pct(values: list[float], q: float) -> float:
@@ -282,7 +256,7 @@ async def main() -> None:
     rounds = 1 if args.smoke else 3
 
     with tempfile.TemporaryDirectory() as tmp:
-        proc, url = start_server(Path(tmp) / "js")
+        proc, url = start_nats(Path(tmp) / "js")
         try:
             rel = await best_of(
                 rounds,

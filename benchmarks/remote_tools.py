@@ -27,8 +27,6 @@ import asyncio
 import gc
 import os
 import platform
-import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -40,6 +38,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from _lib.nats_server import start_nats
 from loom import Agent, Runtime
 from loom.config import parse_project_config
 from loom.nats import connect
@@ -166,29 +165,6 @@ class Pair:
 # -- set-up --------------------------------------------------------------------------
 
 
-def start_server() -> tuple[subprocess.Popen[bytes], str]:
-    binary = shutil.which("nats-server")
-    if binary is None:
-        sys.exit("nats-server is not installed (make setup installs it)")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    proc = subprocess.Popen(
-        [binary, "-a", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            return proc, f"nats://127.0.0.1:{port}"
-        except OSError:
-            time.sleep(0.05)
-    proc.kill()
-    sys.exit("nats-server did not start")
-
-
 def project_dir(root: Path, export: bool) -> Path:
     root.mkdir()
     (root / "ws").mkdir()
@@ -273,7 +249,7 @@ async def main() -> None:
         print("load average at start: {:.2f} {:.2f} {:.2f}".format(*os.getloadavg()))
     print(f"calls per round: {calls}; best of {rounds} rounds\n")
 
-    server, url = start_server()
+    server, url = start_nats()
     with tempfile.TemporaryDirectory(prefix="loom-bench-remote-") as tmpdir:
         tmp = Path(tmpdir)
         host = start_host(project_dir(tmp / "host", export=True), url)

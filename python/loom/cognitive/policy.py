@@ -26,7 +26,7 @@ from typing import Any
 
 from loom._aio import resolve
 from loom.errors import ToolDenied, ToolNotFound
-from loom.tools import ToolRegistry, describe_call
+from loom.tools import ToolRegistry, describe_call, is_pattern
 
 log = logging.getLogger("loom.cognitive")
 
@@ -34,10 +34,6 @@ PermissionCallback = Callable[..., "bool | Awaitable[bool]"]
 
 #: Names listed in a refusal (the rest are counted).
 _LISTED = 12
-
-
-def _is_pattern(item: str) -> bool:
-    return any(c in item for c in "*?[")
 
 
 def select(registry: ToolRegistry, items: Iterable[Any] | None) -> list[str] | None:
@@ -53,7 +49,7 @@ def select(registry: ToolRegistry, items: Iterable[Any] | None) -> list[str] | N
 
     names: list[str] = []
     for item in items:
-        if isinstance(item, str) and _is_pattern(item):
+        if isinstance(item, str) and is_pattern(item):
             matched = [s.name for s in registry.specs() if fnmatchcase(s.name, item)]
             if not matched:
                 raise ToolNotFound(item, f"no registered tool matches the pattern {item!r}")

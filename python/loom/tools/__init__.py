@@ -11,6 +11,8 @@ from loom.tools.registry import (
     ToolCall,
     ToolRegistry,
     current_call,
+    is_pattern,
+    matches,
 )
 from loom.tools.render import describe_call
 from loom.tools.spec import ToolSpec, openai_name
@@ -25,6 +27,8 @@ __all__ = [
     "ToolSpec",
     "current_call",
     "describe_call",
+    "is_pattern",
+    "matches",
     "openai_name",
     "tool",
 ]

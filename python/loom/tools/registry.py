@@ -92,14 +92,14 @@ def current_call() -> ToolCall | None:
     return _current.get()
 
 
-def _is_pattern(rule: str) -> bool:
+def is_pattern(rule: str) -> bool:
     """An ``fnmatch`` pattern rather than a tool name."""
     return any(c in rule for c in "*?[")
 
 
 def matches(name: str, rules: Iterable[str]) -> bool:
     """Whether ``name`` is one of ``rules`` (tool names and ``fnmatch`` patterns)."""
-    return any(name == r or (_is_pattern(r) and fnmatchcase(name, r)) for r in rules)
+    return any(name == r or (is_pattern(r) and fnmatchcase(name, r)) for r in rules)
 
 
 #: ``async def approve(request) -> bool`` (sync callables are run off the loop).
@@ -173,15 +173,14 @@ class ToolRegistry:
     def needs_approval(self, name: str) -> bool:
         """Whether calls of ``name`` go through the approver (an exact entry of
         ``require_approval`` or a matching pattern)."""
-        rules = self.require_approval
-        return name in rules or any(fnmatchcase(name, r) for r in rules if _is_pattern(r))
+        return matches(name, self.require_approval)
 
     def unknown_approval_rules(self) -> list[tuple[str, str | None]]:
         """``require_approval`` entries that name no registered tool, each with the
         closest registered name (for the error that stops a run)."""
         out: list[tuple[str, str | None]] = []
         for rule in sorted(self.require_approval):
-            if _is_pattern(rule):
+            if is_pattern(rule):
                 if not any(fnmatchcase(n, rule) for n in self._tools):
                     out.append((rule, None))
             elif rule not in self._tools:

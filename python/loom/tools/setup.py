@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from loom.errors import ConfigError
 from loom.tools.python import GLOBAL_TOOLS
-from loom.tools.registry import DEFAULT_TIMEOUT, ToolRegistry
+from loom.tools.registry import DEFAULT_TIMEOUT, ToolRegistry, is_pattern, matches
 
 if TYPE_CHECKING:
     from loom._host import ProjectHost
@@ -94,13 +94,11 @@ def _check_export(
 ) -> None:
     """An exact name that names no tool is a typo: an error. A pattern that matches
     none may match tools registered later (an agent's, an MCP server's): a warning."""
-    from fnmatch import fnmatchcase
-
     names = [s.name for s in registry.specs()]
     for rule in registry.export:
-        if rule.startswith(down) or any(fnmatchcase(n, rule) for n in names):
+        if rule.startswith(down) or any(matches(n, (rule,)) for n in names):
             continue
-        if any(c in rule for c in "*?["):
+        if is_pattern(rule):
             log.warning("[tools] export: %r matches no tool (yet)", rule)
             continue
         close = difflib.get_close_matches(rule, names, n=1)

@@ -55,6 +55,7 @@ KNOWN_TABLES = frozenset(
         "runtime",
         "prompts",
         "kv",
+        "durability",
     }
 )
 
@@ -305,6 +306,7 @@ class ProjectConfig(BaseModel):
     telemetry: dict[str, Any] = Field(default_factory=dict)
     mcp: dict[str, dict[str, Any]] = Field(default_factory=dict)
     bus: dict[str, Any] = Field(default_factory=dict)
+    durability: dict[str, Any] = Field(default_factory=dict)
     raw: dict[str, Any] = Field(default_factory=dict, repr=False)
     source: str = Field(default="", repr=False)
 

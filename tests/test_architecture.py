@@ -36,6 +36,7 @@ LAYERS: list[tuple[str, ...]] = [
         "loom._host",
         "loom._aio",
         "loom._units",
+        "loom._effects",
         "loom.bus",
         "loom.config",
         "loom._layout",
@@ -46,7 +47,7 @@ LAYERS: list[tuple[str, ...]] = [
     # 2: the LLM client
     ("loom.llm",),
     # 3: tools, the NATS bridge, the key-value store, the whole-project check
-    ("loom.tools", "loom.nats", "loom.kv", "loom.project_check"),
+    ("loom.tools", "loom.nats", "loom.kv", "loom.durable", "loom.project_check"),
     # 4: the runtime (knows agents only through a Protocol)
     ("loom.runtime",),
     # 5: agents and what they use of the runtime

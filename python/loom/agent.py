@@ -158,6 +158,9 @@ class Agent:
             self._running = True
             if self.on_start is not None:
                 await resolve(self.on_start(self.ctx))
+            if self.runtime.durability is not None:
+                # Runs this agent left unfinished (a crash, a kill -9) go on now.
+                await self.runtime.durability.resume_agent(self.agent_id)
             if self.main is not None:
                 main = self.main
                 self._main_task = self.runtime.supervise(

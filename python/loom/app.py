@@ -117,9 +117,10 @@ async def run_project(
     if install_signal_handlers:
         signals.enter_context(stop_on_signals(stop))
     result = RunResult(EXIT_INTERRUPTED, message="interrupted")
+    resumes = await _resumed_job_trace(project) if send_job else None
     try:
         with project_run_span(
-            runtime.telemetry, project, handle.run_id if handle is not None else None
+            runtime.telemetry, project, handle.run_id if handle is not None else None, resumes
         ) as root:
             try:
                 started = build_agents(project, runtime, agents)
@@ -160,6 +161,22 @@ async def run_project(
     return result
 
 
+async def _resumed_job_trace(project: ProjectConfig) -> str | None:
+    """With ``[durability]``: the trace of this ``[job]``'s interrupted run, if any."""
+    if project.job is None or not (project.durability or "durability" in project.raw):
+        return None
+    from loom.durable import message_json, unfinished_job_trace
+
+    job = project.job
+    try:
+        return await unfinished_job_trace(
+            project, message_json(job.topic, job.type, job.payload, None, None, None)
+        )
+    except LoomError as exc:
+        log.warning("journal: %s", exc)
+        return None
+
+
 def _path(project: ProjectConfig) -> str | None:
     return str(project.path) if project.path else None
 
@@ -172,8 +189,32 @@ async def _run_job(
     client = Agent("loom.run", runtime=runtime)
     await client.start()
     log.info("job: %r on %s (timeout %ss)", job.type, job.topic, job.timeout)
+    durability = runtime.durability
+    journaled: str | None = None
+    headers: dict[str, str] | None = None
+    if durability is not None:
+        from loom.durable import EFFECT_HEADER, message_json
+
+        traceparent: dict[str, str] = {}
+        if runtime.telemetry.active:
+            from loom.telemetry.agent_spans import inject_context
+
+            inject_context(traceparent)
+        journaled, _ = await durability.job_run(
+            message_json(job.topic, job.type, job.payload, None, None, None),
+            traceparent.get("traceparent", ""),
+        )
+        # The same key when a resumed run sends it again: the agents' runs know it.
+        headers = {EFFECT_HEADER: f"job:{journaled}"}
     request = asyncio.ensure_future(
-        client.ctx.request(job.topic, job.type, job.payload, timeout=job.timeout)
+        client.ctx.request(
+            job.topic,
+            job.type,
+            job.payload,
+            timeout=job.timeout,
+            headers=headers,
+            correlation_id=journaled,
+        )
     )
     stopped = asyncio.ensure_future(stop.wait())
     try:
@@ -184,9 +225,15 @@ async def _run_job(
         try:
             reply = request.result()
         except RequestTimeout as exc:
+            if durability is not None and journaled is not None:
+                await durability.end_job(journaled, "failed", str(exc))
             return RunResult(EXIT_JOB_FAILED, message=f"job timed out: {exc}")
         except LoomError as exc:
+            if durability is not None and journaled is not None:
+                await durability.end_job(journaled, "failed", str(exc))
             return RunResult(EXIT_JOB_FAILED, message=f"job failed: {exc}")
+        if durability is not None and journaled is not None:
+            await durability.end_job(journaled, "finished")
         failed = reply.type in FAILURE_TYPES
         if out is not None:
             # The reply is the agents' (often a model's) text: shown, not obeyed.

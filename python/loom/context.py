@@ -8,17 +8,22 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random as _random
 import re
+import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
-from loom import collab
+from loom import _effects, collab
 from loom._core import Envelope
 from loom._dispatch import Limiter, SubscriptionRunner, durable_delivery
 from loom._units import seconds
 from loom.bus import DEFAULT_PUBLISH_TIMEOUT, DEFAULT_TTL, QoS, Subscription, wait_pending
+from loom.durable.journal import RunJournal
+from loom.durable.records import event_from_json, event_to_json, message_json
+from loom.durable.runs import EFFECT_HEADER
 from loom.errors import LoomError, RequestTimeout
 from loom.nats.codec import REMOTE, REMOTE_ID
 from loom.nats.jetstream import DELIVERY_COUNT, DurableConsumer, JetStreamLink, storable
@@ -144,6 +149,19 @@ class AgentContext:
                 carried.pop(internal, None)  # how it reached us, not what it says
             if carried:
                 headers = {**carried, **(headers or {})}
+        effects = _effects.current()
+        if effects is not None:
+            message = message_json(topic, type, payload, correlation_id, reply_to, thread_id)
+
+            async def send(key: str) -> None:
+                await self.emit(
+                    topic, type, payload, correlation_id=correlation_id, reply_to=reply_to,
+                    thread_id=thread_id, headers={**(headers or {}), EFFECT_HEADER: key},
+                    ttl=ttl, timeout=timeout,
+                )  # fmt: skip
+
+            await _effects.journaled(effects, "emit", message, send)
+            return
         js = self.runtime.jetstream
         stored = js if js is not None and js.covers(topic) else None
         if self.telemetry.active:
@@ -255,15 +273,43 @@ class AgentContext:
         thread_id: str | None = None,
         headers: Mapping[str, str] | None = None,
         timeout_ms: float | None = None,
+        correlation_id: str | None = None,
     ) -> Envelope:
         """Sends a request and waits for the first reply, for ``timeout`` seconds
-        (default 30) or ``timeout_ms`` milliseconds.
+        (default 30) or ``timeout_ms`` milliseconds. ``correlation_id`` (default: a new
+        one) lets a caller that asks again after a restart be answered as the first
+        time.
 
         Raises:
             RequestTimeout: no reply in time (also a ``TimeoutError``).
         """
         timeout = seconds(timeout, timeout_ms, what="request()") or DEFAULT_REQUEST_TIMEOUT
-        correlation_id = uuid.uuid4().hex
+        effects = _effects.current()
+        if effects is not None:
+            message = message_json(topic, type, payload, None, None, thread_id)
+
+            async def ask(key: str) -> Envelope:
+                extra = {**(headers or {}), EFFECT_HEADER: key}
+                cid = correlation_id or key
+                return await self._request(topic, type, payload, timeout, thread_id, extra, cid)
+
+            return await _effects.journaled(
+                effects, "request", message, ask, encode=event_to_json, decode=event_from_json
+            )
+        return await self._request(
+            topic, type, payload, timeout, thread_id, headers, correlation_id or uuid.uuid4().hex
+        )
+
+    async def _request(
+        self,
+        topic: str,
+        type: str,
+        payload: Any,
+        timeout: float,
+        thread_id: str | None,
+        headers: Mapping[str, str] | None,
+        correlation_id: str,
+    ) -> Envelope:
         fut: asyncio.Future[Envelope] = asyncio.get_running_loop().create_future()
         self._pending[correlation_id] = fut
         try:
@@ -316,16 +362,33 @@ class AgentContext:
                 f"has no reply_to and its source {event.source!r} is no agent of this "
                 "runtime; send it with ctx.request() to get a reply across processes"
             )
-        await self.emit(
-            target,
-            type,
-            payload,
-            correlation_id=event.correlation_id or event.id,
-            reply_to=self.inbox,
-            thread_id=event.thread_id,
-            headers=headers,
-            ttl=max(event.ttl - 1, 0),
-        )
+        correlation_id = event.correlation_id or event.id
+        effects = _effects.current()
+        if effects is None:
+            await self.emit(
+                target,
+                type,
+                payload,
+                correlation_id=correlation_id,
+                reply_to=self.inbox,
+                thread_id=event.thread_id,
+                headers=headers,
+                ttl=max(event.ttl - 1, 0),
+            )
+            return
+        message = message_json(target, type, payload, correlation_id, None, event.thread_id)
+        aliases = effects.reply_aliases if isinstance(effects, RunJournal) else []
+
+        async def answer(key: str) -> None:
+            extra = {**(headers or {}), EFFECT_HEADER: key}
+            targets = [(target, correlation_id), *aliases]
+            for to, cid in targets:
+                await self.emit(
+                    to, type, payload, correlation_id=cid, reply_to=self.inbox,
+                    thread_id=event.thread_id, headers=extra, ttl=max(event.ttl - 1, 0),
+                )  # fmt: skip
+
+        await _effects.journaled(effects, "reply", message, answer)
 
     # -- subscribing ---------------------------------------------------------------
 
@@ -348,6 +411,9 @@ class AgentContext:
         Must be called while the event loop runs. Returns the subscription; pass it to
         :meth:`unsubscribe` to stop.
         """
+        durability = self.runtime.durability
+        if durability is not None and handler is not None:
+            handler = durability.wrap(self, pattern, handler)
         js = self.runtime.jetstream
         if js is not None and qos == "reliable" and storable(pattern):
             if handler is None and on_batch is None:
@@ -462,14 +528,40 @@ class AgentContext:
         """Fan-out/fan-in: sends one request to each topic (wildcard subscribers all
         answer) and collects replies until ``first`` have arrived or ``timeout``
         passes. Returns the replies in arrival order; possibly fewer than asked."""
-        return await collab.gather(self, topics, type, payload, first=first, timeout=timeout)
+        effects = _effects.current()
+        if effects is None:
+            return await collab.gather(self, topics, type, payload, first=first, timeout=timeout)
+        wanted = [topics] if isinstance(topics, str) else list(topics)
+        message = {**message_json(",".join(wanted), type, payload, None, None, None),
+                   "first": first}  # fmt: skip
+
+        async def ask(_key: str) -> list[Envelope]:
+            return await collab.gather(self, topics, type, payload, first=first, timeout=timeout)
+
+        return await _effects.journaled(
+            effects,
+            "gather",
+            message,
+            ask,
+            encode=lambda events: [event_to_json(e) for e in events],
+            decode=lambda data: [event_from_json(e) for e in data],
+        )
 
     async def barrier(self, name: str, parties: int, *, timeout: float = 30.0) -> list[str]:
         """Waits until ``parties`` agents have reached the barrier ``name``.
 
         Returns the ids of the agents that met. Raises ``RequestTimeout`` if they
         did not all arrive in time."""
-        return await collab.barrier(self, name, parties, timeout=timeout)
+        effects = _effects.current()
+        if effects is None:
+            return await collab.barrier(self, name, parties, timeout=timeout)
+
+        async def meet(_key: str) -> list[str]:
+            return await collab.barrier(self, name, parties, timeout=timeout)
+
+        return await _effects.journaled(
+            effects, "barrier", {"name": name, "parties": parties}, meet
+        )
 
     async def contract_net(
         self,
@@ -483,15 +575,72 @@ class AgentContext:
         """Contract-net: calls for proposals on ``topic``, collects bids for
         ``window`` seconds, awards the task to the chosen bidder and returns its
         result. See :func:`loom.collab.contract_net`."""
-        return await collab.contract_net(
-            self, topic, task, window=window, choose=choose, timeout=timeout
+        effects = _effects.current()
+        if effects is None:
+            return await collab.contract_net(
+                self, topic, task, window=window, choose=choose, timeout=timeout
+            )
+
+        async def award(_key: str) -> collab.ContractResult:
+            return await collab.contract_net(
+                self, topic, task, window=window, choose=choose, timeout=timeout
+            )
+
+        def encode(r: collab.ContractResult) -> dict[str, Any]:
+            return {"winner": r.winner, "bid": event_to_json(r.bid),
+                    "result": event_to_json(r.result),
+                    "bids": [event_to_json(b) for b in r.bids]}  # fmt: skip
+
+        def decode(d: dict[str, Any]) -> collab.ContractResult:
+            return collab.ContractResult(
+                d["winner"], event_from_json(d["bid"]), event_from_json(d["result"]),
+                [event_from_json(b) for b in d["bids"]],
+            )  # fmt: skip
+
+        request = message_json(topic, "cfp", task, None, None, None)
+        return await _effects.journaled(
+            effects, "contract_net", request, award, encode=encode, decode=decode
         )
+
+    # -- the clock and randomness ------------------------------------------------------
+
+    async def now(self) -> float:
+        """Seconds since the Unix epoch — journaled in a durable run, so a resumed run
+        sees the time its first attempt saw (``time.time()`` would differ)."""
+        effects = _effects.current()
+        if effects is None:
+            return time.time()
+
+        async def clock(_key: str) -> float:
+            return time.time()
+
+        return await _effects.journaled(effects, "now", {}, clock)
+
+    async def random(self) -> float:
+        """A random float in [0, 1) — journaled in a durable run, like :meth:`now`."""
+        effects = _effects.current()
+        if effects is None:
+            return _random.random()
+
+        async def draw(_key: str) -> float:
+            return _random.random()
+
+        return await _effects.journaled(effects, "random", {}, draw)
 
     # -- internals -----------------------------------------------------------------
 
     def _start_inbox(self, direct: Callable[[Envelope], Awaitable[Any]] | None) -> None:
         """Subscribes to the inbox: replies resolve requests; other direct messages go
         to ``direct`` (the agent's handler)."""
+        durability = self.runtime.durability
+        if durability is not None and direct is not None:
+            inner = direct
+            run = durability.wrap(self, "inbox", lambda _ctx, _topic, event: inner(event))
+
+            async def direct_run(event: Envelope) -> None:
+                await run(self, event.topic, event)
+
+            direct = direct_run
         self._direct = direct
         sub = self.runtime.bus.subscribe(self.inbox, qos="reliable", capacity=4096)
         # Not traced here: replies only resolve futures; direct messages get their

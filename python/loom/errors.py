@@ -187,27 +187,87 @@ class ToolFailed(ToolError):
     """The tool ran and failed."""
 
 
+class ToolInDoubt(ToolError):
+    """A durable run was interrupted while this call ran: it may or may not have taken
+    effect, and the tool is not declared idempotent, so it is not run again.
+    ``call_id`` is the call's idempotency key (the same on every attempt)."""
+
+    def __init__(self, tool: str, call_id: str, run_id: str) -> None:
+        super().__init__(
+            tool,
+            f"may or may not have run: the process stopped while call {call_id} was "
+            f"running (run {run_id}), and {tool} is not idempotent, so it is not run "
+            "again; check its effect before retrying",
+        )
+        self.call_id = call_id
+        self.run_id = run_id
+
+
+# -- durable runs -------------------------------------------------------------------
+
+
+class DurabilityError(LoomError):
+    """Base class of the errors of durable runs (``[durability]``)."""
+
+
+class JournalError(DurabilityError):
+    """The journal cannot be used: unreadable, corrupt, or written by a newer Loom."""
+
+
+class NonDeterminismError(DurabilityError):
+    """A resumed run asked for a different effect than the journal recorded at that
+    step; ``journaled`` and ``requested`` describe both."""
+
+    def __init__(
+        self, run_id: str, step: int, journaled: dict[str, Any], requested: dict[str, Any]
+    ) -> None:
+        self.run_id = run_id
+        self.step = step
+        self.journaled = journaled
+        self.requested = requested
+        super().__init__(
+            f"run {run_id} step {step}: the handler asked for {_brief(requested)} but the "
+            f"journal recorded {_brief(journaled)}; a durable handler must make the same "
+            "calls in the same order when replayed (use ctx.now()/ctx.random() instead "
+            "of the clock or random module)"
+        )
+
+
+class RunCancelled(DurabilityError):
+    """The durable run was cancelled (``loom runs cancel``)."""
+
+
+def _brief(effect: dict[str, Any]) -> str:
+    text = ", ".join(f"{k}={v!r}" for k, v in effect.items())
+    return text if len(text) <= 300 else text[:297] + "..."
+
+
 __all__ = [
     "AgentError",
     "BusClosedError",
     "BusError",
     "BusFullError",
     "ConfigError",
+    "DurabilityError",
     "InvalidKeyError",
     "InvalidTopicError",
     "InvalidValueError",
+    "JournalError",
     "KVClosedError",
     "KVConflictError",
     "KVError",
     "KeyExistsError",
     "LoomError",
     "MissingEnvironmentVariable",
+    "NonDeterminismError",
     "PromptNotFound",
     "RequestTimeout",
+    "RunCancelled",
     "ToolArgumentsInvalid",
     "ToolDenied",
     "ToolError",
     "ToolFailed",
+    "ToolInDoubt",
     "ToolNotFound",
     "ToolTimeout",
     "ValueTooLargeError",

@@ -23,6 +23,7 @@ from loom.telemetry import Telemetry
 
 if TYPE_CHECKING:
     from loom.config import ProjectConfig
+    from loom.durable import Durability
     from loom.kv import KeyValue, SqliteStore
     from loom.llm.state import LLMState
     from loom.nats.jetstream import JetStreamLink
@@ -84,6 +85,8 @@ class Runtime:
         self.kv_store: SqliteStore | None = None
         #: Tracing state (spans recorded?, content capture, tracer), handed to agents.
         self.telemetry = Telemetry()
+        #: The journal of durable runs, when the project has ``[durability]``.
+        self.durability: Durability | None = None
 
     @cached_property
     def llm_state(self) -> LLMState:
@@ -144,6 +147,8 @@ class Runtime:
                     from loom.nats.join import join_project_bus
 
                     await join_project_bus(self, project)
+                if project.durability or "durability" in project.raw:
+                    await self._open_durability(project)
         except BaseException as exc:
             # Whoever is waiting gets the error; the next start tries again (a NATS
             # server may be up by then; a bad file fails the same way).
@@ -152,6 +157,15 @@ class Runtime:
             failed.exception()  # retrieved: waiters get it from their await
             raise
         self._prepared.set_result(None)
+
+    async def _open_durability(self, project: ProjectConfig) -> None:
+        from loom.durable import open_durability
+
+        nats = self.jetstream.nc if self.jetstream is not None else None
+        self.durability = await open_durability(project, self.telemetry, nats)
+        if self.durability is not None:
+            self.on_shutdown(self.durability.close)
+            log.info("durable runs: journal %s", self.durability.store.where)
 
     # -- agents --------------------------------------------------------------------
 

@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator, Iterable
 from pathlib import Path
 from typing import Any
 
+from loom import _effects
 from loom._depth import value_too_deep
 from loom.cognitive import react
 from loom.cognitive.memory import Memory
@@ -402,7 +403,12 @@ class CognitiveAgent:
         rest get a "not run" step (each call needs an answer for the model)."""
         cap = self.config.max_tools_per_step
         now = calls if cap is None else calls[:cap]
-        done = list(await asyncio.gather(*(self._call_tool(tc, iteration) for tc in now)))
+        if _effects.current() is not None:
+            # A durable run journals effects in order: one call at a time, so a resumed
+            # run asks for them in the same order.
+            done = [await self._call_tool(tc, iteration) for tc in now]
+        else:
+            done = list(await asyncio.gather(*(self._call_tool(tc, iteration) for tc in now)))
         for tc in calls[len(now) :]:
             step = Step("tool", iteration, tool=tc.name, call_id=tc.id, arguments=tc.arguments)
             step.error = (

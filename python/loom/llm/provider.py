@@ -22,6 +22,7 @@ from urllib.parse import urlsplit
 import httpx
 from pydantic_core import to_json
 
+from loom import _effects
 from loom._secrets import redact_url
 from loom.errors import ConfigError
 
@@ -390,6 +391,41 @@ class LLMProvider(ChatModel):
         self._endpoint = None
 
     def _events(self, req: CallRequest, *, stream: bool) -> AsyncGenerator[StreamEvent, None]:
+        effects = _effects.current()
+        if effects is not None:
+            return self._journaled(effects, req, stream)
+        return self._live_events(req, stream)
+
+    async def _journaled(
+        self, effects: _effects.Effects, req: CallRequest, stream: bool
+    ) -> AsyncGenerator[StreamEvent, None]:
+        """A call in a durable run: the journaled response on replay (no request
+        sent), else the live answer, journaled once complete. The fingerprint is the
+        request body (not the URL: a served model's port changes between runs)."""
+        body, _ = build_body(self.config, self.quirks, req, stream=False, stream_usage=False)
+        step = await effects.begin(
+            "llm", {"provider": self.name, "model": body.get("model"), "body": cache_key("", body)}
+        )
+        if step.replayed:
+            answer = LLMResponse.model_validate(step.value())
+            for event in response_events(answer) if stream else [
+                FinishEvent(answer.finish_reason, answer)
+            ]:  # fmt: skip
+                yield event
+            return
+        done: LLMResponse | None = None
+        try:
+            async for event in self._live_events(req, stream):
+                if type(event) is FinishEvent:
+                    done = event.response
+                yield event
+        except Exception as exc:
+            await step.fail(exc)
+            raise
+        if done is not None:
+            await step.finish(done.model_dump(mode="json"))
+
+    def _live_events(self, req: CallRequest, stream: bool) -> AsyncGenerator[StreamEvent, None]:
         if not self.config.fallbacks:
             return self._answer(req, stream)
         return with_fallbacks(self.name, self._answers(req, stream))

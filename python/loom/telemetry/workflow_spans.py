@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
 from typing import TYPE_CHECKING, Any
 
+from opentelemetry.propagate import extract
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 
 from loom.telemetry.content import content_text
@@ -75,10 +76,15 @@ def workflow_span(
 
 @contextmanager
 def project_run_span(
-    telemetry: Telemetry, project: ProjectConfig, run_id: str | None = None
+    telemetry: Telemetry,
+    project: ProjectConfig,
+    run_id: str | None = None,
+    resumes: str | None = None,
 ) -> Iterator[Span | None]:
     """``invoke_workflow {project}``: the GenAI conventions' span for a run that
     coordinates several agents; everything the run does is under it (one trace).
+    ``resumes``: the traceparent of an interrupted run this one continues (a durable
+    ``[job]``): the span joins that trace, with a ``loom.run.resumed`` event.
     Yields None when nothing records."""
     if not telemetry.active:
         yield None
@@ -94,9 +100,12 @@ def project_run_span(
     if project.job is not None:
         attrs["loom.job.topic"] = project.job.topic
         attrs["loom.job.type"] = project.job.type
+    parent = extract({"traceparent": resumes}) if resumes else None
     with telemetry.tracer().start_as_current_span(
-        f"invoke_workflow {name}", kind=SpanKind.INTERNAL, attributes=attrs
+        f"invoke_workflow {name}", context=parent, kind=SpanKind.INTERNAL, attributes=attrs
     ) as span:
+        if resumes:
+            span.add_event("loom.run.resumed", {"loom.run.resumes": resumes})
         yield span
 
 

@@ -149,6 +149,10 @@ class HttpFetch:
         )
         self._ssl: ssl.SSLContext | None = None
 
+    def is_idempotent(self, args: dict[str, Any]) -> bool:
+        """A GET may be sent again (a durable run resumed mid-call); a POST may not."""
+        return str(args.get("method") or "GET").upper() == "GET"
+
     async def invoke(self, ctx: Any, args: dict[str, Any], timeout: float | None) -> Any:
         """Fetches ``args["url"]``; see the module docstring for the rules."""
         a = validate_arguments(NAME, FetchArgs, args)

@@ -23,6 +23,10 @@ if TYPE_CHECKING:
     from loom._host import ProjectHost
     from loom.config import ProjectConfig
 
+#: Native tools whose second run has the effect of the first: reads, listings, and
+#: writes and deletes that are atomic (``system:shell`` may do anything, so it is not).
+IDEMPOTENT = frozenset({"fs:read_file", "fs:list_dir", "fs:search", "fs:write_file", "fs:delete"})
+
 log = logging.getLogger("loom.tools")
 
 
@@ -130,6 +134,7 @@ async def register(registry: ToolRegistry, host: ProjectHost) -> None:
                     description=spec.get("description", ""),
                     parameters=spec.get("parameters") or {"type": "object", "properties": {}},
                     source="native",
+                    idempotent=spec["name"] in IDEMPOTENT,
                 ),
             )
         )

@@ -55,7 +55,12 @@ class PythonTool:
     timeout_grace = 0.0
 
     def __init__(
-        self, fn: Callable[..., Any], name: str | None = None, description: str | None = None
+        self,
+        fn: Callable[..., Any],
+        name: str | None = None,
+        description: str | None = None,
+        *,
+        idempotent: bool = False,
     ) -> None:
         self.fn = fn
         name = name or f"local:{fn.__name__}"
@@ -97,6 +102,7 @@ class PythonTool:
             description=description or summary or name,
             parameters=schema,
             source="python",
+            idempotent=idempotent,
         )
 
     @property
@@ -162,10 +168,15 @@ def tool(
     *,
     description: str | None = None,
     register: bool = True,
+    idempotent: bool = False,
 ) -> Callable[[F], PythonTool]: ...
 @overload
 def tool(
-    *, name: str | None = None, description: str | None = None, register: bool = True
+    *,
+    name: str | None = None,
+    description: str | None = None,
+    register: bool = True,
+    idempotent: bool = False,
 ) -> Callable[[F], PythonTool]: ...
 
 
@@ -176,6 +187,7 @@ def tool(
     name: str | None = None,
     description: str | None = None,
     register: bool = True,
+    idempotent: bool = False,
 ) -> PythonTool | Callable[[Callable[..., Any]], PythonTool]:
     """Makes a function a tool every agent can call with ``ctx.tool(name, args)``.
 
@@ -198,10 +210,15 @@ def tool(
         name: ``namespace:verb``; defaults to ``local:<function name>``.
         description: Overrides the docstring summary.
         register: Add it to the tools every runtime offers (default True).
+        idempotent: Calling it twice has the effect of calling it once. A durable
+            run interrupted while the tool ran calls it again on resume; otherwise the
+            caller gets ``ToolInDoubt``. A tool with side effects can make itself
+            idempotent with the call id of :func:`loom.tools.current_call` (the same on
+            every attempt).
     """
 
     def wrap(f: Callable[..., Any]) -> PythonTool:
-        t = PythonTool(f, name=name, description=description)
+        t = PythonTool(f, name=name, description=description, idempotent=idempotent)
         if register:
             GLOBAL_TOOLS[:] = [g for g in GLOBAL_TOOLS if g.fn is not f]
             if any(g.name == t.name for g in GLOBAL_TOOLS):

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
 from typing import Any, Protocol
 
+from loom import _effects
 from loom._aio import resolve
 from loom._depth import value_too_deep
 from loom.errors import (
@@ -32,6 +33,7 @@ from loom.errors import (
     ToolDenied,
     ToolError,
     ToolFailed,
+    ToolInDoubt,
     ToolNotFound,
     ToolTimeout,
 )
@@ -307,6 +309,22 @@ class ToolRegistry:
             # joined a moment ago is reached without waiting for its announcement).
             found = self.remote.lookup(name, known_only=False) if self.remote else None
             tool = found or self.get(name)
+        effects = _effects.current()
+        if effects is not None:
+            return await self._journaled(effects, tool, ctx, payload, timeout, call_id, headers)
+        return await self._call(tool, ctx, payload, timeout, call_id, headers, approved=False)
+
+    async def _call(
+        self,
+        tool: Tool,
+        ctx: Any,
+        payload: Mapping[str, Any] | None,
+        timeout: float | None,
+        call_id: str | None,
+        headers: Mapping[str, str] | None,
+        *,
+        approved: bool,
+    ) -> Any:
         call_id = call_id or f"call_{_ID_PREFIX}{next(_call_ids):x}"
         token = _current.set(
             ToolCall(tool.spec.name, call_id, getattr(ctx, "agent_id", "?"), dict(headers or {}))
@@ -315,15 +333,58 @@ class ToolRegistry:
             telemetry = telemetry_of(ctx)
             if not telemetry.active:
                 # The hot path: no span machinery at all when nothing records spans.
-                return await self._run(tool, ctx, payload, timeout, call_id)
+                return await self._run(tool, ctx, payload, timeout, call_id, approved)
             from loom.telemetry.tool_spans import tool_span
 
             with tool_span(telemetry, tool.spec.name, call_id, tool.spec, payload) as span:
-                result = await self._run(tool, ctx, payload, timeout, call_id)
+                result = await self._run(tool, ctx, payload, timeout, call_id, approved)
                 span.set_result(result)
                 return result
         finally:
             _current.reset(token)
+
+    async def _journaled(
+        self,
+        effects: _effects.Effects,
+        tool: Tool,
+        ctx: Any,
+        payload: Mapping[str, Any] | None,
+        timeout: float | None,
+        call_id: str | None,
+        headers: Mapping[str, str] | None,
+    ) -> Any:
+        """A call in a durable run: approval and call are steps of its journal; the
+        call's intent is journaled before the tool runs, its result after. Resumed with
+        the intent but no result, an idempotent tool runs again and any other raises
+        :class:`ToolInDoubt` (the step key is the call id on every attempt, so the
+        tool can use it as an idempotency key)."""
+        name = tool.spec.name
+        args = _checked_payload(name, payload)
+        request = {"tool": name, "arguments": args}
+        if self.require_approval and self.needs_approval(name):
+
+            async def decide(key: str) -> bool:
+                if self.approver is not None:
+                    await self._approve(ApprovalRequest(name, args, ctx.agent_id, key))
+                    return True
+                return await effects.approval(name, args, key)
+
+            await _effects.journaled(effects, "approval", request, decide)
+
+        async def run(key: str) -> Any:
+            return await self._call(
+                tool, ctx, args, timeout, call_id or key, headers, approved=True
+            )
+
+        idempotent = tool.spec.idempotent or bool(getattr(tool, "is_idempotent", _never)(args))
+        return await _effects.journaled(
+            effects,
+            "tool",
+            request,
+            run,
+            in_doubt="retry" if idempotent else "raise",
+            on_doubt=lambda key: ToolInDoubt(name, call_id or key, effects.run_id),
+        )
 
     async def _run(
         self,
@@ -332,6 +393,7 @@ class ToolRegistry:
         raw_payload: Mapping[str, Any] | None,
         raw_timeout: float | None,
         call_id: str,
+        approved: bool = False,
     ) -> Any:
         name = tool.spec.name
         # Checked inside the span (when there is one), so a refused call is recorded.
@@ -339,7 +401,7 @@ class ToolRegistry:
         timeout = (
             self.default_timeout if raw_timeout is None else _checked_timeout(name, raw_timeout)
         )
-        if self.require_approval and self.needs_approval(name):
+        if not approved and self.require_approval and self.needs_approval(name):
             agent_id = getattr(ctx, "agent_id", "?")
             await self._approve(ApprovalRequest(name, payload, agent_id, call_id))
         # Tools that enforce the timeout themselves (the Rust core kills its processes,
@@ -386,6 +448,10 @@ class ToolRegistry:
         if verdict is not True:
             raise ToolDenied(req.tool, "the call was not approved", rule="approval")
         log.info("%s: approved %s (%s)", req.agent_id, req.tool, req.call_id)
+
+
+def _never(_args: dict[str, Any]) -> bool:
+    return False
 
 
 def _checked_payload(tool: str, payload: Mapping[str, Any] | None) -> dict[str, Any]:

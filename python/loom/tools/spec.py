@@ -41,6 +41,10 @@ class ToolSpec(BaseModel):
     #: For remote tools (another process's export, over NATS): the hosts serving it.
     hosts: tuple[str, ...] = ()
     requires_approval: bool = False
+    #: Running it twice has the effect of running it once (a read, a listing, an atomic
+    #: write of the same content): a durable run interrupted during the call runs it
+    #: again; any other tool then raises ``ToolInDoubt`` instead.
+    idempotent: bool = False
 
     def to_openai(self) -> dict[str, Any]:
         """This tool in the OpenAI ``tools`` format (function calling)."""

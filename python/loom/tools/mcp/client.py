@@ -227,6 +227,7 @@ class McpServer:
                 parameters=schema if isinstance(schema, dict) else {"type": "object"},
                 source="mcp",
                 server=self.name,
+                idempotent=_idempotent(t.get("annotations")),
             )
             old = self.tools.get(name)
             wanted[name] = (
@@ -373,5 +374,14 @@ _LOG_LEVELS: dict[str, int] = {
     "alert": logging.CRITICAL,
     "emergency": logging.CRITICAL,
 }
+
+
+def _idempotent(annotations: Any) -> bool:
+    """The server's hints say a second call does no more than the first: read-only, or
+    idempotent (``idempotentHint``; MCP's default for it is false)."""
+    if not isinstance(annotations, dict):
+        return False
+    return annotations.get("readOnlyHint") is True or annotations.get("idempotentHint") is True
+
 
 __all__ = ["McpServer", "McpTool", "StartError"]

@@ -168,21 +168,29 @@ class SqliteJournal:
         return await self._run(op)
 
     async def get_run(self, run_id: str) -> RunRecord | None:
-        def op(conn: sqlite3.Connection) -> str | None:
-            row = conn.execute("SELECT data FROM loom_runs WHERE run_id = ?", (run_id,)).fetchone()
-            return None if row is None else str(row[0])
+        def op(conn: sqlite3.Connection) -> tuple[str, str, float] | None:
+            row: tuple[str, str, float] | None = conn.execute(
+                "SELECT data, owner, lease_until FROM loom_runs WHERE run_id = ?", (run_id,)
+            ).fetchone()
+            return row
 
-        text = await self._run(op)
-        if text is None:
-            return None
+        row = await self._run(op)
+        return None if row is None else self._record(run_id, *row)
+
+    def _record(self, run_id: str, text: str, owner: str, lease_until: float) -> RunRecord:
+        """A run's record, with its lease as the columns hold it (renewals write only
+        those)."""
         where = f"{self.where}: run {run_id}"
-        return RunRecord.from_json(loads(text, where), where)
+        record = RunRecord.from_json(loads(text, where), where)
+        record.owner, record.lease_until = owner, lease_until
+        return record
 
     async def list_runs(
         self, *, statuses: tuple[RunStatus, ...] | None = None, agent: str | None = None
     ) -> Listing:
-        def op(conn: sqlite3.Connection) -> list[tuple[str, str]]:
-            sql, args = "SELECT run_id, data FROM loom_runs WHERE 1", list[str]()
+        def op(conn: sqlite3.Connection) -> list[tuple[str, str, str, float]]:
+            sql = "SELECT run_id, data, owner, lease_until FROM loom_runs WHERE 1"
+            args: list[str] = []
             if statuses:
                 sql += f" AND status IN ({','.join('?' * len(statuses))})"
                 args.extend(statuses)
@@ -192,10 +200,9 @@ class SqliteJournal:
             return conn.execute(sql + " ORDER BY updated DESC", args).fetchall()
 
         out = Listing()
-        for run_id, text in await self._run(op):
-            where = f"{self.where}: run {run_id}"
+        for run_id, text, owner, lease_until in await self._run(op):
             try:
-                out.runs.append(RunRecord.from_json(loads(text, where), where))
+                out.runs.append(self._record(run_id, text, owner, lease_until))
             except JournalError as exc:
                 out.broken.append((run_id, str(exc)))
         return out
@@ -213,6 +220,10 @@ class SqliteJournal:
                 data = loads(row[0], where)
                 if not isinstance(data, dict):
                     raise JournalError(f"{where}: a run record must be an object")
+                lease = conn.execute(
+                    "SELECT owner, lease_until FROM loom_runs WHERE run_id = ?", (run_id,)
+                ).fetchone()
+                data.update(owner=lease[0], lease_until=lease[1])
                 data.update(fields)
                 _write_run(conn, run_id, data)
                 conn.execute("COMMIT")
@@ -250,10 +261,10 @@ class SqliteJournal:
             return
 
         def op(conn: sqlite3.Connection) -> None:
+            # The columns are what claims compare; records are read with them.
             conn.executemany(
-                "UPDATE loom_runs SET lease_until = ?, data = json_set(data, '$.lease_until', ?) "
-                "WHERE run_id = ? AND owner = ?",
-                [(lease_until, lease_until, r, owner) for r in run_ids],
+                "UPDATE loom_runs SET lease_until = ? WHERE run_id = ? AND owner = ?",
+                [(lease_until, r, owner) for r in run_ids],
             )
 
         await self._run(op)

@@ -22,6 +22,7 @@ from loom._text import escape_line, shorten
 if TYPE_CHECKING:
     from loom.config import ProjectConfig
     from loom.durable import JournalStore
+    from loom.durable.records import ApprovalStatus
 
 
 def add_parser(sub: Any) -> None:
@@ -194,7 +195,7 @@ async def _cancel(store: JournalStore, run_id: str) -> int:
 def cmd_approvals(args: argparse.Namespace) -> int:
     async def body(store: JournalStore) -> int:
         if args.action in ("approve", "deny"):
-            status = "approved" if args.action == "approve" else "denied"
+            status: ApprovalStatus = "approved" if args.action == "approve" else "denied"
             found = await store.decide(args.approval_id, status, _who(), args.reason, time.time())
             if found is None:
                 print(f"loom: error: no approval {escape_line(args.approval_id)}", file=sys.stderr)

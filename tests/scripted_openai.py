@@ -1,6 +1,6 @@
 """A scripted OpenAI-compatible chat server on 127.0.0.1 for tests that run ``loom run``
-in other processes: it answers ``POST /v1/chat/completions`` from a function of the
-request body, and counts and keeps every request.
+in other processes: it answers ``POST /v1/chat/completions`` (plain or streamed) from a
+function of the request body, and counts and keeps every request.
 
 It runs on its own thread with its own event loop, so a test's subprocesses can talk to
 it while the test itself blocks (waiting for a file, killing a process).
@@ -93,6 +93,30 @@ class ScriptedOpenAI:
         if self._thread is not None:
             self._thread.join(10)
 
+    def _sse(self, body: dict[str, Any], message: dict[str, Any], finish: str) -> bytes:
+        """The answer as a stream: the text in two pieces (or the tool calls), the
+        finish reason, usage, ``[DONE]``; chunked transfer encoding."""
+        base = {"id": f"chatcmpl-{self.count}", "object": "chat.completion.chunk",
+                "model": body.get("model", "scripted")}  # fmt: skip
+        text = message.get("content") or ""
+        deltas: list[dict[str, Any]] = [{"role": "assistant", "content": text[: len(text) // 2]}]
+        deltas.append({"content": text[len(text) // 2 :]})
+        if message.get("tool_calls"):
+            deltas.append(
+                {"tool_calls": [dict(c, index=i) for i, c in enumerate(message["tool_calls"])]}
+            )
+        events = [{**base, "choices": [{"index": 0, "delta": d}]} for d in deltas]
+        events.append({**base, "choices": [{"index": 0, "delta": {}, "finish_reason": finish}]})
+        events.append({**base, "choices": [], "usage": {"prompt_tokens": 10,
+                       "completion_tokens": 5, "total_tokens": 15}})  # fmt: skip
+        data = b"".join(f"data: {json.dumps(e)}\n\n".encode() for e in events)
+        data += b"data: [DONE]\n\n"
+        return (
+            b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n"
+            + f"content-length: {len(data)}\r\n\r\n".encode()
+            + data
+        )
+
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             while True:
@@ -108,6 +132,10 @@ class ScriptedOpenAI:
                     self.requests.append(body)
                 message = self.script(body)
                 finish = "tool_calls" if message.get("tool_calls") else "stop"
+                if body.get("stream"):
+                    writer.write(self._sse(body, message, finish))
+                    await writer.drain()
+                    continue
                 payload = json.dumps(
                     {
                         "id": f"chatcmpl-{len(self.requests)}",

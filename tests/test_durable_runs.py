@@ -397,6 +397,45 @@ async def test_without_durability_nothing_is_journaled(tmp_path: Path) -> None:
     assert not (root / ".loom" / "journal.db").exists()
 
 
+async def test_llm_calls_and_streams_are_answered_from_the_journal(tmp_path: Path) -> None:
+    from scripted_openai import ScriptedOpenAI, text_reply
+
+    from loom.llm import LLMProvider
+
+    server = ScriptedOpenAI(lambda body: text_reply(f"answer {len(body['messages'])}")).start()
+    try:
+        root = project_at(
+            tmp_path / "p",
+            extra=f'[llm.scripted]\nbase_url = "{server.base_url}"\nmodel = "m"\n',
+        )
+        got: list[Any] = []
+        gate = asyncio.Event()
+
+        def handler(blocking: bool) -> Handler:
+            async def on_event(ctx: Any, topic: str, event: Any) -> None:
+                llm = LLMProvider.from_name(ctx, "scripted")
+                called = await llm.call(messages=[{"role": "user", "content": "hi"}])
+                streamed = [
+                    c
+                    async for c in llm.stream(
+                        [{"role": "user", "content": "a"}, {"role": "user", "content": "b"}]
+                    )
+                ]
+                got.append((called.content, called.usage.total_tokens, "".join(streamed)))
+                if blocking:
+                    await gate.wait()
+                await ctx.emit("done", payload=got[-1])
+
+            return on_event
+
+        await interrupted_then_resumed(root, handler(True), handler(False))
+        assert got == [("answer 1", 15, "answer 2"), ("answer 1", 15, "answer 2")]
+        assert server.count == 2  # nothing was asked twice
+        assert [bool(r.get("stream")) for r in server.requests] == [False, True]
+    finally:
+        server.stop()
+
+
 def test_run_keys_are_stable_for_redeliveries_and_resends() -> None:
     from loom import Envelope
 

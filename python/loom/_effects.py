@@ -65,6 +65,30 @@ class Effects(Protocol):
 
 _current: ContextVar[Effects | None] = ContextVar("loom_effects", default=None)
 
+#: Set by a transport that redelivers until told otherwise (a JetStream consumer):
+#: called once the run an event starts is journaled, so the event is acknowledged then
+#: — the journal holds it from there — and not when the (maybe days-long) run ends.
+_on_journaled: ContextVar[Callable[[], Awaitable[None]] | None] = ContextVar(
+    "loom_on_journaled", default=None
+)
+
+
+def set_on_journaled(callback: Callable[[], Awaitable[None]] | None) -> Any:
+    """Installs the current task's "the run is journaled" callback; returns the token."""
+    return _on_journaled.set(callback)
+
+
+def reset_on_journaled(token: Any) -> None:
+    _on_journaled.reset(token)
+
+
+async def journaled_started() -> None:
+    """Tells the transport the event's run is journaled (once; later calls do nothing)."""
+    callback = _on_journaled.get()
+    if callback is not None:
+        _on_journaled.set(None)
+        await callback()
+
 
 def current() -> Effects | None:
     """The journal of the run this task executes, or ``None``."""
@@ -123,4 +147,15 @@ async def journaled(
     return value
 
 
-__all__ = ["Effects", "InDoubt", "Step", "activate", "current", "deactivate", "journaled"]
+__all__ = [
+    "Effects",
+    "InDoubt",
+    "Step",
+    "activate",
+    "current",
+    "deactivate",
+    "journaled",
+    "journaled_started",
+    "reset_on_journaled",
+    "set_on_journaled",
+]

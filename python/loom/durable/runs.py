@@ -20,7 +20,7 @@ from typing import Any
 
 from loom._aio import resolve
 from loom._core import Envelope
-from loom._effects import activate, deactivate
+from loom._effects import activate, deactivate, journaled_started
 from loom.errors import DurabilityError, JournalError, RunCancelled
 from loom.telemetry.state import Telemetry
 
@@ -131,6 +131,7 @@ class Durability:
             traceparent=(headers.get("traceparent") or "") if headers else "",
         )
         if await self.store.create_run(record):
+            await journaled_started()  # a JetStream delivery is acked now
             await self._execute(record, [], resumed=False)
             return
         try:
@@ -140,6 +141,7 @@ class Durability:
             return
         if found is None:
             return
+        await journaled_started()
         running = self._journals.get(run_id)
         if running is not None:
             if event.reply_to and event.correlation_id:

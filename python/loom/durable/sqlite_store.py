@@ -64,6 +64,13 @@ CREATE TABLE IF NOT EXISTS loom_approvals (
 
 _COLUMNS = ("agent", "status", "owner", "lease_until", "updated")
 
+#: Calls on the loop's connection between two checkpoints of the WAL (on the thread).
+CHECKPOINT_EVERY = 500
+
+
+def _checkpoint(conn: sqlite3.Connection) -> None:
+    conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+
 
 class SqliteJournal:
     """A journal in a SQLite file (``path``), or in memory (``None``)."""
@@ -74,6 +81,9 @@ class SqliteJournal:
         self.busy_timeout = busy_timeout
         self._conn: sqlite3.Connection | None = None
         self._executor: ThreadPoolExecutor | None = None
+        self._fast: sqlite3.Connection | None = None
+        self._writes = 0
+        self._checkpoint: asyncio.Future[None] | None = None
         self.closed = False
 
     def __repr__(self) -> str:
@@ -90,6 +100,34 @@ class SqliteJournal:
             self._executor, self._call, fn, args
         )
 
+    async def _quick(self, fn: Callable[..., T], *args: Any) -> T:
+        """``fn(connection, *args)`` for the small reads and writes of a run's steps:
+        on the loop's thread (tens of µs; a hop to the store's thread costs more than
+        the write under load), with no wait for locks — a busy database (another
+        process writing) sends the call to the store's thread, which waits there."""
+        fast = self._fast
+        if fast is None:
+            if self._conn is None or self.path is None:
+                return await self._run(fn, *args)  # opens (and checks) the schema first
+            fast = self._fast = self._connect(busy_timeout=0.0)
+            fast.execute("PRAGMA wal_autocheckpoint=0")  # checkpoints run on the thread
+        if self.closed:
+            raise JournalError(f"journal {self.where} is closed")
+        try:
+            result = fn(fast, *args)
+        except sqlite3.OperationalError as exc:
+            if fast.in_transaction:
+                fast.execute("ROLLBACK")
+            if "locked" not in str(exc) and "busy" not in str(exc):
+                raise JournalError(f"journal {self.where}: {exc}") from exc
+            return await self._run(fn, *args)
+        except sqlite3.DatabaseError as exc:
+            raise JournalError(f"journal {self.where}: {exc}") from exc
+        self._writes += 1
+        if self._writes % CHECKPOINT_EVERY == 0:
+            self._checkpoint = asyncio.ensure_future(self._run(_checkpoint))
+        return result
+
     def _call(self, fn: Callable[..., T], args: tuple[Any, ...]) -> T:
         try:
             if self._conn is None:
@@ -103,12 +141,9 @@ class SqliteJournal:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             # Owner-only: arguments and results of tool calls may be sensitive.
             os.close(os.open(self.path, os.O_CREAT | os.O_RDWR, 0o600))
-        conn = sqlite3.connect(
-            self.where, timeout=self.busy_timeout, isolation_level=None, check_same_thread=False
-        )
+        conn = self._connect(busy_timeout=self.busy_timeout)
         try:
             conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=NORMAL")
             conn.execute("BEGIN IMMEDIATE")
             for statement in _SCHEMA.split(";"):
                 if statement.strip():
@@ -133,10 +168,23 @@ class SqliteJournal:
             )
         return conn
 
+    def _connect(self, *, busy_timeout: float) -> sqlite3.Connection:
+        conn = sqlite3.connect(
+            self.where, timeout=busy_timeout, isolation_level=None, check_same_thread=False
+        )
+        # WAL + NORMAL: a committed write survives a crash of the process.
+        conn.execute("PRAGMA synchronous=NORMAL")
+        return conn
+
     async def close(self) -> None:
         if self.closed:
             return
         self.closed = True
+        if self._checkpoint is not None:
+            await asyncio.gather(self._checkpoint, return_exceptions=True)
+        if self._fast is not None:
+            self._fast.close()
+            self._fast = None
         executor, self._executor = self._executor, None
         if executor is not None:
             await asyncio.get_running_loop().run_in_executor(executor, self._close_conn)
@@ -165,7 +213,7 @@ class SqliteJournal:
             )
             return cur.rowcount == 1
 
-        return await self._run(op)
+        return await self._quick(op)
 
     async def get_run(self, run_id: str) -> RunRecord | None:
         def op(conn: sqlite3.Connection) -> tuple[str, str, float] | None:
@@ -174,7 +222,7 @@ class SqliteJournal:
             ).fetchone()
             return row
 
-        row = await self._run(op)
+        row = await self._quick(op)
         return None if row is None else self._record(run_id, *row)
 
     def _record(self, run_id: str, text: str, owner: str, lease_until: float) -> RunRecord:
@@ -231,7 +279,7 @@ class SqliteJournal:
                 conn.execute("ROLLBACK")
                 raise
 
-        await self._run(op)
+        await self._quick(op)
 
     async def swap_owner(
         self, run_id: str, expected: tuple[str, float], owner: str, lease_until: float
@@ -254,7 +302,7 @@ class SqliteJournal:
                 conn.execute("ROLLBACK")
                 raise
 
-        return await self._run(op)
+        return await self._quick(op)
 
     async def renew(self, owner: str, run_ids: list[str], lease_until: float) -> None:
         if not run_ids:
@@ -267,7 +315,7 @@ class SqliteJournal:
                 [(lease_until, r, owner) for r in run_ids],
             )
 
-        await self._run(op)
+        await self._quick(op)
 
     # -- steps ----------------------------------------------------------------------
 
@@ -278,7 +326,7 @@ class SqliteJournal:
             ).fetchall()
 
         out = []
-        for seq, text in await self._run(op):
+        for seq, text in await self._quick(op):
             where = f"{self.where}: run {run_id} step {seq}"
             out.append(StepRecord.from_json(loads(text, where), where))
         return out
@@ -291,7 +339,7 @@ class SqliteJournal:
                 "INSERT OR REPLACE INTO loom_steps VALUES (?, ?, ?)", (run_id, step.seq, text)
             )
 
-        await self._run(op)
+        await self._quick(op)
 
     # -- approvals ------------------------------------------------------------------
 
@@ -304,7 +352,7 @@ class SqliteJournal:
                 (approval.approval_id, approval.status, text),
             )
 
-        await self._run(op)
+        await self._quick(op)
 
     async def get_approval(self, approval_id: str) -> Approval | None:
         def op(conn: sqlite3.Connection) -> str | None:
@@ -313,7 +361,7 @@ class SqliteJournal:
             ).fetchone()
             return None if row is None else str(row[0])
 
-        text = await self._run(op)
+        text = await self._quick(op)
         if text is None:
             return None
         where = f"{self.where}: approval {approval_id}"
@@ -361,7 +409,7 @@ class SqliteJournal:
                 conn.execute("ROLLBACK")
                 raise
 
-        text = await self._run(op)
+        text = await self._quick(op)
         if text is None:
             return None
         where = f"{self.where}: approval {approval_id}"

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 from loom._core import Envelope, topic_matches
+from loom._effects import reset_on_journaled, set_on_journaled
 from loom.errors import BusError
 from loom.nats.bridge import BusHost, NatsBridge
 from loom.nats.codec import REMOTE_ID, decode_message, encode
@@ -396,18 +397,15 @@ class DurableConsumer:
         self._started[id(msg)] = (msg, time.monotonic())
         if self._ticker is None:
             self._ticker = asyncio.get_running_loop().create_task(self._keep_alive())
-        try:
-            await self._deliver(event)
-        except asyncio.CancelledError:
-            # Stopping mid-handler: leave it unacked; the server redelivers it.
-            raise
-        except Exception as exc:
-            link.stats.failed += 1
-            await self._failed(msg, event, delivered, exc)
-        else:
+        acked = False
+
+        async def ack() -> None:
+            nonlocal acked
             try:
                 await msg.ack()
                 link.stats.acked += 1
+                acked = True
+                self._started.pop(id(msg), None)  # no more keep-alives for it
             except Exception as exc:
                 log.warning(
                     "jetstream %s: ack of %s failed (it will be redelivered): %s",
@@ -415,7 +413,25 @@ class DurableConsumer:
                     event.id,
                     exc,
                 )
+
+        # A durable run acks as soon as the journal holds it (loom._effects).
+        token = set_on_journaled(ack)
+        try:
+            await self._deliver(event)
+        except asyncio.CancelledError:
+            # Stopping mid-handler: leave it unacked; the server redelivers it.
+            raise
+        except Exception as exc:
+            link.stats.failed += 1
+            if not acked:
+                await self._failed(msg, event, delivered, exc)
+            else:
+                log.error("jetstream %s: the run of %s failed: %s", self.name, event.id, exc)
+        else:
+            if not acked:
+                await ack()
         finally:
+            reset_on_journaled(token)
             self._started.pop(id(msg), None)
 
     async def _keep_alive(self) -> None:

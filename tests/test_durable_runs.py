@@ -28,7 +28,9 @@ from loom import (
 )
 from loom.config import load_project_config
 from loom.durable import SqliteJournal, run_key
+from loom.llm import LLMProvider
 from loom.tools import tool
+from scripted_openai import ScriptedOpenAI, text_reply
 
 Handler = Callable[[Any, str, Any], Awaitable[Any]]
 
@@ -342,7 +344,7 @@ async def test_unreadable_runs_are_reported_and_do_not_stop_the_others(tmp_path:
     db.close()
 
 
-async def test_a_journal_of_a_newer_loom_is_refused_before_agents_start(tmp_path: Path) -> None:
+def test_a_journal_of_a_newer_loom_is_refused_before_agents_start(tmp_path: Path) -> None:
     root = project_at(tmp_path / "p")
     (root / ".loom").mkdir()
     db = sqlite3.connect(root / ".loom" / "journal.db")
@@ -352,6 +354,16 @@ async def test_a_journal_of_a_newer_loom_is_refused_before_agents_start(tmp_path
     db.close()
     out = loom_cli(root, "runs", "list")
     assert out.returncode == 2 and "newer Loom" in out.stderr and "schema 7" in out.stderr
+    (root / "loom.toml").write_text(
+        (root / "loom.toml").read_text() + '\n[agents.w]\ncode = "w.py"\ntopics = ["w"]\n'
+    )
+    (root / "w.py").write_text("async def on_event(ctx, topic, event):\n    pass\n")
+    run = subprocess.run(
+        [sys.executable, "-m", "loom", "run", str(root)], capture_output=True, text=True,
+        timeout=60,
+    )  # fmt: skip
+    assert run.returncode == 1 and "newer Loom" in run.stderr, run.stderr
+    assert "agent w started" not in run.stderr
 
 
 @pytest.mark.parametrize(
@@ -398,10 +410,6 @@ async def test_without_durability_nothing_is_journaled(tmp_path: Path) -> None:
 
 
 async def test_llm_calls_and_streams_are_answered_from_the_journal(tmp_path: Path) -> None:
-    from scripted_openai import ScriptedOpenAI, text_reply
-
-    from loom.llm import LLMProvider
-
     server = ScriptedOpenAI(lambda body: text_reply(f"answer {len(body['messages'])}")).start()
     try:
         root = project_at(

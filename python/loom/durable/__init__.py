@@ -40,7 +40,9 @@ async def open_store(
         journal = NatsJournal(nats, bucket_name(project, settings))
         await journal.open()
         return journal
-    return SqliteJournal(journal_path(project, settings))
+    sqlite = SqliteJournal(journal_path(project, settings))
+    await sqlite.open()
+    return sqlite
 
 
 async def unfinished_job_trace(project: ProjectConfig, message: dict[str, Any]) -> str | None:

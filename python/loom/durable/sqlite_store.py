@@ -68,6 +68,10 @@ _COLUMNS = ("agent", "status", "owner", "lease_until", "updated")
 CHECKPOINT_EVERY = 500
 
 
+def _nothing(conn: sqlite3.Connection) -> None:
+    pass
+
+
 def _checkpoint(conn: sqlite3.Connection) -> None:
     conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
 
@@ -175,6 +179,15 @@ class SqliteJournal:
         # WAL + NORMAL: a committed write survives a crash of the process.
         conn.execute("PRAGMA synchronous=NORMAL")
         return conn
+
+    async def open(self) -> None:
+        """Opens the file now (creating it, checking its schema) rather than at the
+        first run, so a journal that cannot be used is reported before agents start.
+
+        Raises:
+            JournalError: unreadable, not a database, or written by a newer Loom.
+        """
+        await self._run(_nothing)
 
     async def close(self) -> None:
         if self.closed:

@@ -30,12 +30,15 @@ def check_project(project: ProjectConfig) -> None:
     """Raises the first problem of ``project`` as a :class:`ConfigError`; logs warnings.
 
     Raises:
-        ConfigError: a bad ``[llm.*]`` or ``[bus]`` value (keys, URLs, credentials,
-            ``${VAR}``s, TLS files), an agent naming an unknown
+        ConfigError: a bad ``[llm.*]``, ``[bus]`` or ``[durability]`` value (keys, URLs,
+            credentials, ``${VAR}``s, TLS files), an agent naming an unknown
             provider, or an unset API-key variable of a provider an agent names.
     """
     _check_bus(project)
     _check_llm(project)
+    from loom.durable.settings import durability_settings
+
+    durability_settings(project)
 
 
 def configures_tools(project: ProjectConfig) -> bool:

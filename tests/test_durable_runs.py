@@ -303,6 +303,27 @@ async def test_a_payload_that_is_not_json_is_a_clear_error(tmp_path: Path) -> No
     assert "JSON" in str(errors[0]) and "[durability]" in str(errors[0])
 
 
+async def test_an_event_that_cannot_be_journaled_is_still_handled(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    root = project_at(tmp_path / "p")
+    got: list[Any] = []
+    marker = object()
+
+    async def on_event(ctx: Any, topic: str, event: Any) -> None:
+        got.append(event.payload["thing"])
+
+    rt = await start(root, on_event)
+    client = Agent("client", runtime=rt)
+    await client.start()
+    await client.ctx.emit("work", payload={"thing": marker})
+    await wait_until(lambda: bool(got))
+    await rt.stop()
+    assert got == [marker]
+    assert "handled without a journal" in caplog.text
+    assert await journal_rows(root) == []
+
+
 async def test_unreadable_runs_are_reported_and_do_not_stop_the_others(tmp_path: Path) -> None:
     root = project_at(tmp_path / "p")
     resumed: list[Any] = []

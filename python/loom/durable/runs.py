@@ -60,16 +60,17 @@ def _start_time(pid: int) -> str | None:
 
 
 def owner_id() -> str:
-    """This process, unmistakably: host, pid and the pid's start time."""
+    """This runtime, unmistakably: host, pid, the pid's start time, and a nonce (two
+    runtimes of one process are two owners)."""
     pid = os.getpid()
-    return f"{socket.gethostname()}:{pid}:{_start_time(pid) or int(time.time())}"
+    started = _start_time(pid) or int(time.time())
+    return f"{socket.gethostname()}:{pid}:{started}:{os.urandom(3).hex()}"
 
 
 def owner_gone(owner: str) -> bool:
     """Whether ``owner`` is a process of this machine that no longer runs. (Owners on
     other machines are judged by their lease alone.)"""
-    host, _, rest = owner.partition(":")
-    pid, _, started = rest.partition(":")
+    host, pid, started, *_ = [*owner.split(":"), "", "", ""]
     if host != socket.gethostname() or not pid.isdigit():
         return False
     return _start_time(int(pid)) != started
@@ -119,11 +120,20 @@ class Durability:
         run_id = run_key(agent, event)
         now = time.time()
         headers = event.headers
+        try:
+            journaled_event = event_to_json(event)
+        except DurabilityError as exc:
+            # In-process events may carry any object; such a run cannot be journaled,
+            # but it is not lost either.
+            log.warning("%s: event %s is handled without a journal: %s", agent, event.id, exc)
+            ctx, handler = self._entries[agent][entry]
+            await resolve(handler(ctx, event.topic, event))
+            return
         record = RunRecord(
             run_id,
             agent,
             entry,
-            event_to_json(event),
+            journaled_event,
             created=now,
             updated=now,
             owner=self.owner,
@@ -243,7 +253,13 @@ class Durability:
             if run.run_id in self._cancelled and task.cancelled() and not stopping:
                 await self._finish(run.run_id, "cancelled", "cancelled (loom runs cancel)")
                 return
-            raise  # the process is stopping: the run stays unfinished, resumed later
+            # The runtime is stopping: the run stays unfinished, and its lease is handed
+            # back so that the next runtime (or another process) resumes it at once.
+            try:
+                await asyncio.shield(self.store.renew(self.owner, [run.run_id], 0.0))
+            except BaseException:
+                log.debug("run %s: its lease could not be handed back", run.run_id)
+            raise
         except RunCancelled as exc:
             await self._finish(run.run_id, "cancelled", str(exc))
         except Exception as exc:

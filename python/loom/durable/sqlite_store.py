@@ -252,7 +252,7 @@ class SqliteJournal:
         def op(conn: sqlite3.Connection) -> None:
             conn.executemany(
                 "UPDATE loom_runs SET lease_until = ?, data = json_set(data, '$.lease_until', ?) "
-                "WHERE run_id = ? AND owner = ?",
+                "WHERE run_id = ? AND owner = ? AND status IN ('running', 'waiting')",
                 [(lease_until, lease_until, r, owner) for r in run_ids],
             )
 

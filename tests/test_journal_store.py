@@ -278,6 +278,30 @@ async def test_prune_deletes_old_ended_runs_and_their_steps(backend: Backend) ->
     assert (await store.get_run(old_done)) is not None
 
 
+async def test_scans_see_every_record_just_written(backend: Backend) -> None:
+    """A listing (or a run's steps) read right after many writes has all of them — a
+    scan that ends early would make a resumed run replay too little and run its tools
+    again."""
+    store = await backend.store()
+    event = {"topic": "work.x", "payload": {"text": "x" * 4000}}
+    expected: set[str] = set()
+    for _ in range(4):
+        ids = [new_id() for _ in range(250)]
+        await asyncio.gather(
+            *(store.create_run(RunRecord(r, "w", "work.>", event, updated=1.0)) for r in ids)
+        )
+        expected.update(ids)
+        assert {r.run_id for r in (await store.list_runs()).runs} == expected
+        rid = ids[0]
+        await asyncio.gather(
+            *(
+                store.put_step(rid, StepRecord(n, "now", "d", event, state="done"))
+                for n in range(80)
+            )
+        )
+        assert [s.seq for s in await store.steps(rid)] == list(range(80))
+
+
 # -- unreadable records ----------------------------------------------------------------
 
 
@@ -380,6 +404,59 @@ async def test_nats_bucket_refused(tmp_path: Path) -> None:
         assert "loom_runs_locked" in text and "cannot create it" in text
         assert "$KV.loom_runs_locked.>" in text and "nats kv add" in text
         assert "s3cret-pw" not in text
+    finally:
+        await nc.close()
+        srv.stop()
+
+
+def documented_server_config() -> str:
+    text = (Path(__file__).resolve().parent.parent / "docs" / "durability-nats.md").read_text()
+    [part] = text.split("<!-- server-config:")[1:]
+    return part.split("```text\n", 1)[1].split("```", 1)[0]
+
+
+async def test_nats_the_documented_permissions_are_enough(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    password = f"pw-{uuid.uuid4().hex}"
+    monkeypatch.setenv("ORDERS_NATS_PASSWORD", password)  # the server reads it
+    config = documented_server_config()
+    assert '"/var/lib/nats"' in config
+    srv = NatsServer(config=config.replace('"/var/lib/nats"', f'"{tmp_path / "js"}"'),
+                     workdir=tmp_path).start()  # fmt: skip
+    violations: list[str] = []
+
+    async def record(exc: Exception) -> None:
+        violations.append(str(exc))
+
+    nc = await nats.connect(
+        f"nats://127.0.0.1:{srv.port}", user="orders", password=password, error_cb=record
+    )
+    try:
+        store = NatsJournal(nc, "loom_runs_orders")
+        await store.open()  # creates the bucket
+        big = {"topic": "orders.new", "payload": {"text": "x" * 4000}}
+        ids = [new_id() for _ in range(300)]  # scans long enough for flow control
+        await asyncio.gather(
+            *(store.create_run(RunRecord(r, "w", "orders.>", big, updated=1.0)) for r in ids)
+        )
+        assert len((await store.list_runs()).runs) == 300
+        rid = ids[0]
+        assert await store.swap_owner(rid, ("", 0.0), "me", 5.0)
+        await store.renew("me", [rid], 9.0)
+        await store.put_step(rid, StepRecord(0, "now", "d", {}, state="done", result=2.0))
+        assert len(await store.steps(rid)) == 1
+        await store.put_approval(Approval(f"{rid}-0", rid, "w", "t"))
+        assert await store.decide(f"{rid}-0", "approved", "ann", "", 3.0) is not None
+        assert len(await store.list_approvals()) == 1
+        await store.update_run(rid, status="finished")
+        assert await store.prune(2.0) == 1
+        assert violations == [], violations
+
+        other = NatsJournal(nc, "loom_runs_billing", timeout=1.0)
+        with pytest.raises(JournalError, match=r"loom_runs_billing.*\$KV\.loom_runs_billing\.>"):
+            await other.open()
+        assert violations and "permissions violation" in violations[0].lower()
     finally:
         await nc.close()
         srv.stop()

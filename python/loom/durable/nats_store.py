@@ -18,9 +18,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import random
 import re
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import nats.errors
@@ -53,7 +54,8 @@ _ID = re.compile(r"^[A-Za-z0-9_=-]{1,200}$")
 _ENDED = ("finished", "failed", "cancelled")
 #: Read-modify-write attempts before a key written by others all the time is an error.
 _ATTEMPTS = 64
-#: Ephemeral consumers of scans are removed by the server this long after a scan.
+#: A scan's consumer is removed by the server this long after its scan (if the scan
+#: could not remove it).
 _SCAN_CONSUMER_IDLE = 10.0
 # JetStream API error codes.
 _WRONG_LAST_SEQUENCE = (10071, 10164)
@@ -166,24 +168,50 @@ class NatsJournal:
         return entry.value or b"", entry.revision or 0
 
     async def _scan(self, pattern: str) -> list[tuple[str, bytes, int]]:
-        """The keys matching ``pattern`` (``run.>``) with their values and revisions."""
-        kv = self._bucket()
-        out: list[tuple[str, bytes, int]] = []
+        """The keys matching ``pattern`` (``run.>``) with their values and revisions.
+
+        An ephemeral pull consumer (last value per key, no acks): nothing is delivered
+        before it is asked for, so the count the server gives at its creation says when
+        everything has been read. (The library's key watcher can end a scan before
+        messages already on their way have been seen: it would miss keys.)
+        """
+        js, prefix = self._js, f"$KV.{self.bucket}."
+        config = api.ConsumerConfig(
+            name=f"loom_scan_{os.urandom(8).hex()}",
+            deliver_policy=api.DeliverPolicy.LAST_PER_SUBJECT,
+            ack_policy=api.AckPolicy.NONE,
+            filter_subject=prefix + pattern,
+            inactive_threshold=_SCAN_CONSUMER_IDLE,  # removed by the server if not by us
+            mem_storage=True,
+        )
+        found: dict[str, tuple[bytes, int]] = {}
         try:
-            watcher = await kv.watch(
-                pattern, ignore_deletes=True, inactive_threshold=_SCAN_CONSUMER_IDLE
-            )
+            info = await js.add_consumer(self.stream, config)
+            sub = await js.pull_subscribe_bind(info.name, stream=self.stream)
             try:
-                while True:
-                    entry = await watcher.updates(timeout=self.timeout)  # type: ignore[no-untyped-call]
-                    if entry is None:  # all there is has been delivered
+                remaining = info.num_pending or 0
+                while remaining > 0:
+                    try:
+                        batch = await sub.fetch(min(remaining, 256), timeout=self.timeout)
+                    except asyncio.TimeoutError:
+                        # Fewer than counted: keys were deleted meanwhile — or a failure.
+                        if (await js.consumer_info(self.stream, info.name)).num_pending:
+                            raise
                         break
-                    out.append((entry.key, entry.value or b"", entry.revision or 0))
+                    for msg in batch:
+                        remaining = msg.metadata.num_pending or 0
+                        key = msg.subject[len(prefix) :]
+                        op = msg.headers.get("KV-Operation") if msg.headers else None
+                        if op in ("DEL", "PURGE"):
+                            found.pop(key, None)
+                        else:
+                            found[key] = (msg.data, msg.metadata.sequence.stream)
             finally:
-                await watcher.stop()  # type: ignore[no-untyped-call]
-        except nats.errors.Error as exc:
+                await _quietly(sub.unsubscribe())
+                await _quietly(js.delete_consumer(self.stream, info.name))
+        except (nats.errors.Error, asyncio.TimeoutError) as exc:
             raise self._failed(f"reading {pattern}", exc) from None
-        return out
+        return [(key, value, revision) for key, (value, revision) in found.items()]
 
     async def _create(self, key: str, value: str) -> bool:
         for _ in range(_ATTEMPTS):
@@ -396,6 +424,13 @@ class NatsJournal:
             if approval.status != "pending" and approval.decided < finished_before:
                 await self._purge(key, revision)
         return pruned
+
+
+async def _quietly(aw: Awaitable[Any]) -> None:
+    try:
+        await aw
+    except Exception as exc:
+        log.debug("journal: cleaning up after a scan: %s", exc)
 
 
 __all__ = ["NatsJournal"]

@@ -14,6 +14,7 @@ from typing import Any
 import nats
 import pytest
 from nats.aio.client import Client
+from nats.js.kv import KeyValue
 
 from loom.durable import JournalStore, RunRecord, SqliteJournal, StepRecord
 from loom.durable.nats_store import NatsJournal
@@ -71,10 +72,15 @@ class Backend:
                         (ident, raw.decode(errors="replace")),
                     )
             return
-        assert self.connections
-        kv = await self.connections[0].jetstream().key_value(self.bucket)
+        kv = await self.kv()
         key = f"run.{ident}" if kind == "run" else f"step.{ident}.00000000"
         await kv.put(key, raw)
+        if kind == "run":  # a run created through the store, then overwritten
+            await kv.put(f"live.{ident}", b"1")
+
+    async def kv(self) -> KeyValue:
+        assert self.connections
+        return await self.connections[0].jetstream().key_value(self.bucket)
 
     async def read_raw(self, run_id: str) -> str:
         if self.kind == "sqlite":
@@ -83,8 +89,7 @@ class Backend:
                     "SELECT data FROM loom_runs WHERE run_id = ?", (run_id,)
                 ).fetchone()
             return str(row[0])
-        kv = await self.connections[0].jetstream().key_value(self.bucket)
-        value = (await kv.get(f"run.{run_id}")).value
+        value = (await (await self.kv()).get(f"run.{run_id}")).value
         assert value is not None
         return value.decode()
 
@@ -148,6 +153,48 @@ async def test_list_runs_filters_newest_first(backend: Backend) -> None:
     listing = await store.list_runs(statuses=("running",), agent="worker")
     assert [r.run_id for r in listing.runs] == [a]
     assert (await store.list_runs()).broken == []
+
+
+async def test_unfinished_listing_follows_the_status(backend: Backend) -> None:
+    store = await backend.store()
+    rid, other = new_id(), new_id()
+    await store.create_run(run(rid))
+    await store.create_run(run(other, agent="other", status="waiting"))
+    unfinished = ("running", "waiting")
+    assert {r.run_id for r in (await store.list_runs(statuses=unfinished)).runs} == {rid, other}
+    await store.update_run(rid, status="waiting")
+    assert [r.run_id for r in (await store.list_runs(statuses=("waiting",))).runs] == [
+        other,
+        rid,
+    ]
+    await store.update_run(rid, status="finished", lease_until=0.0)
+    assert [r.run_id for r in (await store.list_runs(statuses=unfinished)).runs] == [other]
+    assert [r.run_id for r in (await store.list_runs(statuses=("finished",))).runs] == [rid]
+    await store.update_run(rid, status="running")  # back (a retry): listed again
+    listing = await store.list_runs(statuses=unfinished, agent="worker")
+    assert [r.run_id for r in listing.runs] == [rid]
+
+
+async def test_nats_live_index_is_tidy(js_server: NatsServer, tmp_path: Path) -> None:
+    backend = Backend("nats", tmp_path, js_server)
+    try:
+        store = await backend.store()
+        kv = await backend.kv()
+        done, crashed = new_id(), new_id()
+        await store.create_run(run(done))
+        assert (await kv.get(f"live.{done}")).value == b"1"
+        await store.update_run(done, status="finished")
+        with pytest.raises(nats.js.errors.KeyNotFoundError):
+            await kv.get(f"live.{done}")
+        # A process died between ending a run and removing its index entry: the next
+        # scan of unfinished runs removes it.
+        await store.create_run(run(crashed, status="failed"))
+        await kv.put(f"live.{crashed}", b"1")
+        assert (await store.list_runs(statuses=("running",))).runs == []
+        with pytest.raises(nats.js.errors.KeyNotFoundError):
+            await kv.get(f"live.{crashed}")
+    finally:
+        await backend.close()
 
 
 async def test_swap_owner_has_one_winner(backend: Backend) -> None:

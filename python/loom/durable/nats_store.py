@@ -4,7 +4,14 @@ Keys (one value each, history 1, file storage)::
 
     run.<run_id>              the run's record
     step.<run_id>.<seq:08d>   its steps (zero-padded: key order is step order)
+    live.<run_id>             there while the run may be unfinished (an index)
     appr.<approval_id>        approvals
+
+The ``live.`` index keeps the scans for runs to resume (every ``lease`` seconds, in
+every process) proportional to the unfinished runs, not to the finished ones kept for
+``retention_days``. It is written before a run becomes unfinished and removed after it
+has ended, so it never misses an unfinished run; an entry left by a crash in between
+is removed by the next scan that finds its run ended.
 
 Values are the same JSON the SQLite store writes (:func:`~loom.durable.records.dumps`).
 A conditional write is a publish with ``Nats-Expected-Last-Subject-Sequence`` (the
@@ -31,6 +38,7 @@ from nats.js import api
 from loom.errors import JournalError
 
 from .records import (
+    UNFINISHED,
     Approval,
     ApprovalStatus,
     RunRecord,
@@ -130,7 +138,7 @@ class NatsJournal:
                 "JetStream is not enabled on the NATS server (start nats-server with -js, or "
                 'enable JetStream for this account), or use [durability] store = "sqlite"'
             )
-        if isinstance(exc, nats.errors.TimeoutError):
+        if isinstance(exc, asyncio.TimeoutError):  # nats.errors.TimeoutError among them
             return (
                 f"no answer from JetStream within {self.timeout}s: the NATS user may not be "
                 f"allowed the bucket's subjects (publish $JS.API.> and $KV.{self.bucket}.>, "
@@ -175,6 +183,7 @@ class NatsJournal:
         everything has been read. (The library's key watcher can end a scan before
         messages already on their way have been seen: it would miss keys.)
         """
+        self._bucket()  # open, not closed
         js, prefix = self._js, f"$KV.{self.bucket}."
         config = api.ConsumerConfig(
             name=f"loom_scan_{os.urandom(8).hex()}",
@@ -262,11 +271,9 @@ class NatsJournal:
         }
         try:
             await self._js.publish(f"$KV.{self.bucket}.{key}", b"", headers=headers)
-        except js_errors.APIError as exc:
-            if exc.err_code in _WRONG_LAST_SEQUENCE:
-                return False  # written meanwhile: kept
-            raise self._failed(f"deleting {key}", exc) from None
         except nats.errors.Error as exc:
+            if getattr(exc, "err_code", None) in _WRONG_LAST_SEQUENCE:
+                return False  # written meanwhile: kept
             raise self._failed(f"deleting {key}", exc) from None
         return True
 
@@ -276,7 +283,22 @@ class NatsJournal:
     # -- runs -----------------------------------------------------------------------
 
     async def create_run(self, run: RunRecord) -> bool:
-        return await self._create(self._key("run", run.run_id), dumps(run.to_json()))
+        key = self._key("run", run.run_id)
+        if run.status in UNFINISHED:
+            await self._put(f"live.{run.run_id}", b"1")
+        return await self._create(key, dumps(run.to_json()))
+
+    async def _put(self, key: str, value: bytes) -> None:
+        try:
+            await self._bucket().put(key, value)
+        except nats.errors.Error as exc:
+            raise self._failed(f"writing {key}", exc) from None
+
+    async def _read_run(self, run_id: str) -> RunRecord | JournalError | None:
+        try:
+            return await self.get_run(run_id)
+        except JournalError as exc:
+            return exc
 
     async def get_run(self, run_id: str) -> RunRecord | None:
         found = await self._get(self._key("run", run_id))
@@ -289,15 +311,30 @@ class NatsJournal:
         self, *, statuses: tuple[RunStatus, ...] | None = None, agent: str | None = None
     ) -> Listing:
         out = Listing()
-        for key, value, _ in await self._scan("run.>"):
-            run_id = key.removeprefix("run.")
-            where = f"{self.where}: run {run_id}"
-            try:
-                run = RunRecord.from_json(loads(value, where), where)
-            except JournalError as exc:
-                out.broken.append((run_id, str(exc)))
+        found: list[tuple[str, RunRecord | JournalError | None]] = []
+        if statuses and all(s in UNFINISHED for s in statuses):
+            # Through the index: only the runs that may be unfinished are read.
+            live = await self._scan("live.>")
+            ids = [key.removeprefix("live.") for key, _, _ in live]
+            runs = await asyncio.gather(*(self._read_run(i) for i in ids))
+            found = list(zip(ids, runs, strict=True))
+            for (key, _, revision), run in zip(live, runs, strict=True):
+                if isinstance(run, RunRecord) and run.status in _ENDED:
+                    await self._purge(key, revision)  # left by a crash: tidied
+        else:
+            for key, value, _ in await self._scan("run.>"):
+                run_id = key.removeprefix("run.")
+                where = f"{self.where}: run {run_id}"
+                try:
+                    found.append((run_id, RunRecord.from_json(loads(value, where), where)))
+                except JournalError as exc:
+                    found.append((run_id, exc))
+        for run_id, run in found:
+            if isinstance(run, JournalError):
+                out.broken.append((run_id, str(run)))
+            elif run is None:  # being created, or deleted meanwhile
                 continue
-            if (not statuses or run.status in statuses) and (agent is None or run.agent == agent):
+            elif (not statuses or run.status in statuses) and agent in (None, run.agent):
                 out.runs.append(run)
         out.runs.sort(key=lambda r: r.updated, reverse=True)
         return out
@@ -306,10 +343,21 @@ class NatsJournal:
         def change(data: dict[str, Any]) -> dict[str, Any]:
             return {**data, **fields}
 
+        key, status = self._key("run", run_id), fields.get("status")
+        if status in UNFINISHED:
+            await self._put(f"live.{run_id}", b"1")
         try:
-            await self._modify(self._key("run", run_id), change)
+            await self._modify(key, change)
         except _Missing:
             raise JournalError(f"{self.where}: no run {run_id}") from None
+        if status in _ENDED:
+            await self._unlist(run_id)
+
+    async def _unlist(self, run_id: str) -> None:
+        """Removes the run from the ``live.`` index (it has ended)."""
+        found = await self._get(f"live.{run_id}")
+        if found is not None:
+            await self._purge(f"live.{run_id}", found[1])
 
     async def swap_owner(
         self, run_id: str, expected: tuple[str, float], owner: str, lease_until: float
@@ -415,6 +463,7 @@ class NatsJournal:
                 )
             except nats.errors.Error as exc:
                 raise self._failed(f"deleting the steps of run {run_id}", exc) from None
+            await self._unlist(run_id)
             pruned += 1
         for key, value, revision in await self._scan("appr.>"):
             try:

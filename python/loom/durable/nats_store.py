@@ -29,7 +29,7 @@ import os
 import random
 import re
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
 import nats.errors
 import nats.js.errors as js_errors
@@ -55,8 +55,6 @@ if TYPE_CHECKING:
     from nats.js.kv import KeyValue
 
 log = logging.getLogger("loom.durable")
-
-T = TypeVar("T")
 
 _ID = re.compile(r"^[A-Za-z0-9_=-]{1,200}$")
 _ENDED = ("finished", "failed", "cancelled")
@@ -86,7 +84,6 @@ class NatsJournal:
     connected nats-py client; not closed by this store). Call :meth:`open` first."""
 
     def __init__(self, nc: Client, bucket: str, *, timeout: float = 5.0) -> None:
-        self.nc = nc
         self.bucket = bucket
         self.timeout = timeout
         self.where = f"JetStream bucket {bucket}"
@@ -397,11 +394,9 @@ class NatsJournal:
         return out
 
     async def put_step(self, run_id: str, step: StepRecord) -> None:
-        key = f"{self._key('step', run_id)}.{step.seq:08d}"
-        try:
-            await self._bucket().put(key, dumps(step.to_json()).encode())
-        except nats.errors.Error as exc:
-            raise self._failed(f"writing {key}", exc) from None
+        await self._put(
+            f"{self._key('step', run_id)}.{step.seq:08d}", dumps(step.to_json()).encode()
+        )
 
     # -- approvals ------------------------------------------------------------------
 
@@ -457,7 +452,10 @@ class NatsJournal:
                 continue
             if not await self._purge(key, revision):
                 continue
-            try:  # the steps: no markers left (nothing writes them once the run is gone)
+            # The steps, without markers. (Unconditional: a run of this id started anew in
+            # this very moment — its event delivered again after retention_days — would
+            # lose its first steps; JetStream has no conditional purge.)
+            try:
                 await self._js.purge_stream(
                     self.stream, subject=f"$KV.{self.bucket}.step.{run_id}.>"
                 )

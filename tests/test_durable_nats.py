@@ -260,3 +260,48 @@ async def test_another_machine_takes_over_when_the_lease_ends(
     assert lease_left > 0.3, "A's lease had ended before the kill"
     assert took >= lease_left, "B took the run while A's lease still held"
     assert took < lease_left + 2 * LEASE + 2
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="runs.py: a process whose lease was taken over goes on executing the run "
+    "(Durability._renew does not notice it lost the run)",
+)
+@pytest.mark.skipif(
+    shutil.which("unshare") is None or os.geteuid() != 0, reason="needs unshare --uts (root)"
+)
+async def test_a_stalled_owner_stops_when_its_run_was_taken_over(
+    server: NatsServer, publisher: Any, tmp_path: Path
+) -> None:
+    """A stalls (SIGSTOP) longer than its lease; B, on another machine, takes the run
+    over. When A wakes up it must leave the run to B: the live part runs once."""
+    p = Project(tmp_path / "p", server.url)
+    pub = await publisher(p.stream)
+    nc = await nats.connect(server.url)
+    done: list[bytes] = []
+
+    async def seen(msg: Any) -> None:
+        done.append(msg.data)
+
+    await nc.subscribe("work.done", cb=seen)
+    a = p.start("--no-job")
+    b: subprocess.Popen[str] | None = None
+    try:
+        await pub.ctx.emit("work.jobs", "job", {"n": 1})
+        await wait_until(lambda: len(p.reached_lines()) == 1, 30, "A reaches the gate")
+        b = p.start("--agents", "worker", hostname="loom-other-machine")
+        a.send_signal(signal.SIGSTOP)
+        await wait_until(lambda: len(p.reached_lines()) == 2, 6 * LEASE + 10, "B resumes")
+        a.send_signal(signal.SIGCONT)
+        await asyncio.sleep(2 * LEASE)  # A's lease upkeep runs again meanwhile
+        p.gate.touch()
+        await wait_until(lambda: len(done) >= 1, 20, "the run emits")
+        await asyncio.sleep(2)
+        assert len(done) == 1, f"the live part ran {len(done)} times: {done}"
+        [finished] = await journal_runs(p.url, p.bucket)
+        assert finished.status == "finished" and finished.owner.startswith("loom-other-machine:")
+    finally:
+        if b is not None:
+            stop(b)
+        stop(a)
+        await nc.close()

@@ -507,3 +507,23 @@ async def test_nats_the_documented_permissions_are_enough(
     finally:
         await nc.close()
         srv.stop()
+
+
+async def test_nats_a_bucket_made_beforehand(js_server: NatsServer) -> None:
+    """A bucket an operator created (direct get on, more history, as `nats kv add`
+    may): the store binds it and works the same."""
+    nc = await nats.connect(js_server.url)
+    bucket = f"t_{uuid.uuid4().hex[:12]}"
+    try:
+        await nc.jetstream().create_key_value(bucket=bucket, history=5, direct=True)
+        store = NatsJournal(nc, bucket)
+        await store.open()
+        rid = new_id()
+        assert await store.create_run(run(rid, owner="a", lease_until=1.0))
+        assert await store.swap_owner(rid, ("a", 1.0), "b", 2.0)
+        assert not await store.swap_owner(rid, ("a", 1.0), "c", 3.0)
+        found = await store.get_run(rid)
+        assert found is not None and found.owner == "b"
+        assert [r.run_id for r in (await store.list_runs(statuses=("running",))).runs] == [rid]
+    finally:
+        await nc.close()

@@ -324,7 +324,8 @@ class SqliteJournal:
         def op(conn: sqlite3.Connection) -> None:
             # The columns are what claims compare; records are read with them.
             conn.executemany(
-                "UPDATE loom_runs SET lease_until = ? WHERE run_id = ? AND owner = ?",
+                "UPDATE loom_runs SET lease_until = ? "
+                "WHERE run_id = ? AND owner = ? AND status IN ('running', 'waiting')",
                 [(lease_until, r, owner) for r in run_ids],
             )
 

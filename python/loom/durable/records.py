@@ -13,7 +13,7 @@ import hashlib
 import importlib
 import json
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal, TypeVar
 
 from loom._core import Envelope
 from loom.errors import DurabilityError, JournalError, LoomError
@@ -28,9 +28,45 @@ StepState = Literal["intent", "done", "error"]
 ApprovalStatus = Literal["pending", "approved", "denied"]
 
 
+R = TypeVar("R", bound="_Record")
+
+
+class _Record:
+    """A journal record: plain JSON with a ``version`` field."""
+
+    #: What the record is, for errors ("run", "step", "approval").
+    what: ClassVar[str] = "record"
+
+    def to_json(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+    @classmethod
+    def from_json(cls: type[R], data: Any, where: str) -> R:
+        """The record ``data`` holds.
+
+        Raises:
+            JournalError: not an object of this record's fields, or written by a newer
+                Loom (a higher ``version``).
+        """
+        if not isinstance(data, dict):
+            raise JournalError(f"{where}: a {cls.what} record must be an object")
+        version = data.get("version", 0)
+        if not isinstance(version, int) or version > RECORD_VERSION:
+            raise JournalError(
+                f"{where}: written by a newer Loom (record version {version!r}; this one "
+                f"reads version {RECORD_VERSION})"
+            )
+        try:
+            return cls(**data)
+        except TypeError as exc:
+            raise JournalError(f"{where}: not a {cls.what} record ({exc})") from None
+
+
 @dataclass
-class RunRecord:
+class RunRecord(_Record):
     """One handling of one event by one agent."""
+
+    what: ClassVar[str] = "run"
 
     run_id: str
     agent: str
@@ -48,28 +84,12 @@ class RunRecord:
     traceparent: str = ""
     version: int = RECORD_VERSION
 
-    def to_json(self) -> dict[str, Any]:
-        return dict(self.__dict__)
-
-    @classmethod
-    def from_json(cls, data: Any, where: str) -> RunRecord:
-        if not isinstance(data, dict):
-            raise JournalError(f"{where}: a run record must be an object")
-        version = data.get("version", 0)
-        if not isinstance(version, int) or version > RECORD_VERSION:
-            raise JournalError(
-                f"{where}: written by a newer Loom (record version {version!r}; this one "
-                f"reads version {RECORD_VERSION})"
-            )
-        try:
-            return cls(**data)
-        except TypeError as exc:
-            raise JournalError(f"{where}: not a run record ({exc})") from None
-
 
 @dataclass
-class StepRecord:
+class StepRecord(_Record):
     """One effect of a run: its kind, what was asked, and what came of it."""
+
+    what: ClassVar[str] = "step"
 
     seq: int
     kind: str
@@ -81,28 +101,12 @@ class StepRecord:
     ts: float = 0.0
     version: int = RECORD_VERSION
 
-    def to_json(self) -> dict[str, Any]:
-        return dict(self.__dict__)
-
-    @classmethod
-    def from_json(cls, data: Any, where: str) -> StepRecord:
-        if not isinstance(data, dict):
-            raise JournalError(f"{where}: a step record must be an object")
-        version = data.get("version", 0)
-        if not isinstance(version, int) or version > RECORD_VERSION:
-            raise JournalError(
-                f"{where}: written by a newer Loom (record version {version!r}; this one "
-                f"reads version {RECORD_VERSION})"
-            )
-        try:
-            return cls(**data)
-        except TypeError as exc:
-            raise JournalError(f"{where}: not a step record ({exc})") from None
-
 
 @dataclass
-class Approval:
+class Approval(_Record):
     """A tool call of a durable run waiting for a person (``loom approvals``)."""
+
+    what: ClassVar[str] = "approval"
 
     approval_id: str
     run_id: str
@@ -115,18 +119,6 @@ class Approval:
     decided_by: str = ""
     reason: str = ""
     version: int = RECORD_VERSION
-
-    def to_json(self) -> dict[str, Any]:
-        return dict(self.__dict__)
-
-    @classmethod
-    def from_json(cls, data: Any, where: str) -> Approval:
-        if not isinstance(data, dict) or data.get("version", 0) > RECORD_VERSION:
-            raise JournalError(f"{where}: not an approval record this Loom can read")
-        try:
-            return cls(**data)
-        except TypeError as exc:
-            raise JournalError(f"{where}: not an approval record ({exc})") from None
 
 
 # -- values ------------------------------------------------------------------------------

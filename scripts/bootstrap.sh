@@ -25,6 +25,9 @@ fi
 # -- Debian packages: real servers the tests talk to ----------------------------------
 need_pkgs=()
 command -v nats-server >/dev/null 2>&1 || need_pkgs+=(nats-server)
+# The dashboard's tests run a real browser: headless Chromium driven by chromium-driver.
+command -v chromium >/dev/null 2>&1 || need_pkgs+=(chromium)
+command -v chromedriver >/dev/null 2>&1 || need_pkgs+=(chromium-driver)
 if [ ${#need_pkgs[@]} -gt 0 ]; then
     say "installing ${need_pkgs[*]} (apt)"
     if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi

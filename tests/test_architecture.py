@@ -47,7 +47,14 @@ LAYERS: list[tuple[str, ...]] = [
     # 2: the LLM client
     ("loom.llm",),
     # 3: tools, the NATS bridge, the key-value store, the whole-project check
-    ("loom.tools", "loom.nats", "loom.kv", "loom.durable", "loom.project_check"),
+    (
+        "loom.tools",
+        "loom.nats",
+        "loom.kv",
+        "loom.durable",
+        "loom.project_check",
+        "loom.dashboard.settings",
+    ),
     # 4: the runtime (knows agents only through a Protocol)
     ("loom.runtime",),
     # 5: agents and what they use of the runtime
@@ -61,6 +68,7 @@ LAYERS: list[tuple[str, ...]] = [
         "loom.patterns",
         "loom.cognitive",
         "loom.templates",
+        "loom.dashboard",
     ),
     # 7: the command line
     ("loom.cli", "loom.__main__"),

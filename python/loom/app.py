@@ -21,6 +21,8 @@ from loom.loader import build_agents
 from loom.runtime import Runtime
 
 if TYPE_CHECKING:
+    from loom.dashboard.server import Dashboard
+    from loom.dashboard.traces import SpanBuffer
     from loom.telemetry import TelemetryHandle
 
 log = logging.getLogger("loom.run")
@@ -68,6 +70,7 @@ async def run_project(
     llm_provider: str | None = None,
     agents: Sequence[str] | None = None,
     send_job: bool | None = None,
+    dashboard: bool | None = None,
 ) -> RunResult:
     """Starts every agent of ``project`` on one runtime. With a ``[job]``, sends it
     and returns when the reply arrives; otherwise runs until ``stop`` is set or
@@ -77,6 +80,10 @@ async def run_project(
     ``telemetry=False``), installs the one ``[telemetry]`` describes — by default the
     OTLP/JSON file ``.loom/traces/<run-id>.jsonl`` — and flushes it at the end. The
     whole run is one trace under an ``invoke_workflow {project}`` span.
+
+    ``dashboard``: serve the dashboard (default: ``[dashboard] enabled``); its URL is
+    written to ``out`` (and logged), and with a ``[job]`` the run then goes on until
+    stopped, so the page can still be read.
 
     ``agents``: start only these (a project split over processes, ``loom run --agents
     a,b``). The ``[job]`` is sent when ``send_job`` is true, or by default when all
@@ -88,6 +95,11 @@ async def run_project(
             ``[telemetry]`` setting, or an unknown name in ``agents`` — before any
             agent starts.
     """
+    from loom.dashboard.settings import dashboard_settings
+
+    dash_settings = dashboard_settings(project)  # a bad [dashboard]: ConfigError now
+    if dashboard is None:
+        dashboard = dash_settings.enabled
     if send_job is None:
         send_job = agents is None and project.job is not None
     elif send_job and project.job is None:
@@ -110,6 +122,7 @@ async def run_project(
         runtime.llm_provider = llm_provider
     if handle is not None:
         handle.observe_bus(runtime)
+    spans = _span_buffer(handle) if dashboard else None
     Runtime.set_default(runtime)
     stop = stop or asyncio.Event()
     runtime.stop_requested = stop
@@ -118,6 +131,7 @@ async def run_project(
         signals.enter_context(stop_on_signals(stop))
     result = RunResult(EXIT_INTERRUPTED, message="interrupted")
     resumes = await _resumed_job_trace(project) if send_job else None
+    board: Dashboard | None = None
     try:
         with project_run_span(
             runtime.telemetry, project, handle.run_id if handle is not None else None, resumes
@@ -127,6 +141,8 @@ async def run_project(
                 # Tools built (a mistake is exit 2 now, not at the first call), [bus]
                 # joined — before any agent runs.
                 await runtime.prepare()
+                if dashboard:
+                    board = await _start_dashboard(project, runtime, handle, spans, out)
                 for agent in started:
                     await agent.start()
                 log.info(
@@ -140,8 +156,13 @@ async def run_project(
                     result = RunResult(EXIT_OK, message="stopped")
                 else:
                     result = await _run_job(project, runtime, stop, out)
+                    if board is not None and result.exit_code != EXIT_INTERRUPTED:
+                        log.info("%s; the dashboard stays open until Ctrl-C", result.message)
+                        await stop.wait()
             finally:
                 signals.close()
+                if board is not None:
+                    await board.stop()
                 # Inside the span: handlers still in flight finish as its descendants.
                 await runtime.stop()
             end_project_run_span(
@@ -159,6 +180,46 @@ async def run_project(
             if handle.trace_file is not None and handle.trace_file.exists():
                 log.info("trace: %s (loom trace show %s)", handle.trace_file, handle.run_id)
     return result
+
+
+def _span_buffer(handle: TelemetryHandle | None) -> SpanBuffer | None:
+    """Hands the run's spans to the dashboard as they end (the file gets them later)."""
+    if handle is None or handle.tracer_provider is None:
+        return None
+    from loom.dashboard.traces import SpanBuffer
+
+    buffer = SpanBuffer()
+    handle.tracer_provider.add_span_processor(buffer)
+    return buffer
+
+
+async def _start_dashboard(
+    project: ProjectConfig,
+    runtime: Runtime,
+    handle: TelemetryHandle | None,
+    spans: SpanBuffer | None,
+    out: TextIO | None,
+) -> Dashboard:
+    from loom.dashboard.server import Dashboard
+    from loom.dashboard.settings import dashboard_settings
+    from loom.telemetry.setup import resolve_settings
+
+    settings = dashboard_settings(project)
+    trace_dir = handle.settings.trace_dir if handle is not None else None
+    board = Dashboard(
+        settings,
+        runtime=runtime,
+        trace_dir=trace_dir or resolve_settings(project).trace_dir,
+        live_run=handle.run_id if handle is not None else None,
+        buffer=spans,
+    )
+    url = await board.start()
+    # The URL holds the token: it goes to the terminal, not to the log.
+    log.info("dashboard listening on %s (open the URL printed, with its token)", board.base_url)
+    if out is not None:
+        out.write(f"dashboard: {url}\n")
+        out.flush()
+    return board
 
 
 async def _resumed_job_trace(project: ProjectConfig) -> str | None:

@@ -2,7 +2,7 @@
 
 Parsed into pydantic models. Errors name the file, and the line and key where they can
 be found. Unknown top-level tables produce a warning, not an error, so files written
-for other Loom versions (``[bridge]``, ``[dashboard]``, ...) still load. Sections owned
+for other Loom versions (``[bridge]``, ...) still load. Sections owned
 by a subsystem (``[llm.*]``, ``[tools]``, ``[telemetry]``, ``[mcp.*]``) are kept as raw
 tables here and validated by that subsystem, which can use :meth:`ProjectConfig.line_of`
 to point at the offending line.
@@ -10,13 +10,14 @@ to point at the offending line.
 
 from __future__ import annotations
 
+import difflib
 import logging
 import os
 import re
 import sys
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal, NoReturn
+from typing import Any, Literal, NoReturn, TypeVar
 
 from pydantic import (
     BaseModel,
@@ -39,6 +40,8 @@ else:  # pragma: no cover - exercised on 3.10 only
 
 log = logging.getLogger("loom.config")
 
+_M = TypeVar("_M", bound=BaseModel)
+
 #: Top-level tables Loom understands; anything else is warned about and ignored.
 KNOWN_TABLES = frozenset(
     {
@@ -56,6 +59,7 @@ KNOWN_TABLES = frozenset(
         "prompts",
         "kv",
         "durability",
+        "dashboard",
     }
 )
 
@@ -63,7 +67,6 @@ KNOWN_TABLES = frozenset(
 #: Top-level tables of the original Loom that this one does not need, and why.
 ORIGINAL_TABLES = {
     "bridge": "agents share one in-process runtime; there is no bridge to connect to",
-    "dashboard": "traces go to .loom/traces (loom trace show) or [telemetry] otlp_endpoint",
 }
 
 #: Top-level keys of the original layout that belong to ``[project]``.
@@ -307,6 +310,7 @@ class ProjectConfig(BaseModel):
     mcp: dict[str, dict[str, Any]] = Field(default_factory=dict)
     bus: dict[str, Any] = Field(default_factory=dict)
     durability: dict[str, Any] = Field(default_factory=dict)
+    dashboard: dict[str, Any] = Field(default_factory=dict)
     raw: dict[str, Any] = Field(default_factory=dict, repr=False)
     source: str = Field(default="", repr=False)
 
@@ -400,6 +404,29 @@ class ProjectConfig(BaseModel):
             line=self.line_of(*keys),
             key=".".join(keys) or None,
         )
+
+    def validated(self, model: type[_M], table: str, data: Mapping[str, Any]) -> _M:
+        """``data`` (the ``[table]`` of this file) as ``model``; the first problem is a
+        :class:`ConfigError` naming file, line and key (with a close match for a
+        misspelt key).
+
+        Raises:
+            ConfigError: an unknown key or a bad value.
+        """
+        try:
+            return model.model_validate(dict(data))
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            keys = [str(k) for k in first["loc"] if isinstance(k, str)]
+            if first["type"] == "extra_forbidden":
+                close = difflib.get_close_matches(keys[-1], sorted(model.model_fields), n=1)
+                hint = f"; did you mean {close[0]!r}?" if close else ""
+                message = f"unknown key {keys[-1]!r}{hint}"
+            else:
+                message = first["msg"].removeprefix("Value error, ")
+                if "input" in first and not isinstance(first["input"], (dict, list)):
+                    message = f"{message} (got {first['input']!r})"
+            raise self.error(message, table, *keys) from None
 
 
 def _line_of(source: str, keys: tuple[str, ...]) -> int | None:

@@ -704,6 +704,39 @@ class AgentContext:
         else:
             log.debug("%s: dropping unsolicited inbox event %s", self.agent_id, event.id)
 
+    def subscription_info(self) -> list[dict[str, Any]]:
+        """This agent's subscriptions as plain data (the dashboard, ``loom`` tooling):
+        pattern, QoS, queue group, handler kind, and either the bus queue's counters
+        (``transport="bus"``) or the JetStream consumer's name (``"jetstream"``)."""
+        out: list[dict[str, Any]] = []
+        runners: list[SubscriptionRunner | DurableConsumer] = list(self._runners.values())
+        if self._inbox_runner is not None:
+            runners.append(self._inbox_runner)
+        for r in runners:
+            if isinstance(r, DurableConsumer):
+                out.append(
+                    {
+                        "transport": "jetstream",
+                        "id": r.id,
+                        "pattern": r.pattern,
+                        "group": r.group,
+                        "qos": "reliable",
+                        "consumer": r.name,
+                        "inbox": False,
+                    }
+                )
+            else:
+                stats = r.sub.stats()
+                out.append(
+                    {
+                        "transport": "bus",
+                        **vars(stats),
+                        "dropped": dict(stats.dropped),
+                        "inbox": r is self._inbox_runner,
+                    }
+                )
+        return out
+
     async def _stop(self, timeout: float | None) -> bool:
         runners = list(self._runners.values())
         self._runners.clear()

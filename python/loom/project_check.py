@@ -30,15 +30,17 @@ def check_project(project: ProjectConfig) -> None:
     """Raises the first problem of ``project`` as a :class:`ConfigError`; logs warnings.
 
     Raises:
-        ConfigError: a bad ``[llm.*]``, ``[bus]`` or ``[durability]`` value (keys, URLs,
+        ConfigError: a bad ``[llm.*]``, ``[bus]``, ``[durability]`` or ``[dashboard]`` value (keys, URLs,
             credentials, ``${VAR}``s, TLS files), an agent naming an unknown
             provider, or an unset API-key variable of a provider an agent names.
     """
     _check_bus(project)
     _check_llm(project)
+    from loom.dashboard.settings import dashboard_settings
     from loom.durable.settings import durability_settings
 
     durability_settings(project)
+    dashboard_settings(project)
 
 
 def configures_tools(project: ProjectConfig) -> bool:

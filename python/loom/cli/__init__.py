@@ -8,7 +8,7 @@ import os
 import sys
 from collections.abc import Sequence
 
-from loom.cli import chat, new, run, runs, tools, trace
+from loom.cli import chat, dash, new, run, runs, tools, trace
 
 
 def _setup_logging(level: str) -> None:
@@ -39,7 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="DEBUG, INFO, WARNING or ERROR (default: INFO or $LOOM_LOG_LEVEL)",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for module in (run, new, chat, tools, trace, runs):
+    for module in (run, new, chat, tools, trace, runs, dash):
         module.add_parser(sub)
     return parser
 

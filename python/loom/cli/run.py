@@ -31,6 +31,13 @@ def add_parser(sub: Any) -> None:
         help="start only these agents of the loom.toml (the project split over "
         "processes on one NATS bus); the [job] is then not sent unless --job is given",
     )
+    p.add_argument(
+        "--dashboard",
+        action="store_true",
+        default=None,
+        help="serve the dashboard while the project runs (prints its URL; [dashboard] "
+        "in loom.toml sets host and port); with a [job], keeps running after it until Ctrl-C",
+    )
     job = p.add_mutually_exclusive_group()
     job.add_argument(
         "--job", dest="send_job", action="store_true", default=None, help="send the [job]"
@@ -75,6 +82,7 @@ def cmd(args: argparse.Namespace) -> int:
                 llm_provider=args.provider,
                 agents=agents,
                 send_job=args.send_job,
+                dashboard=args.dashboard,
             )
         )
     except (ConfigError, AgentError) as exc:

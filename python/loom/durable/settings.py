@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import difflib
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 if TYPE_CHECKING:
     from loom.config import ProjectConfig
@@ -45,22 +44,7 @@ def durability_settings(project: ProjectConfig) -> DurabilitySettings | None:
     """
     if not project.durability and "durability" not in project.raw:
         return None
-    try:
-        settings = DurabilitySettings.model_validate(dict(project.durability))
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        keys = [str(k) for k in first["loc"] if isinstance(k, str)]
-        if first["type"] == "extra_forbidden":
-            close = difflib.get_close_matches(
-                keys[-1], sorted(DurabilitySettings.model_fields), n=1
-            )
-            hint = f"; did you mean {close[0]!r}?" if close else ""
-            message = f"unknown key {keys[-1]!r}{hint}"
-        else:
-            message = first["msg"].removeprefix("Value error, ")
-            if "input" in first and not isinstance(first["input"], (dict, list)):
-                message = f"{message} (got {first['input']!r})"
-        raise project.error(message, "durability", *keys) from None
+    settings = project.validated(DurabilitySettings, "durability", project.durability)
     if settings.store == "nats" and not project.bus.get("nats"):
         raise project.error(
             'store = "nats" needs [bus] nats (the NATS server whose JetStream holds the '

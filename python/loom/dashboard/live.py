@@ -1,0 +1,204 @@
+"""The live part of the dashboard: the event stream pages listen to, and topic rates.
+
+Nothing here costs anything per event while no page listens: the stream subscribes to
+the bus (``>``, ``background`` QoS, a small queue) when the first page connects and
+unsubscribes when the last one leaves. With a page open, the bus's Rust side copies
+each event into that small queue; when it is full, further events are dropped there
+(counted by the bus, never slowing a publisher), so at high rates the pages see a
+sample and the counts of what they did not see. Rates come from the bus's own counters.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import Counter, deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from loom import _core
+from loom._core import Envelope
+from loom._secrets import redacted
+from loom.bus import EventBus, Subscription
+from loom.telemetry.content import content_text
+
+log = logging.getLogger("loom.dashboard")
+
+#: Events the stream's bus queue holds between two ticks; more are dropped there.
+TAP_CAPACITY = 512
+#: Seconds between two batches sent to the pages.
+TICK = 0.1
+#: Characters of a payload shown when content capture is on.
+PREVIEW_CHARS = 400
+#: Messages a slow page may have waiting before it is sent counts only.
+CLIENT_BACKLOG = 64
+
+
+@dataclass(eq=False)
+class Listener:
+    """One page's stream: its topic filter, its budget per tick and its outbox."""
+
+    pattern: str
+    budget: int
+    outbox: asyncio.Queue[dict[str, Any]] = field(
+        default_factory=lambda: asyncio.Queue(CLIENT_BACKLOG)
+    )
+    #: Events matching the filter that the page was not sent (over its rate, or the
+    #: page was too slow to take them).
+    skipped: int = 0
+
+
+def event_summary(event: Envelope, capture: bool) -> dict[str, Any]:
+    """What a page is shown of ``event``: ids, type, size — and with content capture
+    on, a short preview of the payload with secret-looking keys masked."""
+    payload = event.payload
+    text = content_text(redacted(payload)) if payload is not None else ""
+    out: dict[str, Any] = {
+        "id": event.id,
+        "topic": event.topic,
+        "type": event.type,
+        "source": event.source,
+        "correlation_id": event.correlation_id,
+        "reply_to": event.reply_to,
+        "ts": event.timestamp,
+        "size": len(text),
+        "delivery": event.delivery_count,
+    }
+    if capture and payload is not None:
+        out["preview"] = text if len(text) <= PREVIEW_CHARS else text[:PREVIEW_CHARS] + "…"
+    return out
+
+
+class EventStream:
+    """Fans a sample of the bus out to the pages listening (see the module docs)."""
+
+    def __init__(self, bus: EventBus, capture: Callable[[], bool], rate: int) -> None:
+        self._bus = bus
+        self._capture = capture
+        self._rate = rate
+        self._listeners: set[Listener] = set()
+        self._sub: Subscription | None = None
+        self._task: asyncio.Task[None] | None = None
+        #: (source, topic) pairs seen in the stream: who talks to whom, while a page
+        #: listens (counts are of the events the stream saw).
+        self.edges: Counter[tuple[str, str]] = Counter()
+        #: The most recent events seen (for a page that connects later).
+        self.recent: deque[Envelope] = deque(maxlen=50)
+
+    @property
+    def tap_id(self) -> int | None:
+        """The id of the stream's own bus subscription while it exists."""
+        return self._sub.id if self._sub is not None else None
+
+    @property
+    def listening(self) -> int:
+        return len(self._listeners)
+
+    def listen(self, pattern: str) -> Listener:
+        """A new listener for topics matching ``pattern``.
+
+        Raises:
+            InvalidTopicError: a malformed pattern.
+        """
+        _core.validate_pattern(pattern)
+        listener = Listener(pattern, budget=max(1, int(self._rate * TICK)))
+        self._listeners.add(listener)
+        if self._sub is None:
+            self._sub = self._bus.subscribe(">", qos="background", capacity=TAP_CAPACITY)
+            self._task = asyncio.get_running_loop().create_task(
+                self._pump(self._sub), name="loom:dashboard:stream"
+            )
+        for event in list(self.recent):
+            if _core.topic_matches(pattern, event.topic):
+                with contextlib.suppress(asyncio.QueueFull):
+                    listener.outbox.put_nowait(
+                        {"events": [event_summary(event, self._capture())], "skipped": 0}
+                    )
+        return listener
+
+    def leave(self, listener: Listener) -> None:
+        """Ends ``listener``; the last one to leave ends the bus subscription."""
+        self._listeners.discard(listener)
+        if not self._listeners:
+            self._stop_tap()
+
+    def _stop_tap(self) -> None:
+        if self._sub is not None:
+            self._sub.unsubscribe()
+            self._sub = None
+        if self._task is not None:
+            self._task.cancel()
+            self._task = None
+
+    async def close(self) -> None:
+        task = self._task
+        self._listeners.clear()
+        self._stop_tap()
+        if task is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    async def _pump(self, sub: Subscription) -> None:
+        last_dropped = 0
+        while True:
+            if not await sub.wait():
+                return
+            batch = sub.take(TAP_CAPACITY)
+            dropped = sum(sub.stats().dropped.values())
+            missed, last_dropped = dropped - last_dropped, dropped
+            self._deliver(batch, missed)
+            # Batching by time: at high rates the queue fills and the bus drops the
+            # rest, instead of this loop waking per event.
+            await asyncio.sleep(TICK)
+
+    def _deliver(self, batch: list[Envelope], missed: int) -> None:
+        for event in batch:
+            if event.source:
+                self.edges[(event.source, event.topic)] += 1
+        if batch:
+            self.recent.extend(batch[-self.recent.maxlen :] if self.recent.maxlen else batch)
+        capture = self._capture()
+        for listener in list(self._listeners):
+            shown: list[dict[str, Any]] = []
+            skipped = 0
+            for event in batch:
+                if not _core.topic_matches(listener.pattern, event.topic):
+                    continue
+                if len(shown) < listener.budget:
+                    shown.append(event_summary(event, capture))
+                else:
+                    skipped += 1
+            if not shown and not skipped and not missed:
+                continue
+            message = {"events": shown, "skipped": skipped, "missed": missed}
+            try:
+                listener.outbox.put_nowait(message)
+            except asyncio.QueueFull:
+                listener.skipped += len(shown) + skipped
+
+
+class RateMeter:
+    """Per-topic publish rates from successive bus snapshots (no per-event work)."""
+
+    def __init__(self, window: float = 2.0) -> None:
+        self._window = window
+        self._samples: deque[tuple[float, dict[str, int]]] = deque()
+
+    def rates(self, published: dict[str, int]) -> dict[str, float]:
+        """Events per second of each topic over the last ``window`` seconds, given the
+        topics' published counters now."""
+        now = time.monotonic()
+        self._samples.append((now, published))
+        while len(self._samples) > 2 and now - self._samples[1][0] >= self._window:
+            self._samples.popleft()
+        then, old = self._samples[0]
+        dt = now - then
+        if dt <= 0:
+            return {t: 0.0 for t in published}
+        return {t: max(0.0, (n - old.get(t, 0)) / dt) for t, n in published.items()}
+
+
+__all__ = ["EventStream", "Listener", "RateMeter", "event_summary"]

@@ -32,7 +32,7 @@ pytestmark = pytest.mark.timeout(240)
 ROOT = Path(__file__).resolve().parents[1]
 ARTIFACTS = Path(os.environ.get("LOOM_TEST_ARTIFACTS", ROOT / "test-artifacts")) / "dashboard"
 
-DESK = '''
+DESK = """
 from loom.cognitive import CognitiveAgent, CognitiveConfig
 from loom.llm import LLMProvider
 
@@ -42,10 +42,10 @@ async def on_event(ctx, topic, event):
     result = await agent.run(event.payload["question"])
     await ctx.emit("desk.notes", "note", {"answer": result.answer})
     await ctx.reply(event, "answer", {"summary": result.answer})
-'''
+"""
 
 # Emits when the test asks (a file appears), and writes down when it emitted.
-TICKER = '''
+TICKER = """
 import asyncio, os, time
 from pathlib import Path
 
@@ -59,12 +59,12 @@ async def main(ctx):
             await ctx.emit("ticks.now", "tick", {"n": n, "secret_token": "tok-hidden-123"})
             Path(os.environ["EMITTED"]).write_text(repr(time.time()))
         await asyncio.sleep(0.02)
-'''
+"""
 
-SINK = '''
+SINK = """
 async def on_event(ctx, topic, event):
     pass
-'''
+"""
 
 
 def script(body: dict[str, Any]) -> dict[str, Any]:

@@ -30,8 +30,8 @@ def check_project(project: ProjectConfig) -> None:
     """Raises the first problem of ``project`` as a :class:`ConfigError`; logs warnings.
 
     Raises:
-        ConfigError: a bad ``[llm.*]``, ``[bus]``, ``[durability]`` or ``[dashboard]`` value (keys, URLs,
-            credentials, ``${VAR}``s, TLS files), an agent naming an unknown
+        ConfigError: a bad ``[llm.*]``, ``[bus]``, ``[durability]`` or ``[dashboard]``
+            value (keys, URLs, credentials, ``${VAR}``s, TLS files), an agent naming an unknown
             provider, or an unset API-key variable of a provider an agent names.
     """
     _check_bus(project)

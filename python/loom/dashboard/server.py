@@ -47,6 +47,8 @@ STATIC = Path(__file__).parent / "static"
 _RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 #: Seconds between keep-alive comments on an idle event stream.
 HEARTBEAT = 15.0
+#: Seconds between checks whether an idle event stream's page is still there.
+GONE_CHECK = 0.5
 #: Largest body ``POST /api/emit`` takes.
 MAX_EMIT_BYTES = 64 * 1024
 
@@ -128,9 +130,9 @@ class Dashboard:
         app = web.Application(middlewares=[gate.middleware], client_max_size=MAX_EMIT_BYTES)
         app.on_response_prepare.append(add_security_headers)
         self._routes(app, gate)
-        runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=1.0)
         await runner.setup()
-        site = web.TCPSite(runner, self.settings.host, self.settings.port, shutdown_timeout=1.0)
+        site = web.TCPSite(runner, self.settings.host, self.settings.port)
         try:
             await site.start()
         except OSError as exc:
@@ -275,12 +277,21 @@ class Dashboard:
         try:
             await response.prepare(request)
             await response.write(b": connected\n\n")
+            idle = 0.0
             while not self._closing.is_set():
                 try:
-                    message = await asyncio.wait_for(listener.outbox.get(), HEARTBEAT)
+                    message = await asyncio.wait_for(listener.outbox.get(), GONE_CHECK)
                 except asyncio.TimeoutError:
-                    await response.write(b": ping\n\n")
+                    # aiohttp does not cancel a handler whose client left: look.
+                    transport = request.transport
+                    if transport is None or transport.is_closing():
+                        break
+                    idle += GONE_CHECK
+                    if idle >= HEARTBEAT:
+                        idle = 0.0
+                        await response.write(b": ping\n\n")
                     continue
+                idle = 0.0
                 if listener.skipped:
                     message["skipped"] = message.get("skipped", 0) + listener.skipped
                     listener.skipped = 0

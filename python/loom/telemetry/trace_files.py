@@ -26,8 +26,11 @@ def run_files(directory: Path) -> list[Path]:
         for p in directory.iterdir()
         if p.name.endswith(TRACE_SUFFIX) and not p.name.endswith(METRICS_SUFFIX) and p.is_file()
     ]
-    # Run ids start with a UTC timestamp, so the name orders runs; mtime breaks ties.
-    return sorted(files, key=lambda p: (p.name, p.stat().st_mtime), reverse=True)
+    # Run ids start with a UTC timestamp (to the second), so it orders runs; within a
+    # second the file written last is the newer run (the suffix is random).
+    return sorted(
+        files, key=lambda p: (p.name.split("-", 1)[0], p.stat().st_mtime_ns), reverse=True
+    )
 
 
 @dataclass

@@ -226,6 +226,23 @@ def wait(b: Any, css: str, timeout: float = 10.0) -> Any:
         raise AssertionError(f"{css} not shown in {timeout}s at {b.current_url}; {logs}") from None
 
 
+def click(b: Any, css: str, timeout: float = 10.0) -> Any:
+    """Clicks the element ``css`` names, finding it again if the page re-rendered it
+    between finding and clicking (lists refresh while the page is open)."""
+    from selenium.common.exceptions import StaleElementReferenceException
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            element = wait(b, css, timeout)
+            element.click()
+            return element
+        except StaleElementReferenceException:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+
+
 def shot(b: Any, name: str) -> Path:
     path = ARTIFACTS / f"{name}.png"
     b.save_screenshot(str(path))
@@ -252,6 +269,8 @@ def test_the_page_shows_every_agent_and_trades_the_token_for_a_cookie(
     # The topology draws the agents and the topics.
     wait(browser, '#topology g.node[data-node="sink"]')
     wait(browser, '#topology g.node[data-node^="desk.ask"]')
+    # Who sent what: the job's sender, from the run's spans, before any page listened.
+    wait(browser, '#topology g.node.agent[data-node="loom.run"]')
     cookies = {c["name"]: c for c in browser.get_cookies()}
     cookie = cookies[f"loom_dashboard_{project.port}"]
     assert cookie["httpOnly"] is True and cookie["sameSite"] == "Strict"
@@ -291,13 +310,12 @@ def test_a_runs_waterfall_shows_its_chat_and_tool_spans(project: Project, browse
     browser.find_element(By.CSS_SELECTOR, 'nav button[data-tab="traces"]').click()
     wait(browser, "#runs li.run", timeout=15)
     # The newest run is this process's own, marked live, selected first.
-    first = browser.find_element(By.CSS_SELECTOR, "#runs li.run")
+    first = click(browser, "#runs li.run")
     assert "live" in first.text
-    first.click()
-    chat = wait(browser, '#waterfall .span[data-name^="chat"]', timeout=15)
+    wait(browser, '#waterfall .span[data-name^="chat"]', timeout=15)
     wait(browser, '#waterfall .span[data-name="execute_tool fs:read_file"]')
     wait(browser, '#waterfall .span[data-name^="invoke_agent desk"]')
-    chat.click()
+    click(browser, '#waterfall .span[data-name^="chat"]')
     detail = wait(browser, "#span-detail h3")
     assert detail.text.startswith("chat")
     text = browser.find_element(By.ID, "span-detail").text

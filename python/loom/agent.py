@@ -118,6 +118,10 @@ class Agent:
     def running(self) -> bool:
         return self._running
 
+    def subscription_info(self) -> list[dict[str, Any]]:
+        """The agent's subscriptions (see :meth:`AgentContext.subscription_info`)."""
+        return self.ctx.subscription_info()
+
     @property
     def inbox(self) -> str:
         """The topic replies and direct messages to this agent arrive on."""

@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from loom.durable import Durability
     from loom.kv import KeyValue, SqliteStore
     from loom.llm.state import LLMState
+    from loom.nats.bridge import NatsBridge
     from loom.nats.jetstream import JetStreamLink
     from loom.tools.registry import ToolRegistry
 
@@ -48,6 +49,10 @@ class HostedAgent(Protocol):
 
     async def stop(self, timeout: float | None = ...) -> None: ...
 
+    def subscription_info(self) -> list[dict[str, Any]]:
+        """Its subscriptions as plain data (pattern, QoS, group, counters)."""
+        ...
+
 
 class Runtime:
     """Bus, agents and lifecycle of one process.
@@ -67,6 +72,8 @@ class Runtime:
         #: Reliable subscriptions' stream and consumers, when ``[bus] nats`` is set
         #: (and ``[bus.jetstream]`` not disabled).
         self.jetstream: JetStreamLink | None = None
+        #: The link to ``[bus] nats``, once joined (:meth:`prepare`).
+        self.nats_bridge: NatsBridge | None = None
         self._hooks: list[ShutdownHook] = []
         self._supervised: set[asyncio.Task[None]] = set()
         #: The tool registry, built on first use (:meth:`get_tools`).
@@ -146,7 +153,7 @@ class Runtime:
                 if project.bus.get("nats"):
                     from loom.nats.join import join_project_bus
 
-                    await join_project_bus(self, project)
+                    self.nats_bridge = await join_project_bus(self, project)
                 if project.durability or "durability" in project.raw:
                     await self._open_durability(project)
         except BaseException as exc:
@@ -183,6 +190,20 @@ class Runtime:
         """The inbox of a running agent of this runtime (``None``: no such agent)."""
         agent = self.agents.get(agent_id) if agent_id else None
         return agent.inbox if agent is not None else None
+
+    def describe_agents(self) -> list[dict[str, Any]]:
+        """The agents and their subscriptions (patterns, QoS, groups), for the dashboard
+        and for other processes asking who is on the bus (``loom.nats.presence``)."""
+        return [
+            {
+                "id": agent_id,
+                "subscriptions": [
+                    {k: s.get(k) for k in ("pattern", "qos", "group", "transport", "inbox")}
+                    for s in agent.subscription_info()
+                ],
+            }
+            for agent_id, agent in sorted(self.agents.items())
+        ]
 
     def detach(self, agent: HostedAgent) -> None:
         """Forgets a stopped agent."""

@@ -82,8 +82,8 @@ class EventStream:
         self._listeners: set[Listener] = set()
         self._sub: Subscription | None = None
         self._task: asyncio.Task[None] | None = None
-        #: (source, topic) pairs seen in the stream: who talks to whom, while a page
-        #: listens (counts are of the events the stream saw).
+        #: (source, topic) pairs seen in the stream while a page listens (counts are of
+        #: the events the stream saw); the run's spans give the rest.
         self.edges: Counter[tuple[str, str]] = Counter()
         #: The most recent events seen (for a page that connects later).
         self.recent: deque[Envelope] = deque(maxlen=50)

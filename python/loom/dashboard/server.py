@@ -2,7 +2,8 @@
 
 Pages: one HTML file with its script and style sheet from ``static/`` (no build step).
 API (GET, JSON, read-only): ``/api/overview`` (project, agents, topics, who talks to
-whom), ``/api/bus`` (queues, drops, JetStream consumers), ``/api/tools`` (registry,
+whom), ``/api/bus`` (queues, drops, JetStream consumers), ``/api/processes`` (the project's
+processes on ``[bus] nats``), ``/api/tools`` (registry,
 sandbox, LLM usage), ``/api/durable`` (runs, approvals), ``/api/runs`` (trace files),
 ``/api/runs/{run}/traces``, ``/api/runs/{run}/jaeger``, ``/api/search``; the live
 events as server-sent events on ``/api/events``; ``POST /api/emit`` only with
@@ -33,6 +34,7 @@ from loom.dashboard.views import (
     edges_view,
     jetstream_view,
     llm_view,
+    processes_view,
     project_view,
     tools_view,
     topics_view,
@@ -171,6 +173,7 @@ class Dashboard:
         r.add_static("/static/", STATIC, follow_symlinks=False, show_index=False)
         r.add_get("/api/overview", self._overview)
         r.add_get("/api/bus", self._bus)
+        r.add_get("/api/processes", self._processes)
         r.add_get("/api/tools", self._tools)
         r.add_get("/api/durable", self._durable)
         r.add_get("/api/runs", self._runs)
@@ -201,7 +204,8 @@ class Dashboard:
             published = {t: s.published for t, s in rt.bus.stats().topics.items()}
             data["agents"] = agents_view(rt, tap)
             data["topics"] = topics_view(rt, self._rates.rates(published), tap)
-            data["edges"] = edges_view(stream.edges)
+            # Both see the same events: the larger count of the two, not their sum.
+            data["edges"] = edges_view(stream.edges | self.library.live_edges())
             data["listening"] = stream.listening
         return _json(data)
 
@@ -211,6 +215,10 @@ class Dashboard:
             return _json({"subscriptions": [], "jetstream": None})
         tap = self._stream.tap_id if self._stream is not None else None
         return _json({**bus_view(rt, tap), "jetstream": await jetstream_view(rt)})
+
+    async def _processes(self, request: web.Request) -> web.StreamResponse:
+        rt = self.runtime
+        return _json(await processes_view(rt) if rt is not None else None)
 
     async def _tools(self, request: web.Request) -> web.StreamResponse:
         rt = self.runtime

@@ -4,7 +4,7 @@ progress, grouped into traces, searchable, as JSON for the waterfall and Jaeger.
 from __future__ import annotations
 
 import threading
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -76,6 +76,10 @@ class TraceLibrary:
         self.live_run = live_run
         self._buffer = buffer
         self._live: deque[SpanData] = deque(maxlen=LIVE_SPANS)
+        # Ended spans not converted yet (conversion waits until a page wants traces).
+        self._raw: deque[ReadableSpan] = deque(maxlen=LIVE_SPANS)
+        #: (sender, topic) -> events handled, from the live run's ``invoke_agent`` spans.
+        self.edges: Counter[tuple[str, str]] = Counter()
         self._cache: dict[Path, _Cached] = {}
         self._lock = threading.Lock()
 
@@ -95,11 +99,29 @@ class TraceLibrary:
         self._cache[path] = _Cached(key, spans)
         return spans
 
+    def _take(self) -> None:
+        if self._buffer is None:
+            return
+        fresh = self._buffer.take()
+        for span in fresh:
+            if span.name.startswith("invoke_agent ") and span.attributes:
+                source = span.attributes.get("loom.event.source")
+                topic = span.attributes.get("messaging.destination.name")
+                if isinstance(source, str) and isinstance(topic, str):
+                    self.edges[(source, topic)] += 1
+        self._raw.extend(fresh)
+
+    def live_edges(self) -> Counter[tuple[str, str]]:
+        """Who sent to which topic in the live run (from its handlers' spans)."""
+        with self._lock:
+            self._take()
+            return Counter(self.edges)
+
     def _live_spans(self) -> list[SpanData]:
-        if self._buffer is not None:
-            fresh = self._buffer.take()
-            if fresh:
-                self._live.extend(decode_request(encode_request(fresh)))
+        self._take()
+        if self._raw:
+            self._live.extend(decode_request(encode_request(list(self._raw))))
+            self._raw.clear()
         return list(self._live)
 
     def spans(self, run_id: str) -> list[SpanData]:

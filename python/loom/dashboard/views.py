@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import socket
 from typing import Any
 
 from loom import _core
@@ -23,6 +25,7 @@ log = logging.getLogger("loom.dashboard")
 
 #: Seconds a JetStream consumer-info request may take before it is left out.
 CONSUMER_INFO_TIMEOUT = 1.0
+_HOST = socket.gethostname()
 
 
 def project_view(project: ProjectConfig | None) -> dict[str, Any]:
@@ -255,6 +258,22 @@ async def durable_view(runtime: Runtime, limit: int = 100) -> dict[str, Any] | N
     }
 
 
+async def processes_view(runtime: Runtime) -> list[dict[str, Any]] | None:
+    """With ``[bus] nats``: the processes of the project on the bus (this one
+    included, marked ``self``), each with its agents and their subscriptions."""
+    bridge = runtime.nats_bridge
+    project = runtime.project
+    if bridge is None or project is None or bridge.nc.is_closed:
+        return None
+    from loom.nats.presence import gather
+
+    own = os.getpid()
+    answers = await gather(bridge.nc, project.project.name)
+    for a in answers:
+        a["self"] = a["process"].get("pid") == own and a["process"].get("host") == _HOST
+    return answers
+
+
 def edges_view(edges: dict[tuple[str, str], int]) -> list[dict[str, Any]]:
     return [
         {"source": source, "topic": topic, "count": n}
@@ -269,6 +288,7 @@ __all__ = [
     "edges_view",
     "jetstream_view",
     "llm_view",
+    "processes_view",
     "project_view",
     "tools_view",
     "topics_view",

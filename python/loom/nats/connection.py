@@ -179,6 +179,9 @@ async def connect(
     from loom.nats.tool_host import start_tool_services
 
     await start_tool_services(host, nc, name=settings.name or name)
+    from loom.nats.presence import start_presence
+
+    await start_presence(host, nc, project=name or "loom", name=settings.name or name)
     return bridge
 
 

@@ -12,6 +12,7 @@ from loom.nats.settings import bus_settings
 
 if TYPE_CHECKING:
     from loom.config import ProjectConfig
+    from loom.nats.bridge import NatsBridge
 
 log = logging.getLogger("loom.nats")
 
@@ -31,15 +32,19 @@ def reliable_topics(project: ProjectConfig) -> list[str]:
     return [t for t in dict.fromkeys(topics) if storable(t)]
 
 
-async def join_project_bus(host: JetStreamHost, project: ProjectConfig) -> None:
+async def join_project_bus(host: JetStreamHost, project: ProjectConfig) -> NatsBridge:
     """Connects ``host`` to ``[bus] nats`` and, unless ``[bus.jetstream] enabled =
     false``, sets ``host.jetstream``.
 
     Raises:
         ConfigError: a bad ``[bus]`` table.
         BusError: the server cannot be reached, or JetStream cannot be used.
+
+    Returns:
+        The bridge (its ``nc`` is the connection).
     """
     settings = bus_settings(project)
     bridge = await connect(host, settings.nats, settings=settings, name=project.project.name)
     if settings.jetstream.enabled:
         await enable_jetstream(host, bridge, settings.jetstream, reliable_topics(project))
+    return bridge

@@ -12,6 +12,9 @@ const state = {
   skipped: 0,
   missed: 0,
   run: null,
+  runsKey: "",
+  processes: null,
+  processesAt: 0,
   trace: null,
   traces: [],
 };
@@ -123,12 +126,46 @@ function svg(tag, attrs, text) {
   return node;
 }
 
+// NATS subject matching: "*" one token, ">" the rest.
+function topicMatches(pattern, topic) {
+  const p = pattern.split("."), t = topic.split(".");
+  for (let i = 0; i < p.length; i++) {
+    if (p[i] === ">") return t.length > i;
+    if (i >= t.length || (p[i] !== "*" && p[i] !== t[i])) return false;
+  }
+  return p.length === t.length;
+}
+
+// Agents of the project's other processes, as [label, patterns].
+function remoteAgents() {
+  const out = [];
+  for (const proc of state.processes || []) {
+    if (proc.self) continue;
+    const where = `${proc.process.host}:${proc.process.pid}`;
+    for (const a of proc.agents) out.push([`${a.id}@${where}`, a.subscriptions.filter((s) => !s.inbox).map((s) => s.pattern)]);
+  }
+  return out;
+}
+
+function renderProcesses(list) {
+  state.processes = list;
+  $("#processes-card").classList.toggle("hidden", !list);
+  if (!list) return;
+  fill($("#processes tbody"), list.map((p) => el("tr", { "data-process": `${p.process.host}:${p.process.pid}` },
+    el("td", { class: "mono" }, `${p.process.name} · ${p.process.host}:${p.process.pid}`, p.self ? el("span", { class: "muted", text: " (this process)" }) : null),
+    el("td", {}, ...p.agents.map((a) => el("div", { class: "sub mono", text: `${a.id}: ${a.subscriptions.filter((s) => !s.inbox).map((s) => `${s.pattern}${s.group ? " (group " + s.group + ")" : ""}`).join(", ") || "no subscriptions"}` }))),
+  )));
+}
+
 function drawTopology(data, internal) {
   const topics = data.topics.filter((t) => internal || !t.topic.startsWith("_")).map((t) => t.topic);
   const topicSet = new Set(topics);
   const edges = data.edges.filter((e) => topicSet.has(e.topic));
   const senders = [...new Set([...edges.map((e) => e.source)])].sort();
-  const receivers = [...new Set(data.topics.filter((t) => topicSet.has(t.topic)).flatMap((t) => t.agents))].sort();
+  const remote = remoteAgents();
+  const remoteOf = (topic) => remote.filter(([, pats]) => pats.some((p) => topicMatches(p, topic))).map(([label]) => label);
+  const subscribersOf = (t) => [...t.agents, ...remoteOf(t.topic)];
+  const receivers = [...new Set(data.topics.filter((t) => topicSet.has(t.topic)).flatMap(subscribersOf))].sort();
   for (const a of data.agents) if (!senders.includes(a.id) && !receivers.includes(a.id)) receivers.push(a.id);
   const rows = Math.max(senders.length, topics.length, receivers.length, 1);
   const height = rows * 34 + 20;
@@ -153,7 +190,7 @@ function drawTopology(data, internal) {
   for (const e of edges) link(pos["s:" + e.source], pos["t:" + e.topic], 1 + 4 * (e.count / maxCount), "edge emit");
   for (const t of data.topics) {
     if (!topicSet.has(t.topic)) continue;
-    for (const a of t.agents) link(pos["t:" + t.topic], pos["r:" + a], 1 + Math.min(4, Math.log10(1 + (rate[t.topic] || 0))), "edge deliver");
+    for (const a of subscribersOf(t)) link(pos["t:" + t.topic], pos["r:" + a], 1 + Math.min(4, Math.log10(1 + (rate[t.topic] || 0))), "edge deliver");
   }
   const node = (key, label, cls, anchor) => {
     const [x, yy] = pos[key];
@@ -233,7 +270,9 @@ async function sendEvent(ev) {
 // -- bus -----------------------------------------------------------------------------
 
 function renderBus(data) {
-  $("#bus-totals").textContent = `${fmtNum(data.published)} published`;
+  const tap = data.stream;
+  $("#bus-totals").textContent = `${fmtNum(data.published)} published` +
+    (tap ? ` · this page's stream: ${fmtNum(tap.seen)} seen, ${fmtNum(tap.dropped)} not sampled` : "");
   fill($("#subscriptions tbody"), data.subscriptions.map((s) => {
     const drops = Object.entries(s.dropped).filter(([, n]) => n > 0).map(([k, n]) => `${k} ${fmtNum(n)}`).join(", ");
     const bar = el("div", { class: "bar" }, el("span", {}));
@@ -269,6 +308,9 @@ function renderBus(data) {
 
 async function loadRuns() {
   const runs = await api("/api/runs");
+  const key = JSON.stringify(runs);
+  if (key === state.runsKey) return; // unchanged: keep the list (and what is hovered)
+  state.runsKey = key;
   fill($("#runs"), runs.map((r) => el("li", {
     class: `run${r.run_id === state.run ? " selected" : ""}`,
     "data-run": r.run_id,
@@ -455,6 +497,10 @@ function renderDurable(data) {
 
 async function refresh() {
   try {
+    if (state.tab === "overview" && Date.now() - state.processesAt > 3000) {
+      state.processesAt = Date.now();
+      renderProcesses(await api("/api/processes"));
+    }
     if (state.tab === "overview" || !state.overview) renderOverview(await api("/api/overview"));
     if (state.tab === "bus") renderBus(await api("/api/bus"));
     if (state.tab === "tools") renderTools(await api("/api/tools"));

@@ -578,3 +578,55 @@ async def _until(cond: Any, timeout: float = 5.0) -> None:
         if time.monotonic() > deadline:
             raise AssertionError("condition not reached")
         await asyncio.sleep(0.01)
+
+
+async def test_durable_runs_and_a_pending_approval_are_shown_redacted(tmp_path: Path) -> None:
+    root = tmp_path / "p"
+    (root / "workspace").mkdir(parents=True)
+    (root / "loom.toml").write_text(
+        '[project]\nname = "durable"\n\n[durability]\nlease = 1\n\n'
+        '[tools]\nrequire_approval = ["fs:write_file"]\n'
+    )
+    rt = Runtime(load_project_config(root))
+
+    async def on_event(ctx: Any, topic: str, event: Any) -> None:
+        await ctx.tool(
+            "fs:write_file", {"path": "x.txt", "content": "x", "password": "hunter2-secret"}
+        )
+
+    await Agent("worker", topics=["work"], on_event=on_event, runtime=rt).start()
+    client = Agent("client", runtime=rt)
+    await client.start()
+    board = Dashboard(DashboardSettings(), runtime=rt, trace_dir=tmp_path)
+    await board.start()
+    try:
+        await client.ctx.emit("work", payload={})
+        async with session() as s:
+            deadline = time.monotonic() + 10
+            while True:
+                r = await s.get(board.base_url + "/api/durable", headers=bearer(board))
+                data = await r.json()
+                if data["approvals"]:
+                    break
+                assert time.monotonic() < deadline, data
+                await asyncio.sleep(0.1)
+        (approval,) = data["approvals"]
+        assert approval["tool"] == "fs:write_file" and approval["agent"] == "worker"
+        assert approval["arguments"]["path"] == "x.txt"
+        assert approval["arguments"]["password"] == "***"
+        assert "hunter2-secret" not in json.dumps(data)
+        (run,) = [r for r in data["runs"] if r["agent"] == "worker"]
+        assert run["status"] == "waiting" and run["topic"] == "work"
+        assert data["where"].endswith("journal.db")
+    finally:
+        await board.stop()
+        await rt.stop(timeout=2)
+
+
+async def test_without_durability_the_panel_says_none(
+    live: tuple[Runtime, Dashboard, Agent],
+) -> None:
+    _, board, _ = live
+    async with session() as s:
+        r = await s.get(board.base_url + "/api/durable", headers=bearer(board))
+        assert r.status == 200 and await r.json() is None

@@ -54,9 +54,10 @@ async def main(ctx):
     n = 0
     while True:
         if trigger.exists():
+            kind = trigger.read_text() or "tick"
             trigger.unlink()
             n += 1
-            await ctx.emit("ticks.now", "tick", {"n": n, "secret_token": "tok-hidden-123"})
+            await ctx.emit("ticks.now", kind, {"n": n, "secret_token": "tok-hidden-123"})
             Path(os.environ["EMITTED"]).write_text(repr(time.time()))
         await asyncio.sleep(0.02)
 """
@@ -288,7 +289,7 @@ def test_an_emitted_event_appears_within_a_second(project: Project, browser: Any
         time.sleep(0.02)
     emitted = project.root / "emitted"
     emitted.unlink(missing_ok=True)
-    (project.root / "trigger").write_text("go")
+    (project.root / "trigger").write_text("tick")
     row = wait(browser, 'tr.event[data-topic="ticks.now"]', timeout=10)
     seen = time.time()
     deadline = time.monotonic() + 5
@@ -301,6 +302,30 @@ def test_an_emitted_event_appears_within_a_second(project: Project, browser: Any
     assert "tok-hidden-123" not in browser.page_source
     assert "n" not in [p.text for p in row.find_elements(By.CSS_SELECTOR, ".preview")]
     shot(browser, "events")
+
+
+def test_markup_in_an_event_is_shown_as_text_and_never_runs(project: Project, browser: Any) -> None:
+    from selenium.webdriver.common.by import By
+
+    browser.get(project.base + "/")
+    browser.find_element(By.CSS_SELECTOR, 'nav button[data-tab="events"]').click()
+    deadline = time.monotonic() + 10
+    while browser.find_element(By.ID, "status").text != "live":
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    evil = '<img src=x onerror="window.__pwned=1"><script>window.__pwned=2</script>'
+    (project.root / "trigger").write_text(evil)
+    deadline = time.monotonic() + 10
+    while not any(
+        r.get_attribute("data-type") == evil
+        for r in browser.find_elements(By.CSS_SELECTOR, 'tr.event[data-topic="ticks.now"]')
+    ):
+        assert time.monotonic() < deadline, "the event did not appear"
+        time.sleep(0.05)
+    assert evil in browser.find_element(By.ID, "event-list").text  # shown, literally
+    time.sleep(0.3)
+    assert browser.execute_script("return window.__pwned === undefined")
+    assert not browser.find_elements(By.CSS_SELECTOR, "#event-list img, #event-list script")
 
 
 def test_a_runs_waterfall_shows_its_chat_and_tool_spans(project: Project, browser: Any) -> None:

@@ -33,6 +33,18 @@ def test_pip_install_local_extra_then_loom_run(tmp_path: Path) -> None:
     env = {**os.environ, "CMAKE_ARGS": "-DGGML_NATIVE=OFF"}
     r = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=1400)
     assert r.returncode == 0, r.stderr[-4000:]
+    # The dashboard's page ships inside the package (no build step, no npm).
+    r = subprocess.run(
+        [str(py), "-c", "import loom.dashboard.server as s; print(s.STATIC)"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    )
+    assert r.returncode == 0, r.stderr
+    static = Path(r.stdout.strip())
+    assert not static.is_relative_to(ROOT), static  # the installed copy, not the checkout
+    for name in ("index.html", "app.js", "style.css"):
+        assert (static / name).stat().st_size > 500, name
     run_env = {
         k: v
         for k, v in os.environ.items()

@@ -215,10 +215,11 @@ async def _start_dashboard(
     )
     url = await board.start()
     # The URL holds the token: it goes to the terminal, not to the log.
-    log.info("dashboard listening on %s (open the URL printed, with its token)", board.base_url)
     if out is not None:
         out.write(f"dashboard: {url}\n")
         out.flush()
+    else:
+        log.info("dashboard listening on %s (its token: Dashboard.url)", board.base_url)
     return board
 
 

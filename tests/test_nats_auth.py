@@ -842,8 +842,9 @@ async def test_the_documented_permissions_are_enough_and_no_more(
     js = JetStreamSettings(**jetstream)  # type: ignore[arg-type]
     a, b = Runtime(), Runtime()
     try:
-        ba = await connect(a, settings=settings)
-        bb = await connect(b, settings=settings)
+        # name: the project's name, as `loom run` passes it (its presence subject).
+        ba = await connect(a, settings=settings, name="orders")
+        bb = await connect(b, settings=settings, name="orders")
         await enable_jetstream(a, ba, js, ["orders.>"])
         await enable_jetstream(b, bb, js, ["orders.>"])
         got: list[str] = []
@@ -874,6 +875,10 @@ async def test_the_documented_permissions_are_enough_and_no_more(
             other.ctx.barrier("orders.sync", 2, timeout=10),
         )
         assert sorted(met[0]) == ["client", "other"]
+        # The dashboard's question "who is on the bus" is allowed and answered by both.
+        from loom.nats.presence import gather
+
+        assert len(await gather(ba.nc, "orders")) == 2
         await asyncio.sleep(0.3)  # acks reach the server
         assert "permissions violation" not in caplog.text.lower(), caplog.text
         await client.ctx.emit("billing.x", payload="not ours")

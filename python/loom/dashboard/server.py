@@ -128,7 +128,8 @@ class Dashboard:
                 'guards it; use host = "127.0.0.1" to serve this machine only)',
                 self.settings.host,
             )
-        gate = Gate(self._token, "loom_dashboard", None)
+        # No Host is accepted until the port is known (set just below).
+        gate = Gate(self._token, "loom_dashboard", frozenset())
         app = web.Application(middlewares=[gate.middleware], client_max_size=MAX_EMIT_BYTES)
         app.on_response_prepare.append(add_security_headers)
         self._routes(app, gate)

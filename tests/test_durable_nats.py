@@ -262,11 +262,6 @@ async def test_another_machine_takes_over_when_the_lease_ends(
     assert took < lease_left + 2 * LEASE + 2
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="runs.py: a process whose lease was taken over goes on executing the run "
-    "(Durability._renew does not notice it lost the run)",
-)
 @pytest.mark.skipif(
     shutil.which("unshare") is None or os.geteuid() != 0, reason="needs unshare --uts (root)"
 )

@@ -222,14 +222,16 @@ async def test_renew_only_for_the_owner(backend: Backend) -> None:
     await store.create_run(run(mine, owner="me", lease_until=10.0))
     await store.create_run(run(theirs, owner="them", lease_until=10.0))
     await store.create_run(run(done, owner="me", lease_until=0.0, status="finished"))
-    await store.renew("me", [mine, theirs, done, new_id()], 99.0)
+    gone = new_id()
+    lost = await store.renew("me", [mine, theirs, done, gone], 99.0)
+    assert lost == [theirs, done, gone]  # another's, ended, never there
     leases = {}
     for rid in (mine, theirs, done):
         found = await store.get_run(rid)
         assert found is not None
         leases[rid] = found.lease_until
     assert leases == {mine: 99.0, theirs: 10.0, done: 0.0}
-    await store.renew("me", [], 5.0)  # nothing to do
+    assert await store.renew("me", [], 5.0) == []  # nothing to do
 
 
 # -- steps -----------------------------------------------------------------------------

@@ -369,19 +369,20 @@ class NatsJournal:
         except _Missing:
             return False
 
-    async def renew(self, owner: str, run_ids: list[str], lease_until: float) -> None:
+    async def renew(self, owner: str, run_ids: list[str], lease_until: float) -> list[str]:
         def change(data: dict[str, Any]) -> dict[str, Any]:
             if data.get("owner") != owner or data.get("status") in _ENDED:
-                raise _Abort(None)
+                raise _Abort(False)
             return {**data, "lease_until": lease_until}
 
-        async def one(run_id: str) -> None:
+        async def one(run_id: str) -> bool:
             try:
-                await self._modify(self._key("run", run_id), change)
+                return await self._modify(self._key("run", run_id), change) is not False
             except _Missing:
-                pass  # pruned or never created: nothing to renew
+                return False  # pruned or never created: not this owner's to renew
 
-        await asyncio.gather(*(one(r) for r in run_ids))
+        renewed = await asyncio.gather(*(one(r) for r in run_ids))
+        return [r for r, ok in zip(run_ids, renewed, strict=True) if not ok]
 
     # -- steps ----------------------------------------------------------------------
 

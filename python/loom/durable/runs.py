@@ -93,6 +93,9 @@ class Durability:
         #: ``[job]`` runs this process is waiting on (their leases are renewed too).
         self._jobs: set[str] = set()
         self._cancelled: set[str] = set()
+        #: Runs another process took over while this one held them (it stalled past
+        #: its lease): stopped here, left to the new owner.
+        self._lost: set[str] = set()
         self._background: set[asyncio.Task[Any]] = set()
         self._ticker: asyncio.Task[None] | None = None
         self.closed = False
@@ -250,6 +253,9 @@ class Durability:
         except asyncio.CancelledError:
             me = asyncio.current_task()
             stopping = me is not None and getattr(me, "cancelling", lambda: 0)() > 0
+            if run.run_id in self._lost and task.cancelled() and not stopping:
+                self._lost.discard(run.run_id)
+                return  # the new owner finishes it; nothing of ours to write
             if run.run_id in self._cancelled and task.cancelled() and not stopping:
                 await self._finish(run.run_id, "cancelled", "cancelled (loom runs cancel)")
                 return
@@ -384,11 +390,30 @@ class Durability:
         owned = [*self._journals, *self._jobs]
         if not owned:
             return
-        await self.store.renew(self.owner, owned, time.time() + self.settings.lease)
+        lost = set(await self.store.renew(self.owner, owned, time.time() + self.settings.lease))
         for run_id in owned:
             found = await self.store.get_run(run_id)
-            if found is not None and found.status == "cancelled":
+            if found is None:
+                continue
+            if found.status == "cancelled":
                 self._cancel_here(run_id)
+            elif run_id in lost and found.owner != self.owner and run_id in self._journals:
+                self._leave(run_id)
+
+    def _leave(self, run_id: str) -> None:
+        """Stops a run whose lease this process lost (it stalled, another process took
+        the run over): the other one resumes it from the journal; this one must not
+        do its effects a second time."""
+        if run_id in self._lost:
+            return
+        self._lost.add(run_id)
+        log.warning(
+            "run %s was taken over by another process while this one stalled; stopping it here",
+            run_id,
+        )
+        task = self._tasks.get(run_id)
+        if task is not None:
+            task.cancel()
 
     def _cancel_here(self, run_id: str) -> None:
         if run_id in self._cancelled:

@@ -317,19 +317,24 @@ class SqliteJournal:
 
         return await self._quick(op)
 
-    async def renew(self, owner: str, run_ids: list[str], lease_until: float) -> None:
+    async def renew(self, owner: str, run_ids: list[str], lease_until: float) -> list[str]:
         if not run_ids:
-            return
+            return []
 
-        def op(conn: sqlite3.Connection) -> None:
+        def op(conn: sqlite3.Connection) -> list[str]:
             # The columns are what claims compare; records are read with them.
-            conn.executemany(
-                "UPDATE loom_runs SET lease_until = ? "
-                "WHERE run_id = ? AND owner = ? AND status IN ('running', 'waiting')",
-                [(lease_until, r, owner) for r in run_ids],
-            )
+            lost = []
+            for r in run_ids:
+                changed = conn.execute(
+                    "UPDATE loom_runs SET lease_until = ? "
+                    "WHERE run_id = ? AND owner = ? AND status IN ('running', 'waiting')",
+                    (lease_until, r, owner),
+                ).rowcount
+                if not changed:
+                    lost.append(r)
+            return lost
 
-        await self._quick(op)
+        return await self._quick(op)
 
     # -- steps ----------------------------------------------------------------------
 

@@ -52,8 +52,9 @@ class JournalStore(Protocol):
         ``expected``; False when another process got there first."""
         ...
 
-    async def renew(self, owner: str, run_ids: list[str], lease_until: float) -> None:
-        """Extends the lease of the unfinished runs ``owner`` holds."""
+    async def renew(self, owner: str, run_ids: list[str], lease_until: float) -> list[str]:
+        """Extends the lease of the unfinished runs ``owner`` holds; returns those of
+        ``run_ids`` it did not renew (another owner has them, they ended, or are gone)."""
         ...
 
     async def steps(self, run_id: str) -> list[StepRecord]:

@@ -204,7 +204,7 @@ class AgentContext:
         if self.telemetry.active:
             from loom.telemetry.agent_spans import publish_span
 
-            span = publish_span(self.telemetry, topic, type, correlation_id)
+            span = publish_span(self.telemetry, topic, type, correlation_id, reply_to)
             if span is not None:
                 # Inside the span, so the traceparent sent is the PRODUCER span's.
                 with span:

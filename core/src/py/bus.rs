@@ -21,7 +21,7 @@ use super::errors::bus_error;
 use super::intern::{topic_object, StrCache, TopicObject};
 use crate::bus::{
     topic, Bus, Delivery, Envelope, EventId, Payload, Published, Qos, Subscription,
-    SubscriptionStats, Waker, DEFAULT_TTL,
+    SubscriptionStats, TopicHandle, Waker, DEFAULT_TTL,
 };
 
 // The Python signatures below spell the default hop limit as a literal.
@@ -399,8 +399,11 @@ fn sub_stats<'py>(py: Python<'py>, s: &SubscriptionStats) -> PyResult<Bound<'py,
 #[pyclass(name = "Bus", module = "loom._core", frozen)]
 pub(crate) struct PyBus {
     bus: Bus,
-    /// Topics, types and sources of recent publishes (see `intern`).
+    /// Types and sources of recent publishes (see `intern`).
     strings: StrCache,
+    /// Topics of recent publishes, with their handles (`None`: the bus tracks no
+    /// more topics, or the topic is invalid and publishing it will say why).
+    topics: StrCache<(Arc<str>, Option<TopicHandle>)>,
 }
 
 #[pymethods]
@@ -410,6 +413,7 @@ impl PyBus {
         PyBus {
             bus: Bus::new(),
             strings: StrCache::new(),
+            topics: StrCache::new(),
         }
     }
 
@@ -466,8 +470,14 @@ impl PyBus {
             None => Arc::from("event"),
         };
         let source = source.map(|s| self.strings.get(s)).transpose()?;
+        let (topic, handle) = self
+            .topics
+            .get_with(topic, |t| match self.bus.topic_handle(t) {
+                Ok(Some(h)) => (Arc::clone(h.topic()), Some(h)),
+                _ => (Arc::from(t), None),
+            })?;
         let env = build(
-            self.strings.get(topic)?,
+            topic,
             kind,
             payload,
             source,
@@ -480,7 +490,10 @@ impl PyBus {
         match to_group {
             // A transport handing an event to the queue group this process serves.
             Some(g) => self.finish(py, self.bus.deliver_to(env, Delivery::Group(g))),
-            None => self.finish(py, self.bus.publish(env)),
+            None => match handle {
+                Some(h) => self.finish(py, self.bus.publish_on(&h, env)),
+                None => self.finish(py, self.bus.publish(env)),
+            },
         }
     }
 

@@ -2,10 +2,11 @@
 //!
 //! A publish names its topic, type and source with Python `str` objects that are, as a
 //! rule, the very same objects every time (literals, an agent's id). [`StrCache`] maps
-//! an object's address to the `Arc<str>` made from it the first time, so the next
-//! publish with that object copies and allocates nothing. It is direct-mapped: a miss
-//! replaces its slot. Each slot holds a reference to its object, so while cached the
-//! address cannot be reused by another string (and a `str`'s text never changes).
+//! an object's address to what was made from it the first time (its text as an
+//! `Arc<str>`; for a topic, also the bus's handle of it), so the next publish with that
+//! object copies, allocates and looks up nothing. It is direct-mapped: a miss replaces
+//! its slot. Each slot holds a reference to its object, so while cached the address
+//! cannot be reused by another string (and a `str`'s text never changes).
 
 use std::sync::Arc;
 
@@ -15,42 +16,53 @@ use pyo3::types::PyString;
 
 const SLOTS: usize = 64;
 
-struct Slot {
+struct Slot<V> {
     obj: Py<PyString>,
-    text: Arc<str>,
+    value: V,
 }
 
-/// Python `str` object → its text as an `Arc<str>`, for the objects seen last.
-pub(crate) struct StrCache {
-    slots: Mutex<Vec<Option<Slot>>>,
+/// Python `str` object → what was made from its text (`V`), for the objects seen last.
+pub(crate) struct StrCache<V = Arc<str>> {
+    slots: Mutex<Vec<Option<Slot<V>>>>,
 }
 
-impl StrCache {
+impl<V: Clone> StrCache<V> {
     pub(crate) fn new() -> Self {
         StrCache {
             slots: Mutex::new((0..SLOTS).map(|_| None).collect()),
         }
     }
 
-    /// The text of `s`, shared with earlier calls made with the same object.
-    pub(crate) fn get(&self, s: &Bound<'_, PyString>) -> PyResult<Arc<str>> {
+    /// `make(text of s)`, shared with earlier calls made with the same object.
+    pub(crate) fn get_with(
+        &self,
+        s: &Bound<'_, PyString>,
+        make: impl FnOnce(&str) -> V,
+    ) -> PyResult<V> {
         let addr = s.as_ptr() as usize;
         // Objects are 16-byte aligned: the low bits say nothing.
         let i = (addr >> 4) % SLOTS;
         if let Some(slot) = &self.slots.lock()[i] {
             if slot.obj.as_ptr() as usize == addr {
-                return Ok(Arc::clone(&slot.text));
+                return Ok(slot.value.clone());
             }
         }
-        let text: Arc<str> = s.to_str()?.into();
+        let value = make(s.to_str()?);
         let new = Slot {
             obj: s.clone().unbind(),
-            text: Arc::clone(&text),
+            value: value.clone(),
         };
         let old = self.slots.lock()[i].replace(new);
         // Released outside the lock: dropping a reference may run Python code.
         drop(old);
-        Ok(text)
+        Ok(value)
+    }
+}
+
+impl StrCache<Arc<str>> {
+    /// The text of `s`, shared with earlier calls made with the same object.
+    pub(crate) fn get(&self, s: &Bound<'_, PyString>) -> PyResult<Arc<str>> {
+        self.get_with(s, |t| Arc::from(t))
     }
 }
 

@@ -350,3 +350,49 @@ fn remote_groups_leave_queue_groups_to_the_transport() {
     bus.set_remote_groups(false);
     assert_eq!(bus.publish(ev("t", 4)).unwrap().delivered, 2);
 }
+
+#[test]
+fn publishing_on_a_topic_handle_is_publishing() {
+    let bus = Bus::new();
+    let sub = bus.subscribe("a.*", Qos::Reliable, Some(2)).unwrap();
+    let handle = bus.topic_handle("a.b").unwrap().unwrap();
+    let on = |n: i64| Envelope::new(Arc::clone(handle.topic()), "test", Payload::Json(n.into()));
+    assert_eq!(bus.publish_on(&handle, on(1)).unwrap().delivered, 1);
+    // The route cache follows new subscriptions.
+    let late = bus.subscribe("a.b", Qos::Realtime, None).unwrap();
+    assert_eq!(bus.publish_on(&handle, on(2)).unwrap().delivered, 2);
+    // Full reliable subscribers block as with publish().
+    assert_eq!(bus.publish_on(&handle, on(3)).unwrap().blocked.len(), 1);
+    assert_eq!(
+        sub.take(10).iter().map(|e| num(e)).collect::<Vec<_>>(),
+        [1, 2]
+    );
+    assert_eq!(late.take(10).len(), 2);
+    let stats = bus.stats();
+    let t = stats.topics.iter().find(|t| t.topic == "a.b").unwrap();
+    assert_eq!((t.published, t.delivered), (3, 4));
+
+    // Another topic, or another bus's handle: the ordinary path (validated, counted).
+    let other = Bus::new();
+    let foreign = other.topic_handle("a.b").unwrap().unwrap();
+    assert_eq!(bus.publish_on(&foreign, on(4)).unwrap().delivered, 2);
+    assert!(matches!(
+        bus.publish_on(&handle, ev("a.*", 5)),
+        Err(BusError::InvalidTopic { .. })
+    ));
+    assert!(matches!(
+        bus.topic_handle("a..b"),
+        Err(BusError::InvalidTopic { .. })
+    ));
+    let mut spent = on(6);
+    spent.ttl = 0;
+    assert!(matches!(
+        bus.publish_on(&handle, spent),
+        Err(BusError::HopLimit { .. })
+    ));
+    bus.close();
+    assert!(matches!(
+        bus.publish_on(&handle, on(7)),
+        Err(BusError::Closed(_))
+    ));
+}

@@ -122,13 +122,13 @@ class Bus:
         topic: str,
         type: str = "event",
         payload: Any = None,
-        *,
         source: str | None = None,
         correlation_id: str | None = None,
         reply_to: str | None = None,
         thread_id: str | None = None,
         ttl: int = 32,
         headers: dict[str, str] | None = None,
+        *,
         to_group: str | None = None,
     ) -> PendingPublish | None: ...
     def unsubscribe(self, id: int) -> bool: ...

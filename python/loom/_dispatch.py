@@ -42,23 +42,27 @@ BatchFn = Callable[[Any, str, list[Envelope]], Awaitable[Any] | Any]
 class Limiter:
     """A semaphore with a synchronous fast path (the common, uncontended case)."""
 
-    __slots__ = ("_waiters", "free")
+    __slots__ = ("free", "waiters")
 
     def __init__(self, limit: int) -> None:
         self.free = limit
-        self._waiters: deque[asyncio.Future[None]] = deque()
+        self.waiters: deque[asyncio.Future[None]] = deque()
 
     async def acquire(self) -> None:
         while self.free <= 0:
             fut = asyncio.get_running_loop().create_future()
-            self._waiters.append(fut)
+            self.waiters.append(fut)
             await fut
         self.free -= 1
 
     def release(self) -> None:
         self.free += 1
-        while self._waiters:
-            fut = self._waiters.popleft()
+        self.wake_one()
+
+    def wake_one(self) -> None:
+        """Resolves the first waiter still waiting (after ``free`` went up)."""
+        while self.waiters:
+            fut = self.waiters.popleft()
             if not fut.done():
                 fut.set_result(None)
                 return
@@ -167,6 +171,8 @@ class SubscriptionRunner:
         ctx = self._ctx
         traced = self._traced
         telemetry = self._telemetry
+        idle = self._idle
+        popleft = pending.popleft
         while True:
             if not pending:
                 events = take(BATCH_MAX)
@@ -176,8 +182,8 @@ class SubscriptionRunner:
                     continue
                 pending.extend(events)
             while pending:
-                event = pending.popleft()
-                if several and pending:
+                event = popleft()
+                if several and pending and idle and not self._waking:
                     # More is waiting: bring in a helper (at most one on its way at a
                     # time; each helper brings the next), so a slow handler never sits
                     # on events another worker could run.
@@ -202,7 +208,10 @@ class SubscriptionRunner:
                     self._log_failure(event)
                 finally:
                     if lim is not None:
-                        lim.release()
+                        # Limiter.release, inlined: a waiter only when one is queued.
+                        lim.free += 1
+                        if lim.waiters:
+                            lim.wake_one()
 
     def _log_failure(self, event: Envelope) -> None:
         log.exception(

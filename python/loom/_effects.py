@@ -95,6 +95,12 @@ def current() -> Effects | None:
     return _current.get()
 
 
+def current_var() -> ContextVar[Effects | None]:
+    """The task-local variable :func:`current` reads (for hot paths that bind its
+    ``get`` once)."""
+    return _current
+
+
 def activate(effects: Effects | None) -> Any:
     """Makes ``effects`` the current task's journal; returns the token to reset."""
     return _current.set(effects)

@@ -36,6 +36,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("loom.agent")
 
+#: The durable run's journal of the current task (``_effects.current``, without the call).
+_journal_of_task = _effects.current_var().get
+
 Handler = Callable[["AgentContext", str, Envelope], Awaitable[Any] | Any]
 BatchHandler = Callable[["AgentContext", str, list[Envelope]], Awaitable[Any] | Any]
 
@@ -135,6 +138,40 @@ class AgentContext:
             BusFullError: a ``reliable`` subscriber stayed full for ``timeout`` seconds.
             TypeError: ``envelope`` together with ``type`` or ``payload``.
         """
+        if (
+            envelope is None
+            and not self.telemetry.active
+            and _journal_of_task() is None
+            and self.runtime.jetstream is None
+        ):
+            # The hot path (no forwarding, tracing, durable run or JetStream): one call
+            # into Rust with positional arguments, no further Python frame.
+            pending = self._publish(
+                topic, type, payload, self.agent_id, correlation_id, reply_to, thread_id, ttl,
+                dict(headers) if headers else None,
+            )  # fmt: skip
+            if pending is not None:
+                await wait_pending(pending, timeout)
+            return
+        await self._emit(
+            topic, type, payload, correlation_id, reply_to, thread_id, headers, ttl, timeout,
+            envelope,
+        )  # fmt: skip
+
+    async def _emit(
+        self,
+        topic: str,
+        type: str,
+        payload: Any,
+        correlation_id: str | None,
+        reply_to: str | None,
+        thread_id: str | None,
+        headers: Mapping[str, str] | None,
+        ttl: int,
+        timeout: float,
+        envelope: Envelope | None,
+    ) -> None:
+        """:meth:`emit` with everything: forwarding, durable runs, tracing, JetStream."""
         if envelope is not None:
             if payload is not None or type != "event":
                 raise TypeError(
@@ -167,7 +204,7 @@ class AgentContext:
         if self.telemetry.active:
             from loom.telemetry.agent_spans import publish_span
 
-            span = publish_span(self.telemetry, topic, type, correlation_id)
+            span = publish_span(self.telemetry, topic, type, correlation_id, reply_to)
             if span is not None:
                 # Inside the span, so the traceparent sent is the PRODUCER span's.
                 with span:
@@ -189,7 +226,6 @@ class AgentContext:
                 timeout,
             )  # fmt: skip
             return
-        # The hot path: no context manager, no extra coroutine.
         pending = self._send(
             topic, type, payload, correlation_id, reply_to, thread_id, ttl, headers
         )
@@ -252,16 +288,9 @@ class AgentContext:
         headers: Mapping[str, str] | None,
     ) -> Any:
         return self._publish(
-            topic,
-            type,
-            payload,
-            source=self.agent_id,
-            correlation_id=correlation_id,
-            reply_to=reply_to,
-            thread_id=thread_id,
-            ttl=ttl,
-            headers=self.runtime.outgoing_headers(headers),
-        )
+            topic, type, payload, self.agent_id, correlation_id, reply_to, thread_id, ttl,
+            self.runtime.outgoing_headers(headers),
+        )  # fmt: skip
 
     async def request(
         self,

@@ -12,7 +12,13 @@ from opentelemetry import trace
 
 from loom.config import ProjectConfig, parse_project_config
 from loom.errors import ConfigError
-from loom.telemetry import capture_content, current_tracer_provider, setup, tracing_active
+from loom.telemetry import (
+    bus_spans,
+    capture_content,
+    current_tracer_provider,
+    setup,
+    tracing_active,
+)
 from loom.telemetry.setup import resolve_settings
 
 
@@ -36,6 +42,21 @@ def test_defaults(tmp_path: Path) -> None:
     assert s.trace_dir == tmp_path / ".loom" / "traces"
     assert s.service_name == "demo" and s.sampler == "parentbased_always_on"
     assert s.capture_content is None and s.metrics
+    assert s.bus_spans == "all"  # a full trace unless asked otherwise
+
+
+def test_bus_spans_is_installed_and_restored(tmp_path: Path) -> None:
+    s = resolve_settings(project(tmp_path, 'bus_spans = "requests"\n'), env={})
+    assert s.bus_spans == "requests"
+    assert bus_spans() == "all"
+    handle = setup(
+        {"exporters": ["file"], "trace_dir": str(tmp_path), "metrics": False, "bus_spans": "none"}
+    )
+    try:
+        assert bus_spans() == "none"
+    finally:
+        handle.shutdown()
+    assert bus_spans() == "all"
 
 
 def test_bad_exporter_names_key_and_line(tmp_path: Path) -> None:
@@ -60,6 +81,8 @@ def test_bad_exporter_names_key_and_line(tmp_path: Path) -> None:
         ('protocol = "http/json"', "telemetry.protocol", "unsupported OTLP protocol"),
         ("headers = { a = 1 }", "telemetry.headers", "table of strings"),
         ("metrics_interval = 0", "telemetry.metrics_interval", "positive"),
+        ('bus_spans = "some"', "telemetry.bus_spans", 'one of "all", "requests", "none"'),
+        ("bus_spans = true", "telemetry.bus_spans", 'one of "all", "requests", "none"'),
     ],
 )
 def test_invalid_values(tmp_path: Path, toml: str, key: str, fragment: str) -> None:

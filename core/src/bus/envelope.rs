@@ -21,6 +21,11 @@ pub struct EventId(pub u128);
 impl EventId {
     /// A fresh id.
     pub fn new() -> Self {
+        Self::at(now_unix_nanos())
+    }
+
+    /// A fresh id for an event stamped `unix_nanos` (one clock read for both).
+    pub fn at(unix_nanos: u64) -> Self {
         static PROCESS: OnceLock<u64> = OnceLock::new();
         static COUNTER: AtomicU32 = AtomicU32::new(0);
         let process = *PROCESS.get_or_init(|| {
@@ -28,7 +33,7 @@ impl EventId {
             h.write_u32(std::process::id());
             h.finish() & 0xFFFF_FFFF_FFFF
         });
-        let ms = (now_unix_nanos() / 1_000_000) as u128 & 0xFFFF_FFFF_FFFF;
+        let ms = (unix_nanos / 1_000_000) as u128 & 0xFFFF_FFFF_FFFF;
         let n = COUNTER.fetch_add(1, Ordering::Relaxed) as u128;
         EventId((ms << 80) | ((process as u128) << 32) | n)
     }
@@ -139,12 +144,13 @@ pub struct Envelope {
 impl Envelope {
     /// A new envelope with a fresh id and timestamp.
     pub fn new(topic: impl Into<Arc<str>>, kind: impl Into<Arc<str>>, payload: Payload) -> Self {
+        let now = now_unix_nanos();
         Envelope {
-            id: EventId::new(),
+            id: EventId::at(now),
             topic: topic.into(),
             kind: kind.into(),
             payload,
-            timestamp_unix_nanos: now_unix_nanos(),
+            timestamp_unix_nanos: now,
             source: None,
             correlation_id: None,
             reply_to: None,

@@ -68,6 +68,30 @@ struct TopicEntry {
     route: RwLock<Option<(u64, Route)>>,
 }
 
+/// A topic looked up once in a bus's table (validated, its counters and route cache
+/// found): [`Bus::publish_on`] then skips the validation and the lookup. For bindings
+/// that see the same topic again and again (`loom._core` keeps the last ones).
+#[derive(Clone)]
+pub struct TopicHandle {
+    topic: Arc<str>,
+    entry: Arc<TopicEntry>,
+    /// The bus it belongs to (the address of its shared state).
+    owner: usize,
+}
+
+impl TopicHandle {
+    /// The topic, to put in the envelopes published through this handle.
+    pub fn topic(&self) -> &Arc<str> {
+        &self.topic
+    }
+}
+
+impl std::fmt::Debug for TopicHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("TopicHandle").field(&self.topic).finish()
+    }
+}
+
 /// A snapshot of one topic's statistics.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TopicStats {
@@ -117,6 +141,17 @@ struct Inner {
     untracked: AtomicU64,
     closed: AtomicBool,
     remote_groups: AtomicBool,
+}
+
+/// Refuses an event that has run out of hops.
+fn check_ttl(env: &Envelope) -> Result<(), BusError> {
+    if env.ttl == 0 {
+        return Err(BusError::HopLimit {
+            event_id: env.id.to_string(),
+            topic: env.topic.to_string(),
+        });
+    }
+    Ok(())
 }
 
 /// The event bus. Cheap to clone; clones share the same bus.
@@ -320,21 +355,61 @@ impl Bus {
         self.deliver_to(env, Delivery::All)
     }
 
+    fn owner(&self) -> usize {
+        Arc::as_ptr(&self.inner) as usize
+    }
+
+    /// The handle of `topic` (validated), or `None` when the bus tracks no more topics
+    /// ([`MAX_TRACKED_TOPICS`]).
+    pub fn topic_handle(&self, topic: &str) -> Result<Option<TopicHandle>, BusError> {
+        topic::validate_topic(topic)?;
+        let topic: Arc<str> = topic.into();
+        Ok(self.entry(&topic).map(|entry| TopicHandle {
+            topic,
+            entry,
+            owner: self.owner(),
+        }))
+    }
+
+    /// [`Bus::publish`] for an envelope on `handle`'s topic, without validating and
+    /// looking the topic up again. A handle of another bus, or another topic, takes
+    /// the ordinary path.
+    pub fn publish_on(&self, handle: &TopicHandle, env: Envelope) -> Result<Published, BusError> {
+        if handle.owner != self.owner() || handle.topic != env.topic {
+            return self.publish(env);
+        }
+        let delivery = if self.inner.remote_groups.load(Relaxed) {
+            Delivery::Singles
+        } else {
+            Delivery::All
+        };
+        if self.inner.closed.load(Relaxed) {
+            return Err(BusError::Closed("bus"));
+        }
+        check_ttl(&env)?;
+        Ok(self.offer_all(env, Some(&handle.entry), delivery))
+    }
+
     /// Routes `env` to the local subscribers `delivery` selects.
     pub fn deliver_to(&self, env: Envelope, delivery: Delivery<'_>) -> Result<Published, BusError> {
         if self.inner.closed.load(Relaxed) {
             return Err(BusError::Closed("bus"));
         }
         topic::validate_topic(&env.topic)?;
-        if env.ttl == 0 {
-            return Err(BusError::HopLimit {
-                event_id: env.id.to_string(),
-                topic: env.topic.to_string(),
-            });
-        }
-        let env = Arc::new(env);
+        check_ttl(&env)?;
         let entry = self.entry(&env.topic);
-        let route = self.route(&env.topic, entry.as_deref());
+        Ok(self.offer_all(env, entry.as_ref(), delivery))
+    }
+
+    /// Offers a checked envelope to the subscribers of its route and counts the result.
+    fn offer_all(
+        &self,
+        env: Envelope,
+        entry: Option<&Arc<TopicEntry>>,
+        delivery: Delivery<'_>,
+    ) -> Published {
+        let env = Arc::new(env);
+        let route = self.route(&env.topic, entry.map(|e| &**e));
         let mut out = Published {
             envelope: Arc::clone(&env),
             delivered: 0,
@@ -378,7 +453,7 @@ impl Bus {
                 self.inner.untracked.fetch_add(1, Relaxed);
             }
         }
-        Ok(out)
+        out
     }
 
     /// Offers a blocked publish again; returns the subscriptions still full.

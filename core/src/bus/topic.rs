@@ -54,8 +54,31 @@ fn check_common(what: &'static str, s: &str) -> Result<(), BusError> {
     Ok(())
 }
 
+/// Whether `topic` is a valid topic made of printable ASCII only: one pass over the
+/// bytes, the check every publish makes. Anything else (non-ASCII, or invalid) takes
+/// the full check, which also explains what is wrong.
+fn is_plain_ascii_topic(topic: &[u8]) -> bool {
+    if topic.is_empty() || topic.len() > MAX_TOPIC_LEN {
+        return false;
+    }
+    let mut token_empty = true;
+    for &b in topic {
+        match b {
+            b'.' if token_empty => return false,
+            b'.' => token_empty = true,
+            b'*' | b'>' => return false,
+            b'!'..=b'~' => token_empty = false,
+            _ => return false,
+        }
+    }
+    !token_empty
+}
+
 /// Validates a concrete topic to publish on: no wildcards.
 pub fn validate_topic(topic: &str) -> Result<(), BusError> {
+    if is_plain_ascii_topic(topic.as_bytes()) {
+        return Ok(());
+    }
     check_common("topic", topic)?;
     if let Some(token) = topic
         .split('.')
@@ -115,6 +138,23 @@ pub fn matches(pattern: &str, topic: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    /// The full check alone, as `validate_topic` was before its ASCII fast path.
+    fn full_check(topic: &str) -> bool {
+        check_common("topic", topic).is_ok()
+            && !topic.split('.').any(|t| t.contains('*') || t.contains('>'))
+    }
+
+    proptest! {
+        #[test]
+        fn the_ascii_fast_path_agrees_with_the_full_check(t in "[a-c.*> \t\x00\x7fü]{0,12}") {
+            prop_assert_eq!(validate_topic(&t).is_ok(), full_check(&t));
+            if is_plain_ascii_topic(t.as_bytes()) {
+                prop_assert!(full_check(&t));
+            }
+        }
+    }
 
     #[test]
     fn valid_topics() {

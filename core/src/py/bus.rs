@@ -18,9 +18,10 @@ use pyo3::types::{PyBytes, PyDict, PyList, PyString};
 use super::aio;
 use super::convert::json_to_py;
 use super::errors::bus_error;
+use super::intern::{topic_object, StrCache, TopicObject};
 use crate::bus::{
     topic, Bus, Delivery, Envelope, EventId, Payload, Published, Qos, Subscription,
-    SubscriptionStats, Waker, DEFAULT_TTL,
+    SubscriptionStats, TopicHandle, Waker, DEFAULT_TTL,
 };
 
 // The Python signatures below spell the default hop limit as a literal.
@@ -65,6 +66,9 @@ fn parse_qos(qos: &str) -> PyResult<Qos> {
 #[pyclass(name = "Envelope", module = "loom._core", frozen)]
 pub(crate) struct PyEnvelope {
     pub(crate) inner: Arc<Envelope>,
+    /// `inner.topic` as a Python `str`, shared by the events of a batch on one topic
+    /// (every handler reads it).
+    topic: Py<PyString>,
 }
 
 fn opt_str<'py>(py: Python<'py>, s: &Option<Arc<str>>) -> Option<Bound<'py, PyString>> {
@@ -92,10 +96,10 @@ impl PyEnvelope {
     ) -> PyResult<Self> {
         topic::validate_topic(topic).map_err(|e| bus_error(py, e))?;
         let mut env = build(
-            topic,
-            r#type,
+            topic.into(),
+            r#type.into(),
             payload,
-            source,
+            source.map(Into::into),
             correlation_id,
             reply_to,
             thread_id,
@@ -114,6 +118,7 @@ impl PyEnvelope {
         }
         Ok(PyEnvelope {
             inner: Arc::new(env),
+            topic: PyString::new(py, topic).unbind(),
         })
     }
 
@@ -130,7 +135,7 @@ impl PyEnvelope {
     }
     #[getter]
     fn topic<'py>(&self, py: Python<'py>) -> Bound<'py, PyString> {
-        PyString::new(py, &self.inner.topic)
+        self.topic.bind(py).clone()
     }
     #[getter]
     fn r#type<'py>(&self, py: Python<'py>) -> Bound<'py, PyString> {
@@ -219,10 +224,10 @@ impl PyEnvelope {
 
 #[allow(clippy::too_many_arguments)]
 fn build(
-    topic: &str,
-    kind: &str,
+    topic: Arc<str>,
+    kind: Arc<str>,
     payload: Option<Py<PyAny>>,
-    source: Option<&str>,
+    source: Option<Arc<str>>,
     correlation_id: Option<&str>,
     reply_to: Option<&str>,
     thread_id: Option<&str>,
@@ -234,7 +239,7 @@ fn build(
         Some(obj) => Payload::Native(Arc::new(obj)),
     };
     let mut env = Envelope::new(topic, kind, payload);
-    env.source = source.map(Into::into);
+    env.source = source;
     env.correlation_id = correlation_id.map(Into::into);
     env.reply_to = reply_to.map(Into::into);
     env.thread_id = thread_id.map(Into::into);
@@ -296,6 +301,7 @@ impl PyPendingPublish {
 pub(crate) struct PySubscription {
     sub: Arc<Subscription>,
     bus: Bus,
+    topic: TopicObject,
 }
 
 #[pymethods]
@@ -304,7 +310,16 @@ impl PySubscription {
     #[pyo3(signature = (max = 256))]
     fn take<'py>(&self, py: Python<'py>, max: usize) -> PyResult<Bound<'py, PyList>> {
         let batch = self.sub.take(max);
-        PyList::new(py, batch.into_iter().map(|inner| PyEnvelope { inner }))
+        let mut cached = self.topic.take();
+        let list = PyList::new(
+            py,
+            batch.into_iter().map(|inner| PyEnvelope {
+                topic: topic_object(py, &mut cached, &inner.topic),
+                inner,
+            }),
+        );
+        self.topic.put(cached);
+        list
     }
 
     /// Arms `fut` to be resolved on the next event (or on close). Returns `False`
@@ -384,13 +399,22 @@ fn sub_stats<'py>(py: Python<'py>, s: &SubscriptionStats) -> PyResult<Bound<'py,
 #[pyclass(name = "Bus", module = "loom._core", frozen)]
 pub(crate) struct PyBus {
     bus: Bus,
+    /// Types and sources of recent publishes (see `intern`).
+    strings: StrCache,
+    /// Topics of recent publishes, with their handles (`None`: the bus tracks no
+    /// more topics, or the topic is invalid and publishing it will say why).
+    topics: StrCache<(Arc<str>, Option<TopicHandle>)>,
 }
 
 #[pymethods]
 impl PyBus {
     #[new]
     fn new() -> Self {
-        PyBus { bus: Bus::new() }
+        PyBus {
+            bus: Bus::new(),
+            strings: StrCache::new(),
+            topics: StrCache::new(),
+        }
     }
 
     #[pyo3(signature = (pattern, qos = "realtime", capacity = None, group = None))]
@@ -415,20 +439,25 @@ impl PyBus {
         Ok(PySubscription {
             sub,
             bus: self.bus.clone(),
+            topic: TopicObject::default(),
         })
     }
 
     /// Publishes an event. Returns `None` when every subscriber took it, or a
-    /// `PendingPublish` when `reliable` subscribers were full.
-    #[pyo3(signature = (topic, r#type = "event", payload = None, *, source = None, correlation_id = None, reply_to = None, thread_id = None, ttl = 32, headers = None, to_group = None))]
+    /// `PendingPublish` when `reliable` subscribers were full. The envelope's fields
+    /// may be given by position (the agents' hot path does: no keyword matching).
+    #[pyo3(
+        signature = (topic, r#type = None, payload = None, source = None, correlation_id = None, reply_to = None, thread_id = None, ttl = 32, headers = None, *, to_group = None),
+        text_signature = "(self, /, topic, type='event', payload=None, source=None, correlation_id=None, reply_to=None, thread_id=None, ttl=32, headers=None, *, to_group=None)"
+    )]
     #[allow(clippy::too_many_arguments)]
     fn publish(
         &self,
         py: Python<'_>,
-        topic: &str,
-        r#type: &str,
+        topic: &Bound<'_, PyString>,
+        r#type: Option<&Bound<'_, PyString>>,
         payload: Option<Py<PyAny>>,
-        source: Option<&str>,
+        source: Option<&Bound<'_, PyString>>,
         correlation_id: Option<&str>,
         reply_to: Option<&str>,
         thread_id: Option<&str>,
@@ -436,9 +465,20 @@ impl PyBus {
         headers: Option<&Bound<'_, PyDict>>,
         to_group: Option<&str>,
     ) -> PyResult<Option<PyPendingPublish>> {
+        let kind = match r#type {
+            Some(t) => self.strings.get(t)?,
+            None => Arc::from("event"),
+        };
+        let source = source.map(|s| self.strings.get(s)).transpose()?;
+        let (topic, handle) = self
+            .topics
+            .get_with(topic, |t| match self.bus.topic_handle(t) {
+                Ok(Some(h)) => (Arc::clone(h.topic()), Some(h)),
+                _ => (Arc::from(t), None),
+            })?;
         let env = build(
             topic,
-            r#type,
+            kind,
             payload,
             source,
             correlation_id,
@@ -450,7 +490,10 @@ impl PyBus {
         match to_group {
             // A transport handing an event to the queue group this process serves.
             Some(g) => self.finish(py, self.bus.deliver_to(env, Delivery::Group(g))),
-            None => self.finish(py, self.bus.publish(env)),
+            None => match handle {
+                Some(h) => self.finish(py, self.bus.publish_on(&h, env)),
+                None => self.finish(py, self.bus.publish(env)),
+            },
         }
     }
 

@@ -7,6 +7,7 @@ mod aio;
 mod bus;
 mod convert;
 mod errors;
+mod intern;
 mod tools;
 
 use pyo3::prelude::*;

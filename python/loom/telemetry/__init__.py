@@ -21,9 +21,11 @@ from loom._text import SafeFormatter
 from loom.telemetry.setup import TelemetryHandle, init_telemetry, setup, shutdown_telemetry
 from loom.telemetry.state import (
     Telemetry,
+    bus_spans,
     capture_content,
     current_tracer_provider,
     refresh_tracing_active,
+    set_bus_spans,
     set_capture_content,
     tracing_active,
 )
@@ -32,10 +34,12 @@ __all__ = [
     "SafeFormatter",
     "Telemetry",
     "TelemetryHandle",
+    "bus_spans",
     "capture_content",
     "current_tracer_provider",
     "init_telemetry",
     "refresh_tracing_active",
+    "set_bus_spans",
     "set_capture_content",
     "setup",
     "shutdown_telemetry",

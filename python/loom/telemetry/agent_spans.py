@@ -2,6 +2,8 @@
 ``invoke_agent`` per event) and a cognitive agent's run.
 
 Callers check ``telemetry.active`` first, so none of this runs while nothing records.
+Which bus spans are made follows ``[telemetry] bus_spans`` (:func:`state.bus_spans`):
+the trace context travels with every event whatever the level.
 """
 
 from __future__ import annotations
@@ -10,11 +12,15 @@ from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
 from typing import Any, Protocol
 
+from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.propagate import extract, inject
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 
-from loom.telemetry.state import Telemetry
+from loom.telemetry.state import Telemetry, bus_spans
+
+#: Topics of agents' inboxes: replies and direct messages go there, never requests.
+INBOX_PREFIX = "_INBOX."
 
 
 class EventLike(Protocol):
@@ -40,10 +46,19 @@ def inject_context(headers: dict[str, str]) -> None:
 
 
 def publish_span(
-    telemetry: Telemetry, topic: str, type: str, correlation_id: str | None
+    telemetry: Telemetry,
+    topic: str,
+    type: str,
+    correlation_id: str | None,
+    reply_to: str | None = None,
 ) -> AbstractContextManager[Span] | None:
     """A ``send {topic}`` PRODUCER span (messaging conventions), or None when no
-    recording span is current (nothing to link the event to)."""
+    recording span is current (nothing to link the event to) or ``bus_spans`` leaves
+    this event out: ``"none"``; ``"requests"`` and the event asks for no answer (no
+    ``reply_to``, or it goes to an inbox: a reply or a direct message)."""
+    level = bus_spans()
+    if level != "all" and (level == "none" or reply_to is None or topic.startswith(INBOX_PREFIX)):
+        return None
     if not trace.get_current_span().is_recording():
         return None
     attrs: dict[str, Any] = {
@@ -64,9 +79,18 @@ def publish_span(
 @contextmanager
 def invoke_agent_span(telemetry: Telemetry, agent_id: str, event: EventLike) -> Iterator[Span]:
     """``invoke_agent {agent}`` for one handled event, continuing the trace of the
-    publisher (its ``traceparent`` header)."""
+    publisher (its ``traceparent`` header). With ``bus_spans = "none"`` no span: the
+    handler runs in the publisher's trace context (yields a non-recording span)."""
     headers = event.headers
     parent = extract(headers) if headers else None
+    if bus_spans() == "none":
+        token = otel_context.attach(parent) if parent is not None else None
+        try:
+            yield trace.INVALID_SPAN
+        finally:
+            if token is not None:
+                otel_context.detach(token)
+        return
     attrs: dict[str, Any] = {
         "gen_ai.operation.name": "invoke_agent",
         "gen_ai.agent.name": agent_id,

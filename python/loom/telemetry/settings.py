@@ -37,11 +37,15 @@ KEYS = frozenset(
         "resource",
         "sampling_ratio",
         "capture_content",
+        "bus_spans",
         "trace_dir",
         "metrics",
         "metrics_interval",
     }
 )
+
+#: ``bus_spans`` levels: which spans the bus makes (see docs/observability.md).
+BUS_SPANS = ("all", "requests", "none")
 
 #: Where ``file`` writes, relative to the project root.
 DEFAULT_TRACE_DIR = ".loom/traces"
@@ -79,6 +83,7 @@ class TelemetrySettings:
     sampler: str = "parentbased_always_on"
     sampling_ratio: float = 1.0
     capture_content: bool | None = None
+    bus_spans: str = "all"
     trace_dir: Path = Path(DEFAULT_TRACE_DIR)
     metrics: bool = True
     metrics_interval: float | None = None
@@ -265,6 +270,12 @@ def resolve_settings(
 
     # -- the rest ---------------------------------------------------------------------
     capture = typed("capture_content", bool, "true or false")
+    bus_spans = typed("bus_spans", str, 'one of "all", "requests", "none"')
+    if bus_spans is not None and bus_spans not in BUS_SPANS:
+        raise where.error(
+            f'bus_spans must be one of "all", "requests", "none" (got {bus_spans!r})',
+            "bus_spans",
+        )
     trace_dir = Path(typed("trace_dir", str, "a directory path") or DEFAULT_TRACE_DIR)
     if not trace_dir.is_absolute():
         trace_dir = root / trace_dir
@@ -289,6 +300,7 @@ def resolve_settings(
         sampler=sampler,
         sampling_ratio=ratio,
         capture_content=capture,
+        bus_spans=bus_spans or "all",
         trace_dir=trace_dir,
         metrics=True if metrics_on is None else metrics_on,
         metrics_interval=float(interval) if interval is not None else None,

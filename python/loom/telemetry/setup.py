@@ -30,7 +30,13 @@ from loom.telemetry.settings import (
     TelemetrySettings,
     resolve_settings,
 )
-from loom.telemetry.state import CAPTURE_ENV, capture_setting, set_capture_content
+from loom.telemetry.state import (
+    CAPTURE_ENV,
+    bus_spans,
+    capture_setting,
+    set_bus_spans,
+    set_capture_content,
+)
 
 if TYPE_CHECKING:
     from opentelemetry.sdk.metrics import MeterProvider
@@ -85,6 +91,7 @@ class TelemetryHandle:
         self.metrics_file = metrics_file
         self._installed: Installed | None = None
         self._saved_capture: tuple[bool | None] | None = None
+        self._saved_bus_spans: str | None = None
         self._closed = False
 
     @property
@@ -134,8 +141,13 @@ class TelemetryHandle:
         if capture is not None and not os.environ.get(CAPTURE_ENV, "").strip():
             self._saved_capture = (capture_setting(),)
             set_capture_content(capture)
+        self._saved_bus_spans = bus_spans()
+        set_bus_spans(self.settings.bus_spans)
 
     def _uninstall(self) -> None:
+        if self._saved_bus_spans is not None:
+            set_bus_spans(self._saved_bus_spans)
+            self._saved_bus_spans = None
         if self._saved_capture is not None:
             set_capture_content(self._saved_capture[0])
             self._saved_capture = None

@@ -53,11 +53,20 @@ _NON_RECORDING = frozenset({"ProxyTracerProvider", "NoOpTracerProvider", "Global
 class _Process:
     """The process-wide part of the state (see the module docstring)."""
 
-    __slots__ = ("capture", "followers", "init_handle", "meter_provider", "tracer_provider")
+    __slots__ = (
+        "bus_spans",
+        "capture",
+        "followers",
+        "init_handle",
+        "meter_provider",
+        "tracer_provider",
+    )
 
     def __init__(self) -> None:
         #: :func:`set_capture_content`'s value; None: follow the environment.
         self.capture: bool | None = None
+        #: :func:`set_bus_spans`'s value (``[telemetry] bus_spans``).
+        self.bus_spans: str = "all"
         #: The SDK providers :func:`loom.telemetry.setup` installed (None: none is).
         self.tracer_provider: Any = None
         self.meter_provider: Any = None
@@ -204,6 +213,26 @@ def set_capture_content(enabled: bool | None) -> None:
     _process.capture = enabled
 
 
+def bus_spans() -> str:
+    """Which spans the bus makes: ``"all"`` (a ``send`` span per publish and an
+    ``invoke_agent`` span per handled event, the default), ``"requests"`` (``send``
+    spans only for events that ask for a reply) or ``"none"`` (neither; the trace
+    context still travels with every event, so a handler's spans stay in the sender's
+    trace)."""
+    return _process.bus_spans
+
+
+def set_bus_spans(level: str) -> None:
+    """Sets :func:`bus_spans` (``[telemetry] bus_spans`` goes through it).
+
+    Raises:
+        ValueError: not one of ``"all"``, ``"requests"``, ``"none"``.
+    """
+    if level not in ("all", "requests", "none"):
+        raise ValueError(f'bus_spans must be one of "all", "requests", "none" (got {level!r})')
+    _process.bus_spans = level
+
+
 def capture_setting() -> bool | None:
     """What :func:`set_capture_content` last set (None: the environment decides)."""
     return _process.capture
@@ -213,11 +242,13 @@ __all__ = [
     "CAPTURE_ENV",
     "DEFAULT",
     "Telemetry",
+    "bus_spans",
     "capture_content",
     "capture_setting",
     "current_tracer_provider",
     "is_recording",
     "refresh_tracing_active",
+    "set_bus_spans",
     "set_capture_content",
     "telemetry_of",
     "tracing_active",

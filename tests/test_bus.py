@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+from typing import Any
 
 import pytest
 
@@ -225,3 +226,33 @@ async def test_closed_bus() -> None:
     assert sub.closed
     with pytest.raises(LoomError, match="closed"):
         await bus.publish("t")
+
+
+async def test_an_observer_is_neither_counted_nor_announced_to_watchers() -> None:
+    from loom.bus import EventBus
+
+    bus = EventBus()
+    told: list[str] = []
+
+    class Watcher:
+        def subscribed(self, sub: Any) -> None:
+            told.append(sub.pattern)
+
+        def unsubscribed(self, sub: Any) -> None:
+            told.append("-" + sub.pattern)
+
+    bus.watch(Watcher())
+    real = bus.subscribe("w.*", qos="reliable")
+    watch = bus.observe(">", capacity=2)
+    for i in range(4):
+        await bus.publish("w.x", "t", i)
+    assert told == ["w.*"]  # a NATS bridge would not import ">" for the observer
+    assert [e.payload for e in watch.take(10)] == [0, 1]
+    assert watch.stats().dropped["overflow_newest"] == 2
+    topic = bus.stats().topics["w.x"]
+    assert (topic.delivered, topic.dropped, topic.subscribers) == (4, 0, 1)
+    assert len(real.take(10)) == 4
+    with pytest.raises(ValueError):
+        bus.observe(">", capacity=0)
+    watch.unsubscribe()
+    assert told == ["w.*"]

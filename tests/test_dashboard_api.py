@@ -304,6 +304,14 @@ async def test_at_high_rates_the_page_gets_a_sample_and_honest_counts(
     assert shown + skipped + missed == total, (shown, skipped, missed)
     assert 0 < shown <= board.settings.stream_rate * (elapsed + 1)
     assert missed > 0  # the stream's queue overflowed; the publisher never waited
+    # Watching changed none of the bus's own figures: no subscriber, nothing dropped.
+    flood = pub.ctx.runtime.bus.stats().topics["flood.x"]
+    assert (flood.published, flood.delivered, flood.dropped, flood.subscribers) == (
+        total,
+        0,
+        0,
+        0,
+    )
 
 
 async def test_the_worker_pool_and_queue_show_on_bus_health(

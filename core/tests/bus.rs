@@ -396,3 +396,35 @@ fn publishing_on_a_topic_handle_is_publishing() {
         Err(BusError::Closed(_))
     ));
 }
+
+#[test]
+fn an_observer_sees_events_without_changing_the_topics_totals() {
+    let bus = Bus::new();
+    let sub = bus.subscribe("obs.>", Qos::Reliable, Some(100)).unwrap();
+    let watch = bus.observe(">", 3).unwrap();
+    for n in 0..5 {
+        let published = bus.publish(ev("obs.a", n)).unwrap();
+        assert!(
+            published.blocked.is_empty(),
+            "an observer never holds a publisher"
+        );
+    }
+    // The observer keeps what fits and counts what it dropped, in its own counters.
+    let seen: Vec<_> = watch.take(100).iter().map(|e| num(e)).collect();
+    assert_eq!(seen, vec![0, 1, 2]);
+    let w = watch.stats();
+    assert_eq!((w.enqueued, w.dropped_newest), (3, 2));
+    assert_eq!(sub.take(100).len(), 5);
+    // The topic's totals are the real subscriber's alone.
+    let t = &bus.stats().topics[0];
+    assert_eq!(t.topic, "obs.a");
+    assert_eq!(
+        (t.published, t.delivered, t.dropped, t.subscribers),
+        (5, 5, 0, 1)
+    );
+    // Gone, it is gone from routing too.
+    assert!(bus.unsubscribe(watch.id));
+    bus.publish(ev("obs.a", 9)).unwrap();
+    assert_eq!(watch.take(100).len(), 0);
+    assert_eq!(bus.stats().topics[0].delivered, 6);
+}

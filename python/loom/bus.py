@@ -233,6 +233,19 @@ class EventBus:
             w.subscribed(wrapped)
         return wrapped
 
+    def observe(self, pattern: str, *, capacity: int = 512) -> Subscription:
+        """Watches ``pattern`` without being a subscriber: a ``background`` queue of
+        ``capacity`` (full: new events are dropped there, never delaying a publisher)
+        that the topics' delivered/dropped/subscriber counters leave out, and that
+        watchers (a NATS bridge importing subjects) are not told about — what watches
+        the bus (the dashboard) changes neither its figures nor its traffic.
+
+        Raises:
+            InvalidTopicError: the pattern is malformed.
+            ValueError: ``capacity < 1``.
+        """
+        return Subscription(self._core.observe(pattern, capacity))
+
     def _closed(self, sub: Subscription) -> None:
         for w in self._watchers:
             w.unsubscribed(sub)

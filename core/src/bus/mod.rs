@@ -15,7 +15,7 @@ pub mod subscription;
 pub mod topic;
 pub mod trie;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::Duration;
@@ -194,6 +194,26 @@ impl Bus {
         capacity: Option<usize>,
         group: Option<&str>,
     ) -> Result<Arc<Subscription>, BusError> {
+        self.add(pattern, qos, capacity, group, false)
+    }
+
+    /// An observer of `pattern`: a `background` queue of `capacity` that sees every
+    /// matching event without being counted as a subscriber — what it takes, and what
+    /// it drops when full, are left out of the topics' delivered/dropped/subscriber
+    /// totals (its own counters have them). For tools that watch the bus (the
+    /// dashboard), so that watching does not change what is measured.
+    pub fn observe(&self, pattern: &str, capacity: usize) -> Result<Arc<Subscription>, BusError> {
+        self.add(pattern, Qos::Background, Some(capacity), None, true)
+    }
+
+    fn add(
+        &self,
+        pattern: &str,
+        qos: Qos,
+        capacity: Option<usize>,
+        group: Option<&str>,
+        observer: bool,
+    ) -> Result<Arc<Subscription>, BusError> {
         if self.inner.closed.load(Relaxed) {
             return Err(BusError::Closed("bus"));
         }
@@ -208,13 +228,15 @@ impl Bus {
             }
         }
         let id = self.inner.next_id.fetch_add(1, Relaxed) + 1;
-        let sub = Arc::new(Subscription::new(
+        let mut sub = Subscription::new(
             id,
             pattern,
             qos,
             capacity.unwrap_or_else(|| qos.default_capacity()),
             group,
-        ));
+        );
+        sub.observer = observer;
+        let sub = Arc::new(sub);
         // Hold the trie lock while bumping the generation so a concurrent publish can't
         // cache a route computed from the old trie under the new generation.
         let mut trie = self.inner.trie.write();
@@ -431,6 +453,12 @@ impl Bus {
             _ => &route.singles,
         };
         for sub in singles {
+            if sub.observer {
+                // A `background` queue: never full to the publisher; its own counters
+                // record what it took and dropped.
+                let _ = sub.offer(&env);
+                continue;
+            }
             match sub.offer(&env) {
                 Offer::Queued { evicted } => {
                     out.delivered += 1;
@@ -547,8 +575,13 @@ impl Bus {
 
     /// A statistics snapshot.
     pub fn stats(&self) -> BusStats {
-        let mut subscriptions: Vec<_> =
-            self.inner.subs.read().values().map(|s| s.stats()).collect();
+        let (mut subscriptions, observers): (Vec<_>, HashSet<u64>) = {
+            let subs = self.inner.subs.read();
+            (
+                subs.values().map(|s| s.stats()).collect(),
+                subs.values().filter(|s| s.observer).map(|s| s.id).collect(),
+            )
+        };
         subscriptions.sort_unstable_by_key(|s| s.id);
         let entries: Vec<(Arc<str>, Arc<TopicEntry>)> = self
             .inner
@@ -562,7 +595,11 @@ impl Bus {
             .into_iter()
             .map(|(topic, e)| {
                 let mut subscribers = 0;
-                trie.for_each_match(&topic, |_| subscribers += 1);
+                trie.for_each_match(&topic, |id| {
+                    if !observers.contains(id) {
+                        subscribers += 1;
+                    }
+                });
                 TopicStats {
                     topic: topic.to_string(),
                     published: e.counters.published.load(Relaxed),

@@ -117,6 +117,9 @@ pub struct Subscription {
     pub group: Option<Arc<str>>,
     pub qos: Qos,
     pub capacity: usize,
+    /// An observer (see [`crate::bus::Bus::observe`]): what it is offered is not
+    /// counted in the topics' totals.
+    pub observer: bool,
     state: Mutex<State>,
     /// Signalled when events arrive or the subscription closes (blocking consumers).
     readable: Condvar,
@@ -151,6 +154,7 @@ impl Subscription {
             group: group.map(Into::into),
             qos,
             capacity: capacity.max(1),
+            observer: false,
             state: Mutex::new(State::default()),
             readable: Condvar::new(),
             writable: Condvar::new(),

@@ -443,6 +443,26 @@ impl PyBus {
         })
     }
 
+    /// An observer of `pattern` (a `background` queue of `capacity` left out of the
+    /// topics' totals; see `Bus::observe`).
+    #[pyo3(signature = (pattern, capacity = 512))]
+    fn observe(&self, py: Python<'_>, pattern: &str, capacity: usize) -> PyResult<PySubscription> {
+        if capacity == 0 {
+            return Err(pyo3::exceptions::PyValueError::new_err(
+                "capacity must be at least 1",
+            ));
+        }
+        let sub = self
+            .bus
+            .observe(pattern, capacity)
+            .map_err(|e| bus_error(py, e))?;
+        Ok(PySubscription {
+            sub,
+            bus: self.bus.clone(),
+            topic: TopicObject::default(),
+        })
+    }
+
     /// Publishes an event. Returns `None` when every subscriber took it, or a
     /// `PendingPublish` when `reliable` subscribers were full. The envelope's fields
     /// may be given by position (the agents' hot path does: no keyword matching).

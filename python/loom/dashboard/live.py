@@ -1,8 +1,9 @@
 """The live part of the dashboard: the event stream pages listen to, and topic rates.
 
-Nothing here costs anything per event while no page listens: the stream subscribes to
-the bus (``>``, ``background`` QoS, a small queue) when the first page connects and
-unsubscribes when the last one leaves. With a page open, the bus's Rust side copies
+Nothing here costs anything per event while no page listens: the stream observes the
+bus (:meth:`EventBus.observe`: ``>``, a small ``background`` queue, left out of the
+topics' counters and never imported from NATS) when the first page connects, and stops
+when the last one leaves. With a page open, the bus's Rust side copies
 each event into that small queue; when it is full, further events are dropped there
 (counted by the bus, never slowing a publisher), so at high rates the pages see a
 sample and the counts of what they did not see. Rates come from the bus's own counters.
@@ -107,7 +108,7 @@ class EventStream:
         listener = Listener(pattern, budget=max(1, int(self._rate * TICK)))
         self._listeners.add(listener)
         if self._sub is None:
-            self._sub = self._bus.subscribe(">", qos="background", capacity=TAP_CAPACITY)
+            self._sub = self._bus.observe(">", capacity=TAP_CAPACITY)
             self._task = asyncio.get_running_loop().create_task(
                 self._pump(self._sub), name="loom:dashboard:stream"
             )

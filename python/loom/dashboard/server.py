@@ -204,7 +204,7 @@ class Dashboard:
         if rt is not None and stream is not None:
             published = {t: s.published for t, s in rt.bus.stats().topics.items()}
             data["agents"] = agents_view(rt, tap)
-            data["topics"] = topics_view(rt, self._rates.rates(published), tap)
+            data["topics"] = topics_view(rt, self._rates.rates(published))
             # Both see the same events: the larger count of the two, not their sum.
             data["edges"] = edges_view(stream.edges | self.library.live_edges())
             data["listening"] = stream.listening

@@ -62,9 +62,7 @@ def agents_view(runtime: Runtime, tap_id: int | None) -> list[dict[str, Any]]:
     return out
 
 
-def topics_view(
-    runtime: Runtime, rates: dict[str, float], tap_id: int | None
-) -> list[dict[str, Any]]:
+def topics_view(runtime: Runtime, rates: dict[str, float]) -> list[dict[str, Any]]:
     """Concrete topics seen on the bus with counters, rate and subscribers (agents)."""
     stats = runtime.bus.stats()
     subscribers: dict[str, list[str]] = {}
@@ -85,8 +83,7 @@ def topics_view(
                 "published": t.published,
                 "delivered": t.delivered,
                 "dropped": t.dropped,
-                # The page's own stream is a subscriber of every topic while it is open.
-                "subscriptions": t.subscribers - (1 if tap_id is not None else 0),
+                "subscriptions": t.subscribers,  # the page's own stream is not one
                 "rate": round(rates.get(topic, 0.0), 1),
                 "agents": subscribers[topic],
             }

@@ -166,7 +166,7 @@ async def main() -> None:
                             await page.wait()
                     # The stream notices the page left and drops its bus subscription.
                     stream = bench.board._stream
-                    while stream is not None and stream.tap_id is not None:  # noqa: ASYNC110
+                    while stream is not None and stream.observer_ids:  # noqa: ASYNC110
                         await asyncio.sleep(0.05)
         finally:
             await bench.close()

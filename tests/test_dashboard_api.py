@@ -269,7 +269,7 @@ async def test_the_stream_exists_only_while_a_page_listens(
         await pub.ctx.emit("work.a", "job", 1)
         await reader
     await _until(lambda: len(rt.bus.stats().subscriptions) == before)
-    assert board._stream is not None and board._stream.tap_id is None
+    assert board._stream is not None and board._stream.observer_ids == set()
 
 
 async def test_at_high_rates_the_page_gets_a_sample_and_honest_counts(

@@ -1,10 +1,10 @@
 """The live part of the dashboard: the event stream pages listen to, and topic rates.
 
-Nothing here costs anything per event while no page listens: the stream observes the
-bus (:meth:`EventBus.observe`: ``>``, a small ``background`` queue, left out of the
-topics' counters and never imported from NATS) when the first page connects, and stops
-when the last one leaves. With a page open, the bus's Rust side copies
-each event into that small queue; when it is full, further events are dropped there
+Nothing here costs anything per event while no page listens: each page that connects
+gets a bus observer on its topic filter (:meth:`EventBus.observe`: a small
+``background`` queue, left out of the topics' counters and never imported from NATS),
+removed when the page leaves. With a page open, the bus's Rust side copies each
+matching event into that small queue; when it is full, further events are dropped there
 (counted by the bus, never slowing a publisher), so at high rates the pages see a
 sample and the counts of what they did not see. Rates come from the bus's own counters.
 """
@@ -20,7 +20,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from loom import _core
 from loom._core import Envelope
 from loom._secrets import redacted
 from loom.bus import EventBus, Subscription
@@ -28,8 +27,8 @@ from loom.telemetry.content import content_text
 
 log = logging.getLogger("loom.dashboard")
 
-#: Events the stream's bus queue holds between two ticks; more are dropped there.
-TAP_CAPACITY = 512
+#: Events a page's bus observer holds between two ticks; more are dropped there.
+OBSERVER_CAPACITY = 128
 #: Seconds between two batches sent to the pages.
 TICK = 0.1
 #: Characters of a payload shown when content capture is on.
@@ -74,25 +73,23 @@ def event_summary(event: Envelope, capture: bool) -> dict[str, Any]:
 
 
 class EventStream:
-    """Fans a sample of the bus out to the pages listening (see the module docs)."""
+    """Gives each listening page a sample of the events matching its filter (see the
+    module docs): one bus observer per page, on the page's own pattern, so events it
+    does not want are never copied for it."""
 
     def __init__(self, bus: EventBus, capture: Callable[[], bool], rate: int) -> None:
         self._bus = bus
         self._capture = capture
         self._rate = rate
-        self._listeners: set[Listener] = set()
-        self._sub: Subscription | None = None
-        self._task: asyncio.Task[None] | None = None
+        self._listeners: dict[Listener, tuple[Subscription, asyncio.Task[None]]] = {}
         #: (source, topic) pairs seen in the stream while a page listens (counts are of
         #: the events the stream saw); the run's spans give the rest.
         self.edges: Counter[tuple[str, str]] = Counter()
-        #: The most recent events seen (for a page that connects later).
-        self.recent: deque[Envelope] = deque(maxlen=50)
 
     @property
-    def tap_id(self) -> int | None:
-        """The id of the stream's own bus subscription while it exists."""
-        return self._sub.id if self._sub is not None else None
+    def observer_ids(self) -> set[int]:
+        """The ids of the stream's bus observers (one per listening page)."""
+        return {sub.id for sub, _ in self._listeners.values()}
 
     @property
     def listening(self) -> int:
@@ -104,81 +101,57 @@ class EventStream:
         Raises:
             InvalidTopicError: a malformed pattern.
         """
-        _core.validate_pattern(pattern)
+        sub = self._bus.observe(pattern, capacity=OBSERVER_CAPACITY)
         listener = Listener(pattern, budget=max(1, int(self._rate * TICK)))
-        self._listeners.add(listener)
-        if self._sub is None:
-            self._sub = self._bus.observe(">", capacity=TAP_CAPACITY)
-            self._task = asyncio.get_running_loop().create_task(
-                self._pump(self._sub), name="loom:dashboard:stream"
-            )
-        for event in list(self.recent):
-            if _core.topic_matches(pattern, event.topic):
-                with contextlib.suppress(asyncio.QueueFull):
-                    listener.outbox.put_nowait(
-                        {"events": [event_summary(event, self._capture())], "skipped": 0}
-                    )
+        task = asyncio.get_running_loop().create_task(
+            self._pump(listener, sub), name="loom:dashboard:stream"
+        )
+        self._listeners[listener] = (sub, task)
         return listener
 
     def leave(self, listener: Listener) -> None:
-        """Ends ``listener``; the last one to leave ends the bus subscription."""
-        self._listeners.discard(listener)
-        if not self._listeners:
-            self._stop_tap()
-
-    def _stop_tap(self) -> None:
-        if self._sub is not None:
-            self._sub.unsubscribe()
-            self._sub = None
-        if self._task is not None:
-            self._task.cancel()
-            self._task = None
+        """Ends ``listener`` and its bus observer."""
+        found = self._listeners.pop(listener, None)
+        if found is not None:
+            sub, task = found
+            sub.unsubscribe()
+            task.cancel()
 
     async def close(self) -> None:
-        task = self._task
-        self._listeners.clear()
-        self._stop_tap()
-        if task is not None:
+        tasks = [task for _, task in self._listeners.values()]
+        for listener in list(self._listeners):
+            self.leave(listener)
+        for task in tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
 
-    async def _pump(self, sub: Subscription) -> None:
+    async def _pump(self, listener: Listener, sub: Subscription) -> None:
         last_dropped = 0
         while True:
             if not await sub.wait():
                 return
-            batch = sub.take(TAP_CAPACITY)
+            batch = sub.take(OBSERVER_CAPACITY)
             dropped = sum(sub.stats().dropped.values())
             missed, last_dropped = dropped - last_dropped, dropped
-            self._deliver(batch, missed)
+            self._deliver(listener, batch, missed)
             # Batching by time: at high rates the queue fills and the bus drops the
             # rest, instead of this loop waking per event.
             await asyncio.sleep(TICK)
 
-    def _deliver(self, batch: list[Envelope], missed: int) -> None:
+    def _deliver(self, listener: Listener, batch: list[Envelope], missed: int) -> None:
         for event in batch:
             if event.source:
                 self.edges[(event.source, event.topic)] += 1
-        if batch:
-            self.recent.extend(batch[-self.recent.maxlen :] if self.recent.maxlen else batch)
         capture = self._capture()
-        for listener in list(self._listeners):
-            shown: list[dict[str, Any]] = []
-            skipped = 0
-            for event in batch:
-                if not _core.topic_matches(listener.pattern, event.topic):
-                    continue
-                if len(shown) < listener.budget:
-                    shown.append(event_summary(event, capture))
-                else:
-                    skipped += 1
-            if not shown and not skipped and not missed:
-                continue
-            message = {"events": shown, "skipped": skipped, "missed": missed}
-            try:
-                listener.outbox.put_nowait(message)
-            except asyncio.QueueFull:
-                listener.skipped += len(shown) + skipped
+        shown = [event_summary(e, capture) for e in batch[: listener.budget]]
+        skipped = len(batch) - len(shown)
+        if not shown and not skipped and not missed:
+            return
+        message = {"events": shown, "skipped": skipped, "missed": missed}
+        try:
+            listener.outbox.put_nowait(message)
+        except asyncio.QueueFull:
+            listener.skipped += len(shown) + skipped
 
 
 class RateMeter:

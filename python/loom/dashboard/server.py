@@ -190,7 +190,6 @@ class Dashboard:
     async def _overview(self, request: web.Request) -> web.StreamResponse:
         rt = self.runtime
         stream = self._stream
-        tap = stream.tap_id if stream is not None else None
         data: dict[str, Any] = {
             "project": project_view(self.project),
             "live": rt is not None,
@@ -203,7 +202,7 @@ class Dashboard:
         }
         if rt is not None and stream is not None:
             published = {t: s.published for t, s in rt.bus.stats().topics.items()}
-            data["agents"] = agents_view(rt, tap)
+            data["agents"] = agents_view(rt)
             data["topics"] = topics_view(rt, self._rates.rates(published))
             # Both see the same events: the larger count of the two, not their sum.
             data["edges"] = edges_view(stream.edges | self.library.live_edges())
@@ -214,8 +213,8 @@ class Dashboard:
         rt = self.runtime
         if rt is None:
             return _json({"subscriptions": [], "jetstream": None})
-        tap = self._stream.tap_id if self._stream is not None else None
-        return _json({**bus_view(rt, tap), "jetstream": await jetstream_view(rt)})
+        observers = self._stream.observer_ids if self._stream is not None else set()
+        return _json({**bus_view(rt, observers), "jetstream": await jetstream_view(rt)})
 
     async def _processes(self, request: web.Request) -> web.StreamResponse:
         rt = self.runtime

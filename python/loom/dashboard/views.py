@@ -43,8 +43,8 @@ def project_view(project: ProjectConfig | None) -> dict[str, Any]:
     }
 
 
-def agents_view(runtime: Runtime, tap_id: int | None) -> list[dict[str, Any]]:
-    """Every agent of the runtime with its subscriptions (the stream's own left out)."""
+def agents_view(runtime: Runtime) -> list[dict[str, Any]]:
+    """Every agent of the runtime with its subscriptions."""
     out = []
     for agent_id, hosted in sorted(runtime.agents.items()):
         item: dict[str, Any] = {"id": agent_id, "inbox": hosted.inbox, "subscriptions": []}
@@ -56,7 +56,7 @@ def agents_view(runtime: Runtime, tap_id: int | None) -> list[dict[str, Any]]:
                 group=hosted.group,
                 qos=hosted.qos,
                 max_concurrency=hosted.max_concurrency,
-                subscriptions=[s for s in hosted.ctx.subscription_info() if s.get("id") != tap_id],
+                subscriptions=hosted.ctx.subscription_info(),
             )
         out.append(item)
     return out
@@ -91,8 +91,9 @@ def topics_view(runtime: Runtime, rates: dict[str, float]) -> list[dict[str, Any
     return out
 
 
-def bus_view(runtime: Runtime, tap_id: int | None) -> dict[str, Any]:
-    """Totals and every subscription's queue: depth, delivered, dropped by reason."""
+def bus_view(runtime: Runtime, observers: set[int]) -> dict[str, Any]:
+    """Totals and every subscription's queue: depth, delivered, dropped by reason; the
+    dashboard's own observers (``observers``) summed apart."""
     stats = runtime.bus.stats()
     owners: dict[int, str] = {}
     for a in runtime.agents.values():
@@ -102,7 +103,7 @@ def bus_view(runtime: Runtime, tap_id: int | None) -> dict[str, Any]:
                     owners[int(info["id"])] = a.agent_id
     subs = []
     for s in stats.subscriptions:
-        if s.id == tap_id:
+        if s.id in observers:
             continue
         subs.append(
             {
@@ -118,14 +119,18 @@ def bus_view(runtime: Runtime, tap_id: int | None) -> dict[str, Any]:
                 "dropped": dict(s.dropped),
             }
         )
-    tap = next((s for s in stats.subscriptions if s.id == tap_id), None)
+    taps = [s for s in stats.subscriptions if s.id in observers]
     return {
         "published": stats.published,
         "untracked_published": stats.untracked_published,
         "subscriptions": subs,
         "stream": (
-            {"depth": tap.depth, "seen": tap.enqueued, "dropped": sum(tap.dropped.values())}
-            if tap is not None
+            {
+                "pages": len(taps),
+                "seen": sum(t.enqueued for t in taps),
+                "dropped": sum(sum(t.dropped.values()) for t in taps),
+            }
+            if taps
             else None
         ),
     }

@@ -272,7 +272,7 @@ async function sendEvent(ev) {
 function renderBus(data) {
   const tap = data.stream;
   $("#bus-totals").textContent = `${fmtNum(data.published)} published` +
-    (tap ? ` · this page's stream: ${fmtNum(tap.seen)} seen, ${fmtNum(tap.dropped)} not sampled` : "");
+    (tap ? ` · live streams (${tap.pages} page(s)): ${fmtNum(tap.seen)} seen, ${fmtNum(tap.dropped)} not sampled` : "");
   fill($("#subscriptions tbody"), data.subscriptions.map((s) => {
     const drops = Object.entries(s.dropped).filter(([, n]) => n > 0).map(([k, n]) => `${k} ${fmtNum(n)}`).join(", ");
     const bar = el("div", { class: "bar" }, el("span", {}));

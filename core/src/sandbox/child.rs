@@ -381,7 +381,25 @@ unsafe fn child_main(plan: &Plan<'_>) -> ! {
                 Err(_) => break,
             }
         }
-        if plan.in_pidns {
+        // Every process of the namespace descends from us, and an orphan is re-parented
+        // to us (or to a subreaper, itself one of our descendants) before its parent can
+        // be reaped: so with no child left (ECHILD, live or zombie, any exit signal) we
+        // are alone in the namespace and nothing is left to kill. Skipping the sweep then
+        // matters: kill(-1) walks every process of the host.
+        let alone = plan.in_pidns
+            && matches!(
+                sys(
+                    libc::SYS_wait4,
+                    &[
+                        usize::MAX,
+                        &mut 0i32 as *mut i32 as usize,
+                        (libc::WNOHANG | libc::__WALL) as usize,
+                        0,
+                    ],
+                ),
+                Err(libc::ECHILD)
+            );
+        if plan.in_pidns && !alone {
             // Kill everything left in the namespace (kill(-1) from its init spares only
             // init) and reap it all, so that when the parent sees our report nothing of
             // this call is alive any more.

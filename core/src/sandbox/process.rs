@@ -38,7 +38,7 @@ use super::seccomp::Filter;
 pub use super::spawn::Killed;
 use super::spawn::{dup_high, open_devnull, pipe, pump, BlockSignals, Child, Stacks};
 pub use super::spec::{Enforcement, Limits, PolicyConfig, NETWORK_READ_PATHS, SYSTEM_READ_PATHS};
-use super::staging::{self, Scratch};
+use super::staging::{self, Budget, Scratch};
 use super::SandboxError;
 
 /// The process sandbox, built once; `Send + Sync`, used concurrently by many calls.
@@ -218,6 +218,7 @@ impl Policy {
         let cwd_c = CString::new(if cwd_rel.is_empty() { "." } else { cwd_rel })
             .map_err(|_| plan_err("the working directory"))?;
         let staging = staging.filter(|_| self.mountns);
+        let scratch = staging.map(|s| &s.scratch);
         let (out_r, out_w) = pipe()?;
         let (err_r, err_w) = pipe()?;
         let (st_r, st_w) = pipe()?;
@@ -228,12 +229,12 @@ impl Policy {
         let c_out = high(out_w.as_fd())?;
         let c_err = high(err_w.as_fd())?;
         let c_st = high(st_w.as_fd())?;
-        // With staging, the workspace rule must sit on the overlay's root.
-        let call_rules = match (&self.ruleset, staging) {
-            (Some(r), Some(s)) => Some(r.with_workspace(s.overlay_fd())?),
-            _ => None,
+        // With staging, the workspace rule sits on the overlay's root ([`Staged`]).
+        let rules = match staging {
+            Some(s) => s.rules.as_ref(),
+            None => self.ruleset.as_ref(),
         };
-        let c_rules = match call_rules.as_ref().or(self.ruleset.as_ref()) {
+        let c_rules = match rules {
             Some(r) => Some(high(r.fd())?),
             None => None,
         };
@@ -302,8 +303,8 @@ impl Policy {
             seccomp: fprog.as_ref().map(|p| p as *const libc::sock_fprog),
             drop_caps: self.drop_caps,
             in_pidns: self.pidns,
-            mount_ns: staging.is_some(),
-            overlay: staging.map_or(-1, |s| s.overlay_fd().as_raw_fd()),
+            mount_ns: scratch.is_some(),
+            overlay: scratch.map_or(-1, |s| s.overlay_fd().as_raw_fd()),
             ws_path: &ws_c,
             cwd_rel: &cwd_c,
         };
@@ -426,9 +427,39 @@ pub struct Request<'a> {
     pub timeout: Duration,
     /// Set to stop the run early.
     pub cancel: Option<&'a AtomicBool>,
-    /// The call's staging overlay ([`Scratch::new`]); used when the policy reports
-    /// `staged_writes`. The caller commits it after the run.
-    pub staging: Option<&'a Scratch>,
+    /// The call's staging overlay and ruleset ([`Policy::prepare`]); used when the
+    /// policy reports `staged_writes`. The caller commits it after the run.
+    pub staging: Option<&'a Staged>,
+}
+
+/// What one staged call needs besides its argv, made before the call (it can be made
+/// ahead of it, see [`super::stock`]): the call's overlay and tmpfs, and a Landlock
+/// ruleset with every rule of the policy's plus the workspace rule on the overlay's root
+/// (a rule on the directory the overlay is mounted over does not reach into it). Used
+/// by one call only, then dropped.
+#[derive(Debug)]
+pub struct Staged {
+    scratch: Scratch,
+    rules: Option<Ruleset>,
+}
+
+impl Staged {
+    /// The overlay and its upper layer (what [`staging::commit`] reads).
+    pub fn scratch(&self) -> &Scratch {
+        &self.scratch
+    }
+}
+
+impl Policy {
+    /// Makes a fresh [`Staged`] for one call on `ws` with `budget`.
+    pub fn prepare(&self, ws: &Workspace, budget: Budget) -> Result<Staged, SandboxError> {
+        let scratch = Scratch::new(ws, budget)?;
+        let rules = match &self.ruleset {
+            Some(r) => Some(r.with_workspace(scratch.overlay_fd())?),
+            None => None,
+        };
+        Ok(Staged { scratch, rules })
+    }
 }
 
 /// The result of [`Policy::run`].

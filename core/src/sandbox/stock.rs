@@ -1,0 +1,151 @@
+//! Staged calls made ahead: a few fresh [`Staged`] (a call's tmpfs, overlay and Landlock
+//! ruleset) kept ready by one background thread, which also drops the used ones.
+//!
+//! Making one is ~20 syscalls (two file-system contexts, two mounts, a ruleset rebuilt
+//! rule by rule) and dropping one unmounts both: together a few hundred µs that a call no
+//! longer waits for. Nothing is shared between calls — each [`Staged`] is used by exactly
+//! one call, then dropped — and an unused overlay has looked nothing up yet, so it shows
+//! the workspace as it is when the call runs, not as it was when it was made. If the
+//! stock is empty (a burst of calls) or making one fails, the call makes its own
+//! (and reports the failure itself).
+
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use parking_lot::{Condvar, Mutex};
+
+use super::path::Workspace;
+use super::process::{Policy, Staged};
+use super::staging::Budget;
+
+/// How many are kept ready.
+const READY: usize = 4;
+
+/// A few ready [`Staged`] for one policy, workspace and budget.
+#[derive(Debug)]
+pub struct Stock {
+    inner: Arc<Inner>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    policy: Arc<Policy>,
+    ws: Workspace,
+    budget: Budget,
+    state: Mutex<State>,
+    wake: Condvar,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    ready: Vec<Staged>,
+    used: Vec<Staged>,
+    stop: bool,
+    /// The thread could not start: calls make and drop their own.
+    off: bool,
+}
+
+impl Stock {
+    /// A stock for `policy` on `ws` (its own handle of the root); the thread starts with
+    /// the first [`Stock::take`].
+    pub fn new(policy: Arc<Policy>, ws: Workspace, budget: Budget) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                policy,
+                ws,
+                budget,
+                state: Mutex::new(State::default()),
+                wake: Condvar::new(),
+            }),
+            thread: Mutex::new(None),
+        }
+    }
+
+    /// A fresh [`Staged`], ready-made if one is, else made now.
+    pub fn take(&self) -> Result<Staged, super::SandboxError> {
+        self.start();
+        let ready = self.inner.state.lock().ready.pop();
+        self.inner.wake.notify_one();
+        match ready {
+            Some(s) => Ok(s),
+            None => self.inner.policy.prepare(&self.inner.ws, self.inner.budget),
+        }
+    }
+
+    /// Hands a used [`Staged`] to the thread to drop (unmounting takes a while).
+    pub fn discard(&self, used: Staged) {
+        let mut st = self.inner.state.lock();
+        if st.off || st.stop {
+            drop(st);
+            drop(used);
+            return;
+        }
+        st.used.push(used);
+        drop(st);
+        self.inner.wake.notify_one();
+    }
+
+    fn start(&self) {
+        let mut thread = self.thread.lock();
+        if thread.is_some() || self.inner.state.lock().off {
+            return;
+        }
+        let inner = self.inner.clone();
+        match std::thread::Builder::new()
+            .name("loom-stager".into())
+            .spawn(move || inner.run())
+        {
+            Ok(h) => *thread = Some(h),
+            Err(_) => self.inner.state.lock().off = true,
+        }
+    }
+}
+
+impl Inner {
+    fn run(&self) {
+        let mut st = self.state.lock();
+        // After a failure, retry now and then (calls report the error themselves).
+        let mut backoff: Option<Duration> = None;
+        loop {
+            if st.stop {
+                return;
+            }
+            if !st.used.is_empty() {
+                let used = std::mem::take(&mut st.used);
+                drop(st);
+                drop(used);
+                st = self.state.lock();
+                continue;
+            }
+            if st.ready.len() < READY && backoff.is_none() {
+                drop(st);
+                let made = self.policy.prepare(&self.ws, self.budget);
+                st = self.state.lock();
+                match made {
+                    Ok(s) if !st.stop => st.ready.push(s),
+                    Ok(_) => {}
+                    Err(_) => backoff = Some(Duration::from_secs(1)),
+                }
+                continue;
+            }
+            match backoff.take() {
+                Some(wait) => {
+                    self.wake.wait_for(&mut st, wait);
+                }
+                None => self.wake.wait(&mut st),
+            }
+        }
+    }
+}
+
+impl Drop for Stock {
+    fn drop(&mut self) {
+        self.inner.state.lock().stop = true;
+        self.inner.wake.notify_all();
+        if let Some(h) = self.thread.lock().take() {
+            let _ = h.join();
+        }
+    }
+}

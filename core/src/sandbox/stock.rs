@@ -149,3 +149,73 @@ impl Drop for Stock {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::os::fd::AsFd;
+
+    use super::*;
+    use crate::sandbox::deny::DenyList;
+    use crate::sandbox::process::{Limits, PolicyConfig, Request};
+    use crate::sandbox::staging;
+
+    #[test]
+    fn a_staged_call_made_ahead_sees_the_workspace_as_it_is_when_it_runs() {
+        let dir = tempfile::tempdir().unwrap();
+        let exe = std::fs::canonicalize("/usr/bin/cat").unwrap();
+        let policy = Arc::new(
+            Policy::new(&PolicyConfig {
+                workspace: dir.path().to_path_buf(),
+                executables: vec![exe.clone()],
+                read_paths: Vec::new(),
+                network: false,
+                limits: Limits::default(),
+                env: vec![("PATH".into(), "/usr/bin".into())],
+                max_output_bytes: 1024,
+                require: false,
+            })
+            .unwrap(),
+        );
+        if !policy.enforcement().staged_writes {
+            eprintln!("SKIPPED: no staged writes (not root, or no overlayfs)");
+            return;
+        }
+        let ws = Workspace::open(dir.path()).unwrap();
+        let budget = Budget {
+            bytes: 1 << 20,
+            inodes: 64,
+        };
+        let stock = Stock::new(policy.clone(), ws.try_clone().unwrap(), budget);
+        stock.discard(stock.take().unwrap()); // starts the thread
+        let full = || stock.inner.state.lock().ready.len() == READY;
+        let t0 = std::time::Instant::now();
+        while !full() && t0.elapsed() < Duration::from_secs(10) {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert!(full(), "the stock was not filled");
+        // Written after every ready overlay was made.
+        std::fs::write(dir.path().join("late.txt"), "written late\n").unwrap();
+        let cwd = std::fs::File::open(dir.path()).unwrap();
+        for _ in 0..READY + 1 {
+            let staged = stock.take().unwrap();
+            let argv = ["cat".to_string(), "late.txt".to_string()];
+            let out = policy
+                .run(&Request {
+                    exe: &exe,
+                    argv: &argv,
+                    cwd: cwd.as_fd(),
+                    cwd_rel: "",
+                    timeout: Duration::from_secs(5),
+                    cancel: None,
+                    staging: Some(&staged),
+                })
+                .unwrap();
+            assert_eq!(out.exit_code, Some(0), "{out:?}");
+            assert_eq!(out.stdout, b"written late\n");
+            let deny = DenyList::new(Vec::<String>::new()).unwrap();
+            let done = staging::commit(&ws, staged.scratch(), &deny, 100).unwrap();
+            assert_eq!(done, staging::Committed::default(), "cat changed nothing");
+            stock.discard(staged);
+        }
+    }
+}

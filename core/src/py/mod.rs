@@ -7,6 +7,7 @@ mod aio;
 mod bus;
 mod convert;
 mod errors;
+mod port;
 mod tools;
 
 use pyo3::prelude::*;

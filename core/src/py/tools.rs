@@ -1,8 +1,9 @@
 //! Python binding of the native tools: `NativeTools(config_json)`.
 //!
 //! Calls run on a process-wide pool of Rust worker threads with no GIL held; the result
-//! is handed back to asyncio through `loop.call_soon_threadsafe`, so the event loop
-//! never blocks. Each call resolves its future with a tuple `(result, error, spans_json)`:
+//! is handed back to asyncio through the loop's completion port ([`super::port`]: the
+//! worker queues it and writes an eventfd the loop watches, without the GIL), or — for a
+//! loop that cannot take one — `loop.call_soon_threadsafe`; the event loop never blocks. Each call resolves its future with a tuple `(result, error, spans_json)`:
 //! the tool's JSON result (or `None`), a `loom.errors.ToolError` instance (or `None`) and
 //! the sandbox's spans as a JSON list — spans come back on failures too, so a denial is
 //! visible in the trace.
@@ -20,6 +21,7 @@ use serde_json::Value;
 use super::aio;
 use super::convert::{json_to_py, py_to_json};
 use super::errors::{config_error, tool_error};
+use super::port::{Port, Ports};
 use crate::tools::{NativeTools, SandboxConfig, ToolError, ToolOutcome};
 
 type Job = Box<dyn FnOnce() + Send>;
@@ -195,6 +197,42 @@ fn parse_timeout(timeout: Option<f64>) -> PyResult<Option<Duration>> {
     }
 }
 
+/// Where a call's outcome goes.
+enum Sink {
+    /// The loop's completion port (resolved on the loop thread).
+    Port(Arc<Port>, Py<PyAny>),
+    /// `loop.call_soon_threadsafe` (the worker takes the GIL).
+    Loop(Py<PyAny>, Py<PyAny>),
+}
+
+impl Sink {
+    fn deliver(self, name: String, outcome: ToolOutcome) {
+        match self {
+            Sink::Port(port, fut) => port.push(Box::new(move |py| {
+                resolve(py, &fut, &name, &outcome);
+            })),
+            Sink::Loop(loop_, fut) => deliver(&loop_, &fut, &name, &outcome),
+        }
+    }
+}
+
+/// On the loop thread: resolves `fut` with the outcome unless it is already done
+/// (cancelled: then the result is not even converted).
+fn resolve(py: Python<'_>, fut: &Py<PyAny>, name: &str, outcome: &ToolOutcome) {
+    let r = (|| -> PyResult<()> {
+        let fut = fut.bind(py);
+        if fut.call_method0("done")?.is_truthy()? {
+            return Ok(());
+        }
+        let value = outcome_tuple(py, name, outcome)?;
+        fut.call_method1("set_result", (value,))?;
+        Ok(())
+    })();
+    if let Err(e) = r {
+        aio::log_debug(py, "loom.tools", "tool result could not be delivered", &e);
+    }
+}
+
 /// Hands the outcome to the loop thread; a closed loop means nobody is waiting.
 fn deliver(loop_: &Py<PyAny>, fut: &Py<PyAny>, name: &str, outcome: &ToolOutcome) {
     Python::attach(|py| {
@@ -217,6 +255,8 @@ fn deliver(loop_: &Py<PyAny>, fut: &Py<PyAny>, name: &str, outcome: &ToolOutcome
 pub(crate) struct PyNativeTools {
     inner: Arc<NativeTools>,
     closed: AtomicBool,
+    /// One completion port per loop the tools were called from.
+    ports: Ports,
 }
 
 /// A running call: `cancel()` stops it and kills its processes.
@@ -253,6 +293,7 @@ impl PyNativeTools {
         Ok(Self {
             inner: Arc::new(tools),
             closed: AtomicBool::new(false),
+            ports: Ports::default(),
         })
     }
 
@@ -316,14 +357,17 @@ impl PyNativeTools {
     ) -> PyResult<PyToolCall> {
         let timeout = parse_timeout(timeout)?;
         let cancel = Arc::new(AtomicBool::new(false));
-        let loop_ = r#loop.clone().unbind();
-        let fut = future.clone().unbind();
         let parsed = parse_args(&name, args);
         if self.closed.load(Ordering::SeqCst) {
             return Err(pyo3::exceptions::PyRuntimeError::new_err(
                 "NativeTools is closed",
             ));
         }
+        let fut = future.clone().unbind();
+        let sink = match self.ports.get(r#loop) {
+            Some(port) => Sink::Port(port, fut),
+            None => Sink::Loop(r#loop.clone().unbind(), fut),
+        };
         let tools = self.inner.clone();
         let flag = cancel.clone();
         let p = pool();
@@ -342,7 +386,7 @@ impl PyNativeTools {
                 },
             };
             if !p.shutting_down.load(Ordering::SeqCst) {
-                deliver(&loop_, &fut, &name, &outcome);
+                sink.deliver(name, outcome);
             } else {
                 // Past the atexit hook: Python must not be touched. The futures are
                 // dropped without the GIL, which PyO3 defers safely.

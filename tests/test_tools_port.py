@@ -82,7 +82,12 @@ def test_a_loop_of_another_thread_is_resolved_with_call_soon_threadsafe(tmp_path
     (ws / "a.txt").write_text("from another thread")
     loop = asyncio.new_event_loop()
     ready = threading.Event()
-    thread = threading.Thread(target=lambda: (ready.set(), loop.run_forever()))
+
+    def run() -> None:
+        loop.call_soon(ready.set)
+        loop.run_forever()
+
+    thread = threading.Thread(target=run)
     thread.start()
     try:
         ready.wait()

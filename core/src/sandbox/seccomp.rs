@@ -335,6 +335,129 @@ pub fn supported() -> bool {
 mod tests {
     use super::*;
 
+    /// `struct seccomp_data` as the kernel lays it out (little-endian).
+    fn data(arch: u32, nr: u32, args: [u64; 6]) -> [u8; 64] {
+        let mut d = [0u8; 64];
+        d[0..4].copy_from_slice(&nr.to_le_bytes());
+        d[4..8].copy_from_slice(&arch.to_le_bytes());
+        for (i, a) in args.iter().enumerate() {
+            d[16 + 8 * i..24 + 8 * i].copy_from_slice(&a.to_le_bytes());
+        }
+        d
+    }
+
+    /// A classic-BPF interpreter for the instructions the filter uses (anything else
+    /// fails the test), as the kernel runs them: forward jumps only, the program must
+    /// end in a return.
+    fn run(prog: &[sock_filter], d: &[u8; 64]) -> u32 {
+        let (mut pc, mut acc) = (0usize, 0u32);
+        for _ in 0..prog.len() {
+            let ins = prog[pc];
+            let jump = |taken: bool| pc + 1 + usize::from(if taken { ins.jt } else { ins.jf });
+            pc = match ins.code {
+                BPF_LD_W_ABS => {
+                    let o = ins.k as usize;
+                    acc = u32::from_le_bytes(d[o..o + 4].try_into().unwrap());
+                    pc + 1
+                }
+                BPF_JEQ_K => jump(acc == ins.k),
+                BPF_JGE_K => jump(acc >= ins.k),
+                BPF_JSET_K => jump(acc & ins.k != 0),
+                BPF_RET_K => return ins.k,
+                other => panic!("instruction {other:#x} at {pc} is not interpreted"),
+            };
+            assert!(pc < prog.len(), "jump past the end");
+        }
+        panic!("the program did not return");
+    }
+
+    /// What the filter must answer, from the lists above (independent of the BPF).
+    fn expected(network: bool, arch: u32, nr: u32, args: [u64; 6]) -> u32 {
+        let lo = |i: u32| args[i as usize] as u32;
+        if arch != AUDIT_ARCH {
+            return RET_KILL_PROCESS;
+        }
+        let eperm = RET_ERRNO | libc::EPERM as u32;
+        if cfg!(target_arch = "x86_64") && nr >= 0x4000_0000 {
+            return eperm;
+        }
+        if denied_syscalls().iter().any(|&(_, n)| n as u32 == nr) {
+            return eperm;
+        }
+        if nr == libc::SYS_clone3 as u32 || nr == libc::SYS_openat2 as u32 {
+            return RET_ERRNO | libc::ENOSYS as u32;
+        }
+        if let Some(&(_, mode, flags)) = mode_syscalls().iter().find(|m| m.0 as u32 == nr) {
+            let uses_mode = flags.is_none_or(|f| lo(f) & OPEN_WITH_MODE != 0);
+            return if uses_mode && lo(mode) & SETID_BITS != 0 {
+                eperm
+            } else {
+                RET_ALLOW
+            };
+        }
+        if nr == libc::SYS_clone as u32 && lo(0) & CLONE_NS_FLAGS != 0 {
+            return eperm;
+        }
+        if !network && nr == libc::SYS_socket as u32 && lo(0) != libc::AF_UNIX as u32 {
+            return eperm;
+        }
+        RET_ALLOW
+    }
+
+    #[test]
+    fn the_filter_answers_exactly_what_the_lists_say() {
+        // Argument values that flip each check (set-id bits, O_CREAT/O_TMPFILE, the
+        // namespace flags, socket families) and some that must not; high words too (the
+        // filter reads low words only, and so does the kernel's ABI for these).
+        let values: [u64; 8] = [
+            0,
+            0o755,
+            u64::from(libc::S_ISUID) | 0o755,
+            u64::from(libc::S_ISGID),
+            libc::O_CREAT as u64 | u64::from(libc::S_ISUID),
+            (libc::O_TMPFILE & !libc::O_DIRECTORY) as u64,
+            libc::CLONE_NEWUSER as u64 | libc::AF_INET as u64,
+            libc::AF_UNIX as u64 | (1 << 40),
+        ];
+        let special: Vec<u32> = mode_syscalls()
+            .iter()
+            .map(|m| m.0 as u32)
+            .chain([libc::SYS_clone as u32, libc::SYS_socket as u32])
+            .collect();
+        let mut nrs: Vec<u32> = (0..1100).collect();
+        nrs.extend([0x4000_0000, 0x4000_0001, 0x7fff_ffff, u32::MAX]);
+        let mut checked = 0u64;
+        for network in [false, true] {
+            let prog = Filter::build(network);
+            let prog = prog.instructions();
+            for &nr in &nrs {
+                for arch in [AUDIT_ARCH, 0x4000_0003] {
+                    let mut one = |args: [u64; 6]| {
+                        let got = run(prog, &data(arch, nr, args));
+                        assert_eq!(
+                            got,
+                            expected(network, arch, nr, args),
+                            "network {network}, arch {arch:#x}, nr {nr}, args {args:?}"
+                        );
+                        checked += 1;
+                    };
+                    if special.contains(&nr) && arch == AUDIT_ARCH {
+                        // Every combination over the first four arguments.
+                        for i in 0..values.len().pow(4) {
+                            let pick = |k: u32| values[i / values.len().pow(k) % values.len()];
+                            one([pick(0), pick(1), pick(2), pick(3), 0, 0]);
+                        }
+                    } else {
+                        for &v in &values {
+                            one([v; 6]);
+                        }
+                    }
+                }
+            }
+        }
+        assert!(checked > 100_000, "{checked}");
+    }
+
     #[test]
     fn assembles_with_jumps_in_range() {
         for network in [false, true] {

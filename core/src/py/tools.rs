@@ -83,19 +83,27 @@ impl Pool {
             .map_err(|_| pyo3::exceptions::PyRuntimeError::new_err("tool workers are gone"))
     }
 
+    fn worker(&self, rx: &Mutex<mpsc::Receiver<Job>>) {
+        loop {
+            self.idle.fetch_add(1, Ordering::SeqCst);
+            let job = rx.lock().recv();
+            self.idle.fetch_sub(1, Ordering::SeqCst);
+            match job {
+                Ok(job) => job(),
+                Err(_) => break,
+            }
+        }
+    }
+
     fn spawn_worker(&'static self) -> PyResult<()> {
         let n = self.threads.fetch_add(1, Ordering::SeqCst);
         let rx = self.rx.clone();
         let spawned = std::thread::Builder::new()
             .name(format!("loom-tool-{n}"))
-            .spawn(move || loop {
-                self.idle.fetch_add(1, Ordering::SeqCst);
-                let job = rx.lock().recv();
-                self.idle.fetch_sub(1, Ordering::SeqCst);
-                match job {
-                    Ok(job) => job(),
-                    Err(_) => break,
-                }
+            .spawn(move || {
+                // The processes this worker spawns inherit an empty bounding set.
+                crate::sandbox::process::empty_bounding_set();
+                self.worker(&rx);
             });
         if let Err(e) = spawned {
             self.threads.fetch_sub(1, Ordering::SeqCst);

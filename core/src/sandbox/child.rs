@@ -61,6 +61,8 @@ pub(super) struct Plan<'a> {
     pub(super) pid_max: Option<(&'a [u8; 24], &'a [u8; 24])>,
     pub(super) seccomp: Option<*const libc::sock_fprog>,
     pub(super) drop_caps: bool,
+    /// The bounding set was emptied already (inherited from the spawning thread).
+    pub(super) bounding_set_empty: bool,
     pub(super) in_pidns: bool,
     /// In a private mount namespace: everything read-only and `nosuid`, the staging
     /// overlay (this fd, a detached mount) moved onto `ws_path`.
@@ -448,6 +450,9 @@ unsafe fn child_main(plan: &Plan<'_>) -> ! {
 fn restrict_b(plan: &Plan<'_>) {
     if plan.drop_caps {
         for cap in 0..64usize {
+            if plan.bounding_set_empty {
+                break; // inherited empty from the spawning thread
+            }
             match prctl(&[libc::PR_CAPBSET_DROP as usize, cap]) {
                 Ok(_) => {}
                 Err(libc::EINVAL) => break, // past CAP_LAST_CAP

@@ -35,10 +35,11 @@ use super::path::Workspace;
 use super::probe::{has_any_capability, probe, Probe};
 pub use super::probe::{kernel_at_least, probe_pid_namespace};
 use super::seccomp::Filter;
-pub use super::spawn::Killed;
 use super::spawn::{dup_high, open_devnull, pipe, pump, BlockSignals, Child, Stacks};
+pub use super::spawn::{empty_bounding_set, Killed};
 pub use super::spec::{Enforcement, Limits, PolicyConfig, NETWORK_READ_PATHS, SYSTEM_READ_PATHS};
 use super::staging::{self, Budget, Scratch};
+pub use super::stock::Staged;
 use super::SandboxError;
 
 /// The process sandbox, built once; `Send + Sync`, used concurrently by many calls.
@@ -218,7 +219,7 @@ impl Policy {
         let cwd_c = CString::new(if cwd_rel.is_empty() { "." } else { cwd_rel })
             .map_err(|_| plan_err("the working directory"))?;
         let staging = staging.filter(|_| self.mountns);
-        let scratch = staging.map(|s| &s.scratch);
+        let scratch = staging.map(Staged::scratch);
         let (out_r, out_w) = pipe()?;
         let (err_r, err_w) = pipe()?;
         let (st_r, st_w) = pipe()?;
@@ -231,7 +232,7 @@ impl Policy {
         let c_st = high(st_w.as_fd())?;
         // With staging, the workspace rule sits on the overlay's root ([`Staged`]).
         let rules = match staging {
-            Some(s) => s.rules.as_ref(),
+            Some(s) => s.rules(),
             None => self.ruleset.as_ref(),
         };
         let c_rules = match rules {
@@ -302,6 +303,7 @@ impl Policy {
             pid_max: self.pid_max_per_ns.then_some((&pid_max, &last_pid)),
             seccomp: fprog.as_ref().map(|p| p as *const libc::sock_fprog),
             drop_caps: self.drop_caps,
+            bounding_set_empty: super::spawn::bounding_set_empty(),
             in_pidns: self.pidns,
             mount_ns: scratch.is_some(),
             overlay: scratch.map_or(-1, |s| s.overlay_fd().as_raw_fd()),
@@ -432,24 +434,6 @@ pub struct Request<'a> {
     pub staging: Option<&'a Staged>,
 }
 
-/// What one staged call needs besides its argv, made before the call (it can be made
-/// ahead of it, see [`super::stock`]): the call's overlay and tmpfs, and a Landlock
-/// ruleset with every rule of the policy's plus the workspace rule on the overlay's root
-/// (a rule on the directory the overlay is mounted over does not reach into it). Used
-/// by one call only, then dropped.
-#[derive(Debug)]
-pub struct Staged {
-    scratch: Scratch,
-    rules: Option<Ruleset>,
-}
-
-impl Staged {
-    /// The overlay and its upper layer (what [`staging::commit`] reads).
-    pub fn scratch(&self) -> &Scratch {
-        &self.scratch
-    }
-}
-
 impl Policy {
     /// Makes a fresh [`Staged`] for one call on `ws` with `budget`.
     pub fn prepare(&self, ws: &Workspace, budget: Budget) -> Result<Staged, SandboxError> {
@@ -458,7 +442,7 @@ impl Policy {
             Some(r) => Some(r.with_workspace(scratch.overlay_fd())?),
             None => None,
         };
-        Ok(Staged { scratch, rules })
+        Ok(Staged::new(scratch, rules))
     }
 }
 

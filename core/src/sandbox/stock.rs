@@ -15,9 +15,40 @@ use std::time::Duration;
 
 use parking_lot::{Condvar, Mutex};
 
+use super::landlock::Ruleset;
 use super::path::Workspace;
-use super::process::{Policy, Staged};
+use super::process::Policy;
 use super::staging::Budget;
+use super::staging::Scratch;
+
+/// What one staged call needs besides its argv, made before the call (it can be made
+/// ahead of it, see [`super::stock`]): the call's overlay and tmpfs, and a Landlock
+/// ruleset with every rule of the policy's plus the workspace rule on the overlay's root
+/// (a rule on the directory the overlay is mounted over does not reach into it). Used
+/// by one call only, then dropped.
+#[derive(Debug)]
+pub struct Staged {
+    scratch: Scratch,
+    rules: Option<Ruleset>,
+}
+
+impl Staged {
+    /// The overlay and its upper layer (what [`staging::commit`] reads).
+    pub fn scratch(&self) -> &Scratch {
+        &self.scratch
+    }
+}
+
+impl Staged {
+    pub(super) fn new(scratch: Scratch, rules: Option<Ruleset>) -> Self {
+        Self { scratch, rules }
+    }
+
+    /// The call's ruleset (`None` without Landlock).
+    pub(super) fn rules(&self) -> Option<&Ruleset> {
+        self.rules.as_ref()
+    }
+}
 
 /// How many are kept ready.
 const READY: usize = 4;

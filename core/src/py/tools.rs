@@ -163,8 +163,8 @@ fn outcome_tuple<'py>(
     py: Python<'py>,
     name: &str,
     outcome: &ToolOutcome,
+    spans: &str,
 ) -> PyResult<Bound<'py, PyTuple>> {
-    let spans = Value::Array(outcome.spans.iter().map(|s| s.to_json()).collect()).to_string();
     let error = |e: &ToolError| Some(tool_error(py, e).value(py).clone().into_any());
     let (result, error): (Option<Bound<'py, PyAny>>, Option<Bound<'py, PyAny>>) =
         match &outcome.result {
@@ -181,6 +181,14 @@ fn outcome_tuple<'py>(
             Err(e) => (None, error(e)),
         };
     (result, error, spans).into_pyobject(py)
+}
+
+/// The sandbox's spans as a JSON list (`"[]"` for none).
+fn spans_json(outcome: &ToolOutcome) -> String {
+    if outcome.spans.is_empty() {
+        return "[]".to_string();
+    }
+    Value::Array(outcome.spans.iter().map(|s| s.to_json()).collect()).to_string()
 }
 
 fn parse_args(name: &str, args: &Bound<'_, PyAny>) -> Result<Value, ToolError> {
@@ -216,9 +224,13 @@ enum Sink {
 impl Sink {
     fn deliver(self, name: String, outcome: ToolOutcome) {
         match self {
-            Sink::Port(port, fut) => port.push(Box::new(move |py| {
-                resolve(py, &fut, &name, &outcome);
-            })),
+            Sink::Port(port, fut) => {
+                // Text built here, on the worker, not on the loop thread.
+                let spans = spans_json(&outcome);
+                port.push(Box::new(move |py| {
+                    resolve(py, &fut, &name, &outcome, &spans);
+                }));
+            }
             Sink::Loop(loop_, fut) => deliver(&loop_, &fut, &name, &outcome),
         }
     }
@@ -226,13 +238,13 @@ impl Sink {
 
 /// On the loop thread: resolves `fut` with the outcome unless it is already done
 /// (cancelled: then the result is not even converted).
-fn resolve(py: Python<'_>, fut: &Py<PyAny>, name: &str, outcome: &ToolOutcome) {
+fn resolve(py: Python<'_>, fut: &Py<PyAny>, name: &str, outcome: &ToolOutcome, spans: &str) {
     let r = (|| -> PyResult<()> {
         let fut = fut.bind(py);
         if fut.call_method0("done")?.is_truthy()? {
             return Ok(());
         }
-        let value = outcome_tuple(py, name, outcome)?;
+        let value = outcome_tuple(py, name, outcome, spans)?;
         fut.call_method1("set_result", (value,))?;
         Ok(())
     })();
@@ -243,10 +255,11 @@ fn resolve(py: Python<'_>, fut: &Py<PyAny>, name: &str, outcome: &ToolOutcome) {
 
 /// Hands the outcome to the loop thread; a closed loop means nobody is waiting.
 fn deliver(loop_: &Py<PyAny>, fut: &Py<PyAny>, name: &str, outcome: &ToolOutcome) {
+    let spans = spans_json(outcome);
     Python::attach(|py| {
         let r = (|| -> PyResult<()> {
             let set = aio::resolver(py)?;
-            let value = outcome_tuple(py, name, outcome)?;
+            let value = outcome_tuple(py, name, outcome, &spans)?;
             loop_
                 .bind(py)
                 .call_method1("call_soon_threadsafe", (set, fut.bind(py), value))?;
@@ -349,7 +362,7 @@ impl PyNativeTools {
                 spans: Vec::new(),
             },
         };
-        outcome_tuple(py, name, &outcome)
+        outcome_tuple(py, name, &outcome, &spans_json(&outcome))
     }
 
     /// Runs a tool on a worker thread and resolves `future` (of `loop`) with

@@ -332,18 +332,23 @@ impl Filter {
 /// at most four numbers, each compared with `JEQ`; a number in none of them is allowed.
 fn search(a: &mut Asm, table: &[(u32, Action)], to_checks: &mut Vec<(usize, usize)>) {
     if table.len() <= 4 {
-        for &(nr, action) in table {
+        for (i, &(nr, action)) in table.iter().enumerate() {
             let target = match action {
                 Action::Eperm => Target::Eperm,
                 Action::Enosys => Target::Enosys,
                 Action::Check(_) => Target::Next, // patched
             };
-            let at = a.op(BPF_JEQ_K, target, Target::Next, nr);
+            // The last comparison of a run falls through to "allow".
+            let miss = if i + 1 == table.len() {
+                Target::Allow
+            } else {
+                Target::Next
+            };
+            let at = a.op(BPF_JEQ_K, target, miss, nr);
             if let Action::Check(c) = action {
                 to_checks.push((at, c));
             }
         }
-        a.op(BPF_RET_K, Target::Next, Target::Next, RET_ALLOW);
         return;
     }
     let (low, high) = table.split_at(table.len() / 2);

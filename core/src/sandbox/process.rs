@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! caller thread ──clone(CLONE_NEWPID)──▶ A: pid 1 of a new pid namespace ("init")
-//!                                          setsid, PDEATHSIG=KILL, pid_max of the ns,
+//!                                          own group, no tty, PDEATHSIG=KILL, pid_max,
 //!                                          rlimits, stdio, close fds, no_new_privs,
 //!                                          drop every capability, Landlock, seccomp
 //!                                          └─clone──▶ B: fchdir(cwd), execve(binary)
@@ -12,8 +12,8 @@
 //! * When A exits — because B exited, or because the caller SIGKILLs it at the timeout —
 //!   the kernel kills every process left in the namespace: no grandchild survives, even
 //!   one that double-forked. Without pid namespaces (not root, or a kernel that refuses)
-//!   A is a session leader instead, seccomp stops descendants from leaving its process
-//!   group, and A kills the group (and the caller kills it at the timeout).
+//!   A leads its own process group instead, seccomp stops descendants from leaving it,
+//!   and A kills the group (and the caller kills it at the timeout).
 //! * Fork bombs: on kernels with a per-namespace `pid_max` (6.14+), A sets the namespace's
 //!   `pid_max` to `300 + processes` and `ns_last_pid` to 299, so at most `processes` pids
 //!   exist in the namespace at once — enforced by the kernel, for root too (root ignores

@@ -236,8 +236,18 @@ impl Filter {
         // back to clone / openat.
         table.push((libc::SYS_clone3 as u32, Action::Enosys));
         table.push((libc::SYS_openat2 as u32, Action::Enosys));
-        let modes = mode_syscalls();
-        for (i, &(nr, _, _)) in modes.iter().enumerate() {
+        // One check block per (mode argument, flags argument) pair, shared by every
+        // syscall that has it.
+        let mut modes: Vec<(u32, Option<u32>)> = Vec::new();
+        for (nr, mode_arg, flags_arg) in mode_syscalls() {
+            let kind = (mode_arg, flags_arg);
+            let i = match modes.iter().position(|&k| k == kind) {
+                Some(i) => i,
+                None => {
+                    modes.push(kind);
+                    modes.len() - 1
+                }
+            };
             table.push((nr as u32, Action::Check(i)));
         }
         let clone_check = modes.len();
@@ -265,7 +275,7 @@ impl Filter {
                 libc::AF_UNIX as u32,
             );
         }
-        for (i, &(_, mode_arg, flags_arg)) in modes.iter().enumerate() {
+        for (i, &(mode_arg, flags_arg)) in modes.iter().enumerate() {
             check_at[i] = match flags_arg {
                 Some(f) => {
                     let at = a.op(BPF_LD_W_ABS, Target::Next, Target::Next, arg_lo(f));

@@ -107,3 +107,29 @@ def test_a_loop_of_another_thread_is_resolved_with_call_soon_threadsafe(tmp_path
 
 async def _wait(fut: asyncio.Future[Any]) -> Any:
     return await fut
+
+
+def test_loops_in_several_threads_share_one_native_tools(tmp_path: Path) -> None:
+    core, ws = native_tools(tmp_path)
+    (ws / "a.txt").write_text("shared")
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        async def main() -> None:
+            for _ in range(20):  # each call, and each new loop, looks the port up again
+                got = await asyncio.gather(*(read(core, "a.txt") for _ in range(8)))
+                assert got == ["shared"] * 8
+
+        try:
+            for _ in range(3):
+                asyncio.run(main())
+        except BaseException as exc:  # reported by the test thread
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert not any(t.is_alive() for t in threads), "a thread is stuck"
+    assert not errors, errors

@@ -86,34 +86,41 @@ impl Reader {
     }
 }
 
-/// The ports of one owner (a `NativeTools`), one per loop it has been called from.
-#[derive(Default)]
+/// The ports of one owner (a `NativeTools`), one per loop it has been called from: a
+/// `weakref.WeakKeyDictionary` from the loop to its reader (which holds the port), so a
+/// loop that is gone is forgotten and no Rust lock is held across Python calls (which can
+/// switch threads).
 pub(super) struct Ports {
-    /// (weak reference to the loop, its port).
-    entries: Mutex<Vec<(Py<PyAny>, Arc<Port>)>>,
+    map: Py<PyAny>,
 }
 
 impl Ports {
+    pub(super) fn new(py: Python<'_>) -> PyResult<Self> {
+        let map = PyModule::import(py, "weakref")?
+            .getattr("WeakKeyDictionary")?
+            .call0()?
+            .unbind();
+        Ok(Self { map })
+    }
+
     /// The port of `loop_`, made and registered on first use. `None` when this loop
     /// cannot take one (not the running loop of this thread — `add_reader` is not
     /// thread-safe —, or a loop without `add_reader`): then the caller delivers with
     /// `call_soon_threadsafe`.
     pub(super) fn get(&self, loop_: &Bound<'_, PyAny>) -> Option<Arc<Port>> {
         let py = loop_.py();
-        let mut entries = self.entries.lock();
-        for (weak, port) in entries.iter() {
-            if weak.bind(py).call0().is_ok_and(|l| l.is(loop_)) {
-                return Some(port.clone());
+        let map = self.map.bind(py);
+        if let Ok(found) = map.call_method1("get", (loop_,)) {
+            if let Ok(reader) = found.cast::<Reader>() {
+                return Some(reader.get().port.clone());
             }
         }
-        match make(loop_) {
-            Ok(Some((weak, port))) => {
-                // Forget loops that are gone.
-                entries.retain(|(w, _)| w.bind(py).call0().is_ok_and(|l| !l.is_none()));
-                entries.push((weak, port.clone()));
-                Some(port)
-            }
-            Ok(None) => None,
+        let made = make(loop_).and_then(|m| match m {
+            Some((reader, port)) => map.set_item(loop_, reader).map(|()| Some(port)),
+            None => Ok(None),
+        });
+        match made {
+            Ok(port) => port,
             Err(e) => {
                 aio::log_debug(py, "loom.tools", "no completion port for this loop", &e);
                 None
@@ -122,7 +129,7 @@ impl Ports {
     }
 }
 
-fn make(loop_: &Bound<'_, PyAny>) -> PyResult<Option<(Py<PyAny>, Arc<Port>)>> {
+fn make<'py>(loop_: &Bound<'py, PyAny>) -> PyResult<Option<(Bound<'py, Reader>, Arc<Port>)>> {
     let py = loop_.py();
     let asyncio = PyModule::import(py, "asyncio")?;
     if !asyncio.call_method0("_get_running_loop")?.is(loop_) {
@@ -139,16 +146,12 @@ fn make(loop_: &Bound<'_, PyAny>) -> PyResult<Option<(Py<PyAny>, Arc<Port>)>> {
         efd,
         queue: Mutex::new(Vec::new()),
     });
-    let reader = Py::new(py, Reader { port: port.clone() })?;
-    if let Err(e) = loop_.call_method1("add_reader", (fd, reader)) {
+    let reader = Bound::new(py, Reader { port: port.clone() })?;
+    if let Err(e) = loop_.call_method1("add_reader", (fd, &reader)) {
         if e.is_instance_of::<pyo3::exceptions::PyNotImplementedError>(py) {
             return Ok(None);
         }
         return Err(e);
     }
-    let weak = PyModule::import(py, "weakref")?
-        .getattr("ref")?
-        .call1((loop_,))?
-        .unbind();
-    Ok(Some((weak, port)))
+    Ok(Some((reader, port)))
 }

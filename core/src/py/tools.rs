@@ -314,7 +314,7 @@ impl PyNativeTools {
         Ok(Self {
             inner: Arc::new(tools),
             closed: AtomicBool::new(false),
-            ports: Ports::default(),
+            ports: Ports::new(py)?,
         })
     }
 

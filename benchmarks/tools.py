@@ -418,6 +418,8 @@ async def main() -> None:
             )
         finally:
             await rt.stop(timeout=5)
+    if hasattr(os, "getloadavg"):
+        print("\nload average at the end: {:.2f} {:.2f} {:.2f}".format(*os.getloadavg()))
 
 
 if __name__ == "__main__":

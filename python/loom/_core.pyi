@@ -188,8 +188,10 @@ class NativeTools:
         loop: Any,
         future: Any,
     ) -> ToolCall:
-        """Runs on a process-wide worker thread (no GIL); resolves ``future`` via
-        ``loop.call_soon_threadsafe``.
+        """Runs on a process-wide worker thread (no GIL); resolves ``future`` on the
+        loop's thread through the loop's completion port (an eventfd watched with
+        ``loop.add_reader``; the worker never takes the GIL), or via
+        ``loop.call_soon_threadsafe`` when ``loop`` is not this thread's running loop.
 
         ``args`` is a JSON object, as text or as a dict, nested at most
         :data:`MAX_JSON_DEPTH` levels (deeper is ``ToolArgumentsInvalid``).

@@ -8,6 +8,7 @@ mod bus;
 mod convert;
 mod errors;
 mod intern;
+mod port;
 mod tools;
 
 use pyo3::prelude::*;

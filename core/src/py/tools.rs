@@ -1,8 +1,9 @@
 //! Python binding of the native tools: `NativeTools(config_json)`.
 //!
 //! Calls run on a process-wide pool of Rust worker threads with no GIL held; the result
-//! is handed back to asyncio through `loop.call_soon_threadsafe`, so the event loop
-//! never blocks. Each call resolves its future with a tuple `(result, error, spans_json)`:
+//! is handed back to asyncio through the loop's completion port ([`super::port`]: the
+//! worker queues it and writes an eventfd the loop watches, without the GIL), or — for a
+//! loop that cannot take one — `loop.call_soon_threadsafe`; the event loop never blocks. Each call resolves its future with a tuple `(result, error, spans_json)`:
 //! the tool's JSON result (or `None`), a `loom.errors.ToolError` instance (or `None`) and
 //! the sandbox's spans as a JSON list — spans come back on failures too, so a denial is
 //! visible in the trace.
@@ -20,6 +21,7 @@ use serde_json::Value;
 use super::aio;
 use super::convert::{json_to_py, py_to_json};
 use super::errors::{config_error, tool_error};
+use super::port::{Port, Ports};
 use crate::tools::{NativeTools, SandboxConfig, ToolError, ToolOutcome};
 
 type Job = Box<dyn FnOnce() + Send>;
@@ -81,19 +83,27 @@ impl Pool {
             .map_err(|_| pyo3::exceptions::PyRuntimeError::new_err("tool workers are gone"))
     }
 
+    fn worker(&self, rx: &Mutex<mpsc::Receiver<Job>>) {
+        loop {
+            self.idle.fetch_add(1, Ordering::SeqCst);
+            let job = rx.lock().recv();
+            self.idle.fetch_sub(1, Ordering::SeqCst);
+            match job {
+                Ok(job) => job(),
+                Err(_) => break,
+            }
+        }
+    }
+
     fn spawn_worker(&'static self) -> PyResult<()> {
         let n = self.threads.fetch_add(1, Ordering::SeqCst);
         let rx = self.rx.clone();
         let spawned = std::thread::Builder::new()
             .name(format!("loom-tool-{n}"))
-            .spawn(move || loop {
-                self.idle.fetch_add(1, Ordering::SeqCst);
-                let job = rx.lock().recv();
-                self.idle.fetch_sub(1, Ordering::SeqCst);
-                match job {
-                    Ok(job) => job(),
-                    Err(_) => break,
-                }
+            .spawn(move || {
+                // The processes this worker spawns inherit an empty bounding set.
+                crate::sandbox::process::empty_bounding_set();
+                self.worker(&rx);
             });
         if let Err(e) = spawned {
             self.threads.fetch_sub(1, Ordering::SeqCst);
@@ -153,8 +163,8 @@ fn outcome_tuple<'py>(
     py: Python<'py>,
     name: &str,
     outcome: &ToolOutcome,
+    spans: &str,
 ) -> PyResult<Bound<'py, PyTuple>> {
-    let spans = Value::Array(outcome.spans.iter().map(|s| s.to_json()).collect()).to_string();
     let error = |e: &ToolError| Some(tool_error(py, e).value(py).clone().into_any());
     let (result, error): (Option<Bound<'py, PyAny>>, Option<Bound<'py, PyAny>>) =
         match &outcome.result {
@@ -171,6 +181,14 @@ fn outcome_tuple<'py>(
             Err(e) => (None, error(e)),
         };
     (result, error, spans).into_pyobject(py)
+}
+
+/// The sandbox's spans as a JSON list (`"[]"` for none).
+fn spans_json(outcome: &ToolOutcome) -> String {
+    if outcome.spans.is_empty() {
+        return "[]".to_string();
+    }
+    Value::Array(outcome.spans.iter().map(|s| s.to_json()).collect()).to_string()
 }
 
 fn parse_args(name: &str, args: &Bound<'_, PyAny>) -> Result<Value, ToolError> {
@@ -195,12 +213,53 @@ fn parse_timeout(timeout: Option<f64>) -> PyResult<Option<Duration>> {
     }
 }
 
+/// Where a call's outcome goes.
+enum Sink {
+    /// The loop's completion port (resolved on the loop thread).
+    Port(Arc<Port>, Py<PyAny>),
+    /// `loop.call_soon_threadsafe` (the worker takes the GIL).
+    Loop(Py<PyAny>, Py<PyAny>),
+}
+
+impl Sink {
+    fn deliver(self, name: String, outcome: ToolOutcome) {
+        match self {
+            Sink::Port(port, fut) => {
+                // Text built here, on the worker, not on the loop thread.
+                let spans = spans_json(&outcome);
+                port.push(Box::new(move |py| {
+                    resolve(py, &fut, &name, &outcome, &spans);
+                }));
+            }
+            Sink::Loop(loop_, fut) => deliver(&loop_, &fut, &name, &outcome),
+        }
+    }
+}
+
+/// On the loop thread: resolves `fut` with the outcome unless it is already done
+/// (cancelled: then the result is not even converted).
+fn resolve(py: Python<'_>, fut: &Py<PyAny>, name: &str, outcome: &ToolOutcome, spans: &str) {
+    let r = (|| -> PyResult<()> {
+        let fut = fut.bind(py);
+        if fut.call_method0("done")?.is_truthy()? {
+            return Ok(());
+        }
+        let value = outcome_tuple(py, name, outcome, spans)?;
+        fut.call_method1("set_result", (value,))?;
+        Ok(())
+    })();
+    if let Err(e) = r {
+        aio::log_debug(py, "loom.tools", "tool result could not be delivered", &e);
+    }
+}
+
 /// Hands the outcome to the loop thread; a closed loop means nobody is waiting.
 fn deliver(loop_: &Py<PyAny>, fut: &Py<PyAny>, name: &str, outcome: &ToolOutcome) {
+    let spans = spans_json(outcome);
     Python::attach(|py| {
         let r = (|| -> PyResult<()> {
             let set = aio::resolver(py)?;
-            let value = outcome_tuple(py, name, outcome)?;
+            let value = outcome_tuple(py, name, outcome, &spans)?;
             loop_
                 .bind(py)
                 .call_method1("call_soon_threadsafe", (set, fut.bind(py), value))?;
@@ -217,6 +276,8 @@ fn deliver(loop_: &Py<PyAny>, fut: &Py<PyAny>, name: &str, outcome: &ToolOutcome
 pub(crate) struct PyNativeTools {
     inner: Arc<NativeTools>,
     closed: AtomicBool,
+    /// One completion port per loop the tools were called from.
+    ports: Ports,
 }
 
 /// A running call: `cancel()` stops it and kills its processes.
@@ -253,6 +314,7 @@ impl PyNativeTools {
         Ok(Self {
             inner: Arc::new(tools),
             closed: AtomicBool::new(false),
+            ports: Ports::new(py)?,
         })
     }
 
@@ -300,7 +362,7 @@ impl PyNativeTools {
                 spans: Vec::new(),
             },
         };
-        outcome_tuple(py, name, &outcome)
+        outcome_tuple(py, name, &outcome, &spans_json(&outcome))
     }
 
     /// Runs a tool on a worker thread and resolves `future` (of `loop`) with
@@ -316,14 +378,17 @@ impl PyNativeTools {
     ) -> PyResult<PyToolCall> {
         let timeout = parse_timeout(timeout)?;
         let cancel = Arc::new(AtomicBool::new(false));
-        let loop_ = r#loop.clone().unbind();
-        let fut = future.clone().unbind();
         let parsed = parse_args(&name, args);
         if self.closed.load(Ordering::SeqCst) {
             return Err(pyo3::exceptions::PyRuntimeError::new_err(
                 "NativeTools is closed",
             ));
         }
+        let fut = future.clone().unbind();
+        let sink = match self.ports.get(r#loop) {
+            Some(port) => Sink::Port(port, fut),
+            None => Sink::Loop(r#loop.clone().unbind(), fut),
+        };
         let tools = self.inner.clone();
         let flag = cancel.clone();
         let p = pool();
@@ -342,7 +407,7 @@ impl PyNativeTools {
                 },
             };
             if !p.shutting_down.load(Ordering::SeqCst) {
-                deliver(&loop_, &fut, &name, &outcome);
+                sink.deliver(name, outcome);
             } else {
                 // Past the atexit hook: Python must not be touched. The futures are
                 // dropped without the GIL, which PyO3 defers safely.

@@ -33,7 +33,7 @@ pub(super) const STAGE_MOUNT: i32 = 14;
 pub(super) fn stage_name(stage: i32) -> &'static str {
     match stage {
         STAGE_SIGNALS => "signal reset",
-        STAGE_SETSID => "setsid",
+        STAGE_SETSID => "a process group of its own, without a terminal",
         STAGE_PDEATHSIG => "parent-death signal",
         STAGE_PID_MAX => "the pid namespace's pid_max",
         STAGE_RLIMIT => "rlimits",
@@ -61,6 +61,8 @@ pub(super) struct Plan<'a> {
     pub(super) pid_max: Option<(&'a [u8; 24], &'a [u8; 24])>,
     pub(super) seccomp: Option<*const libc::sock_fprog>,
     pub(super) drop_caps: bool,
+    /// The bounding set was emptied already (inherited from the spawning thread).
+    pub(super) bounding_set_empty: bool,
     pub(super) in_pidns: bool,
     /// In a private mount namespace: everything read-only and `nosuid`, the staging
     /// overlay (this fd, a detached mount) moved onto `ws_path`.
@@ -224,9 +226,9 @@ unsafe fn child_main(plan: &Plan<'_>) -> ! {
         )
     };
     check(r, status_fd, STAGE_SIGNALS);
-    // SAFETY: setsid takes nothing.
+    // SAFETY: raw syscalls on a static C string and our own fd.
     check(
-        unsafe { sys(libc::SYS_setsid, &[]) },
+        unsafe { leave_group_and_terminal() },
         status_fd,
         STAGE_SETSID,
     );
@@ -381,7 +383,25 @@ unsafe fn child_main(plan: &Plan<'_>) -> ! {
                 Err(_) => break,
             }
         }
-        if plan.in_pidns {
+        // Every process of the namespace descends from us, and an orphan is re-parented
+        // to us (or to a subreaper, itself one of our descendants) before its parent can
+        // be reaped: so with no child left (ECHILD, live or zombie, any exit signal) we
+        // are alone in the namespace and nothing is left to kill. Skipping the sweep then
+        // matters: kill(-1) walks every process of the host.
+        let alone = plan.in_pidns
+            && matches!(
+                sys(
+                    libc::SYS_wait4,
+                    &[
+                        usize::MAX,
+                        &mut 0i32 as *mut i32 as usize,
+                        (libc::WNOHANG | libc::__WALL) as usize,
+                        0,
+                    ],
+                ),
+                Err(libc::ECHILD)
+            );
+        if plan.in_pidns && !alone {
             // Kill everything left in the namespace (kill(-1) from its init spares only
             // init) and reap it all, so that when the parent sees our report nothing of
             // this call is alive any more.
@@ -419,6 +439,40 @@ unsafe fn child_main(plan: &Plan<'_>) -> ! {
     sys::exit(0)
 }
 
+/// A process group of our own and no controlling terminal — what `setsid` gives, without
+/// a new session: `setsid` also makes a new scheduler autogroup per call, which costs CPU
+/// and, under load, a preemption of A right there. With a controlling terminal,
+/// `TIOCNOTTY` on `/dev/tty` drops it (for a process that is not a session leader it
+/// clears only its own); `ENXIO` means there is none. If neither can be established
+/// (no `/dev/tty`, a hung-up terminal, ...), `setsid` as before.
+///
+/// # Safety
+/// Raw syscalls only.
+unsafe fn leave_group_and_terminal() -> Result<usize, i32> {
+    // SAFETY: upheld by the caller.
+    unsafe {
+        match sys(
+            libc::SYS_openat,
+            &[
+                libc::AT_FDCWD as usize,
+                c"/dev/tty".as_ptr() as usize,
+                (libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC) as usize,
+            ],
+        ) {
+            Err(libc::ENXIO) => {} // no controlling terminal
+            Ok(fd) => {
+                let r = sys(libc::SYS_ioctl, &[fd, libc::TIOCNOTTY as usize]);
+                let _ = sys(libc::SYS_close, &[fd]);
+                if r.is_err() {
+                    return sys(libc::SYS_setsid, &[]);
+                }
+            }
+            Err(_) => return sys(libc::SYS_setsid, &[]),
+        }
+        sys(libc::SYS_setpgid, &[0, 0])
+    }
+}
+
 /// B's own restrictions, applied before exec: every capability dropped, then the
 /// Landlock ruleset. They are applied in B rather than in A on purpose: A shares the host
 /// process's memory (`CLONE_VM`), so it must stay *less* restricted than anything that
@@ -430,6 +484,9 @@ unsafe fn child_main(plan: &Plan<'_>) -> ! {
 fn restrict_b(plan: &Plan<'_>) {
     if plan.drop_caps {
         for cap in 0..64usize {
+            if plan.bounding_set_empty {
+                break; // inherited empty from the spawning thread
+            }
             match prctl(&[libc::PR_CAPBSET_DROP as usize, cap]) {
                 Ok(_) => {}
                 Err(libc::EINVAL) => break, // past CAP_LAST_CAP

@@ -11,7 +11,8 @@
 //!   ([`process`] builds on `spec` — limits, read paths, what is reported as enforced —
 //!   and `probe`, what the kernel allows);
 //! * [`staging`]: a process's writes to the workspace land in an overlay and are
-//!   checked against the deny list and committed after it exits.
+//!   checked against the deny list and committed after it exits; [`stock`] makes a
+//!   call's overlay and ruleset ahead of the call.
 //!
 //! Nothing here touches PyO3; every function is blocking and thread-safe.
 
@@ -26,6 +27,7 @@ pub mod seccomp;
 mod spawn;
 mod spec;
 pub mod staging;
+pub mod stock;
 mod sys;
 mod walk;
 

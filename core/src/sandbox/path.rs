@@ -219,6 +219,18 @@ impl Workspace {
         })
     }
 
+    /// Another handle of the same root (the fd duplicated, not the path opened again).
+    pub fn try_clone(&self) -> Result<Self, SandboxError> {
+        Ok(Self {
+            root: self
+                .root
+                .try_clone()
+                .map_err(|e| SandboxError::io("workspace root (dup)", e))?,
+            root_path: self.root_path.clone(),
+            resolver: self.resolver,
+        })
+    }
+
     /// Forces a resolver (tests run the escape corpus through both).
     pub fn with_resolver(mut self, resolver: Resolver) -> Self {
         self.resolver = resolver;

@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! caller thread ──clone(CLONE_NEWPID)──▶ A: pid 1 of a new pid namespace ("init")
-//!                                          setsid, PDEATHSIG=KILL, pid_max of the ns,
+//!                                          own group, no tty, PDEATHSIG=KILL, pid_max,
 //!                                          rlimits, stdio, close fds, no_new_privs,
 //!                                          drop every capability, Landlock, seccomp
 //!                                          └─clone──▶ B: fchdir(cwd), execve(binary)
@@ -12,8 +12,8 @@
 //! * When A exits — because B exited, or because the caller SIGKILLs it at the timeout —
 //!   the kernel kills every process left in the namespace: no grandchild survives, even
 //!   one that double-forked. Without pid namespaces (not root, or a kernel that refuses)
-//!   A is a session leader instead, seccomp stops descendants from leaving its process
-//!   group, and A kills the group (and the caller kills it at the timeout).
+//!   A leads its own process group instead, seccomp stops descendants from leaving it,
+//!   and A kills the group (and the caller kills it at the timeout).
 //! * Fork bombs: on kernels with a per-namespace `pid_max` (6.14+), A sets the namespace's
 //!   `pid_max` to `300 + processes` and `ns_last_pid` to 299, so at most `processes` pids
 //!   exist in the namespace at once — enforced by the kernel, for root too (root ignores
@@ -35,10 +35,11 @@ use super::path::Workspace;
 use super::probe::{has_any_capability, probe, Probe};
 pub use super::probe::{kernel_at_least, probe_pid_namespace};
 use super::seccomp::Filter;
-pub use super::spawn::Killed;
 use super::spawn::{dup_high, open_devnull, pipe, pump, BlockSignals, Child, Stacks};
+pub use super::spawn::{empty_bounding_set, Killed};
 pub use super::spec::{Enforcement, Limits, PolicyConfig, NETWORK_READ_PATHS, SYSTEM_READ_PATHS};
-use super::staging::{self, Scratch};
+use super::staging::{self, Budget, Scratch};
+pub use super::stock::Staged;
 use super::SandboxError;
 
 /// The process sandbox, built once; `Send + Sync`, used concurrently by many calls.
@@ -218,6 +219,7 @@ impl Policy {
         let cwd_c = CString::new(if cwd_rel.is_empty() { "." } else { cwd_rel })
             .map_err(|_| plan_err("the working directory"))?;
         let staging = staging.filter(|_| self.mountns);
+        let scratch = staging.map(Staged::scratch);
         let (out_r, out_w) = pipe()?;
         let (err_r, err_w) = pipe()?;
         let (st_r, st_w) = pipe()?;
@@ -228,12 +230,12 @@ impl Policy {
         let c_out = high(out_w.as_fd())?;
         let c_err = high(err_w.as_fd())?;
         let c_st = high(st_w.as_fd())?;
-        // With staging, the workspace rule must sit on the overlay's root.
-        let call_rules = match (&self.ruleset, staging) {
-            (Some(r), Some(s)) => Some(r.with_workspace(s.overlay_fd())?),
-            _ => None,
+        // With staging, the workspace rule sits on the overlay's root ([`Staged`]).
+        let rules = match staging {
+            Some(s) => s.rules(),
+            None => self.ruleset.as_ref(),
         };
-        let c_rules = match call_rules.as_ref().or(self.ruleset.as_ref()) {
+        let c_rules = match rules {
             Some(r) => Some(high(r.fd())?),
             None => None,
         };
@@ -301,9 +303,10 @@ impl Policy {
             pid_max: self.pid_max_per_ns.then_some((&pid_max, &last_pid)),
             seccomp: fprog.as_ref().map(|p| p as *const libc::sock_fprog),
             drop_caps: self.drop_caps,
+            bounding_set_empty: super::spawn::bounding_set_empty(),
             in_pidns: self.pidns,
-            mount_ns: staging.is_some(),
-            overlay: staging.map_or(-1, |s| s.overlay_fd().as_raw_fd()),
+            mount_ns: scratch.is_some(),
+            overlay: scratch.map_or(-1, |s| s.overlay_fd().as_raw_fd()),
             ws_path: &ws_c,
             cwd_rel: &cwd_c,
         };
@@ -426,9 +429,21 @@ pub struct Request<'a> {
     pub timeout: Duration,
     /// Set to stop the run early.
     pub cancel: Option<&'a AtomicBool>,
-    /// The call's staging overlay ([`Scratch::new`]); used when the policy reports
-    /// `staged_writes`. The caller commits it after the run.
-    pub staging: Option<&'a Scratch>,
+    /// The call's staging overlay and ruleset ([`Policy::prepare`]); used when the
+    /// policy reports `staged_writes`. The caller commits it after the run.
+    pub staging: Option<&'a Staged>,
+}
+
+impl Policy {
+    /// Makes a fresh [`Staged`] for one call on `ws` with `budget`.
+    pub fn prepare(&self, ws: &Workspace, budget: Budget) -> Result<Staged, SandboxError> {
+        let scratch = Scratch::new(ws, budget)?;
+        let rules = match &self.ruleset {
+            Some(r) => Some(r.with_workspace(scratch.overlay_fd())?),
+            None => None,
+        };
+        Ok(Staged::new(scratch, rules))
+    }
 }
 
 /// The result of [`Policy::run`].

@@ -8,6 +8,39 @@ use std::time::{Duration, Instant};
 use super::child::errno;
 use super::SandboxError;
 
+thread_local! {
+    /// This thread's capability bounding set is empty ([`empty_bounding_set`]).
+    static BOUNDING_SET_EMPTY: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Empties the calling thread's capability bounding set, once, so the processes it
+/// spawns inherit an empty one and need not drop ~40 capabilities each. For threads that
+/// only run tool calls (the binding's workers): the bounding set limits what an
+/// `execve` by this thread could gain, and the thread never execs; its own capabilities
+/// are untouched (a process's init keeps them, see [`super::child`]). Returns whether the
+/// set is empty (`false` without `CAP_SETPCAP`; then each process drops it itself).
+pub fn empty_bounding_set() -> bool {
+    if BOUNDING_SET_EMPTY.with(std::cell::Cell::get) {
+        return true;
+    }
+    for cap in 0..64 {
+        // SAFETY: PR_CAPBSET_DROP takes integers only and affects this thread only.
+        if unsafe { libc::prctl(libc::PR_CAPBSET_DROP, cap, 0, 0, 0) } != 0 {
+            if errno() == libc::EINVAL {
+                break; // past CAP_LAST_CAP: all dropped
+            }
+            return false;
+        }
+    }
+    BOUNDING_SET_EMPTY.with(|c| c.set(true));
+    true
+}
+
+/// Whether [`empty_bounding_set`] emptied this thread's bounding set.
+pub(super) fn bounding_set_empty() -> bool {
+    BOUNDING_SET_EMPTY.with(std::cell::Cell::get)
+}
+
 /// How a run was cut short.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Killed {
@@ -352,5 +385,83 @@ impl Drop for BlockSignals {
         unsafe {
             libc::pthread_sigmask(libc::SIG_SETMASK, &self.old, std::ptr::null_mut());
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::fd::AsFd;
+    use std::path::PathBuf;
+
+    use super::*;
+    use crate::sandbox::process::{Limits, Policy, PolicyConfig, Request};
+
+    /// A field of `/proc/thread-self/status`-like text.
+    fn field(status: &str, key: &str) -> String {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(key))
+            .map(|v| v.trim().to_string())
+            .unwrap_or_else(|| panic!("{key} missing from {status}"))
+    }
+
+    #[test]
+    fn a_thread_with_an_empty_bounding_set_spawns_processes_with_no_capabilities() {
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } != 0 {
+            eprintln!("SKIPPED: not root (the bounding set cannot be emptied)");
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let cat = std::fs::canonicalize("/usr/bin/cat").unwrap();
+        let p = Policy::new(&PolicyConfig {
+            workspace: dir.path().to_path_buf(),
+            executables: vec![cat.clone()],
+            read_paths: vec![PathBuf::from("/proc")],
+            network: false,
+            limits: Limits::default(),
+            env: vec![("PATH".into(), "/usr/bin".into())],
+            max_output_bytes: 64 * 1024,
+            require: false,
+        })
+        .unwrap();
+        let status_of_child = |p: &Policy| {
+            let cwd = std::fs::File::open(dir.path()).unwrap();
+            let argv = ["cat".to_string(), "/proc/self/status".to_string()];
+            let out = p
+                .run(&Request {
+                    exe: &cat,
+                    argv: &argv,
+                    cwd: cwd.as_fd(),
+                    cwd_rel: "",
+                    timeout: Duration::from_secs(5),
+                    cancel: None,
+                    staging: None,
+                })
+                .unwrap();
+            assert_eq!(out.exit_code, Some(0), "{out:?}");
+            String::from_utf8(out.stdout).unwrap()
+        };
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                assert!(empty_bounding_set());
+                assert!(empty_bounding_set(), "a second call is a no-op");
+                let own = std::fs::read_to_string("/proc/thread-self/status").unwrap();
+                assert_eq!(field(&own, "CapBnd:"), "0000000000000000");
+                assert_ne!(
+                    field(&own, "CapEff:"),
+                    "0000000000000000",
+                    "the thread keeps its own capabilities"
+                );
+                let child = status_of_child(&p);
+                for cap in ["CapInh:", "CapPrm:", "CapEff:", "CapBnd:", "CapAmb:"] {
+                    assert_eq!(field(&child, cap), "0000000000000000", "{cap}");
+                }
+            });
+        });
+        // A thread that did not empty its own: the child drops the bounding set itself.
+        let own = std::fs::read_to_string("/proc/thread-self/status").unwrap();
+        assert_ne!(field(&own, "CapBnd:"), "0000000000000000");
+        assert_eq!(field(&status_of_child(&p), "CapBnd:"), "0000000000000000");
     }
 }

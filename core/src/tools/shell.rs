@@ -11,6 +11,7 @@
 use std::collections::BTreeMap;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{json, Value};
@@ -20,8 +21,9 @@ use super::shell_unsafe::is_unsafe;
 use super::trace::{truncate, Trace};
 use super::{arg_str, Cx, ToolError, ToolSpec};
 use crate::sandbox::path::{RelPath, Want, Workspace};
-use crate::sandbox::process::{Killed, Output, Policy, PolicyConfig, Request};
-use crate::sandbox::staging::{self, Budget, Scratch, StagingPool};
+use crate::sandbox::process::{Killed, Output, Policy, PolicyConfig, Request, Staged};
+use crate::sandbox::staging::{self, Budget, StagingPool};
+use crate::sandbox::stock::Stock;
 use crate::sandbox::SandboxError;
 
 /// Where bare allowlist names are looked up (not `/usr/local/bin`: what an admin or a
@@ -40,9 +42,11 @@ pub(super) struct Shell {
     by_name: BTreeMap<String, Allowed>,
     by_path: BTreeMap<PathBuf, String>,
     missing: Vec<String>,
-    policy: Policy,
+    policy: Arc<Policy>,
     /// Memory the staging tmpfs of concurrent calls may hold in all.
     staging: StagingPool,
+    /// Overlays and rulesets made ahead of the calls (with staged writes).
+    stock: Option<Stock>,
 }
 
 impl Shell {
@@ -117,12 +121,26 @@ impl Shell {
             require: cfg.sandbox.require,
         })
         .map_err(|e| ConfigError::new("tools.shell", e.to_string()))?;
+        let policy = Arc::new(policy);
+        let stock = if policy.enforcement().staged_writes {
+            let ws = ws
+                .try_clone()
+                .map_err(|e| ConfigError::new("workspace.root", e.to_string()))?;
+            let budget = Budget {
+                bytes: sh.limits.write_bytes,
+                inodes: sh.limits.write_files,
+            };
+            Some(Stock::new(policy.clone(), ws, budget))
+        } else {
+            None
+        };
         Ok(Self {
             by_name,
             by_path,
             missing,
             policy,
             staging: StagingPool::new(sh.limits.write_bytes_total),
+            stock,
         })
     }
 
@@ -324,22 +342,19 @@ impl Shell {
         } else {
             None
         };
-        let scratch = if e.staged_writes {
-            let budget = Budget {
-                bytes: limits.write_bytes,
-                inodes: limits.write_files,
-            };
-            match Scratch::new(ws, budget) {
-                Ok(s) => Some(s),
+        let staged = match &self.stock {
+            Some(stock) => match stock.take() {
+                Ok(s) => Some(Discard(stock, Some(s))),
                 Err(err) => {
                     trace.error(span, err.to_string());
                     trace.end(span);
                     return Err(cx.err(err));
                 }
-            }
-        } else {
-            None
+            },
+            None => None,
         };
+        let staged = staged.as_ref().and_then(|d| d.1.as_ref());
+        let scratch = staged.map(|s| s.scratch());
         let result = self.policy.run(&Request {
             exe: &exe,
             argv: &argv,
@@ -347,7 +362,7 @@ impl Shell {
             cwd_rel: &cwd_rel.as_string(),
             timeout,
             cancel: cx.cancel,
-            staging: scratch.as_ref(),
+            staging: staged,
         });
         let out = match result {
             Ok(out) => out,
@@ -448,6 +463,17 @@ impl Shell {
             "changes": changes,
             "sandbox": out.enforcement.to_json(),
         }))
+    }
+}
+
+/// A used [`Staged`] goes back to its stock's thread to be dropped (off the call's path).
+struct Discard<'a>(&'a Stock, Option<Staged>);
+
+impl Drop for Discard<'_> {
+    fn drop(&mut self) {
+        if let Some(s) = self.1.take() {
+            self.0.discard(s);
+        }
     }
 }
 

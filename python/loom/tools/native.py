@@ -1,7 +1,8 @@
 """The native tools of the Rust core (``fs:*``, ``system:shell``), sandboxed there.
 
 Calls run on the core's worker threads without the GIL; the asyncio future is
-resolved with ``loop.call_soon_threadsafe``, so the loop never blocks. The spans the
+resolved on the loop's thread through the loop's completion port (an eventfd the loop
+watches; the workers never take the GIL), so the loop never blocks. The spans the
 sandbox recorded (path resolution, the confined process) come back with each result and
 are emitted as children of the ``execute_tool`` span.
 """

@@ -22,6 +22,7 @@ from loom.runtime import Runtime
 
 if TYPE_CHECKING:
     from loom.dashboard.server import Dashboard
+    from loom.dashboard.settings import DashboardSettings
     from loom.dashboard.traces import SpanBuffer
     from loom.telemetry import TelemetryHandle
 
@@ -81,9 +82,9 @@ async def run_project(
     OTLP/JSON file ``.loom/traces/<run-id>.jsonl`` — and flushes it at the end. The
     whole run is one trace under an ``invoke_workflow {project}`` span.
 
-    ``dashboard``: serve the dashboard (default: ``[dashboard] enabled``); its URL is
-    written to ``out`` (and logged), and with a ``[job]`` the run then goes on until
-    stopped, so the page can still be read.
+    ``dashboard``: serve the dashboard (default: ``[dashboard] enabled``); its URL, with
+    the token, is written to ``out`` (without ``out``, the address is logged); with a
+    ``[job]`` the run then goes on until stopped, so the page can still be read.
 
     ``agents``: start only these (a project split over processes, ``loom run --agents
     a,b``). The ``[job]`` is sent when ``send_job`` is true, or by default when all
@@ -142,7 +143,9 @@ async def run_project(
                 # joined — before any agent runs.
                 await runtime.prepare()
                 if dashboard:
-                    board = await _start_dashboard(project, runtime, handle, spans, out)
+                    board = await _start_dashboard(
+                        dash_settings, project, runtime, handle, spans, out
+                    )
                 for agent in started:
                     await agent.start()
                 log.info(
@@ -194,6 +197,7 @@ def _span_buffer(handle: TelemetryHandle | None) -> SpanBuffer | None:
 
 
 async def _start_dashboard(
+    settings: DashboardSettings,
     project: ProjectConfig,
     runtime: Runtime,
     handle: TelemetryHandle | None,
@@ -201,10 +205,8 @@ async def _start_dashboard(
     out: TextIO | None,
 ) -> Dashboard:
     from loom.dashboard.server import Dashboard
-    from loom.dashboard.settings import dashboard_settings
     from loom.telemetry.setup import resolve_settings
 
-    settings = dashboard_settings(project)
     trace_dir = handle.settings.trace_dir if handle is not None else None
     board = Dashboard(
         settings,

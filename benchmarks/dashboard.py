@@ -54,8 +54,9 @@ class Bench:
             if self.seen >= self.expected:
                 self.done.set()
 
-        sub = Agent("sub", topics=["bench.topic"], on_event=on_event, runtime=self.rt)
-        sub.capacity = 1 << 20
+        sub = Agent(
+            "sub", topics=["bench.topic"], on_event=on_event, runtime=self.rt, capacity=1 << 20
+        )
         self.pub = Agent("pub", runtime=self.rt)
         await sub.start()
         await self.pub.start()

@@ -14,6 +14,7 @@ from loom._host import ShutdownHost
 from loom.bus import EventBus, Subscription
 from loom.errors import BusError
 from loom.nats.codec import REMOTE, decode_message, encode
+from loom.nats.roundtrip import round_trip
 
 if TYPE_CHECKING:
     from nats.aio.client import Client
@@ -85,7 +86,7 @@ class NatsBridge:
         # The local subscription may have ended while we were subscribing.
         if key in self._users:
             self._imports[key] = nsub
-            await self.nc.flush()
+            await round_trip(self.nc)
         else:
             await nsub.unsubscribe()
 
@@ -139,7 +140,7 @@ class NatsBridge:
         # The pump empties the export queue; poll it (a rare, shutdown-time wait).
         while self._export.depth and asyncio.get_running_loop().time() < deadline:  # noqa: ASYNC110
             await asyncio.sleep(0.005)
-        await self.nc.flush(timeout=max(int(deadline - asyncio.get_running_loop().time()), 1))
+        await round_trip(self.nc, timeout=deadline - asyncio.get_running_loop().time())
 
     async def close(self) -> None:
         """Sends what is pending, then disconnects."""

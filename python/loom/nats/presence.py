@@ -23,6 +23,8 @@ import socket
 import time
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
+from loom.nats.roundtrip import round_trip
+
 if TYPE_CHECKING:
     from nats.aio.client import Client
     from nats.aio.msg import Msg
@@ -118,7 +120,7 @@ async def gather(nc: Client, project: str, wait: float = GATHER) -> list[dict[st
     sub = await nc.subscribe(inbox, cb=collect)
     try:
         await nc.publish(subject(project), b"", reply=inbox)
-        await nc.flush()
+        await round_trip(nc)
         await asyncio.sleep(wait)
     finally:
         await sub.unsubscribe()

@@ -35,6 +35,7 @@ from loom.errors import ToolArgumentsInvalid, ToolError, ToolFailed, ToolNotFoun
 from loom.nats import tool_wire as wire
 from loom.nats.bridge import BusHost
 from loom.nats.remote_tools import RemoteToolsClient
+from loom.nats.roundtrip import drain, round_trip
 from loom.telemetry.state import Telemetry
 from loom.tools.registry import ToolRegistry
 
@@ -134,7 +135,7 @@ class ToolHost:
         self.registry.listeners.append(self._registry_changed)
         self._ticker = asyncio.get_running_loop().create_task(self._tick(), name="loom:tool-host")
         await self._announce()
-        await self.nc.flush()
+        await round_trip(self.nc)
         log.info(
             "tool host %s: serving %s", self.name, ", ".join(sorted(self._subs)) or "(nothing yet)"
         )
@@ -154,7 +155,7 @@ class ToolHost:
         # Drained, not just unsubscribed: calls already on their way here are answered.
         for sub in [*self._control, *(s for subs in self._subs.values() for s in subs)]:
             try:
-                await sub.drain()  # type: ignore[no-untyped-call]
+                await drain(self.nc, sub)
             except Exception as exc:
                 log.debug("tool host: unsubscribe failed: %s", exc)
         self._subs.clear()
@@ -165,7 +166,7 @@ class ToolHost:
             await asyncio.gather(*late, return_exceptions=True)
         try:
             await self._announce(bye=True)
-            await self.nc.flush(timeout=2)
+            await round_trip(self.nc, timeout=2)
         except Exception as exc:
             log.debug("tool host: goodbye not sent: %s", exc)
 
@@ -231,10 +232,10 @@ class ToolHost:
             for name in sorted(set(self._subs) - wanted):
                 for sub in self._subs.pop(name):
                     # A call already on its way still gets its answer (ToolNotFound).
-                    await sub.drain()  # type: ignore[no-untyped-call]
+                    await drain(self.nc, sub)
                 changed = True
             if changed:
-                await self.nc.flush()
+                await round_trip(self.nc)
             return changed
 
     def _catalog_data(self, *, bye: bool = False) -> bytes:

@@ -40,6 +40,7 @@ LAYERS: list[tuple[str, ...]] = [
         "loom.bus",
         "loom.config",
         "loom._layout",
+        "loom._toml",
         "loom.prompts",
     ),
     # 1: OpenTelemetry vocabulary (spans, metrics, exporters)

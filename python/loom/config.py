@@ -13,8 +13,6 @@ from __future__ import annotations
 import difflib
 import logging
 import os
-import re
-import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal, NoReturn, TypeVar
@@ -30,13 +28,9 @@ from pydantic import (
 from pydantic_core import core_schema
 
 from loom._secrets import redacted
+from loom._toml import line_of, toml_error, tomllib, top_level_line
 from loom.bus import QoS
 from loom.errors import ConfigError
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - exercised on 3.10 only
-    import tomli as tomllib
 
 log = logging.getLogger("loom.config")
 
@@ -394,7 +388,7 @@ class ProjectConfig(BaseModel):
 
     def line_of(self, *keys: str) -> int | None:
         """The 1-based line of ``keys`` (e.g. ``("llm", "openai", "model")``), if found."""
-        return _line_of(self.source, keys)
+        return line_of(self.source, keys)
 
     def error(self, message: str, *keys: str) -> ConfigError:
         """A :class:`ConfigError` pointing at ``keys`` in this file."""
@@ -429,47 +423,6 @@ class ProjectConfig(BaseModel):
             raise self.error(message, table, *keys) from None
 
 
-def _line_of(source: str, keys: tuple[str, ...]) -> int | None:
-    """Best-effort location of a dotted key in TOML source.
-
-    Finds the deepest ``[table]`` header that is a prefix of ``keys`` and then the
-    ``key =`` line inside it; falls back to the header line.
-    """
-    if not source or not keys:
-        return None
-    lines = source.splitlines()
-    header_re = re.compile(r"^\s*\[\[?\s*([^\]]+?)\s*\]\]?\s*(#.*)?$")
-    best: tuple[int, int] | None = None  # (depth, line index)
-    for i, line in enumerate(lines):
-        m = header_re.match(line)
-        if not m:
-            continue
-        parts = tuple(p.strip().strip('"').strip("'") for p in m.group(1).split("."))
-        if keys[: len(parts)] == parts and (best is None or len(parts) > best[0]):
-            best = (len(parts), i)
-    depth, start = best if best else (0, -1)
-    rest = keys[depth:]
-    if not rest:
-        return start + 1 if start >= 0 else None
-    key_re = re.compile(r"^\s*[\"']?" + re.escape(rest[0]) + r"[\"']?\s*(=|\.)")
-    for i in range(start + 1, len(lines)):
-        if header_re.match(lines[i]):
-            break
-        if key_re.match(lines[i]):
-            return i + 1
-    return start + 1 if start >= 0 else None
-
-
-def _toml_error(path: str, exc: tomllib.TOMLDecodeError) -> ConfigError:
-    msg = str(exc)
-    m = re.search(r"line (\d+)", msg)
-    line = int(m.group(1)) if m else None
-    detail = re.sub(r"\s*\(at line \d+, column \d+\)", "", msg)
-    col = re.search(r"column (\d+)", msg)
-    suffix = f" (column {col.group(1)})" if col else ""
-    return ConfigError(f"invalid TOML: {detail}{suffix}", path=path, line=line)
-
-
 def _original_project_keys(data: dict[str, Any], source: str, where: str) -> dict[str, Any]:
     """Moves the original layout's top-level ``name``/``version``/``description`` into
     ``[project]``; the same key with another value in both places is an error."""
@@ -483,25 +436,14 @@ def _original_project_keys(data: dict[str, Any], source: str, where: str) -> dic
         if key in project and project[key] != value:
             raise ConfigError(
                 f"top-level {key} = {value!r} conflicts with [project] {key} = "
-                f"{project[key]!r} (line {_line_of(source, ('project', key))}); keep one",
+                f"{project[key]!r} (line {line_of(source, ('project', key))}); keep one",
                 path=where,
-                line=_top_level_line(source, key),
+                line=top_level_line(source, key),
                 key=key,
             )
     rest = {k: v for k, v in data.items() if k not in moved}
     rest["project"] = {**moved, **project}
     return rest
-
-
-def _top_level_line(source: str, key: str) -> int | None:
-    """The line of ``key =`` before the first table header."""
-    key_re = re.compile(r"^\s*[\"']?" + re.escape(key) + r"[\"']?\s*=")
-    for i, line in enumerate(source.splitlines()):
-        if line.lstrip().startswith("["):
-            return None
-        if key_re.match(line):
-            return i + 1
-    return None
 
 
 def parse_project_config(source: str, path: Path | None = None) -> ProjectConfig:
@@ -516,13 +458,13 @@ def parse_project_config(source: str, path: Path | None = None) -> ProjectConfig
     try:
         data = tomllib.loads(source)
     except tomllib.TOMLDecodeError as exc:
-        raise _toml_error(where, exc) from None
+        raise toml_error(where, exc) from None
     raw = data
     data = _original_project_keys(data, source, where)
     for table, value in data.items():
         if table in KNOWN_TABLES:
             continue
-        line = _line_of(source, (table,))
+        line = line_of(source, (table,))
         at = f"{where}:{line}" if line else where
         if table in ORIGINAL_TABLES:
             log.warning("%s: ignoring [%s]: %s", at, table, ORIGINAL_TABLES[table])
@@ -547,7 +489,7 @@ def parse_project_config(source: str, path: Path | None = None) -> ProjectConfig
             msg = f"{msg} (got {err['input']!r})"
         extra = f" (and {exc.error_count() - 1} more problems)" if exc.error_count() > 1 else ""
         raise ConfigError(
-            msg + extra, path=where, line=_line_of(source, keys), key=".".join(keys)
+            msg + extra, path=where, line=line_of(source, keys), key=".".join(keys)
         ) from None
     from loom._layout import check_layout
 

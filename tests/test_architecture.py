@@ -59,7 +59,7 @@ LAYERS: list[tuple[str, ...]] = [
     # 4: the runtime (knows agents only through a Protocol)
     ("loom.runtime",),
     # 5: agents and what they use of the runtime
-    ("loom._dispatch", "loom.collab", "loom.context", "loom.agent"),
+    ("loom._dispatch", "loom.collab", "loom.inbox", "loom.journaled", "loom.context", "loom.agent"),
     # 6: what is built from agents: apps, patterns, test doubles
     (
         "loom.app",

@@ -8,15 +8,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random as _random
-import re
-import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any
 
-from loom import _effects, collab
+from loom import _effects, collab, journaled
 from loom._core import Envelope
 from loom._dispatch import Limiter, SubscriptionRunner, durable_delivery
 from loom._units import seconds
@@ -25,6 +22,7 @@ from loom.durable.journal import RunJournal
 from loom.durable.records import event_from_json, event_to_json, message_json
 from loom.durable.runs import EFFECT_HEADER
 from loom.errors import LoomError, RequestTimeout
+from loom.inbox import Inbox
 from loom.nats.codec import REMOTE, REMOTE_ID
 from loom.nats.jetstream import DELIVERY_COUNT, DurableConsumer, JetStreamLink, storable
 
@@ -42,17 +40,12 @@ _journal_of_task = _effects.current_var().get
 Handler = Callable[["AgentContext", str, Envelope], Awaitable[Any] | Any]
 BatchHandler = Callable[["AgentContext", str, list[Envelope]], Awaitable[Any] | Any]
 
-_UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
-
 #: Headers a transport adds on arrival; a forwarded event (``emit(envelope=)``) drops
 #: them, or the bridge would take it for one that came from NATS and not send it on.
 _TRANSPORT_HEADERS = (REMOTE, REMOTE_ID, DELIVERY_COUNT)
 
 #: Default seconds a request waits for its reply.
 DEFAULT_REQUEST_TIMEOUT = 30.0
-
-#: How many abandoned correlation ids an agent remembers (to drop late replies).
-ABANDONED_MAX = 4096
 
 
 class AgentContext:
@@ -70,21 +63,15 @@ class AgentContext:
         self.runtime = runtime
         #: The agent's table from loom.toml (or the ``config`` given to ``Agent``).
         self.config: Mapping[str, Any] = dict(config or {})
-        #: The topic replies to this agent's requests are sent to.
-        self.inbox = f"_INBOX.{_UNSAFE.sub('_', agent_id) or 'agent'}.{uuid.uuid4().hex[:12]}"
-        self._pending: dict[str, asyncio.Future[Envelope]] = {}
-        # Correlation ids of requests given up on (timeout, cancel, gather done): late
-        # replies to them are dropped, not mistaken for direct messages.
-        self._abandoned: dict[str, None] = {}
-        self._collectors: dict[str, Callable[[Envelope], None]] = {}
         self._runners: dict[Any, SubscriptionRunner | DurableConsumer] = {}
         self._max_concurrency = max_concurrency
         self._limiter = Limiter(max_concurrency)
-        self._direct: Callable[[Envelope], Awaitable[Any]] | None = None
-        self._inbox_runner: SubscriptionRunner | None = None
         self._publish = runtime.bus.core.publish
         #: The runtime's tracing state (read on every emit).
         self.telemetry = runtime.telemetry
+        self._inbox = Inbox(agent_id, self._limiter, runtime.telemetry)
+        #: The topic replies to this agent's requests are sent to.
+        self.inbox = self._inbox.topic
 
     # -- project -------------------------------------------------------------------
 
@@ -339,29 +326,24 @@ class AgentContext:
         headers: Mapping[str, str] | None,
         correlation_id: str,
     ) -> Envelope:
-        fut: asyncio.Future[Envelope] = asyncio.get_running_loop().create_future()
-        self._pending[correlation_id] = fut
-        try:
-            await self.emit(
-                topic,
-                type,
-                payload,
-                correlation_id=correlation_id,
-                reply_to=self.inbox,
-                thread_id=thread_id,
-                headers=headers,
-                timeout=timeout,
-            )
-            return await asyncio.wait_for(fut, timeout)
-        except asyncio.TimeoutError:
-            raise RequestTimeout(
-                f"{self.agent_id}: no reply to {type!r} on {topic!r} within {timeout}s "
-                f"(correlation_id {correlation_id})"
-            ) from None
-        finally:
-            self._pending.pop(correlation_id, None)
-            if not fut.done() or fut.cancelled():
-                self._abandon(correlation_id)
+        with self._inbox.expecting(correlation_id) as fut:
+            try:
+                await self.emit(
+                    topic,
+                    type,
+                    payload,
+                    correlation_id=correlation_id,
+                    reply_to=self.inbox,
+                    thread_id=thread_id,
+                    headers=headers,
+                    timeout=timeout,
+                )
+                return await asyncio.wait_for(fut, timeout)
+            except asyncio.TimeoutError:
+                raise RequestTimeout(
+                    f"{self.agent_id}: no reply to {type!r} on {topic!r} within {timeout}s "
+                    f"(correlation_id {correlation_id})"
+                ) from None
 
     async def reply(
         self,
@@ -557,40 +539,14 @@ class AgentContext:
         """Fan-out/fan-in: sends one request to each topic (wildcard subscribers all
         answer) and collects replies until ``first`` have arrived or ``timeout``
         passes. Returns the replies in arrival order; possibly fewer than asked."""
-        effects = _effects.current()
-        if effects is None:
-            return await collab.gather(self, topics, type, payload, first=first, timeout=timeout)
-        wanted = [topics] if isinstance(topics, str) else list(topics)
-        message = {**message_json(",".join(wanted), type, payload, None, None, None),
-                   "first": first}  # fmt: skip
-
-        async def ask(_key: str) -> list[Envelope]:
-            return await collab.gather(self, topics, type, payload, first=first, timeout=timeout)
-
-        return await _effects.journaled(
-            effects,
-            "gather",
-            message,
-            ask,
-            encode=lambda events: [event_to_json(e) for e in events],
-            decode=lambda data: [event_from_json(e) for e in data],
-        )
+        return await journaled.gather(self, topics, type, payload, first=first, timeout=timeout)
 
     async def barrier(self, name: str, parties: int, *, timeout: float = 30.0) -> list[str]:
         """Waits until ``parties`` agents have reached the barrier ``name``.
 
         Returns the ids of the agents that met. Raises ``RequestTimeout`` if they
         did not all arrive in time."""
-        effects = _effects.current()
-        if effects is None:
-            return await collab.barrier(self, name, parties, timeout=timeout)
-
-        async def meet(_key: str) -> list[str]:
-            return await collab.barrier(self, name, parties, timeout=timeout)
-
-        return await _effects.journaled(
-            effects, "barrier", {"name": name, "parties": parties}, meet
-        )
+        return await journaled.barrier(self, name, parties, timeout=timeout)
 
     async def contract_net(
         self,
@@ -604,31 +560,8 @@ class AgentContext:
         """Contract-net: calls for proposals on ``topic``, collects bids for
         ``window`` seconds, awards the task to the chosen bidder and returns its
         result. See :func:`loom.collab.contract_net`."""
-        effects = _effects.current()
-        if effects is None:
-            return await collab.contract_net(
-                self, topic, task, window=window, choose=choose, timeout=timeout
-            )
-
-        async def award(_key: str) -> collab.ContractResult:
-            return await collab.contract_net(
-                self, topic, task, window=window, choose=choose, timeout=timeout
-            )
-
-        def encode(r: collab.ContractResult) -> dict[str, Any]:
-            return {"winner": r.winner, "bid": event_to_json(r.bid),
-                    "result": event_to_json(r.result),
-                    "bids": [event_to_json(b) for b in r.bids]}  # fmt: skip
-
-        def decode(d: dict[str, Any]) -> collab.ContractResult:
-            return collab.ContractResult(
-                d["winner"], event_from_json(d["bid"]), event_from_json(d["result"]),
-                [event_from_json(b) for b in d["bids"]],
-            )  # fmt: skip
-
-        request = message_json(topic, "cfp", task, None, None, None)
-        return await _effects.journaled(
-            effects, "contract_net", request, award, encode=encode, decode=decode
+        return await journaled.contract_net(
+            self, topic, task, window=window, choose=choose, timeout=timeout
         )
 
     # -- the clock and randomness ------------------------------------------------------
@@ -636,102 +569,26 @@ class AgentContext:
     async def now(self) -> float:
         """Seconds since the Unix epoch — journaled in a durable run, so a resumed run
         sees the time its first attempt saw (``time.time()`` would differ)."""
-        effects = _effects.current()
-        if effects is None:
-            return time.time()
-
-        async def clock(_key: str) -> float:
-            return time.time()
-
-        return await _effects.journaled(effects, "now", {}, clock)
+        return await journaled.now()
 
     async def random(self) -> float:
         """A random float in [0, 1) — journaled in a durable run, like :meth:`now`."""
-        effects = _effects.current()
-        if effects is None:
-            return _random.random()
-
-        async def draw(_key: str) -> float:
-            return _random.random()
-
-        return await _effects.journaled(effects, "random", {}, draw)
+        return await journaled.random()
 
     # -- internals -----------------------------------------------------------------
 
     def _start_inbox(self, direct: Callable[[Envelope], Awaitable[Any]] | None) -> None:
         """Subscribes to the inbox: replies resolve requests; other direct messages go
         to ``direct`` (the agent's handler)."""
-        durability = self.runtime.durability
-        if durability is not None and direct is not None:
-            inner = direct
-            run = durability.wrap(self, "inbox", lambda _ctx, _topic, event: inner(event))
+        self._inbox.start(self.runtime, self, direct)
 
-            async def direct_run(event: Envelope) -> None:
-                await run(self, event.topic, event)
-
-            direct = direct_run
-        self._direct = direct
-        sub = self.runtime.bus.subscribe(self.inbox, qos="reliable", capacity=4096)
-        # Not traced here: replies only resolve futures; direct messages get their
-        # invoke_agent span in _on_inbox.
-        self._inbox_runner = SubscriptionRunner(
-            self.agent_id, sub, self, on_event=AgentContext._on_inbox, concurrency=4, traced=False
-        )
-        self._inbox_runner.start()
-
-    @contextmanager
     def collecting(
         self, correlation_id: str, collect: Callable[[Envelope], None]
-    ) -> Iterator[None]:
+    ) -> AbstractContextManager[None]:
         """Routes replies with ``correlation_id`` to ``collect`` while the block runs;
         later ones are dropped (not mistaken for direct messages). For primitives that
         expect several replies to one message (:func:`loom.collab.gather`)."""
-        self._collectors[correlation_id] = collect
-        try:
-            yield
-        finally:
-            self._collectors.pop(correlation_id, None)
-            self._abandon(correlation_id)
-
-    def _abandon(self, correlation_id: str) -> None:
-        self._abandoned[correlation_id] = None
-        if len(self._abandoned) > ABANDONED_MAX:
-            del self._abandoned[next(iter(self._abandoned))]
-
-    async def _on_inbox(self, _topic: str, event: Envelope) -> None:
-        cid = event.correlation_id
-        if cid is not None:
-            if cid in self._abandoned:
-                log.debug(
-                    "%s: dropping late reply %s (%s) to an abandoned request",
-                    self.agent_id,
-                    event.id,
-                    event.type,
-                )
-                return
-            fut = self._pending.get(cid)
-            if fut is not None:
-                if not fut.done():
-                    fut.set_result(event)
-                return
-            collect = self._collectors.get(cid)
-            if collect is not None:
-                collect(event)
-                return
-        if self._direct is not None:
-            await self._limiter.acquire()
-            try:
-                if self.telemetry.active:
-                    from loom.telemetry.agent_spans import invoke_agent_span
-
-                    with invoke_agent_span(self.telemetry, self.agent_id, event):
-                        await self._direct(event)
-                else:
-                    await self._direct(event)
-            finally:
-                self._limiter.release()
-        else:
-            log.debug("%s: dropping unsolicited inbox event %s", self.agent_id, event.id)
+        return self._inbox.collecting(correlation_id, collect)
 
     def subscription_info(self) -> list[dict[str, Any]]:
         """This agent's subscriptions as plain data (the dashboard, ``loom`` tooling):
@@ -739,8 +596,9 @@ class AgentContext:
         (``transport="bus"``) or the JetStream consumer's name (``"jetstream"``)."""
         out: list[dict[str, Any]] = []
         runners: list[SubscriptionRunner | DurableConsumer] = list(self._runners.values())
-        if self._inbox_runner is not None:
-            runners.append(self._inbox_runner)
+        inbox = self._inbox.runner
+        if inbox is not None:
+            runners.append(inbox)
         for r in runners:
             if isinstance(r, DurableConsumer):
                 out.append(
@@ -761,7 +619,7 @@ class AgentContext:
                         "transport": "bus",
                         **vars(stats),
                         "dropped": dict(stats.dropped),
-                        "inbox": r is self._inbox_runner,
+                        "inbox": r is inbox,
                     }
                 )
         return out
@@ -770,12 +628,7 @@ class AgentContext:
         runners = list(self._runners.values())
         self._runners.clear()
         ok = all(await asyncio.gather(*(r.stop(timeout) for r in runners)))
-        if self._inbox_runner is not None:
-            ok = await self._inbox_runner.stop(timeout) and ok
-            self._inbox_runner = None
-        for fut in self._pending.values():
-            fut.cancel()
-        return ok
+        return await self._inbox.stop(timeout) and ok
 
     def __repr__(self) -> str:
         return f"AgentContext(agent_id={self.agent_id!r})"

@@ -113,6 +113,8 @@ class LoomSpan(trace_api.Span, ReadableSpan):
         self._start_time = start_time
         self._end_time: int | None = None
         self._attributes = attributes
+        #: The same dict, typed as what it is (ReadableSpan types the field loosely).
+        self._attrs: dict[str, Any] = attributes
         self._events: Sequence[Event] = ()
         self._links: Sequence[trace_api.Link] = ()
         self._resource = tracer.sdk.resource
@@ -123,7 +125,7 @@ class LoomSpan(trace_api.Span, ReadableSpan):
     # -- the Span API -------------------------------------------------------------------
 
     def get_span_context(self) -> SpanContext:
-        return self._context
+        return self._context  # type: ignore[return-value]  # never None here
 
     def is_recording(self) -> bool:
         return self._end_time is None
@@ -138,7 +140,7 @@ class LoomSpan(trace_api.Span, ReadableSpan):
         if self._end_time is not None:
             log.warning("Setting attribute on ended span.")
             return
-        mine = self._attributes
+        mine = self._attrs
         limit = self._tracer.limits.max_span_attributes
         if limit is not None and len(mine) + len(attributes) > limit:
             for key, value in attributes.items():
@@ -166,7 +168,7 @@ class LoomSpan(trace_api.Span, ReadableSpan):
             return
         if type(value) not in _PLAIN:
             value = _clean(value)
-        mine = self._attributes
+        mine = self._attrs
         if key in mine:
             del mine[key]
         limit = self._tracer.limits.max_span_attributes
@@ -270,7 +272,8 @@ class LoomSpan(trace_api.Span, ReadableSpan):
             return
         self._end_time = end_time if end_time is not None else time_ns()
         processor = self._tracer.processor
-        processor._on_ending(self)
+        # Processors are typed for SDK spans; a LoomSpan offers the same API.
+        processor._on_ending(self)  # type: ignore[arg-type]
         processor.on_end(self)
 
     def __exit__(
@@ -350,7 +353,7 @@ class FastTracer:
         """Starts a span (not current); ``attributes`` (Loom's own, plain values) is
         taken over, not copied. ``context``: the parent's (default: the current one)."""
         sdk = self.sdk
-        parent_span = otel_context.get_value(SPAN_KEY, context)
+        parent_span: Any = otel_context.get_value(SPAN_KEY, context)
         parent = parent_span.get_span_context() if parent_span is not None else None
         if not sdk._tracer_config.is_enabled:
             return NonRecordingSpan(parent or trace_api.INVALID_SPAN_CONTEXT)
@@ -386,8 +389,8 @@ class FastTracer:
             sampled, recording, trace_state = False, False, parent.trace_state  # type: ignore[union-attr]
         else:
             result = sampler.should_sample(context, trace_id, name, kind, attributes, ())
-            sampled = result.decision.is_sampled()
-            recording = result.decision.is_recording()
+            sampled = result.decision.is_sampled()  # type: ignore[no-untyped-call]
+            recording = result.decision.is_recording()  # type: ignore[no-untyped-call]
             trace_state = result.trace_state
             if recording:
                 attributes = {}
@@ -416,7 +419,7 @@ class FastTracer:
             attributes,
             start_time if start_time is not None else time_ns(),
         )
-        self.processor.on_start(span, parent_context=context)
+        self.processor.on_start(span, parent_context=context)  # type: ignore[arg-type]
         return span
 
     def start_as_current_span(

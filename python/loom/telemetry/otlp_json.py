@@ -59,6 +59,7 @@ STATUS_UNSET, STATUS_OK, STATUS_ERROR = 0, 1, 2
 
 _q = json.encoder.encode_basestring
 _key_cache: dict[str, str] = {}
+_pair_cache: dict[tuple[str, str], str] = {}
 
 
 def _key(k: str) -> str:
@@ -111,15 +112,27 @@ def _value_json(v: Any) -> str:
 
 def _attrs_json(attrs: Mapping[str, Any]) -> str:
     # _value_json inlined for the common scalar types (one call less per attribute).
+    # Short string values repeat (operation names, systems, topics, agent names): their
+    # whole KeyValue text is cached.
     out = []
     keys = _key_cache
+    pairs = _pair_cache
     q = _q
     for k, v in attrs.items():
-        head = keys.get(k) or _key(k)
         t = type(v)
         if t is str:
-            out.append(head + '{"stringValue":' + q(v) + "}}")
-        elif t is int:
+            if len(v) <= 48:
+                text = pairs.get((k, v))
+                if text is None:
+                    text = (keys.get(k) or _key(k)) + '{"stringValue":' + q(v) + "}}"
+                    if len(pairs) < 8192:
+                        pairs[(k, v)] = text
+                out.append(text)
+            else:
+                out.append((keys.get(k) or _key(k)) + '{"stringValue":' + q(v) + "}}")
+            continue
+        head = keys.get(k) or _key(k)
+        if t is int:
             out.append(head + '{"intValue":"' + str(v) + '"}}')
         elif t is bool:
             out.append(head + ('{"boolValue":true}}' if v else '{"boolValue":false}}'))

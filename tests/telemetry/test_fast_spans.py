@@ -362,3 +362,18 @@ def test_always_on_parent_based_shortcut_keeps_the_trace_state() -> None:
     assert span.context.trace_state.to_header() == "k=v"
     assert span.parent is not None and span.parent.is_remote
     assert encode_span(span)["traceState"] == "k=v"
+
+
+def test_only_the_sdk_tracer_gets_the_fast_path() -> None:
+    from opentelemetry.sdk.trace import Tracer as SdkTracer
+
+    class MyTracer(SdkTracer):
+        pass
+
+    provider, _ = _provider()
+    sdk = provider.get_tracer("x")
+    assert fast_tracer(sdk) is not None
+    assert fast_tracer(trace.NoOpTracer()) is None
+    mine = MyTracer.__new__(MyTracer)
+    mine.__dict__.update(sdk.__dict__)
+    assert fast_tracer(mine) is None  # a subclass may start spans its own way

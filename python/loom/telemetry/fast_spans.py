@@ -44,7 +44,6 @@ from opentelemetry.attributes import _clean_attribute_value
 from opentelemetry.context import Context
 from opentelemetry.sdk.trace import Event, ReadableSpan, SpanLimits
 from opentelemetry.sdk.trace import Tracer as SdkTracer
-from opentelemetry.sdk.trace._tracer_metrics import NoOpTracerMetrics
 from opentelemetry.sdk.trace.sampling import (
     ALWAYS_OFF,
     ALWAYS_ON,
@@ -68,8 +67,12 @@ MIN_ATTRIBUTE_LIMIT = 32
 
 _PLAIN = frozenset({str, bool, int, float})
 _SAMPLED = TraceFlags(TraceFlags.SAMPLED)
-_SAMPLED_RANDOM = TraceFlags(TraceFlags.SAMPLED | TraceFlags.RANDOM_TRACE_ID)
 _NOT_SAMPLED = TraceFlags(TraceFlags.DEFAULT)
+# W3C trace context level 2's "random trace id" flag: newer APIs only (fast_tracer
+# keeps the SDK path on SDKs without it, whose spans never carry the flag).
+_RANDOM = int(getattr(TraceFlags, "RANDOM_TRACE_ID", 0))
+_SAMPLED_RANDOM = TraceFlags(TraceFlags.SAMPLED | _RANDOM)
+_NOT_SAMPLED_RANDOM = TraceFlags(_RANDOM)
 
 
 def _span_key() -> str:
@@ -400,7 +403,7 @@ class FastTracer:
         if sampled:
             flags = _SAMPLED_RANDOM if random else _SAMPLED
         else:
-            flags = TraceFlags(TraceFlags.RANDOM_TRACE_ID) if random else _NOT_SAMPLED
+            flags = _NOT_SAMPLED_RANDOM if random else _NOT_SAMPLED
         span_context = SpanContext(
             trace_id,
             sdk.id_generator.generate_span_id(),
@@ -442,14 +445,26 @@ class FastTracer:
 def fast_tracer(tracer: object) -> FastTracer | None:
     """A :class:`FastTracer` for ``tracer`` if it is an SDK tracer whose settings
     :class:`LoomSpan` reproduces exactly, else None (use the tracer itself)."""
-    if type(tracer) is not SdkTracer:
+    if type(tracer) is not SdkTracer or not _RANDOM:
         return None
+    try:  # the SDK internals read here (opentelemetry-sdk 1.45 has them all)
+        from opentelemetry.sdk.trace._tracer_metrics import NoOpTracerMetrics
+
+        tracer._tracer_config.is_enabled  # noqa: B018
+        tracer.id_generator.is_trace_id_random  # noqa: B018
+        metrics = tracer._tracer_metrics
+        sampler = tracer.sampler
+        if type(sampler) is ParentBased:
+            sampler._remote_parent_sampled  # noqa: B018
+            sampler._local_parent_not_sampled  # noqa: B018
+    except (ImportError, AttributeError):
+        return None  # an older SDK: its own tracer, as before
     limits = tracer._span_limits
     most = limits.max_span_attributes
     if (
         limits.max_span_attribute_length is not None
         or (most is not None and most < MIN_ATTRIBUTE_LIMIT)
-        or not isinstance(tracer._tracer_metrics, NoOpTracerMetrics)
+        or not isinstance(metrics, NoOpTracerMetrics)
     ):
         return None
     return FastTracer(tracer)

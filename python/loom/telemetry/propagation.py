@@ -26,8 +26,10 @@ from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags, Trace
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 _TC = TraceContextTextMapPropagator
-_MATCH = _TC._TRACEPARENT_HEADER_FORMAT_RE.match
-_MAX_TRACEPARENT = _TC._TRACEPARENT_MAXIMUM_LENGTH
+# The propagator's own pattern and limit (an API without them: always the propagator).
+_PATTERN = getattr(_TC, "_TRACEPARENT_HEADER_FORMAT_RE", None)
+_MATCH = _PATTERN.match if _PATTERN is not None else None
+_MAX_TRACEPARENT: int = getattr(_TC, "_TRACEPARENT_MAXIMUM_LENGTH", 0)
 _ZERO_TRACE = "0" * 32
 _ZERO_SPAN = "0" * 16
 
@@ -35,6 +37,8 @@ _ZERO_SPAN = "0" * 16
 def _default() -> bool | None:
     """True: the global propagator is trace context + baggage (the default); False:
     trace context alone; None: anything else."""
+    if _MATCH is None or not _MAX_TRACEPARENT:
+        return None
     prop = propagate.get_global_textmap()
     if type(prop) is not CompositePropagator:
         return False if type(prop) is _TC else None
@@ -78,7 +82,7 @@ def extract_context(headers: dict[str, Any]) -> Context:
         return propagate.extract(headers)  # a list of values: the API's getter
     if len(header) > _MAX_TRACEPARENT:
         return propagate.extract(headers)  # logs the warning
-    m = _MATCH(header)
+    m = _MATCH(header) if _MATCH is not None else None
     if m is None:
         return Context()
     version, trace_id, span_id, flags, rest = m.groups()

@@ -14,9 +14,9 @@ from typing import Any, Protocol
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
-from opentelemetry.propagate import extract, inject
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 
+from loom.telemetry.propagation import extract_context, inject_context
 from loom.telemetry.state import Telemetry, bus_spans
 
 #: Topics of agents' inboxes: replies and direct messages go there, never requests.
@@ -38,11 +38,6 @@ class EventLike(Protocol):
     def correlation_id(self) -> str | None: ...
     @property
     def headers(self) -> dict[str, str] | None: ...
-
-
-def inject_context(headers: dict[str, str]) -> None:
-    """Adds ``traceparent``/``tracestate`` of the current span to ``headers``."""
-    inject(headers)
 
 
 def publish_span(
@@ -70,6 +65,9 @@ def publish_span(
     }
     if correlation_id:
         attrs["messaging.message.conversation_id"] = correlation_id
+    fast = telemetry.fast_tracer()
+    if fast is not None:
+        return fast.start_as_current_span(f"send {topic}", SpanKind.PRODUCER, attrs)
     cm: AbstractContextManager[Span] = telemetry.tracer().start_as_current_span(
         f"send {topic}", kind=SpanKind.PRODUCER, attributes=attrs
     )
@@ -82,7 +80,7 @@ def invoke_agent_span(telemetry: Telemetry, agent_id: str, event: EventLike) -> 
     publisher (its ``traceparent`` header). With ``bus_spans = "none"`` no span: the
     handler runs in the publisher's trace context (yields a non-recording span)."""
     headers = event.headers
-    parent = extract(headers) if headers else None
+    parent = extract_context(headers) if headers else None
     if bus_spans() == "none":
         token = otel_context.attach(parent) if parent is not None else None
         try:
@@ -104,6 +102,13 @@ def invoke_agent_span(telemetry: Telemetry, agent_id: str, event: EventLike) -> 
         attrs["messaging.message.conversation_id"] = event.correlation_id
     if event.source:
         attrs["loom.event.source"] = event.source
+    fast = telemetry.fast_tracer()
+    if fast is not None:
+        with fast.start_as_current_span(
+            f"invoke_agent {agent_id}", SpanKind.CONSUMER, attrs, parent, False, False
+        ) as span:
+            yield span
+        return
     with telemetry.tracer().start_as_current_span(
         f"invoke_agent {agent_id}",
         context=parent,
@@ -130,13 +135,16 @@ def cognitive_span(
 ) -> AbstractContextManager[Span]:
     """``invoke_agent {agent}`` around one goal of a cognitive agent (its LLM turns
     and tool calls are children)."""
+    attrs: dict[str, Any] = {
+        "gen_ai.operation.name": "invoke_agent",
+        "gen_ai.agent.name": agent_id,
+        "loom.cognitive.max_iterations": max_iterations,
+    }
+    fast = telemetry.fast_tracer()
+    if fast is not None:
+        return fast.start_as_current_span(f"invoke_agent {agent_id}", SpanKind.INTERNAL, attrs)
     cm: AbstractContextManager[Span] = telemetry.tracer().start_as_current_span(
-        f"invoke_agent {agent_id}",
-        attributes={
-            "gen_ai.operation.name": "invoke_agent",
-            "gen_ai.agent.name": agent_id,
-            "loom.cognitive.max_iterations": max_iterations,
-        },
+        f"invoke_agent {agent_id}", attributes=attrs
     )
     return cm
 

@@ -78,44 +78,50 @@ def start_chat_span(
     """Start (not activate) the span of one call; its parent is the current span."""
     telemetry = telemetry or DEFAULT
     model = str(body.get("model", ""))
-    span = telemetry.tracer(SCOPE).start_span(f"chat {model}", kind=SpanKind.CLIENT)
-    if span.is_recording():
-        attrs: dict[str, Any] = {
-            "gen_ai.operation.name": "chat",
-            "gen_ai.provider.name": system,
-            "gen_ai.request.model": model,
-            "gen_ai.request.stream": stream,
-            "server.address": host,
-            "llm.provider": provider,
-            "llm.model": model,
-        }
-        if port is not None:
-            attrs["server.port"] = port
-        # Prompts loaded from files (loom.prompts.Prompt) name their file and version.
-        files, versions = [], []
-        for m in body.get("messages") or ():
-            content = m.get("content") if isinstance(m, dict) else None
-            file = getattr(content, "file", None)
-            if isinstance(file, str):
-                files.append(file)
-                versions.append(getattr(content, "version", None) or "")
-        if files:
-            attrs["loom.prompt.file"] = files
-            attrs["loom.prompt.version"] = versions
-        for key, attr in (
-            ("max_tokens", "gen_ai.request.max_tokens"),
-            ("temperature", "gen_ai.request.temperature"),
-            ("top_p", "gen_ai.request.top_p"),
-            ("seed", "gen_ai.request.seed"),
-        ):
-            v = body.get(key)
-            if v is not None:
-                attrs[attr] = v
-        if telemetry.capture_content():
-            attrs["gen_ai.input.messages"] = json.dumps(body.get("messages", []), default=str)
-            if body.get("tools"):
-                attrs["gen_ai.tool.definitions"] = json.dumps(body["tools"], default=str)
-        span.set_attributes(attrs)
+    fast = telemetry.fast_tracer(SCOPE)
+    span: Span
+    if fast is None:
+        span = telemetry.tracer(SCOPE).start_span(f"chat {model}", kind=SpanKind.CLIENT)
+    else:
+        span = fast.start_span(f"chat {model}", SpanKind.CLIENT, {})
+    if not span.is_recording():
+        return span
+    attrs: dict[str, Any] = {
+        "gen_ai.operation.name": "chat",
+        "gen_ai.provider.name": system,
+        "gen_ai.request.model": model,
+        "gen_ai.request.stream": stream,
+        "server.address": host,
+        "llm.provider": provider,
+        "llm.model": model,
+    }
+    if port is not None:
+        attrs["server.port"] = port
+    # Prompts loaded from files (loom.prompts.Prompt) name their file and version.
+    files, versions = [], []
+    for m in body.get("messages") or ():
+        content = m.get("content") if isinstance(m, dict) else None
+        file = getattr(content, "file", None)
+        if isinstance(file, str):
+            files.append(file)
+            versions.append(getattr(content, "version", None) or "")
+    if files:
+        attrs["loom.prompt.file"] = files
+        attrs["loom.prompt.version"] = versions
+    for key, attr in (
+        ("max_tokens", "gen_ai.request.max_tokens"),
+        ("temperature", "gen_ai.request.temperature"),
+        ("top_p", "gen_ai.request.top_p"),
+        ("seed", "gen_ai.request.seed"),
+    ):
+        v = body.get(key)
+        if v is not None:
+            attrs[attr] = v
+    if telemetry.capture_content():
+        attrs["gen_ai.input.messages"] = json.dumps(body.get("messages", []), default=str)
+        if body.get("tools"):
+            attrs["gen_ai.tool.definitions"] = json.dumps(body["tools"], default=str)
+    span.set_attributes(attrs)
     return span
 
 

@@ -59,6 +59,7 @@ STATUS_UNSET, STATUS_OK, STATUS_ERROR = 0, 1, 2
 
 _q = json.encoder.encode_basestring
 _key_cache: dict[str, str] = {}
+_pair_cache: dict[tuple[str, str], str] = {}
 
 
 def _key(k: str) -> str:
@@ -110,7 +111,34 @@ def _value_json(v: Any) -> str:
 
 
 def _attrs_json(attrs: Mapping[str, Any]) -> str:
-    return "[" + ",".join([_key(k) + _value_json(v) + "}" for k, v in attrs.items()]) + "]"
+    # _value_json inlined for the common scalar types (one call less per attribute).
+    # Short string values repeat (operation names, systems, topics, agent names): their
+    # whole KeyValue text is cached.
+    out = []
+    keys = _key_cache
+    pairs = _pair_cache
+    q = _q
+    for k, v in attrs.items():
+        t = type(v)
+        if t is str:
+            if len(v) <= 48:
+                text = pairs.get((k, v))
+                if text is None:
+                    text = (keys.get(k) or _key(k)) + '{"stringValue":' + q(v) + "}}"
+                    if len(pairs) < 8192:
+                        pairs[(k, v)] = text
+                out.append(text)
+            else:
+                out.append((keys.get(k) or _key(k)) + '{"stringValue":' + q(v) + "}}")
+            continue
+        head = keys.get(k) or _key(k)
+        if t is int:
+            out.append(head + '{"intValue":"' + str(v) + '"}}')
+        elif t is bool:
+            out.append(head + ('{"boolValue":true}}' if v else '{"boolValue":false}}'))
+        else:
+            out.append(head + _value_json(v) + "}")
+    return "[" + ",".join(out) + "]"
 
 
 def any_value(v: Any) -> dict[str, Any]:
@@ -148,20 +176,25 @@ def span_json(span: ReadableSpan) -> str:
     parts.append(
         ',"flags":%d,"name":%s,"kind":%d,"startTimeUnixNano":"%d","endTimeUnixNano":"%d"'
         % (
-            _flags(parent),
+            FLAG_HAS_IS_REMOTE | FLAG_IS_REMOTE
+            if parent is not None and parent.is_remote
+            else FLAG_HAS_IS_REMOTE,
             _q(span.name),
-            span.kind.value + 1,
+            span.kind._value_ + 1,  # _value_: .value is a slow enum property
             span.start_time or 0,
             span.end_time or 0,
         )
     )
-    if span.attributes:
-        parts.append(',"attributes":' + _attrs_json(span.attributes))
-    if span.dropped_attributes:
-        parts.append(',"droppedAttributesCount":%d' % span.dropped_attributes)
-    if span.events:
+    attrs = span.attributes
+    if attrs:
+        parts.append(',"attributes":' + _attrs_json(attrs))
+    dropped = span.dropped_attributes
+    if dropped:
+        parts.append(',"droppedAttributesCount":%d' % dropped)
+    span_events = span.events
+    if span_events:
         events = []
-        for e in span.events:
+        for e in span_events:
             ev = '{"timeUnixNano":"%d","name":%s' % (e.timestamp, _q(e.name))
             if e.attributes:
                 ev += ',"attributes":' + _attrs_json(e.attributes)
@@ -171,9 +204,10 @@ def span_json(span: ReadableSpan) -> str:
         parts.append(',"events":[' + ",".join(events) + "]")
     if span.dropped_events:
         parts.append(',"droppedEventsCount":%d' % span.dropped_events)
-    if span.links:
+    span_links = span.links
+    if span_links:
         links = []
-        for link in span.links:
+        for link in span_links:
             lk = '{"traceId":"%032x","spanId":"%016x"' % (
                 link.context.trace_id,
                 link.context.span_id,
@@ -189,7 +223,7 @@ def span_json(span: ReadableSpan) -> str:
     if span.dropped_links:
         parts.append(',"droppedLinksCount":%d' % span.dropped_links)
     status = span.status
-    code = status.status_code.value
+    code = status.status_code._value_
     if code and status.description:
         parts.append(',"status":{"code":%d,"message":%s}}' % (code, _q(status.description)))
     elif code:

@@ -40,6 +40,8 @@ from loom._version import __version__
 if TYPE_CHECKING:
     from opentelemetry.trace import Tracer, TracerProvider
 
+    from loom.telemetry.fast_spans import FastTracer
+
 #: The environment variable of the GenAI conventions that switches content capture on.
 CAPTURE_ENV = "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT"
 
@@ -117,7 +119,7 @@ class Telemetry:
         #: Content capture here; None: the process-wide switch.
         self.capture = capture
         self._provider = tracer_provider
-        self._tracers: dict[str, tuple[object, Tracer]] = {}
+        self._tracers: dict[str, tuple[object, Tracer, FastTracer | None]] = {}
         if tracer_provider is None:
             _process.followers.add(self)
             refresh_tracing_active()
@@ -156,12 +158,24 @@ class Telemetry:
         """The tracer for instrumentation scope ``scope`` (``loom``; ``loom.llm`` for
         LLM calls), from the current provider: re-fetched when the provider changes,
         unlike a tracer fetched once that would stay pinned to the first one."""
+        return self._entry(scope)[1]
+
+    def fast_tracer(self, scope: str = "loom") -> FastTracer | None:
+        """:meth:`tracer`'s :class:`~loom.telemetry.fast_spans.FastTracer` (Loom's own
+        spans without the SDK tracer's per-span work), or None where the SDK's path
+        must be kept (see :func:`loom.telemetry.fast_spans.fast_tracer`)."""
+        return self._entry(scope)[2]
+
+    def _entry(self, scope: str) -> tuple[object, Tracer, FastTracer | None]:
         provider = self.tracer_provider()
         entry = self._tracers.get(scope)
         if entry is None or entry[0] is not provider:
-            entry = (provider, provider.get_tracer(scope, __version__))
+            from loom.telemetry.fast_spans import fast_tracer
+
+            tracer = provider.get_tracer(scope, __version__)
+            entry = (provider, tracer, fast_tracer(tracer))
             self._tracers[scope] = entry
-        return entry[1]
+        return entry
 
     def __repr__(self) -> str:
         return f"Telemetry(active={self.active}, capture={self.capture_content()})"

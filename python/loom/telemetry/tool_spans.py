@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from typing import Any
 
 from opentelemetry import trace
@@ -51,9 +51,17 @@ def tool_span(
     }
     if getattr(spec, "description", None):
         attrs["gen_ai.tool.description"] = spec.description[:256]
-    with telemetry.tracer().start_as_current_span(
-        f"execute_tool {name}", kind=SpanKind.INTERNAL, attributes=attrs, record_exception=False
-    ) as span:
+    fast = telemetry.fast_tracer()
+    cm: AbstractContextManager[Span]
+    if fast is not None:
+        cm = fast.start_as_current_span(
+            f"execute_tool {name}", SpanKind.INTERNAL, attrs, None, record_exception=False
+        )
+    else:
+        cm = telemetry.tracer().start_as_current_span(
+            f"execute_tool {name}", kind=SpanKind.INTERNAL, attributes=attrs, record_exception=False
+        )
+    with cm as span:
         if telemetry.capture_content() and span.is_recording():
             span.set_attribute("gen_ai.tool.call.arguments", content_text(arguments))
         try:

@@ -339,3 +339,38 @@ async def test_a_slow_handler_does_not_delay_the_next_event(runtime: Runtime) ->
         await asyncio.sleep(0.1)
         assert sorted(started) == [0, 1, 2]
         assert max(started.values()) - t0 < 0.4, "each started while the others slept"
+
+
+async def test_max_concurrency_is_shared_by_an_agents_subscriptions_and_freed_when_idle(
+    runtime: Runtime,
+) -> None:
+    """A worker keeps its limiter slot from one handler to the next only while nobody
+    waits for it: two subscriptions of a max_concurrency=1 agent never run handlers at
+    once, both are served, and the slot is free again once the queues are empty."""
+    running = 0
+    peak = 0
+    seen: list[tuple[str, int]] = []
+
+    async def handler(ctx, topic, event):  # type: ignore[no-untyped-def]
+        nonlocal running, peak
+        running += 1
+        peak = max(peak, running)
+        await asyncio.sleep(0)  # suspends while holding the slot
+        seen.append((topic, event.payload))
+        running -= 1
+
+    agent = Agent("one", topics=["a", "b"], on_event=handler, max_concurrency=1)
+    async with agent, Agent("src") as src:
+        for i in range(20):
+            await src.ctx.emit("a", payload=i)
+            await src.ctx.emit("b", payload=i)
+        for _ in range(200):
+            if len(seen) == 40:
+                break
+            await asyncio.sleep(0.01)
+        assert peak == 1
+        assert sorted(seen) == sorted([("a", i) for i in range(20)] + [("b", i) for i in range(20)])
+        # In order per subscription.
+        assert [p for t, p in seen if t == "a"] == list(range(20))
+        assert [p for t, p in seen if t == "b"] == list(range(20))
+        assert agent.ctx._limiter.free == 1  # released when the workers went idle

@@ -10,6 +10,12 @@ own futures. When the leader goes to work it wakes one follower to take over the
 watch, and a worker that leaves events behind in the shared deque wakes one helper —
 at most one woken worker is on its way at any time, so a burst costs one task switch
 per worker brought in, not one per event, and an event never wakes more than two tasks.
+A subscription with one worker (``max_concurrency=1``, or in order) takes its batches
+without that shared deque.
+
+A worker keeps its slot of the agent's limiter from one handler to the next while
+nobody waits for a slot, and gives it back before it waits for events: nothing runs
+between two handlers of one worker, so that is the same limit, without the bookkeeping.
 """
 
 from __future__ import annotations
@@ -68,6 +74,13 @@ class Limiter:
                 return
 
 
+def _release(lim: Limiter | None) -> bool:
+    """Gives a kept slot back to ``lim`` (waking a waiter); ``False``: none is held."""
+    assert lim is not None
+    lim.release()
+    return False
+
+
 class SubscriptionRunner:
     """Feeds one subscription's events to a handler from a pool of worker tasks.
 
@@ -108,7 +121,12 @@ class SubscriptionRunner:
     def start(self) -> None:
         loop = asyncio.get_running_loop()
         name = f"loom:{self.owner}:{self.sub.pattern}"
-        worker = self._batch_worker if self._on_batch else self._event_worker
+        if self._on_batch:
+            worker = self._batch_worker
+        elif self._concurrency > 1:
+            worker = self._event_worker
+        else:
+            worker = self._ordered_worker
         self._workers = [
             loop.create_task(worker(), name=f"{name}#{i}") for i in range(self._concurrency)
         ]
@@ -156,8 +174,69 @@ class SubscriptionRunner:
             return False
         return True
 
-    async def _event_worker(self) -> None:
+    def _fixed_topic(self) -> str | None:
+        """The topic of every event when the pattern has no wildcard (it is the topic):
+        handlers get it without a read of ``event.topic`` per event."""
+        pattern = self.sub.pattern
+        return None if any(t in ("*", ">") for t in pattern.split(".")) else pattern
+
+    async def _ordered_worker(self) -> None:
+        """The only worker of its subscription: events one after the other, in order."""
         # The hot loop: everything is a local, no per-event coroutine of our own.
+        take = self.sub.queue.take
+        on_event = self._on_event
+        assert on_event is not None
+        lim = self._limiter
+        waiters = lim.waiters if lim is not None else None
+        coroutine = _CoroutineType
+        awaitable = is_awaitable
+        ctx = self._ctx
+        traced = self._traced
+        telemetry = self._telemetry
+        fixed = self._fixed_topic()
+        # A slot of the agent's limiter is kept from one handler to the next while
+        # nobody waits for one: between two handlers nothing else runs (no await), so
+        # it is the same as releasing and taking it again, without the bookkeeping.
+        held = False
+        try:
+            while True:
+                events = take(BATCH_MAX)
+                if not events:
+                    if held:
+                        held = _release(lim)
+                    if not await self._wait():
+                        return
+                    continue
+                for event in events:
+                    if traced and telemetry.active:
+                        if held:
+                            held = _release(lim)
+                        await self._handle_traced(event)
+                        continue
+                    if not held and lim is not None:
+                        if lim.free > 0:
+                            lim.free -= 1
+                        else:
+                            await lim.acquire()
+                        held = True
+                    try:
+                        result = on_event(ctx, fixed or event.topic, event)
+                        if result.__class__ is coroutine:
+                            await result
+                        elif result is not None and awaitable(result):
+                            await result
+                    except asyncio.CancelledError:
+                        raise
+                    except Exception:
+                        self._log_failure(event)
+                    if held and waiters:
+                        held = _release(lim)  # someone waits for a slot: hand it over
+        finally:
+            if held:
+                _release(lim)
+
+    async def _event_worker(self) -> None:
+        """One of a pool of workers sharing the subscription (``concurrency > 1``)."""
         take = self.sub.queue.take
         # Taken events wait in a deque shared by this subscription's workers, so a
         # handler that suspends never sits on events another worker could run.
@@ -165,7 +244,7 @@ class SubscriptionRunner:
         on_event = self._on_event
         assert on_event is not None
         lim = self._limiter
-        several = self._concurrency > 1
+        waiters = lim.waiters if lim is not None else None
         coroutine = _CoroutineType
         awaitable = is_awaitable
         ctx = self._ctx
@@ -173,45 +252,52 @@ class SubscriptionRunner:
         telemetry = self._telemetry
         idle = self._idle
         popleft = pending.popleft
-        while True:
-            if not pending:
-                events = take(BATCH_MAX)
-                if not events:
-                    if not await self._wait():
-                        return
-                    continue
-                pending.extend(events)
-            while pending:
-                event = popleft()
-                if several and pending and idle and not self._waking:
-                    # More is waiting: bring in a helper (at most one on its way at a
-                    # time; each helper brings the next), so a slow handler never sits
-                    # on events another worker could run.
-                    self._wake_one()
-                if traced and telemetry.active:
-                    await self._handle_traced(event)
-                    continue
-                if lim is not None:
-                    if lim.free > 0:
-                        lim.free -= 1
-                    else:
-                        await lim.acquire()
-                try:
-                    result = on_event(ctx, event.topic, event)
-                    if result.__class__ is coroutine:
-                        await result
-                    elif result is not None and awaitable(result):
-                        await result
-                except asyncio.CancelledError:
-                    raise
-                except Exception:
-                    self._log_failure(event)
-                finally:
-                    if lim is not None:
-                        # Limiter.release, inlined: a waiter only when one is queued.
-                        lim.free += 1
-                        if lim.waiters:
-                            lim.wake_one()
+        fixed = self._fixed_topic()
+        held = False  # a limiter slot kept between handlers (see _ordered_worker)
+        try:
+            while True:
+                if not pending:
+                    events = take(BATCH_MAX)
+                    if not events:
+                        if held:
+                            held = _release(lim)
+                        if not await self._wait():
+                            return
+                        continue
+                    pending.extend(events)
+                while pending:
+                    event = popleft()
+                    if pending and idle and not self._waking:
+                        # More is waiting: bring in a helper (at most one on its way at
+                        # a time; each helper brings the next), so a slow handler never
+                        # sits on events another worker could run.
+                        self._wake_one()
+                    if traced and telemetry.active:
+                        if held:
+                            held = _release(lim)
+                        await self._handle_traced(event)
+                        continue
+                    if not held and lim is not None:
+                        if lim.free > 0:
+                            lim.free -= 1
+                        else:
+                            await lim.acquire()
+                        held = True
+                    try:
+                        result = on_event(ctx, fixed or event.topic, event)
+                        if result.__class__ is coroutine:
+                            await result
+                        elif result is not None and awaitable(result):
+                            await result
+                    except asyncio.CancelledError:
+                        raise
+                    except Exception:
+                        self._log_failure(event)
+                    if held and waiters:
+                        held = _release(lim)
+        finally:
+            if held:
+                _release(lim)
 
     def _log_failure(self, event: Envelope) -> None:
         log.exception(

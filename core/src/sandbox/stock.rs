@@ -20,6 +20,7 @@ use super::path::Workspace;
 use super::process::Policy;
 use super::staging::Budget;
 use super::staging::Scratch;
+use super::warm::Warm;
 
 /// What one staged call needs besides its argv, made before the call (it can be made
 /// ahead of it, see [`super::stock`]): the call's overlay and tmpfs, and a Landlock
@@ -28,8 +29,11 @@ use super::staging::Scratch;
 /// by one call only, then dropped.
 #[derive(Debug)]
 pub struct Staged {
+    /// Dropped first: the prepared process is killed and reaped before the overlay goes.
+    pub(super) warm: Mutex<Option<Warm>>,
     scratch: Scratch,
     rules: Option<Ruleset>,
+    owner: Arc<()>,
 }
 
 impl Staged {
@@ -37,11 +41,41 @@ impl Staged {
     pub fn scratch(&self) -> &Scratch {
         &self.scratch
     }
+
+    /// Whether a prepared process is waiting for this call ([`Policy::prepare_ahead`]).
+    pub fn has_prepared_process(&self) -> bool {
+        self.warm.lock().is_some()
+    }
 }
 
 impl Staged {
-    pub(super) fn new(scratch: Scratch, rules: Option<Ruleset>) -> Self {
-        Self { scratch, rules }
+    pub(super) fn new(
+        owner: Arc<()>,
+        scratch: Scratch,
+        rules: Option<Ruleset>,
+        warm: Option<Warm>,
+    ) -> Self {
+        Self {
+            warm: Mutex::new(warm),
+            scratch,
+            rules,
+            owner,
+        }
+    }
+
+    pub(super) fn with_warm(self, warm: Warm) -> Self {
+        *self.warm.lock() = Some(warm);
+        self
+    }
+
+    /// The policy it was made for ([`Policy`]'s token).
+    pub(super) fn owner(&self) -> &Arc<()> {
+        &self.owner
+    }
+
+    /// The prepared process, once: whoever takes it runs the only call it will serve.
+    pub(super) fn take_warm(&self) -> Option<Warm> {
+        self.warm.lock().take()
     }
 
     /// The call's ruleset (`None` without Landlock).
@@ -118,6 +152,22 @@ impl Stock {
         self.inner.wake.notify_one();
     }
 
+    /// Returns an unused [`Staged`] to the ready ones (tests).
+    #[cfg(test)]
+    pub(super) fn put_back_for_test(&self, s: Staged) {
+        self.inner.state.lock().ready.push(s);
+    }
+
+    /// The pids of the ready prepared processes (tests).
+    #[cfg(test)]
+    pub(super) fn prepared_pids_for_test(&self) -> Vec<libc::pid_t> {
+        let st = self.inner.state.lock();
+        st.ready
+            .iter()
+            .filter_map(|s| s.warm.lock().as_ref().map(|w| w.pid()))
+            .collect()
+    }
+
     fn start(&self) {
         let mut thread = self.thread.lock();
         if thread.is_some() || self.inner.state.lock().off {
@@ -126,8 +176,12 @@ impl Stock {
         let inner = self.inner.clone();
         match std::thread::Builder::new()
             .name("loom-stager".into())
-            .spawn(move || inner.run())
-        {
+            .spawn(move || {
+                // The prepared processes' B inherits an empty bounding set (this thread
+                // never execs).
+                super::spawn::empty_bounding_set();
+                inner.run()
+            }) {
             Ok(h) => *thread = Some(h),
             Err(_) => self.inner.state.lock().off = true,
         }
@@ -152,7 +206,7 @@ impl Inner {
             }
             if st.ready.len() < READY && backoff.is_none() {
                 drop(st);
-                let made = self.policy.prepare(&self.ws, self.budget);
+                let made = self.policy.prepare_ahead(&self.ws, self.budget);
                 st = self.state.lock();
                 match made {
                     Ok(s) if !st.stop => st.ready.push(s),

@@ -500,11 +500,23 @@ impl Policy {
     /// the thread that made it): [`super::stock`]'s.
     pub fn prepare_ahead(&self, ws: &Workspace, budget: Budget) -> Result<Staged, SandboxError> {
         let staged = self.prepare(ws, budget)?;
-        if !(self.mountns && self.pidns) || self.check_required().is_err() {
-            return Ok(staged);
+        self.prepare_process(&staged)?;
+        Ok(staged)
+    }
+
+    /// Adds the prepared process of [`Policy::prepare_ahead`] to an unused `staged` of
+    /// this policy (no-op if it has one, or without staged writes).
+    pub fn prepare_process(&self, staged: &Staged) -> Result<(), SandboxError> {
+        if !(self.mountns && self.pidns)
+            || self.check_required().is_err()
+            || !Arc::ptr_eq(staged.owner(), &self.token)
+            || staged.has_prepared_process()
+        {
+            return Ok(());
         }
         let warm = super::warm::Warm::spawn(self, staged.scratch(), staged.rules())?;
-        Ok(staged.with_warm(warm))
+        staged.set_warm(warm);
+        Ok(())
     }
 }
 

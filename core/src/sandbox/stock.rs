@@ -63,9 +63,8 @@ impl Staged {
         }
     }
 
-    pub(super) fn with_warm(self, warm: Warm) -> Self {
+    pub(super) fn set_warm(&self, warm: Warm) {
         *self.warm.lock() = Some(warm);
-        self
     }
 
     /// The policy it was made for ([`Policy`]'s token).
@@ -168,11 +167,28 @@ impl Stock {
             .collect()
     }
 
+    /// Stops the thread and drops the ready ones (killing and reaping their prepared
+    /// processes); afterwards [`Stock::take`] makes each call's own, as without a thread.
+    pub fn close(&self) {
+        self.inner.state.lock().stop = true;
+        self.inner.wake.notify_all();
+        if let Some(h) = self.thread.lock().take() {
+            let _ = h.join();
+        }
+        let (ready, used) = {
+            let mut st = self.inner.state.lock();
+            (std::mem::take(&mut st.ready), std::mem::take(&mut st.used))
+        };
+        drop((ready, used));
+    }
+
     fn start(&self) {
         let mut thread = self.thread.lock();
-        if thread.is_some() || self.inner.state.lock().off {
+        let st = self.inner.state.lock();
+        if thread.is_some() || st.off || st.stop {
             return;
         }
+        drop(st);
         let inner = self.inner.clone();
         match std::thread::Builder::new()
             .name("loom-stager".into())
@@ -206,12 +222,33 @@ impl Inner {
             }
             if st.ready.len() < READY && backoff.is_none() {
                 drop(st);
-                let made = self.policy.prepare_ahead(&self.ws, self.budget);
+                let made = self.policy.prepare(&self.ws, self.budget);
                 st = self.state.lock();
                 match made {
                     Ok(s) if !st.stop => st.ready.push(s),
                     Ok(_) => {}
                     Err(_) => backoff = Some(Duration::from_secs(1)),
+                }
+                continue;
+            }
+            // Full: now give the ready ones their prepared process, one by one, each moved
+            // to the end (the next `take` pops it). Only when full, so that a burst of calls is refilled
+            // at the speed of overlays alone, as it was without them.
+            let cold = st.ready.iter().position(|s| !s.has_prepared_process());
+            if let (Some(i), None) = (cold, backoff) {
+                let staged = st.ready.remove(i);
+                drop(st);
+                let made = self.policy.prepare_process(&staged);
+                st = self.state.lock();
+                if made.is_err() {
+                    backoff = Some(Duration::from_secs(1));
+                }
+                if st.stop {
+                    drop(st);
+                    drop(staged);
+                    st = self.state.lock();
+                } else {
+                    st.ready.push(staged);
                 }
                 continue;
             }
@@ -227,11 +264,7 @@ impl Inner {
 
 impl Drop for Stock {
     fn drop(&mut self) {
-        self.inner.state.lock().stop = true;
-        self.inner.wake.notify_all();
-        if let Some(h) = self.thread.lock().take() {
-            let _ = h.join();
-        }
+        self.close();
     }
 }
 

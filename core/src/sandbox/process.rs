@@ -39,21 +39,21 @@ use super::seccomp::Filter;
 use super::spawn::{dup_high, open_devnull, pipe, pump, BlockSignals, Child, Pumped, Stacks};
 pub use super::spawn::{empty_bounding_set, Killed};
 pub use super::spec::{Enforcement, Limits, PolicyConfig, NETWORK_READ_PATHS, SYSTEM_READ_PATHS};
-use super::staging::{self, Budget, Scratch};
+use super::staging;
 pub use super::stock::Staged;
 use super::SandboxError;
 
 /// The process sandbox, built once; `Send + Sync`, used concurrently by many calls.
 #[derive(Debug)]
 pub struct Policy {
-    ruleset: Option<Ruleset>,
+    pub(super) ruleset: Option<Ruleset>,
     pub(super) seccomp: Option<Filter>,
     pub(super) workspace: PathBuf,
     env: Vec<CString>,
     pub(super) limits: Limits,
     pub(super) max_output_bytes: usize,
     pub(super) pidns: bool,
-    mountns: bool,
+    pub(super) mountns: bool,
     pub(super) pid_max_per_ns: bool,
     pub(super) drop_caps: bool,
     is_root: bool,
@@ -481,42 +481,6 @@ impl Policy {
             ),
             (libc::RLIMIT_CORE as libc::c_int, 0, 0),
         ]
-    }
-
-    /// Makes a fresh [`Staged`] for one call on `ws` with `budget`.
-    pub fn prepare(&self, ws: &Workspace, budget: Budget) -> Result<Staged, SandboxError> {
-        let scratch = Scratch::new(ws, budget)?;
-        let rules = match &self.ruleset {
-            Some(r) => Some(r.with_workspace(scratch.overlay_fd())?),
-            None => None,
-        };
-        Ok(Staged::new(self.token.clone(), scratch, rules, None))
-    }
-
-    /// [`Policy::prepare`] plus a process prepared for the call ([`super::warm`]): in its
-    /// namespaces, the overlay mounted, every restriction of A applied, waiting for the
-    /// call's argv. Without staged writes (no mount namespace) the same as `prepare`.
-    /// For a thread that outlives the result (the child's parent-death signal follows
-    /// the thread that made it): [`super::stock`]'s.
-    pub fn prepare_ahead(&self, ws: &Workspace, budget: Budget) -> Result<Staged, SandboxError> {
-        let staged = self.prepare(ws, budget)?;
-        self.prepare_process(&staged)?;
-        Ok(staged)
-    }
-
-    /// Adds the prepared process of [`Policy::prepare_ahead`] to an unused `staged` of
-    /// this policy (no-op if it has one, or without staged writes).
-    pub fn prepare_process(&self, staged: &Staged) -> Result<(), SandboxError> {
-        if !(self.mountns && self.pidns)
-            || self.check_required().is_err()
-            || !Arc::ptr_eq(staged.owner(), &self.token)
-            || staged.has_prepared_process()
-        {
-            return Ok(());
-        }
-        let warm = super::warm::Warm::spawn(self, staged.scratch(), staged.rules())?;
-        staged.set_warm(warm);
-        Ok(())
     }
 }
 

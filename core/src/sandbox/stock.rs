@@ -21,6 +21,7 @@ use super::process::Policy;
 use super::staging::Budget;
 use super::staging::Scratch;
 use super::warm::Warm;
+use super::SandboxError;
 
 /// What one staged call needs besides its argv, made before the call (it can be made
 /// ahead of it, see [`super::stock`]): the call's overlay and tmpfs, and a Landlock
@@ -265,6 +266,44 @@ impl Inner {
 impl Drop for Stock {
     fn drop(&mut self) {
         self.close();
+    }
+}
+
+impl Policy {
+    /// Makes a fresh [`Staged`] for one call on `ws` with `budget`.
+    pub fn prepare(&self, ws: &Workspace, budget: Budget) -> Result<Staged, SandboxError> {
+        let scratch = Scratch::new(ws, budget)?;
+        let rules = match &self.ruleset {
+            Some(r) => Some(r.with_workspace(scratch.overlay_fd())?),
+            None => None,
+        };
+        Ok(Staged::new(self.token.clone(), scratch, rules, None))
+    }
+
+    /// [`Policy::prepare`] plus a process prepared for the call ([`super::warm`]): in its
+    /// namespaces, the overlay mounted, every restriction of A applied, waiting for the
+    /// call's argv. Without staged writes (no mount namespace) the same as `prepare`.
+    /// For a thread that outlives the result (the child's parent-death signal follows
+    /// the thread that made it): [`super::stock`]'s.
+    pub fn prepare_ahead(&self, ws: &Workspace, budget: Budget) -> Result<Staged, SandboxError> {
+        let staged = self.prepare(ws, budget)?;
+        self.prepare_process(&staged)?;
+        Ok(staged)
+    }
+
+    /// Adds the prepared process of [`Policy::prepare_ahead`] to an unused `staged` of
+    /// this policy (no-op if it has one, or without staged writes).
+    pub fn prepare_process(&self, staged: &Staged) -> Result<(), SandboxError> {
+        if !(self.mountns && self.pidns)
+            || self.check_required().is_err()
+            || !Arc::ptr_eq(staged.owner(), &self.token)
+            || staged.has_prepared_process()
+        {
+            return Ok(());
+        }
+        let warm = super::warm::Warm::spawn(self, staged.scratch(), staged.rules())?;
+        staged.set_warm(warm);
+        Ok(())
     }
 }
 

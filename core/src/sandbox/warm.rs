@@ -213,9 +213,16 @@ impl Warm {
             unsafe { libc::send(go.as_raw_fd(), msg.as_ptr().cast(), MSG, libc::MSG_NOSIGNAL) };
         drop(go);
         if sent != MSG as isize {
+            // A is gone: most likely a restriction failed while it was prepared, which its
+            // status pipe reports (then the usual `sandbox_setup` error names the stage).
             let err = std::io::Error::last_os_error();
             kill_all(child.pid);
             child.wait();
+            let records = read_records(&self.status);
+            if records.iter().any(|r| matches!(r, Record::Failed { .. })) {
+                let io = pump(&self.out, &self.err, child.pid, deadline, 0, None);
+                return Ok((io, records));
+            }
             return Err(SandboxError::denied(
                 "sandbox_setup",
                 format!("the prepared process did not take its call ({err}); nothing was executed"),

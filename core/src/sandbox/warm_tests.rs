@@ -106,6 +106,18 @@ fn a_prepared_process_runs_its_call_with_the_calls_own_argv_env_cwd_and_fds() {
     let staged = p.prepare_ahead(&ws, BUDGET).unwrap();
     let out = run(&p, &root, &staged, &["ls", "-l", "/proc/self/fd/0"], "").unwrap();
     assert!(String::from_utf8(out.stdout).unwrap().contains("/dev/null"));
+
+    // Writes land in the call's overlay, not in the workspace, until committed.
+    let staged = p.prepare_ahead(&ws, BUDGET).unwrap();
+    let out = run(&p, &root, &staged, &["touch", "made"], "sub").unwrap();
+    assert_eq!(out.exit_code, Some(0), "{out:?}");
+    assert!(
+        !root.join("sub/made").exists(),
+        "written through the overlay only"
+    );
+    let deny = crate::sandbox::deny::DenyList::new(Vec::<String>::new()).unwrap();
+    crate::sandbox::staging::commit(&ws, staged.scratch(), &deny, 100).unwrap();
+    assert!(root.join("sub/made").exists(), "committed");
 }
 
 #[test]

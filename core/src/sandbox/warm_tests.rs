@@ -107,6 +107,14 @@ fn a_prepared_process_runs_its_call_with_the_calls_own_argv_env_cwd_and_fds() {
     let out = run(&p, &root, &staged, &["ls", "-l", "/proc/self/fd/0"], "").unwrap();
     assert!(String::from_utf8(out.stdout).unwrap().contains("/dev/null"));
 
+    // The workspace as it is when the call runs, not when its process was prepared.
+    let staged = p.prepare_ahead(&ws, BUDGET).unwrap();
+    std::thread::sleep(Duration::from_millis(50));
+    std::fs::write(root.join("sub/late"), "").unwrap();
+    let out = run(&p, &root, &staged, &["ls"], "sub").unwrap();
+    assert_eq!(out.stdout, b"late\n", "{out:?}");
+    std::fs::remove_file(root.join("sub/late")).unwrap();
+
     // Writes land in the call's overlay, not in the workspace, until committed.
     let staged = p.prepare_ahead(&ws, BUDGET).unwrap();
     let out = run(&p, &root, &staged, &["touch", "made"], "sub").unwrap();

@@ -75,7 +75,7 @@ impl Staged {
 
     /// The prepared process, once: whoever takes it runs the only call it will serve.
     pub(super) fn take_warm(&self) -> Option<Warm> {
-        self.warm.lock().take()
+        self.warm.lock().take().filter(Warm::in_host)
     }
 
     /// The call's ruleset (`None` without Landlock).

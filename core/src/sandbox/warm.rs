@@ -56,6 +56,9 @@ pub(crate) struct Warm {
     /// A reads these until it has reported (or been reaped): freed after `child`.
     plan: Box<Plan<'static>>,
     keep: Box<Keep>,
+    /// The process that made it: after a `fork` of the host, the copy in the child must
+    /// neither send (A would read the pointers in the parent's memory) nor kill.
+    host: libc::pid_t,
 }
 
 // SAFETY: the raw pointers in `plan`/`keep` point into `keep`'s own heap data (or are
@@ -183,7 +186,15 @@ impl Warm {
             }),
             plan,
             keep,
+            // SAFETY: getpid has no preconditions.
+            host: unsafe { libc::getpid() },
         })
+    }
+
+    /// Whether this is the process that made it (not a forked copy of it).
+    pub(super) fn in_host(&self) -> bool {
+        // SAFETY: getpid has no preconditions.
+        self.host == unsafe { libc::getpid() }
     }
 
     /// Runs the call: sends it, reads the pipes until every process is gone (killing at
@@ -255,6 +266,13 @@ impl Warm {
 
 impl Drop for Warm {
     fn drop(&mut self) {
+        if !self.in_host() {
+            // A forked copy: A is not our child (and its memory is not ours).
+            if let Some(mut child) = self.child.take() {
+                child.reaped = true; // not ours to kill or wait for
+            }
+            return;
+        }
         self.go.take();
         if let Some(mut child) = self.child.take() {
             kill_all(child.pid);

@@ -293,3 +293,33 @@ fn the_working_directory_is_opened_beneath_the_root_without_following_symlinks()
     assert_eq!(open(&root, "a/missing"), Err(libc::ENOENT));
     assert_eq!(open(&root, &"x".repeat(300)), Err(libc::ENAMETOOLONG));
 }
+
+#[test]
+fn a_forked_copy_of_the_host_neither_takes_nor_kills_a_prepared_process() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = std::fs::canonicalize(dir.path()).unwrap();
+    let Some(p) = policy(&root, "x") else {
+        return;
+    };
+    let ws = Workspace::open(&root).unwrap();
+    let staged = p.prepare_ahead(&ws, BUDGET).unwrap();
+    let pid = staged.warm.lock().as_ref().unwrap().pid();
+    // SAFETY: the child only locks a mutex no other thread uses, drops and _exits.
+    let forked = unsafe { libc::fork() };
+    if forked == 0 {
+        let taken = staged.take_warm().is_some();
+        drop(staged);
+        // SAFETY: ending the forked child without running the test harness's exit.
+        unsafe { libc::_exit(if taken { 1 } else { 0 }) };
+    }
+    let mut st = 0;
+    // SAFETY: waiting for our forked child.
+    assert_eq!(unsafe { libc::waitpid(forked, &mut st, 0) }, forked);
+    assert!(
+        libc::WIFEXITED(st) && libc::WEXITSTATUS(st) == 0,
+        "the copy took it"
+    );
+    assert!(alive(pid), "the copy killed it");
+    let out = run(&p, &root, &staged, &["env"], "").unwrap();
+    assert!(String::from_utf8(out.stdout).unwrap().contains("VAR=x"));
+}

@@ -422,8 +422,12 @@ impl PyNativeTools {
     }
 
     /// Stops accepting calls; running calls finish (or time out) on their own.
-    fn close(&self) {
+    /// Also stops the shell's stager: the staged calls made ahead (overlays, prepared
+    /// processes) are dropped — their processes killed and reaped — before it returns.
+    fn close(&self, py: Python<'_>) {
         self.closed.store(true, Ordering::SeqCst);
+        let inner = self.inner.clone();
+        py.detach(move || inner.close());
     }
 }
 

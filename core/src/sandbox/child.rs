@@ -55,8 +55,9 @@ pub(super) struct Plan<'a> {
     pub(super) exe: *const libc::c_char,
     pub(super) argv: *const *const libc::c_char,
     pub(super) envp: *const *const libc::c_char,
-    /// Sources for fds 0 (stdin), 1, 2, 3 (status), 4 (Landlock ruleset), 5 (cwd).
-    pub(super) fds: [RawFd; 6],
+    /// Sources for fds 0 (stdin), 1, 2, 3 (status), 4 (Landlock ruleset), 5 (cwd),
+    /// 6 (a prepared process's "go" socket, [`super::warm`]; `-1` otherwise).
+    pub(super) fds: [RawFd; 7],
     pub(super) rlimits: [(libc::c_int, u64, u64); 6],
     pub(super) pid_max: Option<(&'a [u8; 24], &'a [u8; 24])>,
     pub(super) seccomp: Option<*const libc::sock_fprog>,
@@ -145,7 +146,7 @@ pub(super) fn errno() -> i32 {
 }
 
 /// Reports a failed stage and exits without running anything.
-fn fail(status_fd: RawFd, stage: i32, err: i32) -> ! {
+pub(super) fn fail(status_fd: RawFd, stage: i32, err: i32) -> ! {
     put(status_fd, REC_FAILED, stage, err);
     sys::exit(127)
 }
@@ -290,9 +291,11 @@ unsafe fn child_main(plan: &Plan<'_>) -> ! {
         };
         check(r, status_fd, STAGE_MOUNT);
         // B inherits the working directory (it could not resolve it itself: seccomp
-        // refuses openat2).
-        // SAFETY: raw syscalls on the plan's C strings, a stack struct and our own fds.
-        check(unsafe { enter_cwd(plan) }, status_fd, STAGE_CHDIR);
+        // refuses openat2). A prepared process learns it with its call (below).
+        if plan.fds[6] < 0 {
+            // SAFETY: raw syscalls on the plan's C strings, a stack struct and our own fds.
+            check(unsafe { enter_cwd(plan) }, status_fd, STAGE_CHDIR);
+        }
     }
     for &(res, soft, hard) in &plan.rlimits {
         if res < 0 {
@@ -326,8 +329,8 @@ unsafe fn child_main(plan: &Plan<'_>) -> ! {
     // Close everything else the host had open (close_range: 5.9+; else a loop).
     // SAFETY: closing fds of our own fd table.
     unsafe {
-        if sys(libc::SYS_close_range, &[6, u32::MAX as usize, 0]).is_err() {
-            for fd in 6..65536usize {
+        if sys(libc::SYS_close_range, &[7, u32::MAX as usize, 0]).is_err() {
+            for fd in 7..65536usize {
                 let _ = sys(libc::SYS_close, &[fd]);
             }
         }
@@ -347,6 +350,22 @@ unsafe fn child_main(plan: &Plan<'_>) -> ! {
         };
         check(r, status_fd, STAGE_SECCOMP);
     }
+    // A prepared process ([`super::warm`]) is complete here: it waits for its one call.
+    let launch = if plan.fds[6] >= 0 {
+        // SAFETY: raw syscalls on our own fds and stack; the pointers received point to
+        // memory the parent keeps alive until we have closed the status pipe.
+        match unsafe { super::warm::receive_call(plan) } {
+            Some(launch) => launch,
+            None => sys::exit(0), // dropped unused: nothing to run, nothing to report
+        }
+    } else {
+        Launch {
+            plan: (plan as *const Plan<'_>).cast(),
+            exe: plan.exe,
+            argv: plan.argv,
+            envp: plan.envp,
+        }
+    };
     // B: shares memory (no page tables copied) and runs on its own stack. Not
     // CLONE_VFORK: we do not need to wait for its exec (neither writes what the other
     // reads), and one wake-up less matters on a busy machine. glibc's clone wrapper does
@@ -357,7 +376,7 @@ unsafe fn child_main(plan: &Plan<'_>) -> ! {
             b_entry,
             plan.b_stack,
             libc::CLONE_VM | libc::SIGCHLD,
-            plan as *const Plan<'_> as *mut libc::c_void,
+            &launch as *const Launch as *mut libc::c_void,
         )
     };
     if b < 0 {
@@ -432,7 +451,7 @@ unsafe fn child_main(plan: &Plan<'_>) -> ! {
         }
         // Close the pipes now: the parent sees EOF without waiting for the kernel to
         // tear down our namespaces, which happens after this process exits.
-        for fd in 0..6usize {
+        for fd in 0..7usize {
             let _ = sys(libc::SYS_close, &[fd]);
         }
     }
@@ -573,14 +592,24 @@ unsafe fn enter_cwd(plan: &Plan<'_>) -> Result<usize, i32> {
     }
 }
 
+/// What B executes: the plan's, or a prepared process's call ([`super::warm`]).
+pub(super) struct Launch {
+    pub(super) plan: *const Plan<'static>,
+    pub(super) exe: *const libc::c_char,
+    pub(super) argv: *const *const libc::c_char,
+    pub(super) envp: *const *const libc::c_char,
+}
+
 /// Entry point of B: into the working directory, then exec. fd 3 (status) closes on a
 /// successful exec.
 ///
 /// # Safety
 /// Only as the entry function of A's `CLONE_VM` clone.
 extern "C" fn b_entry(arg: *mut libc::c_void) -> libc::c_int {
-    // SAFETY: `arg` is the plan, alive while A waits for us.
-    let plan = unsafe { &*(arg as *const Plan<'_>) };
+    // SAFETY: `arg` is A's launch (on A's stack), its plan alive while A waits for us.
+    let launch = unsafe { &*(arg as *const Launch) };
+    // SAFETY: as above.
+    let plan = unsafe { &*launch.plan };
     restrict_b(plan);
     // SAFETY: raw syscalls on fds we own and pointers prepared by the parent.
     unsafe {
@@ -594,7 +623,11 @@ extern "C" fn b_entry(arg: *mut libc::c_void) -> libc::c_int {
         let _ = sys(libc::SYS_close, &[5]);
         let e = sys(
             libc::SYS_execve,
-            &[plan.exe as usize, plan.argv as usize, plan.envp as usize],
+            &[
+                launch.exe as usize,
+                launch.argv as usize,
+                launch.envp as usize,
+            ],
         );
         fail(3, STAGE_EXEC, e.err().unwrap_or(libc::ENOEXEC))
     }

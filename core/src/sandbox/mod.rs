@@ -30,6 +30,7 @@ pub mod staging;
 pub mod stock;
 mod sys;
 mod walk;
+mod warm;
 
 /// A refusal or failure of a sandboxed operation.
 #[derive(Debug, thiserror::Error)]

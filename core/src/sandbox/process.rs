@@ -27,6 +27,7 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::child::{self, a_entry, decimal, read_records, stage_name, Plan, Record};
@@ -35,29 +36,32 @@ use super::path::Workspace;
 use super::probe::{has_any_capability, probe, Probe};
 pub use super::probe::{kernel_at_least, probe_pid_namespace};
 use super::seccomp::Filter;
-use super::spawn::{dup_high, open_devnull, pipe, pump, BlockSignals, Child, Stacks};
+use super::spawn::{dup_high, open_devnull, pipe, pump, BlockSignals, Child, Pumped, Stacks};
 pub use super::spawn::{empty_bounding_set, Killed};
 pub use super::spec::{Enforcement, Limits, PolicyConfig, NETWORK_READ_PATHS, SYSTEM_READ_PATHS};
-use super::staging::{self, Budget, Scratch};
+use super::staging;
 pub use super::stock::Staged;
 use super::SandboxError;
 
 /// The process sandbox, built once; `Send + Sync`, used concurrently by many calls.
 #[derive(Debug)]
 pub struct Policy {
-    ruleset: Option<Ruleset>,
-    seccomp: Option<Filter>,
-    workspace: PathBuf,
+    pub(super) ruleset: Option<Ruleset>,
+    pub(super) seccomp: Option<Filter>,
+    pub(super) workspace: PathBuf,
     env: Vec<CString>,
-    limits: Limits,
-    max_output_bytes: usize,
-    pidns: bool,
-    mountns: bool,
-    pid_max_per_ns: bool,
-    drop_caps: bool,
+    pub(super) limits: Limits,
+    pub(super) max_output_bytes: usize,
+    pub(super) pidns: bool,
+    pub(super) mountns: bool,
+    pub(super) pid_max_per_ns: bool,
+    pub(super) drop_caps: bool,
     is_root: bool,
     require: bool,
     enforcement: Enforcement,
+    /// Identifies the policy a [`Staged`] was made for (it holds a clone, so the address
+    /// is never reused while one exists).
+    pub(super) token: Arc<()>,
 }
 
 impl Policy {
@@ -143,6 +147,7 @@ impl Policy {
             is_root: unsafe { libc::geteuid() } == 0,
             require: cfg.require,
             enforcement,
+            token: Arc::new(()),
         })
     }
 
@@ -219,6 +224,32 @@ impl Policy {
         let cwd_c = CString::new(if cwd_rel.is_empty() { "." } else { cwd_rel })
             .map_err(|_| plan_err("the working directory"))?;
         let staging = staging.filter(|_| self.mountns);
+        if let Some(s) = staging {
+            if !Arc::ptr_eq(s.owner(), &self.token) {
+                // Its overlay, ruleset and prepared process were made for another policy.
+                return Err(SandboxError::denied(
+                    "sandbox_setup",
+                    "the call's staging was prepared for another sandbox policy; nothing \
+                     was executed"
+                        .into(),
+                ));
+            }
+            if let Some(warm) = s.take_warm() {
+                let done = warm.run(
+                    self,
+                    &exe_c,
+                    &argv_p,
+                    &envp,
+                    &cwd_c,
+                    start + timeout,
+                    cancel,
+                );
+                let duration = start.elapsed();
+                drop((exe_c, argv_c, argv_p, envp));
+                let (io, records) = done?;
+                return self.output(exe, io, records, duration);
+            }
+        }
         let scratch = staging.map(Staged::scratch);
         let (out_r, out_w) = pipe()?;
         let (err_r, err_w) = pipe()?;
@@ -243,42 +274,7 @@ impl Policy {
         drop((out_w, err_w, st_w, devnull));
 
         let limits = self.limits;
-        let rlimits: [(libc::c_int, u64, u64); 6] = [
-            (
-                libc::RLIMIT_CPU as libc::c_int,
-                limits.cpu_seconds,
-                limits.cpu_seconds.saturating_add(1),
-            ),
-            (
-                libc::RLIMIT_AS as libc::c_int,
-                limits.address_space_bytes,
-                limits.address_space_bytes,
-            ),
-            // RLIMIT_NPROC counts every task of the user, not just this call's: for a
-            // non-root caller (a desktop session has hundreds) a low value would make the
-            // first fork fail, so it is left as inherited there. Root ignores it; the cap
-            // that binds root is the namespace's pid_max.
-            (
-                if self.is_root {
-                    libc::RLIMIT_NPROC as libc::c_int
-                } else {
-                    -1
-                },
-                limits.processes,
-                limits.processes,
-            ),
-            (
-                libc::RLIMIT_FSIZE as libc::c_int,
-                limits.file_size_bytes,
-                limits.file_size_bytes,
-            ),
-            (
-                libc::RLIMIT_NOFILE as libc::c_int,
-                limits.open_files,
-                limits.open_files,
-            ),
-            (libc::RLIMIT_CORE as libc::c_int, 0, 0),
-        ];
+        let rlimits = self.rlimits();
         let pid_max = decimal(300 + limits.processes);
         let last_pid = decimal(299);
         let fprog = self.seccomp.as_ref().map(|f| libc::sock_fprog {
@@ -298,6 +294,7 @@ impl Policy {
                 c_st.as_raw_fd(),
                 c_rules.as_ref().map_or(-1, |f| f.as_raw_fd()),
                 c_cwd.as_raw_fd(),
+                -1,
             ],
             rlimits,
             pid_max: self.pid_max_per_ns.then_some((&pid_max, &last_pid)),
@@ -364,7 +361,17 @@ impl Policy {
         }
         let duration = start.elapsed();
         drop((exe_c, argv_c, argv_p, envp, fprog));
+        self.output(exe, io, records, duration)
+    }
 
+    /// The result of a run from what was read from its pipes.
+    fn output(
+        &self,
+        exe: &Path,
+        io: Pumped,
+        records: Vec<Record>,
+        duration: Duration,
+    ) -> Result<Output, SandboxError> {
         let mut out = Output {
             exit_code: None,
             signal: None,
@@ -435,14 +442,45 @@ pub struct Request<'a> {
 }
 
 impl Policy {
-    /// Makes a fresh [`Staged`] for one call on `ws` with `budget`.
-    pub fn prepare(&self, ws: &Workspace, budget: Budget) -> Result<Staged, SandboxError> {
-        let scratch = Scratch::new(ws, budget)?;
-        let rules = match &self.ruleset {
-            Some(r) => Some(r.with_workspace(scratch.overlay_fd())?),
-            None => None,
-        };
-        Ok(Staged::new(scratch, rules))
+    /// The rlimits a process gets (`-1`: left as inherited).
+    pub(super) fn rlimits(&self) -> [(libc::c_int, u64, u64); 6] {
+        let limits = self.limits;
+        [
+            (
+                libc::RLIMIT_CPU as libc::c_int,
+                limits.cpu_seconds,
+                limits.cpu_seconds.saturating_add(1),
+            ),
+            (
+                libc::RLIMIT_AS as libc::c_int,
+                limits.address_space_bytes,
+                limits.address_space_bytes,
+            ),
+            // RLIMIT_NPROC counts every task of the user, not just this call's: for a
+            // non-root caller (a desktop session has hundreds) a low value would make the
+            // first fork fail, so it is left as inherited there. Root ignores it; the cap
+            // that binds root is the namespace's pid_max.
+            (
+                if self.is_root {
+                    libc::RLIMIT_NPROC as libc::c_int
+                } else {
+                    -1
+                },
+                limits.processes,
+                limits.processes,
+            ),
+            (
+                libc::RLIMIT_FSIZE as libc::c_int,
+                limits.file_size_bytes,
+                limits.file_size_bytes,
+            ),
+            (
+                libc::RLIMIT_NOFILE as libc::c_int,
+                limits.open_files,
+                limits.open_files,
+            ),
+            (libc::RLIMIT_CORE as libc::c_int, 0, 0),
+        ]
     }
 }
 

@@ -20,6 +20,8 @@ use super::path::Workspace;
 use super::process::Policy;
 use super::staging::Budget;
 use super::staging::Scratch;
+use super::warm::Warm;
+use super::SandboxError;
 
 /// What one staged call needs besides its argv, made before the call (it can be made
 /// ahead of it, see [`super::stock`]): the call's overlay and tmpfs, and a Landlock
@@ -28,8 +30,11 @@ use super::staging::Scratch;
 /// by one call only, then dropped.
 #[derive(Debug)]
 pub struct Staged {
+    /// Dropped first: the prepared process is killed and reaped before the overlay goes.
+    pub(super) warm: Mutex<Option<Warm>>,
     scratch: Scratch,
     rules: Option<Ruleset>,
+    owner: Arc<()>,
 }
 
 impl Staged {
@@ -37,11 +42,40 @@ impl Staged {
     pub fn scratch(&self) -> &Scratch {
         &self.scratch
     }
+
+    /// Whether a prepared process is waiting for this call ([`Policy::prepare_ahead`]).
+    pub fn has_prepared_process(&self) -> bool {
+        self.warm.lock().is_some()
+    }
 }
 
 impl Staged {
-    pub(super) fn new(scratch: Scratch, rules: Option<Ruleset>) -> Self {
-        Self { scratch, rules }
+    pub(super) fn new(
+        owner: Arc<()>,
+        scratch: Scratch,
+        rules: Option<Ruleset>,
+        warm: Option<Warm>,
+    ) -> Self {
+        Self {
+            warm: Mutex::new(warm),
+            scratch,
+            rules,
+            owner,
+        }
+    }
+
+    pub(super) fn set_warm(&self, warm: Warm) {
+        *self.warm.lock() = Some(warm);
+    }
+
+    /// The policy it was made for ([`Policy`]'s token).
+    pub(super) fn owner(&self) -> &Arc<()> {
+        &self.owner
+    }
+
+    /// The prepared process, once: whoever takes it runs the only call it will serve.
+    pub(super) fn take_warm(&self) -> Option<Warm> {
+        self.warm.lock().take().filter(Warm::in_host)
     }
 
     /// The call's ruleset (`None` without Landlock).
@@ -118,16 +152,53 @@ impl Stock {
         self.inner.wake.notify_one();
     }
 
+    /// Returns an unused [`Staged`] to the ready ones (tests).
+    #[cfg(test)]
+    pub(super) fn put_back_for_test(&self, s: Staged) {
+        self.inner.state.lock().ready.push(s);
+    }
+
+    /// The pids of the ready prepared processes (tests).
+    #[cfg(test)]
+    pub(super) fn prepared_pids_for_test(&self) -> Vec<libc::pid_t> {
+        let st = self.inner.state.lock();
+        st.ready
+            .iter()
+            .filter_map(|s| s.warm.lock().as_ref().map(|w| w.pid()))
+            .collect()
+    }
+
+    /// Stops the thread and drops the ready ones (killing and reaping their prepared
+    /// processes); afterwards [`Stock::take`] makes each call's own, as without a thread.
+    pub fn close(&self) {
+        self.inner.state.lock().stop = true;
+        self.inner.wake.notify_all();
+        if let Some(h) = self.thread.lock().take() {
+            let _ = h.join();
+        }
+        let (ready, used) = {
+            let mut st = self.inner.state.lock();
+            (std::mem::take(&mut st.ready), std::mem::take(&mut st.used))
+        };
+        drop((ready, used));
+    }
+
     fn start(&self) {
         let mut thread = self.thread.lock();
-        if thread.is_some() || self.inner.state.lock().off {
+        let st = self.inner.state.lock();
+        if thread.is_some() || st.off || st.stop {
             return;
         }
+        drop(st);
         let inner = self.inner.clone();
         match std::thread::Builder::new()
             .name("loom-stager".into())
-            .spawn(move || inner.run())
-        {
+            .spawn(move || {
+                // The prepared processes' B inherits an empty bounding set (this thread
+                // never execs).
+                super::spawn::empty_bounding_set();
+                inner.run()
+            }) {
             Ok(h) => *thread = Some(h),
             Err(_) => self.inner.state.lock().off = true,
         }
@@ -161,6 +232,27 @@ impl Inner {
                 }
                 continue;
             }
+            // Full: now give the ready ones their prepared process, one by one, each moved
+            // to the end (the next `take` pops it). Only when full, so that a burst of calls is refilled
+            // at the speed of overlays alone, as it was without them.
+            let cold = st.ready.iter().position(|s| !s.has_prepared_process());
+            if let (Some(i), None) = (cold, backoff) {
+                let staged = st.ready.remove(i);
+                drop(st);
+                let made = self.policy.prepare_process(&staged);
+                st = self.state.lock();
+                if made.is_err() {
+                    backoff = Some(Duration::from_secs(1));
+                }
+                if st.stop {
+                    drop(st);
+                    drop(staged);
+                    st = self.state.lock();
+                } else {
+                    st.ready.push(staged);
+                }
+                continue;
+            }
             match backoff.take() {
                 Some(wait) => {
                     self.wake.wait_for(&mut st, wait);
@@ -173,11 +265,45 @@ impl Inner {
 
 impl Drop for Stock {
     fn drop(&mut self) {
-        self.inner.state.lock().stop = true;
-        self.inner.wake.notify_all();
-        if let Some(h) = self.thread.lock().take() {
-            let _ = h.join();
+        self.close();
+    }
+}
+
+impl Policy {
+    /// Makes a fresh [`Staged`] for one call on `ws` with `budget`.
+    pub fn prepare(&self, ws: &Workspace, budget: Budget) -> Result<Staged, SandboxError> {
+        let scratch = Scratch::new(ws, budget)?;
+        let rules = match &self.ruleset {
+            Some(r) => Some(r.with_workspace(scratch.overlay_fd())?),
+            None => None,
+        };
+        Ok(Staged::new(self.token.clone(), scratch, rules, None))
+    }
+
+    /// [`Policy::prepare`] plus a process prepared for the call ([`super::warm`]): in its
+    /// namespaces, the overlay mounted, every restriction of A applied, waiting for the
+    /// call's argv. Without staged writes (no mount namespace) the same as `prepare`.
+    /// For a thread that outlives the result (the child's parent-death signal follows
+    /// the thread that made it): [`super::stock`]'s.
+    pub fn prepare_ahead(&self, ws: &Workspace, budget: Budget) -> Result<Staged, SandboxError> {
+        let staged = self.prepare(ws, budget)?;
+        self.prepare_process(&staged)?;
+        Ok(staged)
+    }
+
+    /// Adds the prepared process of [`Policy::prepare_ahead`] to an unused `staged` of
+    /// this policy (no-op if it has one, or without staged writes).
+    pub fn prepare_process(&self, staged: &Staged) -> Result<(), SandboxError> {
+        if !(self.mountns && self.pidns)
+            || self.check_required().is_err()
+            || !Arc::ptr_eq(staged.owner(), &self.token)
+            || staged.has_prepared_process()
+        {
+            return Ok(());
         }
+        let warm = super::warm::Warm::spawn(self, staged.scratch(), staged.rules())?;
+        staged.set_warm(warm);
+        Ok(())
     }
 }
 

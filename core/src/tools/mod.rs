@@ -224,6 +224,14 @@ impl NativeTools {
     }
 
     /// The registered tools, sorted by name.
+    /// Drops what was made ahead of calls (the shell's ready stagings and prepared
+    /// processes) and stops making more; calls still work, making their own.
+    pub fn close(&self) {
+        if let Some(sh) = &self.shell {
+            sh.close();
+        }
+    }
+
     pub fn specs(&self) -> Vec<ToolSpec> {
         self.tools.values().map(|(_, s)| s.clone()).collect()
     }

@@ -144,6 +144,13 @@ impl Shell {
         })
     }
 
+    /// Stops the stock ([`Stock::close`]).
+    pub(super) fn close(&self) {
+        if let Some(stock) = &self.stock {
+            stock.close();
+        }
+    }
+
     pub(super) fn spec(&self, cfg: &SandboxConfig) -> ToolSpec {
         let names: Vec<&str> = self.by_name.keys().map(String::as_str).collect();
         let sh = &cfg.tools.shell;

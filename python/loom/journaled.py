@@ -99,25 +99,23 @@ async def contract_net(
     )
 
 
-async def now() -> float:
-    """Seconds since the Unix epoch, journaled in a durable run."""
+async def _recorded(kind: str, value: Callable[[], float]) -> float:
+    """``value()``, journaled as ``kind`` in a durable run."""
     effects = _effects.current()
     if effects is None:
-        return time.time()
+        return value()
 
-    async def clock(_key: str) -> float:
-        return time.time()
+    async def read(_key: str) -> float:
+        return value()
 
-    return await _effects.journaled(effects, "now", {}, clock)
+    return await _effects.journaled(effects, kind, {}, read)
+
+
+async def now() -> float:
+    """Seconds since the Unix epoch, journaled in a durable run."""
+    return await _recorded("now", time.time)
 
 
 async def random() -> float:
     """A random float in [0, 1), journaled in a durable run."""
-    effects = _effects.current()
-    if effects is None:
-        return _random.random()
-
-    async def draw(_key: str) -> float:
-        return _random.random()
-
-    return await _effects.journaled(effects, "random", {}, draw)
+    return await _recorded("random", _random.random)

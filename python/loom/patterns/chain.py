@@ -16,7 +16,7 @@ gate stops the chain early with a typed :class:`ChainResult`::
     )
     result = await chain.run("Meet Alice next Tuesday at 2pm")
     if not result.ok:
-        print(result.failed_step, result.reason)
+        log.warning("chain stopped at %s: %s", result.failed_step, result.reason)
 """
 
 from __future__ import annotations

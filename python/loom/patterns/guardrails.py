@@ -13,7 +13,7 @@ result says which guard failed and why. Only when all pass does the main task ru
     )
     result = await rails.run(user_text, task=handle_request)
     if not result.ok:
-        print(result.failed_guard, result.reason)
+        log.warning("refused by %s: %s", result.failed_guard, result.reason)
 
 Guards fail closed: a guard that raises, times out, or whose model gives no valid
 verdict counts as failed, with the error as the reason.

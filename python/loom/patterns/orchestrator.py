@@ -8,7 +8,8 @@ one, with a flag saying whether it was approved::
 
     orchestrator = Orchestrator(llm=llm, max_revisions=2, min_score=0.8)
     result = await orchestrator.run("A blog post on event-driven agents")
-    print(result.approved, result.score, result.output)
+    if result.approved:
+        publish(result.output)  # else: result.score says how close it came
 
 Any role can be replaced: ``Orchestrator(planner=..., worker=..., reviewer=...)`` with
 the LLM or bus roles of :mod:`loom.patterns.roles`, or your own.

@@ -24,20 +24,17 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import gc
 import os
 import platform
-import statistics
 import subprocess
 import sys
 import tempfile
 import textwrap
-import time
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from _lib.calls import Best, Call, run
 from _lib.nats_server import start_nats
 from loom import Agent, Runtime
 from loom.config import parse_project_config
@@ -45,7 +42,6 @@ from loom.nats import connect
 from loom.nats.remote_tools import RemoteToolsClient
 from loom.tools import tool
 
-Call = Callable[[], Awaitable[Any]]
 HOST = "benchhost"
 SMALL = ("loom " * 128)[:128]
 
@@ -91,59 +87,6 @@ HOST_SCRIPT = textwrap.dedent(
 
 
 # -- measuring -----------------------------------------------------------------------
-
-
-@dataclass
-class Sample:
-    lat_ns: list[int]
-    elapsed_ns: int
-
-    @property
-    def p50_us(self) -> float:
-        return statistics.median(self.lat_ns) / 1000
-
-    @property
-    def p99_us(self) -> float:
-        lat = sorted(self.lat_ns)
-        return lat[max(0, int(len(lat) * 0.99) - 1)] / 1000
-
-    @property
-    def per_s(self) -> float:
-        return len(self.lat_ns) / (self.elapsed_ns / 1e9)
-
-
-@dataclass
-class Best:
-    samples: list[Sample] = field(default_factory=list)
-
-    @property
-    def p50_us(self) -> float:
-        return min(s.p50_us for s in self.samples)
-
-    @property
-    def p99_us(self) -> float:
-        return min(s.p99_us for s in self.samples)
-
-    @property
-    def per_s(self) -> float:
-        return max(s.per_s for s in self.samples)
-
-
-async def run(call: Call, n: int, concurrency: int = 1) -> Sample:
-    lat: list[int] = []
-    clock = time.perf_counter_ns
-
-    async def caller(k: int) -> None:
-        for _ in range(k):
-            t0 = clock()
-            await call()
-            lat.append(clock() - t0)
-
-    gc.collect()
-    per = [n // concurrency + (i < n % concurrency) for i in range(concurrency)]
-    start = clock()
-    await asyncio.gather(*(caller(k) for k in per))
-    return Sample(lat, clock() - start)
 
 
 @dataclass

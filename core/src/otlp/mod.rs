@@ -23,5 +23,5 @@ mod queue;
 mod span;
 
 pub use encode::{encode_request, write_double, write_json_str};
-pub use queue::{Config, Exporter, Pushed, Stats};
+pub use queue::{Config, ErrorHook, Exporter, Pushed, Stats};
 pub use span::{AnyValue, Event, KeyValue, Link, Resource, Scope, SpanRecord, Status, Text};

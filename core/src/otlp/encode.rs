@@ -65,6 +65,44 @@ pub fn write_json_str(s: &[u8], out: &mut Vec<u8>) {
     out.push(b'"');
 }
 
+fn push_hex(v: u128, digits: u32, out: &mut Vec<u8>) {
+    for k in (0..digits).rev() {
+        out.push(HEX[((v >> (k * 4)) & 0xF) as usize]);
+    }
+}
+
+/// Decimal digits of `v` (what `write!` would give, without the formatting machinery:
+/// this runs several times per span).
+fn push_u64(mut v: u64, out: &mut Vec<u8>) {
+    let mut buf = [0u8; 20];
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (v % 10) as u8;
+        v /= 10;
+        if v == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&buf[i..]);
+}
+
+fn push_i64(v: i64, out: &mut Vec<u8>) {
+    if v < 0 {
+        out.push(b'-');
+    }
+    push_u64(v.unsigned_abs(), out);
+}
+
+/// `"traceId":"<32 hex>","spanId":"<16 hex>"` (without the leading brace).
+fn push_ids(trace_id: u128, span_id: u64, out: &mut Vec<u8>) {
+    out.extend_from_slice(b"\"traceId\":\"");
+    push_hex(trace_id, 32, out);
+    out.extend_from_slice(b"\",\"spanId\":\"");
+    push_hex(u128::from(span_id), 16, out);
+    out.push(b'"');
+}
+
 fn write_u_escape(cp: u32, out: &mut Vec<u8>) {
     out.extend_from_slice(b"\\u");
     for shift in [12, 8, 4, 0] {
@@ -156,10 +194,14 @@ fn write_value(v: &AnyValue, out: &mut Vec<u8>) {
         AnyValue::Bool(true) => out.extend_from_slice(b"{\"boolValue\":true}"),
         AnyValue::Bool(false) => out.extend_from_slice(b"{\"boolValue\":false}"),
         AnyValue::Int(i) => {
-            let _ = write!(out, "{{\"intValue\":\"{i}\"}}");
+            out.extend_from_slice(b"{\"intValue\":\"");
+            push_i64(*i, out);
+            out.extend_from_slice(b"\"}");
         }
         AnyValue::BigInt(digits) => {
-            let _ = write!(out, "{{\"intValue\":\"{digits}\"}}");
+            out.extend_from_slice(b"{\"intValue\":\"");
+            out.extend_from_slice(digits.as_bytes());
+            out.extend_from_slice(b"\"}");
         }
         AnyValue::Double(f) => {
             out.extend_from_slice(b"{\"doubleValue\":");
@@ -216,31 +258,35 @@ fn write_attrs_field(attrs: &[KeyValue], dropped: u32, out: &mut Vec<u8>) {
         write_attrs(attrs, out);
     }
     if dropped != 0 {
-        let _ = write!(out, ",\"droppedAttributesCount\":{dropped}");
+        out.extend_from_slice(b",\"droppedAttributesCount\":");
+        push_u64(u64::from(dropped), out);
     }
 }
 
 fn write_span(span: &SpanRecord, out: &mut Vec<u8>) {
-    let _ = write!(
-        out,
-        "{{\"traceId\":\"{:032x}\",\"spanId\":\"{:016x}\"",
-        span.trace_id, span.span_id
-    );
+    out.push(b'{');
+    push_ids(span.trace_id, span.span_id, out);
     if let Some(state) = &span.trace_state {
         out.extend_from_slice(b",\"traceState\":");
         write_json_str(state.as_bytes(), out);
     }
     if let Some((parent, _)) = span.parent {
-        let _ = write!(out, ",\"parentSpanId\":\"{parent:016x}\"");
+        out.extend_from_slice(b",\"parentSpanId\":\"");
+        push_hex(u128::from(parent), 16, out);
+        out.push(b'"');
     }
     let remote = matches!(span.parent, Some((_, true)));
-    let _ = write!(out, ",\"flags\":{},\"name\":", flags(remote));
+    out.extend_from_slice(b",\"flags\":");
+    push_u64(u64::from(flags(remote)), out);
+    out.extend_from_slice(b",\"name\":");
     write_json_str(span.name.as_bytes(), out);
-    let _ = write!(
-        out,
-        ",\"kind\":{},\"startTimeUnixNano\":\"{}\",\"endTimeUnixNano\":\"{}\"",
-        span.kind, span.start_time_unix_nano, span.end_time_unix_nano
-    );
+    out.extend_from_slice(b",\"kind\":");
+    push_u64(u64::from(span.kind), out);
+    out.extend_from_slice(b",\"startTimeUnixNano\":\"");
+    push_u64(span.start_time_unix_nano, out);
+    out.extend_from_slice(b"\",\"endTimeUnixNano\":\"");
+    push_u64(span.end_time_unix_nano, out);
+    out.push(b'"');
     write_attrs_field(&span.attributes, span.dropped_attributes, out);
     if !span.events.is_empty() {
         out.extend_from_slice(b",\"events\":[");
@@ -248,7 +294,9 @@ fn write_span(span: &SpanRecord, out: &mut Vec<u8>) {
             if n > 0 {
                 out.push(b',');
             }
-            let _ = write!(out, "{{\"timeUnixNano\":\"{}\",\"name\":", e.time_unix_nano);
+            out.extend_from_slice(b"{\"timeUnixNano\":\"");
+            push_u64(e.time_unix_nano, out);
+            out.extend_from_slice(b"\",\"name\":");
             write_json_str(e.name.as_bytes(), out);
             write_attrs_field(&e.attributes, e.dropped_attributes, out);
             out.push(b'}');
@@ -256,7 +304,8 @@ fn write_span(span: &SpanRecord, out: &mut Vec<u8>) {
         out.push(b']');
     }
     if span.dropped_events != 0 {
-        let _ = write!(out, ",\"droppedEventsCount\":{}", span.dropped_events);
+        out.extend_from_slice(b",\"droppedEventsCount\":");
+        push_u64(u64::from(span.dropped_events), out);
     }
     if !span.links.is_empty() {
         out.extend_from_slice(b",\"links\":[");
@@ -264,32 +313,36 @@ fn write_span(span: &SpanRecord, out: &mut Vec<u8>) {
             if n > 0 {
                 out.push(b',');
             }
-            let _ = write!(
-                out,
-                "{{\"traceId\":\"{:032x}\",\"spanId\":\"{:016x}\"",
-                link.trace_id, link.span_id
-            );
+            out.push(b'{');
+            push_ids(link.trace_id, link.span_id, out);
             if let Some(state) = &link.trace_state {
                 out.extend_from_slice(b",\"traceState\":");
                 write_json_str(state.as_bytes(), out);
             }
             write_attrs_field(&link.attributes, link.dropped_attributes, out);
-            let _ = write!(out, ",\"flags\":{}}}", flags(link.is_remote));
+            out.extend_from_slice(b",\"flags\":");
+            push_u64(u64::from(flags(link.is_remote)), out);
+            out.push(b'}');
         }
         out.push(b']');
     }
     if span.dropped_links != 0 {
-        let _ = write!(out, ",\"droppedLinksCount\":{}", span.dropped_links);
+        out.extend_from_slice(b",\"droppedLinksCount\":");
+        push_u64(u64::from(span.dropped_links), out);
     }
     match (&span.status.code, &span.status.message) {
         (0, _) => out.extend_from_slice(b",\"status\":{}}"),
         (code, Some(message)) if !message.is_empty() => {
-            let _ = write!(out, ",\"status\":{{\"code\":{code},\"message\":");
+            out.extend_from_slice(b",\"status\":{\"code\":");
+            push_u64(u64::from(*code), out);
+            out.extend_from_slice(b",\"message\":");
             write_json_str(message.as_bytes(), out);
             out.extend_from_slice(b"}}");
         }
         (code, _) => {
-            let _ = write!(out, ",\"status\":{{\"code\":{code}}}}}");
+            out.extend_from_slice(b",\"status\":{\"code\":");
+            push_u64(u64::from(*code), out);
+            out.extend_from_slice(b"}}");
         }
     }
 }

@@ -25,7 +25,10 @@ fn strings_are_escaped_like_encode_basestring() {
     assert_eq!(json_str(b"a\"b\\c"), "\"a\\\"b\\\\c\"");
     assert_eq!(json_str(b"\n\r\t\x08\x0c"), "\"\\n\\r\\t\\b\\f\"");
     assert_eq!(json_str(b"\x00\x1f\x7f"), "\"\\u0000\\u001f\x7f\"");
-    assert_eq!(json_str("✓ é 😀 \u{d7ff}".as_bytes()), "\"✓ é 😀 \u{d7ff}\"");
+    assert_eq!(
+        json_str("✓ é 😀 \u{d7ff}".as_bytes()),
+        "\"✓ é 😀 \u{d7ff}\""
+    );
 }
 
 #[test]
@@ -122,9 +125,15 @@ fn every_field() {
     s.parent = Some((0xff, true));
     s.attributes = vec![
         KeyValue::new("i", AnyValue::Int(-3)),
-        KeyValue::new("big", AnyValue::BigInt("123456789012345678901234567890".into())),
+        KeyValue::new(
+            "big",
+            AnyValue::BigInt("123456789012345678901234567890".into()),
+        ),
         KeyValue::new("f", AnyValue::Double(0.5)),
-        KeyValue::new("a", AnyValue::Array(vec![AnyValue::Int(1), AnyValue::Str("x".into())])),
+        KeyValue::new(
+            "a",
+            AnyValue::Array(vec![AnyValue::Int(1), AnyValue::Str("x".into())]),
+        ),
         KeyValue::new("e", AnyValue::Array(vec![])),
         KeyValue::new("bytes", AnyValue::Bytes(b"ab".to_vec().into())),
         KeyValue::new(

@@ -240,9 +240,8 @@ fn run(shared: &Shared) {
         let batch: Vec<SpanRecord> = {
             let mut st = shared.state.lock();
             loop {
-                let urgent = st.queue.len() >= config.max_batch_size
-                    || st.flush_to > st.done
-                    || st.shutdown;
+                let urgent =
+                    st.queue.len() >= config.max_batch_size || st.flush_to > st.done || st.shutdown;
                 if !st.queue.is_empty() && (urgent || Instant::now() >= deadline) {
                     break;
                 }
@@ -265,6 +264,13 @@ fn run(shared: &Shared) {
         drop(batch);
         line.push(b'\n');
         let result = write_line(&mut file, &shared.path, &line);
+        // Reported before the batch counts as done, so a flush returns after the log.
+        if let (Err(e), Some(hook)) = (&result, &shared.on_error) {
+            hook(&format!(
+                "cannot write spans to {}: {e}",
+                shared.path.display()
+            ));
+        }
         {
             let mut st = shared.state.lock();
             st.done += spans;
@@ -274,12 +280,6 @@ fn run(shared: &Shared) {
                 st.failed += spans;
             }
             shared.progress.notify_all();
-        }
-        if let (Err(e), Some(hook)) = (&result, &shared.on_error) {
-            hook(&format!(
-                "cannot write spans to {}: {e}",
-                shared.path.display()
-            ));
         }
         deadline = Instant::now() + config.schedule_delay;
     }

@@ -67,8 +67,14 @@ fn flush_writes_everything_queued_in_batches_in_order() {
     assert_eq!(lines.concat(), (1..=10).collect::<Vec<_>>());
     assert!(lines.iter().all(|l| l.len() <= 4));
     let st = ex.stats();
-    assert_eq!((st.accepted, st.exported, st.dropped, st.queued), (10, 10, 0, 0));
-    assert!(ex.flush(Duration::from_secs(1)), "nothing new: returns at once");
+    assert_eq!(
+        (st.accepted, st.exported, st.dropped, st.queued),
+        (10, 10, 0, 0)
+    );
+    assert!(
+        ex.flush(Duration::from_secs(1)),
+        "nothing new: returns at once"
+    );
     assert!(ex.shutdown(Duration::from_secs(10)));
 }
 
@@ -109,7 +115,13 @@ fn a_full_queue_drops_the_oldest_and_counts_it() {
     // The batch size is above the queue size: nothing is written until the flush.
     let ex = Exporter::start(&path, config(5, 1000, 60_000), None).unwrap();
     let results: Vec<Pushed> = (1..=8).map(|i| ex.push(span(i))).collect();
-    assert_eq!(results.iter().filter(|r| **r == Pushed::DroppedOldest).count(), 3);
+    assert_eq!(
+        results
+            .iter()
+            .filter(|r| **r == Pushed::DroppedOldest)
+            .count(),
+        3
+    );
     assert!(ex.flush(Duration::from_secs(10)));
     assert_eq!(span_ids(&path).concat(), vec![4, 5, 6, 7, 8]);
     let st = ex.stats();
@@ -158,7 +170,10 @@ fn write_errors_are_reported_and_counted() {
     });
     let ex = Exporter::start(&path, config(10, 10, 60_000), Some(hook)).unwrap();
     ex.push(span(1));
-    assert!(ex.flush(Duration::from_secs(10)), "a failed batch is done too");
+    assert!(
+        ex.flush(Duration::from_secs(10)),
+        "a failed batch is done too"
+    );
     assert_eq!(ex.stats().failed, 1);
     assert_eq!(calls.load(Ordering::SeqCst), 1);
     ex.shutdown(Duration::from_secs(10));
@@ -188,7 +203,9 @@ fn concurrent_pushes_and_flushes_lose_nothing() {
     assert!(ex.shutdown(Duration::from_secs(10)));
     let mut ids = span_ids(&path).concat();
     ids.sort_unstable();
-    let mut want: Vec<u64> = (0..4).flat_map(|t| (0..500).map(move |i| t * 1000 + i)).collect();
+    let mut want: Vec<u64> = (0..4)
+        .flat_map(|t| (0..500).map(move |i| t * 1000 + i))
+        .collect();
     want.sort_unstable();
     assert_eq!(ids, want);
 }

@@ -6,9 +6,9 @@ use std::sync::Arc;
 /// A string as Python holds it: UTF-8, or (rarely: model text cut in the middle of a
 /// pair) with lone surrogates, encoded as Python's `surrogatepass` error handler does
 /// (three bytes `ED A0..BF xx`, never valid UTF-8). The encoder escapes those as
-/// `\udXXX`.
+/// `\udXXX`. Shared (`Arc`): the binding reuses the text of strings that recur.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Text(Box<[u8]>);
+pub struct Text(Arc<[u8]>);
 
 impl Text {
     /// Text from ordinary UTF-8.

@@ -17,8 +17,11 @@ use std::time::Duration;
 use parking_lot::Mutex;
 use pyo3::exceptions::{PyIndexError, PyOSError, PyValueError};
 use pyo3::prelude::*;
-use pyo3::types::{PyBool, PyByteArray, PyBytes, PyDict, PyFloat, PyInt, PyList, PyString, PyTuple};
+use pyo3::types::{
+    PyBool, PyByteArray, PyBytes, PyDict, PyFloat, PyInt, PyList, PyString, PyTuple,
+};
 
+use super::intern::StrCache;
 use crate::otlp::{
     AnyValue, Config, ErrorHook, Event, Exporter, KeyValue, Link, Pushed, Resource, Scope,
     SpanRecord, Status, Text,
@@ -27,15 +30,34 @@ use crate::otlp::{
 /// Nesting deeper than this (lists in lists, a list holding itself) is refused.
 const MAX_DEPTH: usize = 64;
 
+/// Strings up to this many characters are looked up in (and put into) the cache:
+/// attribute keys and the short values that recur (operation names, systems, agents).
+const CACHED_LEN: usize = 64;
+
+/// Attribute keys and short string values, by object (see `intern.rs`).
+type TextCache = StrCache<Text, 512>;
+
 fn text(s: &Bound<'_, PyString>) -> PyResult<Text> {
     match s.to_str() {
         Ok(s) => Ok(Text::new(s)),
         // Lone surrogates (the encoder writes them as `\udXXX`).
         Err(_) => {
             let bytes = s.call_method1("encode", ("utf-8", "surrogatepass"))?;
-            Ok(Text::from_surrogatepass(bytes.cast::<PyBytes>()?.as_bytes()))
+            Ok(Text::from_surrogatepass(
+                bytes.cast::<PyBytes>()?.as_bytes(),
+            ))
         }
     }
+}
+
+/// [`text`], from the cache for short strings.
+fn cached_text(cache: &TextCache, s: &Bound<'_, PyString>) -> PyResult<Text> {
+    if s.len()? <= CACHED_LEN {
+        if let Ok(t) = cache.get_with(s, Text::new) {
+            return Ok(t);
+        }
+    }
+    text(s)
 }
 
 fn any_text(obj: &Bound<'_, PyAny>) -> PyResult<Text> {
@@ -55,10 +77,14 @@ fn opt_text(obj: Option<&Bound<'_, PyAny>>) -> PyResult<Option<Text>> {
     }
 }
 
+fn too_deep() -> PyErr {
+    PyValueError::new_err("attribute value nested too deeply")
+}
+
 /// The Python encoder's `_value_json` cases, in its order.
-fn any_value(v: &Bound<'_, PyAny>, depth: usize) -> PyResult<AnyValue> {
+fn any_value(c: &TextCache, v: &Bound<'_, PyAny>, depth: usize) -> PyResult<AnyValue> {
     if let Ok(s) = v.cast_exact::<PyString>() {
-        return Ok(AnyValue::Str(text(s)?));
+        return Ok(AnyValue::Str(cached_text(c, s)?));
     }
     if let Ok(b) = v.cast_exact::<PyBool>() {
         return Ok(AnyValue::Bool(b.is_true()));
@@ -71,11 +97,11 @@ fn any_value(v: &Bound<'_, PyAny>, depth: usize) -> PyResult<AnyValue> {
     }
     if v.cast::<PyList>().is_ok() || v.cast::<PyTuple>().is_ok() {
         if depth >= MAX_DEPTH {
-            return Err(PyValueError::new_err("attribute value nested too deeply"));
+            return Err(too_deep());
         }
         let mut items = Vec::with_capacity(v.len()?);
         for item in v.try_iter()? {
-            items.push(any_value(&item?, depth + 1)?);
+            items.push(any_value(c, &item?, depth + 1)?);
         }
         return Ok(AnyValue::Array(items));
     }
@@ -87,9 +113,9 @@ fn any_value(v: &Bound<'_, PyAny>, depth: usize) -> PyResult<AnyValue> {
     }
     if is_mapping(v)? {
         if depth >= MAX_DEPTH {
-            return Err(PyValueError::new_err("attribute value nested too deeply"));
+            return Err(too_deep());
         }
-        return Ok(AnyValue::KvList(attributes_at(v, depth + 1)?));
+        return Ok(AnyValue::KvList(attributes_at(c, v, depth + 1)?));
     }
     if v.is_none() {
         return Ok(AnyValue::Empty);
@@ -118,18 +144,22 @@ fn is_mapping(v: &Bound<'_, PyAny>) -> PyResult<bool> {
     v.is_instance(&abc)
 }
 
-fn attributes(obj: &Bound<'_, PyAny>) -> PyResult<Vec<KeyValue>> {
-    attributes_at(obj, 0)
+fn attributes(c: &TextCache, obj: &Bound<'_, PyAny>) -> PyResult<Vec<KeyValue>> {
+    attributes_at(c, obj, 0)
 }
 
-fn attributes_at(obj: &Bound<'_, PyAny>, depth: usize) -> PyResult<Vec<KeyValue>> {
+fn attributes_at(c: &TextCache, obj: &Bound<'_, PyAny>, depth: usize) -> PyResult<Vec<KeyValue>> {
     if obj.is_none() {
         return Ok(Vec::new());
     }
     let kv = |k: &Bound<'_, PyAny>, v: &Bound<'_, PyAny>| -> PyResult<KeyValue> {
+        let key = match k.cast_exact::<PyString>() {
+            Ok(k) => cached_text(c, k)?,
+            Err(_) => any_text(k)?,
+        };
         Ok(KeyValue {
-            key: any_text(k)?,
-            value: any_value(v, depth)?,
+            key,
+            value: any_value(c, v, depth)?,
         })
     };
     if let Ok(d) = obj.cast::<PyDict>() {
@@ -165,6 +195,7 @@ pub(crate) struct PySpanExporter {
     inner: Exporter,
     resources: Mutex<Vec<Arc<Resource>>>,
     scopes: Mutex<Vec<Arc<Scope>>>,
+    texts: TextCache,
 }
 
 #[pymethods]
@@ -194,6 +225,7 @@ impl PySpanExporter {
             inner,
             resources: Mutex::new(Vec::new()),
             scopes: Mutex::new(Vec::new()),
+            texts: TextCache::new(),
         })
     }
 
@@ -211,7 +243,7 @@ impl PySpanExporter {
         schema_url: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<usize> {
         let res = Resource {
-            attributes: self::attributes(attributes)?,
+            attributes: self::attributes(&self.texts, attributes)?,
             schema_url: opt_text(schema_url)?,
         };
         let mut all = self.resources.lock();
@@ -232,7 +264,7 @@ impl PySpanExporter {
             name: any_text(name)?,
             version: opt_text(version)?,
             attributes: match attributes {
-                Some(a) => self::attributes(a)?,
+                Some(a) => self::attributes(&self.texts, a)?,
                 None => Vec::new(),
             },
             schema_url: opt_text(schema_url)?,
@@ -289,11 +321,12 @@ impl PySpanExporter {
             span_id,
             trace_state: opt_text(trace_state)?,
             parent: parent_span_id.map(|id| (id, parent_is_remote)),
+            // Not cached: span names are mostly made per span (`chat {model}`).
             name: any_text(name)?,
             kind,
             start_time_unix_nano: start_time.unwrap_or(0),
             end_time_unix_nano: end_time.unwrap_or(0),
-            attributes: self::attributes(attributes)?,
+            attributes: self::attributes(&self.texts, attributes)?,
             dropped_attributes,
             events: Vec::new(),
             dropped_events,
@@ -314,7 +347,7 @@ impl PySpanExporter {
                 record.events.push(Event {
                     time_unix_nano: time,
                     name: any_text(&name)?,
-                    attributes: self::attributes(&attrs)?,
+                    attributes: self::attributes(&self.texts, &attrs)?,
                     dropped_attributes: dropped,
                 });
             }
@@ -335,7 +368,7 @@ impl PySpanExporter {
                     trace_id,
                     span_id,
                     trace_state: opt_text(Some(&state))?,
-                    attributes: self::attributes(&attrs)?,
+                    attributes: self::attributes(&self.texts, &attrs)?,
                     dropped_attributes: dropped,
                     is_remote: remote,
                 });

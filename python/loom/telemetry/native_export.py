@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor
+from opentelemetry.sdk.util import BoundedList
 
 from loom._core import SpanExporter
 from loom.telemetry.fast_spans import LoomSpan
@@ -45,6 +46,9 @@ DEFAULT_QUEUE_SIZE = 2048
 DEFAULT_SCHEDULE_DELAY_MILLIS = 5000
 DEFAULT_BATCH_SIZE = 512
 DEFAULT_EXPORT_TIMEOUT_MILLIS = 30000
+
+#: ``TraceFlags.SAMPLED``, the W3C sampled bit.
+_SAMPLED = 0x01
 
 #: At most one "queue full" warning per this many seconds.
 DROP_LOG_INTERVAL_S = 20.0
@@ -173,17 +177,76 @@ class NativeFileSpanProcessor(SpanProcessor):
         return entry[1]
 
     def on_end(self, span: ReadableSpan) -> None:
-        ctx = span.context
-        if ctx is None or not ctx.trace_flags.sampled:
+        if type(span) is LoomSpan:
+            # Loom's own spans (nearly all of a run's): their fields read directly, not
+            # through ReadableSpan's properties (which copy events and links into
+            # tuples and wrap the attributes in a proxy). A test compares both paths.
+            ctx = span._context
+            if ctx is None or not ctx.trace_flags & _SAMPLED:
+                return
+            self._push(
+                ctx,
+                span._parent,
+                span._name,
+                span._kind,
+                span._start_time,
+                span._end_time,
+                span._attrs,
+                span._dropped,
+                span._events,
+                span._events.dropped if type(span._events) is BoundedList else 0,
+                span._links,
+                span._links.dropped if type(span._links) is BoundedList else 0,
+                span._status,
+                span._resource,
+                span._instrumentation_scope,
+            )
             return
-        parent = span.parent
+        ctx = span.context
+        if ctx is None or not ctx.trace_flags & _SAMPLED:
+            return
+        self._push(
+            ctx,
+            span.parent,
+            span.name,
+            span.kind,
+            span.start_time,
+            span.end_time,
+            span.attributes,
+            span.dropped_attributes,
+            span.events,
+            span.dropped_events,
+            span.links,
+            span.dropped_links,
+            span.status,
+            span.resource,
+            span.instrumentation_scope,
+        )
+
+    def _push(
+        self,
+        ctx: Any,
+        parent: Any,
+        name: str,
+        kind: Any,
+        start_time: int | None,
+        end_time: int | None,
+        attributes: Any,
+        dropped_attributes: int,
+        events: Any,
+        dropped_events: int,
+        links: Any,
+        dropped_links: int,
+        status: Any,
+        res: Any,
+        scope: Any,
+    ) -> None:
         state = ctx.trace_state
-        status = span.status
         code = status.status_code._value_  # _value_: .value is a slow enum property
-        events: Any = span.events
         if events:
             events = [(e.timestamp, e.name, e.attributes, e.dropped_attributes) for e in events]
-        links: Any = span.links
+        else:
+            events = None
         if links:
             links = [
                 (
@@ -196,9 +259,9 @@ class NativeFileSpanProcessor(SpanProcessor):
                 )
                 for lk in links
             ]
-        res = span.resource
+        else:
+            links = None
         entry = self._resources.get(id(res))
-        scope = span.instrumentation_scope
         sentry = self._scopes.get(id(scope))
         try:
             result = self._native.push(
@@ -207,17 +270,16 @@ class NativeFileSpanProcessor(SpanProcessor):
                 state.to_header() if state else None,
                 parent.span_id if parent is not None else None,
                 parent is not None and parent.is_remote,
-                span.name,
-                span.kind._value_ + 1,  # OTLP's SpanKind is the SDK's + 1
-                span.start_time,
-                span.end_time,
-                # A LoomSpan's own dict (its .attributes is a read-only proxy of it).
-                span._attrs if type(span) is LoomSpan else span.attributes,
-                span.dropped_attributes,
-                events or None,
-                span.dropped_events,
-                links or None,
-                span.dropped_links,
+                name,
+                kind._value_ + 1,  # OTLP's SpanKind is the SDK's + 1
+                start_time,
+                end_time,
+                attributes,
+                dropped_attributes,
+                events,
+                dropped_events,
+                links,
+                dropped_links,
                 code,
                 status.description if code else None,
                 entry[1] if entry is not None else self._resource_index(res),
@@ -225,7 +287,7 @@ class NativeFileSpanProcessor(SpanProcessor):
             )
         except (TypeError, ValueError, OverflowError) as exc:
             self.dropped += 1
-            log.warning("cannot export span %r: %s", span.name, exc)
+            log.warning("cannot export span %r: %s", name, exc)
             return
         if result:
             self._count_drop(result)

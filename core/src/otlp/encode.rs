@@ -126,8 +126,15 @@ pub fn write_double(v: f64, out: &mut Vec<u8>) {
         });
         return;
     }
-    // Rust's `{:e}` gives the shortest digits that round-trip, like Python's repr.
-    let sci = format!("{:e}", v.abs());
+    // Rust's `{:e}` gives the shortest digits that round-trip, like Python's repr; when
+    // two such strings are equally near (a tie), Python's takes the even last digit.
+    // Correctly rounded formatting at that many digits (half to even) gives its choice.
+    let shortest = format!("{:e}", v.abs());
+    let n = shortest
+        .split('e')
+        .next()
+        .map_or(1, |m| m.bytes().filter(u8::is_ascii_digit).count());
+    let sci = format!("{:.*e}", n.saturating_sub(1), v.abs());
     let (mantissa, exp) = sci.split_once('e').unwrap_or((&sci, "0"));
     let exp: i32 = exp.parse().unwrap_or(0);
     let digits: Vec<u8> = mantissa.bytes().filter(|b| *b != b'.').collect();

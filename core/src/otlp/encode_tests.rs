@@ -58,6 +58,9 @@ fn floats_are_written_as_python_repr() {
         (5e-324, "5e-324"),
         (123456.789, "123456.789"),
         (f64::MAX, "1.7976931348623157e+308"),
+        // Ties between two shortest strings: the even digit, as Python's repr.
+        (1266326818022325.25, "1266326818022325.2"),
+        (80820593171924.625, "80820593171924.62"),
     ];
     for (v, want) in cases {
         assert_eq!(double(v), want, "{v:e}");

@@ -253,8 +253,7 @@ class SpanExporter:
         dropped_attributes: int,
         events: Sequence[tuple[int, str, Mapping[str, Any] | None, int]] | None,
         dropped_events: int,
-        links: Sequence[tuple[int, int, str | None, Mapping[str, Any] | None, int, bool]]
-        | None,
+        links: Sequence[tuple[int, int, str | None, Mapping[str, Any] | None, int, bool]] | None,
         dropped_links: int,
         status_code: int,
         status_message: str | None,

@@ -173,7 +173,9 @@ def test_sdk_spans_with_bounded_attributes_and_dropped_counts(tmp_path: Path) ->
     provider.add_span_processor(keep)
     tracer = provider.get_tracer("sdk", "9")
     with tracer.start_as_current_span(
-        "root", attributes={"a": 1, "b": "x", "c": 2.5, "d": [1, 2]}, links=[Link(REMOTE), Link(LOCAL)]
+        "root",
+        attributes={"a": 1, "b": "x", "c": 2.5, "d": [1, 2]},
+        links=[Link(REMOTE), Link(LOCAL)],
     ) as root:
         root.add_event("one", {"k": "v", "k2": 1, "k3": 2, "k4": 3})
         root.add_event("two")
@@ -231,7 +233,9 @@ def test_random_floats_and_ints_match(tmp_path: Path) -> None:
 
 
 def test_unsampled_spans_are_skipped(tmp_path: Path) -> None:
-    span = ReadableSpan(name="x", context=SpanContext(1, 1, False, TraceFlags(0)), resource=RESOURCE)
+    span = ReadableSpan(
+        name="x", context=SpanContext(1, 1, False, TraceFlags(0)), resource=RESOURCE
+    )
     proc = NativeFileSpanProcessor(tmp_path / "n.jsonl", **ONE_BATCH)  # type: ignore[arg-type]
     proc.on_end(span)
     proc.shutdown()

@@ -105,9 +105,7 @@ class NativeFileSpanProcessor(SpanProcessor):
         if max_export_batch_size <= 0:
             raise ValueError("max_export_batch_size must be a positive integer.")
         if max_export_batch_size > max_queue_size:
-            raise ValueError(
-                "max_export_batch_size must be less than or equal to max_queue_size."
-            )
+            raise ValueError("max_export_batch_size must be less than or equal to max_queue_size.")
         self._path = Path(path)
         self._config = {
             "max_queue_size": max_queue_size,
@@ -320,8 +318,7 @@ class NativeFileSpanProcessor(SpanProcessor):
         stats = self._native.stats()
         if stats["dropped"]:
             log.warning(
-                "%d spans were dropped (queue full); OTEL_BSP_MAX_QUEUE_SIZE raises the "
-                "queue size",
+                "%d spans were dropped (queue full); OTEL_BSP_MAX_QUEUE_SIZE raises the queue size",
                 stats["dropped"],
             )
 

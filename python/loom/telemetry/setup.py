@@ -177,8 +177,8 @@ def setup(project_or_dict: Any = None, *, run_id: str | None = None) -> Telemetr
     ``<project>/.loom/traces/<run-id>.jsonl``), service name and resource attributes,
     a parent-based sampling ratio, content capture. Spans go through one
     ``BatchSpanProcessor`` per exporter, except ``file``'s, whose queue, encoder and
-    writer are Rust's (:mod:`loom.telemetry.native_export`). Tracers of OpenTelemetry's global provider
-    record into the run too (:mod:`loom.telemetry.providers`).
+    writer are Rust's (:mod:`loom.telemetry.native_export`). Tracers of OpenTelemetry's
+    global provider record into the run too (:mod:`loom.telemetry.providers`).
 
     Args:
         project_or_dict: A :class:`~loom.config.ProjectConfig`, the ``[telemetry]``

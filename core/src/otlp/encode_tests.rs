@@ -39,6 +39,8 @@ fn lone_surrogates_become_backslash_escapes() {
 }
 
 #[test]
+// The tie cases are exact binary fractions; every digit is meant.
+#[allow(clippy::excessive_precision)]
 fn floats_are_written_as_python_repr() {
     let cases = [
         (0.0, "0.0"),

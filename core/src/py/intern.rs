@@ -14,6 +14,7 @@ use parking_lot::Mutex;
 use pyo3::prelude::*;
 use pyo3::types::PyString;
 
+/// Slots of a cache by default.
 const SLOTS: usize = 64;
 
 struct Slot<V> {
@@ -22,14 +23,14 @@ struct Slot<V> {
 }
 
 /// Python `str` object → what was made from its text (`V`), for the objects seen last.
-pub(crate) struct StrCache<V = Arc<str>> {
+pub(crate) struct StrCache<V = Arc<str>, const N: usize = SLOTS> {
     slots: Mutex<Vec<Option<Slot<V>>>>,
 }
 
-impl<V: Clone> StrCache<V> {
+impl<V: Clone, const N: usize> StrCache<V, N> {
     pub(crate) fn new() -> Self {
         StrCache {
-            slots: Mutex::new((0..SLOTS).map(|_| None).collect()),
+            slots: Mutex::new((0..N).map(|_| None).collect()),
         }
     }
 
@@ -41,7 +42,7 @@ impl<V: Clone> StrCache<V> {
     ) -> PyResult<V> {
         let addr = s.as_ptr() as usize;
         // Objects are 16-byte aligned: the low bits say nothing.
-        let i = (addr >> 4) % SLOTS;
+        let i = (addr >> 4) % N;
         if let Some(slot) = &self.slots.lock()[i] {
             if slot.obj.as_ptr() as usize == addr {
                 return Ok(slot.value.clone());

@@ -88,7 +88,14 @@ SPAN_KEY = _span_key()
 
 def _clean(value: Any) -> Any:
     """The SDK's cleaning of a value that is not a plain scalar (no length limit: the
-    only case :func:`fast_tracer` accepts)."""
+    only case :func:`fast_tracer` accepts). A non-empty tuple of strings is what the
+    SDK returns for it, so it is kept as it is."""
+    if type(value) is tuple and value:
+        for v in value:
+            if type(v) is not str:
+                break
+        else:
+            return value
     return _clean_attribute_value(value, None)
 
 

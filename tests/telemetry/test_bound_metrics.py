@@ -233,3 +233,37 @@ def test_record_llm_call_matches_the_public_path() -> None:
         _process.meter_provider = saved
         fast.shutdown()
         slow.shutdown()
+
+
+@pytest.mark.parametrize("env", [None, "always_off", "always_on"])
+def test_the_exemplar_filter_setting_is_followed(
+    env: str | None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """OTEL_METRICS_EXEMPLAR_FILTER decides, as for the SDK's own records (default
+    trace_based: exemplars of calls inside a sampled span only)."""
+    if env is None:
+        monkeypatch.delenv("OTEL_METRICS_EXEMPLAR_FILTER", raising=False)
+    else:
+        monkeypatch.setenv("OTEL_METRICS_EXEMPLAR_FILTER", env)
+    reader = InMemoryMetricReader()
+    mp = MeterProvider(metric_readers=[reader])
+    saved = _process.meter_provider
+    _process.meter_provider = mp
+    try:
+        for n, sampled in enumerate((True, True, False)):
+            with in_span(sampled, n):
+                record_llm_call(provider="p", request_model="m", duration_s=0.5)
+        data = reader.get_metrics_data()
+        (point,) = data.resource_metrics[0].scope_metrics[0].metrics[0].data.data_points
+        assert point.count == 3
+        ids = {(e.trace_id, e.span_id) for e in point.exemplars}
+        expected = {
+            None: {(0xABC + 1, 0x1234 + 1)},  # the last sampled call's
+            "always_off": set(),
+            "always_on": {(0xABC + 2, 0x1234 + 2)},  # the last call's
+        }[env]
+        assert ids == expected
+        assert len(point.exemplars) == (0 if env == "always_off" else 1)
+    finally:
+        _process.meter_provider = saved
+        mp.shutdown()

@@ -198,3 +198,72 @@ def test_tuple_shortcut_cleans_as_the_sdk(value: Any) -> None:
 
     assert _clean(value) == _clean_attribute_value(value, None)
     assert type(_clean(value)) is type(_clean_attribute_value(value, None))
+
+
+def test_empty_hooks_are_recognised() -> None:
+    from opentelemetry.sdk.trace import SpanProcessor
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+    from loom.telemetry.fast_spans import is_empty
+
+    class Doc:
+        def hook(self, span: Any) -> None:
+            """Nothing."""
+
+        def body(self, span: Any) -> None:
+            span.append(1)
+
+    assert is_empty(Doc.hook) and not is_empty(Doc.body)
+    # The SDK's own: if one of these gains a body, Loom calls it again.
+    assert is_empty(SpanProcessor.on_start) and is_empty(BatchSpanProcessor.on_start)
+    assert is_empty(BatchSpanProcessor._on_ending)
+    assert not is_empty(BatchSpanProcessor.on_end) and not is_empty(len)
+
+
+def test_every_processor_hook_is_called_in_order_also_for_one_added_later() -> None:
+    from opentelemetry.sdk.trace import SpanProcessor
+
+    calls: list[tuple[str, str, str]] = []
+
+    class Recorder(SpanProcessor):
+        def __init__(self, tag: str) -> None:
+            self.tag = tag
+
+        def on_start(self, span: Any, parent_context: Any = None) -> None:
+            calls.append((self.tag, "start", span.name))
+
+        def _on_ending(self, span: Any) -> None:
+            calls.append((self.tag, "ending", span.name))
+
+        def on_end(self, span: Any) -> None:
+            calls.append((self.tag, "end", span.name))
+
+    class EndOnly(SpanProcessor):
+        def on_end(self, span: Any) -> None:
+            calls.append(("e", "end", span.name))
+
+    provider = TracerProvider()
+    provider.add_span_processor(Recorder("a"))
+    provider.add_span_processor(EndOnly())
+    tel = Telemetry(tracer_provider=provider)
+    fast = tel.fast_tracer()
+    assert fast is not None and fast.hooks() is not None
+    with tool_span(tel, "one", "c1", None, {}):
+        provider.add_span_processor(Recorder("b"))  # sees the end, as with the SDK
+    with tool_span(tel, "two", "c2", None, {}):
+        pass
+    assert calls == [
+        ("a", "start", "execute_tool one"),
+        ("a", "ending", "execute_tool one"),
+        ("b", "ending", "execute_tool one"),
+        ("a", "end", "execute_tool one"),
+        ("e", "end", "execute_tool one"),
+        ("b", "end", "execute_tool one"),
+        ("a", "start", "execute_tool two"),
+        ("b", "start", "execute_tool two"),
+        ("a", "ending", "execute_tool two"),
+        ("b", "ending", "execute_tool two"),
+        ("a", "end", "execute_tool two"),
+        ("e", "end", "execute_tool two"),
+        ("b", "end", "execute_tool two"),
+    ]

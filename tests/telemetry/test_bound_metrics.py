@@ -267,3 +267,18 @@ def test_the_exemplar_filter_setting_is_followed(
     finally:
         _process.meter_provider = saved
         mp.shutdown()
+
+
+def test_a_refused_first_value_binds_on_the_next_record(caplog: pytest.LogCaptureFixture) -> None:
+    mp, reader, hist = provider(AlwaysOnExemplarFilter(), None, [])
+    try:
+        b = BoundHistogram(hist, ATTRS[0])
+        b.record(-1)  # the SDK refuses it (and logs), no aggregation made
+        assert not b.bound
+        b.record(2)
+        b.record(3)
+        assert b.bound
+        (point,) = [p for _, p in normalized(reader)]
+        assert "('count', 2)" in point and "('sum', 5)" in point
+    finally:
+        mp.shutdown()

@@ -19,8 +19,9 @@ Where the public ``record()`` is kept, for every record of the instrument and se
 an SDK whose internals differ (the names ``_bind`` reads are checked), delta
 temporality (the SDK swaps the aggregations at each collection and holds a lock while
 aggregating), an attribute set over the cardinality limit (it goes to the overflow
-point), a meter disabled at the first record, an invalid value (the SDK logs it), a
-disabled meter; after a reader is added or removed, the next record binds again.
+point), an invalid value (the SDK logs it), a disabled meter. Binding is tried again
+after a reader is added or removed, and while the SDK has not made the set's
+aggregation yet (a first value it refused, a disabled meter).
 """
 
 from __future__ import annotations
@@ -148,9 +149,14 @@ class BoundHistogram:
                     keys = match._view._attribute_keys
                     if keys is not None:
                         attrs = {k: v for k, v in attrs.items() if k in keys}
-                    aggregation = match._attributes_aggregation.get(_hash_attributes(attrs))
+                    made = match._attributes_aggregation
+                    aggregation = made.get(_hash_attributes(attrs))
                     if aggregation is None:
-                        return  # over the cardinality limit: the SDK's overflow point
+                        if len(made) < match._cardinality_limit:
+                            # Not made yet (the value was refused, the meter is
+                            # disabled): bind on a later record.
+                            self._consumer = None
+                        return  # else over the limit: the SDK's overflow point
                     found.append(aggregation)
         except AttributeError:
             self._given_up = True  # SDK internals changed: the public path

@@ -8,12 +8,13 @@ the trace context travels with every event whatever the level.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import AbstractContextManager
+from types import TracebackType
 from typing import Any, Protocol
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
+from opentelemetry.context import Context
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 
 from loom.telemetry.propagation import extract_context, inject_context
@@ -74,21 +75,41 @@ def publish_span(
     return cm
 
 
-@contextmanager
-def invoke_agent_span(telemetry: Telemetry, agent_id: str, event: EventLike) -> Iterator[Span]:
-    """``invoke_agent {agent}`` for one handled event, continuing the trace of the
-    publisher (its ``traceparent`` header). With ``bus_spans = "none"`` no span: the
-    handler runs in the publisher's trace context (yields a non-recording span)."""
+class _InParentContext:
+    """``with``: no span, the block runs in ``parent``'s context (``bus_spans = "none"``)."""
+
+    __slots__ = ("_parent", "_token")
+
+    def __init__(self, parent: Context | None) -> None:
+        self._parent = parent
+        self._token: object = None
+
+    def __enter__(self) -> Span:
+        if self._parent is not None:
+            self._token = otel_context.attach(self._parent)
+        return trace.INVALID_SPAN
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._token is not None:
+            otel_context.detach(self._token)  # type: ignore[arg-type]
+
+
+def invoke_agent_span(
+    telemetry: Telemetry, agent_id: str, event: EventLike
+) -> AbstractContextManager[Span]:
+    """``invoke_agent {agent}`` for one handled event (``with``: current in the block,
+    ended after it), continuing the trace of the publisher (its ``traceparent``
+    header). With ``bus_spans = "none"`` no span: the block runs in the publisher's
+    trace context (and gets a non-recording span)."""
     headers = event.headers
     parent = extract_context(headers) if headers else None
     if bus_spans() == "none":
-        token = otel_context.attach(parent) if parent is not None else None
-        try:
-            yield trace.INVALID_SPAN
-        finally:
-            if token is not None:
-                otel_context.detach(token)
-        return
+        return _InParentContext(parent)
     attrs: dict[str, Any] = {
         "gen_ai.operation.name": "invoke_agent",
         "gen_ai.agent.name": agent_id,
@@ -104,20 +125,18 @@ def invoke_agent_span(telemetry: Telemetry, agent_id: str, event: EventLike) -> 
         attrs["loom.event.source"] = event.source
     fast = telemetry.fast_tracer()
     if fast is not None:
-        with fast.start_as_current_span(
+        return fast.start_as_current_span(
             f"invoke_agent {agent_id}", SpanKind.CONSUMER, attrs, parent, False, False
-        ) as span:
-            yield span
-        return
-    with telemetry.tracer().start_as_current_span(
+        )
+    cm: AbstractContextManager[Span] = telemetry.tracer().start_as_current_span(
         f"invoke_agent {agent_id}",
         context=parent,
         kind=SpanKind.CONSUMER,
         attributes=attrs,
         record_exception=False,
         set_status_on_exception=False,
-    ) as span:
-        yield span
+    )
+    return cm
 
 
 def mark_failed(span: Span, exc: BaseException) -> None:

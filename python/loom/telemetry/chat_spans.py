@@ -148,7 +148,8 @@ def end_ok(
         attrs: dict[str, Any] = {
             "gen_ai.response.id": response.id,
             "gen_ai.response.model": response.model,
-            "gen_ai.response.finish_reasons": [response.finish_reason or ""],
+            # A tuple: what the SDK makes of a list, so no span has to convert it.
+            "gen_ai.response.finish_reasons": (response.finish_reason or "",),
             "gen_ai.usage.input_tokens": u.prompt_tokens,
             "gen_ai.usage.output_tokens": u.completion_tokens,
             "llm.tokens.prompt": u.prompt_tokens,

@@ -31,6 +31,7 @@ code calling ``set_attribute`` on a Loom span gets the SDK's behaviour. Changes 
 
 from __future__ import annotations
 
+import dis
 import logging
 import traceback
 from collections.abc import Mapping, Sequence
@@ -42,7 +43,7 @@ from opentelemetry import context as otel_context
 from opentelemetry import trace as trace_api
 from opentelemetry.attributes import _clean_attribute_value
 from opentelemetry.context import Context
-from opentelemetry.sdk.trace import Event, ReadableSpan, SpanLimits
+from opentelemetry.sdk.trace import Event, ReadableSpan, SpanLimits, SynchronousMultiSpanProcessor
 from opentelemetry.sdk.trace import Tracer as SdkTracer
 from opentelemetry.sdk.trace.sampling import (
     ALWAYS_OFF,
@@ -88,7 +89,14 @@ SPAN_KEY = _span_key()
 
 def _clean(value: Any) -> Any:
     """The SDK's cleaning of a value that is not a plain scalar (no length limit: the
-    only case :func:`fast_tracer` accepts)."""
+    only case :func:`fast_tracer` accepts). A non-empty tuple of strings is what the
+    SDK returns for it, so it is kept as it is."""
+    if type(value) is tuple and value:
+        for v in value:
+            if type(v) is not str:
+                break
+        else:
+            return value
     return _clean_attribute_value(value, None)
 
 
@@ -274,10 +282,17 @@ class LoomSpan(trace_api.Span, ReadableSpan):
             log.warning("Calling end() on an ended span.")
             return
         self._end_time = end_time if end_time is not None else time_ns()
-        processor = self._tracer.processor
         # Processors are typed for SDK spans; a LoomSpan offers the same API.
-        processor._on_ending(self)  # type: ignore[arg-type]
-        processor.on_end(self)
+        hooks = self._tracer.hooks()
+        if hooks is None:
+            processor = self._tracer.processor
+            processor._on_ending(self)  # type: ignore[arg-type]
+            processor.on_end(self)
+            return
+        for p in hooks[1]:
+            p._on_ending(self)
+        for p in hooks[2]:
+            p.on_end(self)
 
     def __exit__(
         self,
@@ -335,12 +350,28 @@ class CurrentSpan:
 class FastTracer:
     """Makes :class:`LoomSpan` for one SDK tracer (one instrumentation scope)."""
 
-    __slots__ = ("limits", "processor", "random_ids", "sampler", "scope", "sdk")
+    __slots__ = (
+        "_hooks",
+        "_multi",
+        "_procs",
+        "limits",
+        "processor",
+        "random_ids",
+        "sampler",
+        "scope",
+        "sdk",
+    )
 
     def __init__(self, sdk: SdkTracer) -> None:
         self.sdk = sdk
         self.scope = sdk._instrumentation_scope
         self.processor = sdk.span_processor
+        # The provider's processors, called one by one (see hooks()).
+        self._multi = type(self.processor) is SynchronousMultiSpanProcessor and isinstance(
+            getattr(self.processor, "_span_processors", None), tuple
+        )
+        self._procs: object = None
+        self._hooks: tuple[tuple[Any, ...], tuple[Any, ...], tuple[Any, ...]] | None = None
         self.sampler = sdk.sampler
         self.limits: SpanLimits = sdk._span_limits
         self.random_ids = sdk.id_generator.is_trace_id_random()
@@ -422,8 +453,33 @@ class FastTracer:
             attributes,
             start_time if start_time is not None else time_ns(),
         )
-        self.processor.on_start(span, parent_context=context)  # type: ignore[arg-type]
+        hooks = self.hooks()
+        if hooks is None:
+            self.processor.on_start(span, parent_context=context)  # type: ignore[arg-type]
+        else:
+            for p in hooks[0]:
+                p.on_start(span, parent_context=context)
         return span
+
+    def hooks(self) -> tuple[tuple[Any, ...], tuple[Any, ...], tuple[Any, ...]] | None:
+        """The provider's processors whose ``on_start``, ``_on_ending`` and ``on_end``
+        do something (None: call the provider's multi-processor itself).
+
+        What the SDK's ``SynchronousMultiSpanProcessor`` does — each processor's hook,
+        in order, from the tuple it holds now (a processor added later is seen) —
+        without its frame and without calling hooks whose body is empty (the batch
+        and simple processors' ``on_start`` and ``_on_ending``)."""
+        if not self._multi:
+            return None
+        procs = self.processor._span_processors
+        if procs is not self._procs:
+            self._hooks = (
+                tuple(p for p in procs if not is_empty(type(p).on_start)),
+                tuple(p for p in procs if not is_empty(getattr(type(p), "_on_ending", None))),
+                procs,
+            )
+            self._procs = procs
+        return self._hooks
 
     def start_as_current_span(
         self,
@@ -440,6 +496,20 @@ class FastTracer:
             record_exception,
             set_status_on_exception,
         )
+
+
+def is_empty(method: object) -> bool:
+    """Whether ``method`` is a plain function whose body does nothing (``pass``, a
+    docstring): read from its bytecode, so a hook that gains a body is called."""
+    code = getattr(method, "__code__", None)
+    if code is None or getattr(method, "__wrapped__", None) is not None:
+        return False
+    ops = [
+        (i.opname, i.argval)
+        for i in dis.get_instructions(code)
+        if i.opname not in ("RESUME", "NOP", "CACHE")
+    ]
+    return ops in ([("LOAD_CONST", None), ("RETURN_VALUE", None)], [("RETURN_CONST", None)])
 
 
 def fast_tracer(tracer: object) -> FastTracer | None:
@@ -470,4 +540,4 @@ def fast_tracer(tracer: object) -> FastTracer | None:
     return FastTracer(tracer)
 
 
-__all__ = ["SPAN_KEY", "CurrentSpan", "FastTracer", "LoomSpan", "fast_tracer"]
+__all__ = ["SPAN_KEY", "CurrentSpan", "FastTracer", "LoomSpan", "fast_tracer", "is_empty"]

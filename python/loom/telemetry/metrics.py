@@ -5,7 +5,10 @@ installed), else from OpenTelemetry's global one; nothing is recorded until one 
 is real.
 
 LLM calls: the LLM client reports each finished call with :func:`record_llm_call`, the
-one source of the two GenAI histograms (so unsampled calls are counted too).
+one source of the two GenAI histograms (so unsampled calls are counted too). Each
+distinct set of its attribute arguments is bound once
+(:class:`~loom.telemetry.bound_metrics.BoundHistogram`): the SDK's data points and
+exemplars, without its per-record attribute validation and hashing.
 
 Bus: :func:`observe_bus` registers observable instruments that read
 ``host.bus.stats()`` at each collection: ``loom.bus.published``,
@@ -26,6 +29,8 @@ from loom.telemetry.state import _process
 if TYPE_CHECKING:
     from opentelemetry.metrics import CallbackOptions, Histogram, MeterProvider, Observation
 
+    from loom.telemetry.bound_metrics import BoundHistogram
+
 #: Bucket boundaries the GenAI conventions advise for the two client histograms.
 DURATION_BUCKETS = (
     0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24, 20.48, 40.96, 81.92,
@@ -37,9 +42,64 @@ TOKEN_BUCKETS = (
 #: ``gen_ai.operation.name`` values of client calls that the histograms cover.
 CLIENT_OPERATIONS = frozenset({"chat", "text_completion", "generate_content", "embeddings"})
 
+#: Distinct attribute sets bound per meter provider; more go through the SDK's
+#: public path (the SDK's own cardinality limit is 2000 per instrument).
+MAX_BOUND = 1000
+
 _lock = threading.Lock()
+
+
+class _CallRecorders:
+    """The three records of one kind of LLM call (one attribute set)."""
+
+    __slots__ = ("duration", "input", "output")
+
+    def __init__(self, duration: BoundHistogram, input: BoundHistogram, output: BoundHistogram):
+        self.duration = duration
+        self.input = input
+        self.output = output
+
+
+class _GenAI:
+    """The two GenAI histograms of one meter provider, and their bound records."""
+
+    __slots__ = ("bound", "duration", "tokens")
+
+    def __init__(self, duration: Histogram, tokens: Histogram) -> None:
+        self.duration = duration
+        self.tokens = tokens
+        #: By :func:`record_llm_call`'s attribute arguments.
+        self.bound: dict[tuple[Any, ...], _CallRecorders] = {}
+
+    def recorders(self, key: tuple[Any, ...]) -> _CallRecorders:
+        from loom.telemetry.bound_metrics import BoundHistogram
+
+        operation, provider, request_model, response_model, address, port, error = key
+        attrs: dict[str, Any] = {
+            "gen_ai.operation.name": operation,
+            "gen_ai.provider.name": provider,
+            "gen_ai.request.model": request_model,
+        }
+        if response_model:
+            attrs["gen_ai.response.model"] = response_model
+        if address:
+            attrs["server.address"] = address
+        if port is not None:
+            attrs["server.port"] = port
+        if error:
+            attrs["error.type"] = error
+        made = _CallRecorders(
+            BoundHistogram(self.duration, attrs),
+            BoundHistogram(self.tokens, {**attrs, "gen_ai.token.type": "input"}),
+            BoundHistogram(self.tokens, {**attrs, "gen_ai.token.type": "output"}),
+        )
+        if len(self.bound) < MAX_BOUND:
+            self.bound[key] = made
+        return made
+
+
 # Instruments made per meter provider (providers come and go with runs and tests).
-_genai: weakref.WeakKeyDictionary[Any, tuple[Histogram, Histogram]] = weakref.WeakKeyDictionary()
+_genai: weakref.WeakKeyDictionary[Any, _GenAI] = weakref.WeakKeyDictionary()
 
 
 def current_meter_provider() -> MeterProvider:
@@ -53,7 +113,7 @@ def current_meter_provider() -> MeterProvider:
     return metrics.get_meter_provider()
 
 
-def _histograms(mp: MeterProvider) -> tuple[Histogram, Histogram]:
+def _instruments(mp: MeterProvider) -> _GenAI:
     entry = _genai.get(mp)
     if entry is None:
         with _lock:
@@ -72,7 +132,7 @@ def _histograms(mp: MeterProvider) -> tuple[Histogram, Histogram]:
                     description="Number of input and output tokens used.",
                     explicit_bucket_boundaries_advisory=TOKEN_BUCKETS,
                 )
-                entry = _genai[mp] = (duration, tokens)
+                entry = _genai[mp] = _GenAI(duration, tokens)
     return entry
 
 
@@ -105,27 +165,27 @@ def record_llm_call(
         server_address: ``server.address``.
         server_port: ``server.port``.
     """
-    duration, tokens = _histograms(current_meter_provider())
-    attrs: dict[str, Any] = {
-        "gen_ai.operation.name": operation,
-        "gen_ai.provider.name": provider,
-        "gen_ai.request.model": request_model,
-    }
-    if response_model:
-        attrs["gen_ai.response.model"] = response_model
-    if server_address:
-        attrs["server.address"] = server_address
-    if server_port is not None:
-        attrs["server.port"] = server_port
-    if error_type:
-        attrs["error.type"] = error_type
-    duration.record(max(0.0, duration_s), attrs)
+    genai = _instruments(current_meter_provider())
+    # One attribute set per combination, bound once (loom.telemetry.bound_metrics).
+    key = (
+        operation,
+        provider,
+        request_model,
+        response_model,
+        server_address,
+        server_port,
+        error_type,
+    )
+    recorders = genai.bound.get(key)
+    if recorders is None:
+        recorders = genai.recorders(key)
+    recorders.duration.record(max(0.0, duration_s))
     if error_type:
         return  # the conventions record token usage of successful calls only
     if input_tokens is not None:
-        tokens.record(input_tokens, {**attrs, "gen_ai.token.type": "input"})
+        recorders.input.record(input_tokens)
     if output_tokens is not None:
-        tokens.record(output_tokens, {**attrs, "gen_ai.token.type": "output"})
+        recorders.output.record(output_tokens)
 
 
 # -- the bus ----------------------------------------------------------------------------

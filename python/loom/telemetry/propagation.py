@@ -25,6 +25,8 @@ from opentelemetry.propagators.composite import CompositePropagator
 from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags, TraceState
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
+from loom.telemetry.state import _process
+
 _TC = TraceContextTextMapPropagator
 # The propagator's own pattern and limit (an API without them: always the propagator).
 _PATTERN = getattr(_TC, "_TRACEPARENT_HEADER_FORMAT_RE", None)
@@ -40,6 +42,15 @@ def _default() -> bool | None:
     if _MATCH is None or not _MAX_TRACEPARENT:
         return None
     prop = propagate.get_global_textmap()
+    cached = _process.propagator_mode
+    if cached is not None and cached[0] is prop:
+        return cached[1]
+    mode = _mode(prop)
+    _process.propagator_mode = (prop, mode)
+    return mode
+
+
+def _mode(prop: object) -> bool | None:
     if type(prop) is not CompositePropagator:
         return False if type(prop) is _TC else None
     kinds = [type(p) for p in prop._propagators]

@@ -52,21 +52,73 @@ _TRUE = frozenset({"1", "true", "yes", "on"})
 _NON_RECORDING = frozenset({"ProxyTracerProvider", "NoOpTracerProvider", "GlobalSwitch"})
 
 
+class EnvVar:
+    """One environment variable, read as ``os.environ.get(name)`` reads it, for a check
+    made several times per request.
+
+    Why: ``os.environ.get`` of an unset variable encodes the key and raises and catches
+    a ``KeyError`` inside ``Mapping.get`` (~1 µs). This looks the encoded key up in the
+    mapping's own storage (``os.environ._data``, which every change made through
+    ``os.environ`` updates), so a variable set or unset at run time is seen at once, as
+    before. Where that storage is not the one known (another Python, ``os.environ``
+    replaced), ``os.environ.get`` is used.
+    """
+
+    __slots__ = ("_data", "_decode", "_env", "_key", "name")
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        env = os.environ
+        self._env: object = env
+        data = getattr(env, "_data", None)
+        encode = getattr(env, "encodekey", None)
+        decode = getattr(env, "decodevalue", None)
+        self._data: dict[Any, Any] | None = None
+        self._key: Any = None
+        self._decode: Any = decode
+        if type(data) is dict and callable(encode) and callable(decode):
+            try:
+                self._key = encode(name)
+            except Exception:  # pragma: no cover - a key this platform cannot encode
+                return
+            self._data = data
+
+    @property
+    def direct(self) -> bool:
+        """Whether reads go to the mapping's storage (the fast path)."""
+        return self._data is not None and os.environ is self._env
+
+    def get(self) -> str | None:
+        """The variable's value, or None if it is not set."""
+        data = self._data
+        if data is None or os.environ is not self._env:
+            return os.environ.get(self.name)
+        raw = data.get(self._key)
+        if raw is None:
+            return None
+        value: str = self._decode(raw)
+        return value
+
+
 class _Process:
     """The process-wide part of the state (see the module docstring)."""
 
     __slots__ = (
         "bus_spans",
         "capture",
+        "capture_env",
         "followers",
         "init_handle",
         "meter_provider",
+        "propagator_mode",
         "tracer_provider",
     )
 
     def __init__(self) -> None:
         #: :func:`set_capture_content`'s value; None: follow the environment.
         self.capture: bool | None = None
+        #: :data:`CAPTURE_ENV`, read on every check (it may change at run time).
+        self.capture_env = EnvVar(CAPTURE_ENV)
         #: :func:`set_bus_spans`'s value (``[telemetry] bus_spans``).
         self.bus_spans: str = "all"
         #: The SDK providers :func:`loom.telemetry.setup` installed (None: none is).
@@ -77,6 +129,9 @@ class _Process:
         #: The handle :func:`loom.telemetry.setup.init_telemetry` installed (the
         #: original Loom's process-wide entry point), until ``shutdown_telemetry()``.
         self.init_handle: Any = None
+        #: The global propagator and what :mod:`loom.telemetry.propagation` found it to
+        #: be (re-checked when another one is installed).
+        self.propagator_mode: tuple[object, bool | None] | None = None
 
 
 _process = _Process()
@@ -219,7 +274,8 @@ def capture_content() -> bool:
     """
     if _process.capture is not None:
         return _process.capture
-    return os.environ.get(CAPTURE_ENV, "").strip().lower() in _TRUE
+    value = _process.capture_env.get()
+    return value is not None and value.strip().lower() in _TRUE
 
 
 def set_capture_content(enabled: bool | None) -> None:
@@ -255,6 +311,7 @@ def capture_setting() -> bool | None:
 __all__ = [
     "CAPTURE_ENV",
     "DEFAULT",
+    "EnvVar",
     "Telemetry",
     "bus_spans",
     "capture_content",

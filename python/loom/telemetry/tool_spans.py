@@ -5,8 +5,9 @@ children (``docs/observability.md`` says why they travel this way)."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import AbstractContextManager, contextmanager
+from collections.abc import Mapping, Sequence
+from contextlib import AbstractContextManager
+from types import TracebackType
 from typing import Any
 
 from opentelemetry import trace
@@ -37,20 +38,62 @@ class ToolSpanHandle:
             self.span.set_attribute("gen_ai.tool.call.result", content_text(result))
 
 
-@contextmanager
-def tool_span(
-    telemetry: Telemetry, name: str, call_id: str, spec: Any, arguments: Any
-) -> Iterator[ToolSpanHandle]:
+class ToolSpan:
+    """``with``: the ``execute_tool`` span of one call, made current; yields the call's
+    :class:`ToolSpanHandle`. An exception from the block is recorded on the span
+    (``error.type``, ``loom.tool.outcome``, error status) and propagates."""
+
+    __slots__ = ("_arguments", "_cm", "_handle", "_telemetry")
+
+    def __init__(
+        self, telemetry: Telemetry, cm: AbstractContextManager[Span], arguments: Any
+    ) -> None:
+        self._telemetry = telemetry
+        self._cm = cm
+        self._arguments = arguments
+        self._handle: ToolSpanHandle | None = None
+
+    def __enter__(self) -> ToolSpanHandle:
+        telemetry = self._telemetry
+        span = self._cm.__enter__()
+        if telemetry.capture_content() and span.is_recording():
+            span.set_attribute("gen_ai.tool.call.arguments", content_text(self._arguments))
+        handle = self._handle = ToolSpanHandle(telemetry, span)
+        return handle
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool | None:
+        assert self._handle is not None
+        span = self._handle.span
+        try:
+            if exc is not None:
+                span.set_attribute("error.type", type(exc).__name__)
+                span.set_attribute("loom.tool.outcome", _OUTCOMES.get(type(exc).__name__, "error"))
+                span.set_status(Status(StatusCode.ERROR, str(exc)[:512]))
+            else:
+                span.set_attribute("loom.tool.outcome", "ok")
+        finally:
+            suppressed = self._cm.__exit__(exc_type, exc, tb)
+        return suppressed
+
+
+def tool_span(telemetry: Telemetry, name: str, call_id: str, spec: Any, arguments: Any) -> ToolSpan:
     """``execute_tool {name}`` around one tool call (``spec``: its ``ToolSpec``)."""
+    source = getattr(spec, "source", "")
     attrs: dict[str, Any] = {
         "gen_ai.operation.name": "execute_tool",
         "gen_ai.tool.name": name,
         "gen_ai.tool.call.id": call_id,
-        "gen_ai.tool.type": "function" if getattr(spec, "source", "") == "python" else "extension",
-        "loom.tool.source": str(getattr(spec, "source", "")),
+        "gen_ai.tool.type": "function" if source == "python" else "extension",
+        "loom.tool.source": str(source),
     }
-    if getattr(spec, "description", None):
-        attrs["gen_ai.tool.description"] = spec.description[:256]
+    description = getattr(spec, "description", None)
+    if description:
+        attrs["gen_ai.tool.description"] = description[:256]
     fast = telemetry.fast_tracer()
     cm: AbstractContextManager[Span]
     if fast is not None:
@@ -61,18 +104,7 @@ def tool_span(
         cm = telemetry.tracer().start_as_current_span(
             f"execute_tool {name}", kind=SpanKind.INTERNAL, attributes=attrs, record_exception=False
         )
-    with cm as span:
-        if telemetry.capture_content() and span.is_recording():
-            span.set_attribute("gen_ai.tool.call.arguments", content_text(arguments))
-        try:
-            yield ToolSpanHandle(telemetry, span)
-        except BaseException as exc:
-            span.set_attribute("error.type", type(exc).__name__)
-            span.set_attribute("loom.tool.outcome", _OUTCOMES.get(type(exc).__name__, "error"))
-            span.set_status(Status(StatusCode.ERROR, str(exc)[:512]))
-            raise
-        else:
-            span.set_attribute("loom.tool.outcome", "ok")
+    return ToolSpan(telemetry, cm, arguments)
 
 
 def emit_native_spans(telemetry: Telemetry, spans_json: str) -> None:
@@ -113,4 +145,4 @@ def emit_records(telemetry: Telemetry, parent: Span, records: Sequence[Mapping[s
         span.end(end_time=int(rec.get("end_unix_nanos") or 0) or None)
 
 
-__all__ = ["ToolSpanHandle", "emit_native_spans", "emit_records", "tool_span"]
+__all__ = ["ToolSpan", "ToolSpanHandle", "emit_native_spans", "emit_records", "tool_span"]

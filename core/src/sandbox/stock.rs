@@ -87,6 +87,9 @@ impl Staged {
 /// How many are kept ready.
 const READY: usize = 4;
 
+/// How many used ones may wait for the thread to drop them.
+const USED_MAX: usize = 2 * READY;
+
 /// A few ready [`Staged`] for one policy, workspace and budget.
 #[derive(Debug)]
 pub struct Stock {
@@ -131,7 +134,15 @@ impl Stock {
     /// A fresh [`Staged`], ready-made if one is, else made now.
     pub fn take(&self) -> Result<Staged, super::SandboxError> {
         self.start();
-        let ready = self.inner.state.lock().ready.pop();
+        let ready = {
+            let mut st = self.inner.state.lock();
+            // A prepared process first: while the stager refills, fresh overlays without
+            // one are pushed behind those that have one.
+            match st.ready.iter().rposition(Staged::has_prepared_process) {
+                Some(i) => Some(st.ready.remove(i)),
+                None => st.ready.pop(),
+            }
+        };
         self.inner.wake.notify_one();
         match ready {
             Some(s) => Ok(s),
@@ -139,10 +150,11 @@ impl Stock {
         }
     }
 
-    /// Hands a used [`Staged`] to the thread to drop (unmounting takes a while).
+    /// Hands a used [`Staged`] to the thread to drop (unmounting takes a while), or drops
+    /// it here if the thread is behind by [`USED_MAX`] (it runs on spare CPU time only).
     pub fn discard(&self, used: Staged) {
         let mut st = self.inner.state.lock();
-        if st.off || st.stop {
+        if st.off || st.stop || st.used.len() >= USED_MAX {
             drop(st);
             drop(used);
             return;
@@ -197,6 +209,8 @@ impl Stock {
                 // The prepared processes' B inherits an empty bounding set (this thread
                 // never execs).
                 super::spawn::empty_bounding_set();
+                // Spare CPU time only; each call's processes get their caller's.
+                super::sched::lower_this_thread();
                 inner.run()
             }) {
             Ok(h) => *thread = Some(h),

@@ -389,4 +389,38 @@ mod tests {
             stock.discard(staged);
         }
     }
+
+    #[test]
+    fn take_hands_out_a_prepared_process_before_a_fresh_overlay_without_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let policy = Arc::new(
+            Policy::new(&PolicyConfig {
+                workspace: dir.path().to_path_buf(),
+                executables: vec![std::fs::canonicalize("/usr/bin/true").unwrap()],
+                read_paths: Vec::new(),
+                network: false,
+                limits: Limits::default(),
+                env: vec![("PATH".into(), "/usr/bin".into())],
+                max_output_bytes: 1024,
+                require: false,
+            })
+            .unwrap(),
+        );
+        if !policy.enforcement().staged_writes {
+            eprintln!("SKIPPED: no staged writes (not root, or no overlayfs)");
+            return;
+        }
+        let ws = Workspace::open(dir.path()).unwrap();
+        let budget = Budget {
+            bytes: 1 << 20,
+            inodes: 64,
+        };
+        let stock = Stock::new(policy.clone(), ws.try_clone().unwrap(), budget);
+        // As while the stager refills: one with a prepared process, a fresh one after it.
+        stock.put_back_for_test(policy.prepare_ahead(&ws, budget).unwrap());
+        stock.put_back_for_test(policy.prepare(&ws, budget).unwrap());
+        let taken = stock.take().unwrap();
+        assert!(taken.has_prepared_process(), "the fresh overlay was taken first");
+        stock.close();
+    }
 }

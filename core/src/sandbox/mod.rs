@@ -21,7 +21,6 @@ pub mod deny;
 pub mod fs;
 pub mod landlock;
 pub mod path;
-mod pool;
 mod probe;
 pub mod process;
 mod sched;

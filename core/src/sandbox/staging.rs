@@ -31,7 +31,6 @@ use super::deny::DenyList;
 use super::fs::{self, Replace};
 use super::path::{RelPath, Want, Workspace};
 use super::SandboxError;
-pub use super::pool::{Reservation, StagingPool};
 
 const FSOPEN_CLOEXEC: usize = 1;
 const FSCONFIG_SET_STRING: usize = 1;
@@ -118,6 +117,70 @@ impl Scratch {
 
     fn upper(&self) -> Result<OwnedFd, SandboxError> {
         open_dir(self.tmpfs.as_fd(), "u", &RelPath::root())
+    }
+}
+
+/// Bounds the memory the staging tmpfs of concurrent calls can hold in all: each call
+/// reserves its `write_bytes` before its tmpfs exists and gives it back when it ends.
+#[derive(Debug)]
+pub struct StagingPool {
+    free: parking_lot::Mutex<u64>,
+    freed: parking_lot::Condvar,
+    total: u64,
+}
+
+/// Bytes of a [`StagingPool`] held by one call (returned on drop).
+#[derive(Debug)]
+pub struct Reservation<'a> {
+    pool: &'a StagingPool,
+    bytes: u64,
+}
+
+impl StagingPool {
+    /// A pool of `total` bytes.
+    pub fn new(total: u64) -> Self {
+        Self {
+            free: parking_lot::Mutex::new(total),
+            freed: parking_lot::Condvar::new(),
+            total,
+        }
+    }
+
+    /// Waits until `bytes` are free (or `deadline`, or `cancel`), then holds them.
+    /// `None`: the deadline passed or the call was cancelled first.
+    pub fn reserve(
+        &self,
+        bytes: u64,
+        deadline: std::time::Instant,
+        cancel: Option<&std::sync::atomic::AtomicBool>,
+    ) -> Option<Reservation<'_>> {
+        let bytes = bytes.min(self.total);
+        let mut free = self.free.lock();
+        while *free < bytes {
+            if cancel.is_some_and(|c| c.load(std::sync::atomic::Ordering::Relaxed)) {
+                return None;
+            }
+            let now = std::time::Instant::now();
+            if now >= deadline {
+                return None;
+            }
+            let slice = (deadline - now).min(std::time::Duration::from_millis(50));
+            self.freed.wait_for(&mut free, slice);
+        }
+        *free -= bytes;
+        Some(Reservation { pool: self, bytes })
+    }
+
+    /// The pool's size.
+    pub fn total(&self) -> u64 {
+        self.total
+    }
+}
+
+impl Drop for Reservation<'_> {
+    fn drop(&mut self) {
+        *self.pool.free.lock() += self.bytes;
+        self.pool.freed.notify_all();
     }
 }
 

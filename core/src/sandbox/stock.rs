@@ -150,9 +150,16 @@ impl Stock {
         }
     }
 
-    /// Hands a used [`Staged`] to the thread to drop (unmounting takes a while), or drops
-    /// it here if the thread is behind by [`USED_MAX`] (it runs on spare CPU time only).
-    pub fn discard(&self, used: Staged) {
+    /// Hands a used [`Staged`] to the thread to drop (unmounting takes a while) if its
+    /// overlay is `empty` (the commit found no change), else drops it here: what a call
+    /// wrote is memory, given back before the call's share of the staging budget is,
+    /// not whenever the thread (on spare CPU time only) gets to it. Also dropped here
+    /// when the thread is behind by [`USED_MAX`].
+    pub fn discard(&self, used: Staged, empty: bool) {
+        if !empty {
+            drop(used);
+            return;
+        }
         let mut st = self.inner.state.lock();
         if st.off || st.stop || st.used.len() >= USED_MAX {
             drop(st);
@@ -357,7 +364,7 @@ mod tests {
             inodes: 64,
         };
         let stock = Stock::new(policy.clone(), ws.try_clone().unwrap(), budget);
-        stock.discard(stock.take().unwrap()); // starts the thread
+        stock.discard(stock.take().unwrap(), true); // starts the thread
         let full = || stock.inner.state.lock().ready.len() == READY;
         let t0 = std::time::Instant::now();
         while !full() && t0.elapsed() < Duration::from_secs(10) {
@@ -386,7 +393,7 @@ mod tests {
             let deny = DenyList::new(Vec::<String>::new()).unwrap();
             let done = staging::commit(&ws, staged.scratch(), &deny, 100).unwrap();
             assert_eq!(done, staging::Committed::default(), "cat changed nothing");
-            stock.discard(staged);
+            stock.discard(staged, true);
         }
     }
 
@@ -421,6 +428,42 @@ mod tests {
         stock.put_back_for_test(policy.prepare(&ws, budget).unwrap());
         let taken = stock.take().unwrap();
         assert!(taken.has_prepared_process(), "the fresh overlay was taken first");
+        stock.close();
+    }
+
+    #[test]
+    fn a_used_staging_that_may_hold_writes_is_dropped_before_discard_returns() {
+        let dir = tempfile::tempdir().unwrap();
+        let policy = Arc::new(
+            Policy::new(&PolicyConfig {
+                workspace: dir.path().to_path_buf(),
+                executables: vec![std::fs::canonicalize("/usr/bin/true").unwrap()],
+                read_paths: Vec::new(),
+                network: false,
+                limits: Limits::default(),
+                env: vec![("PATH".into(), "/usr/bin".into())],
+                max_output_bytes: 1024,
+                require: false,
+            })
+            .unwrap(),
+        );
+        if !policy.enforcement().staged_writes {
+            eprintln!("SKIPPED: no staged writes (not root, or no overlayfs)");
+            return;
+        }
+        let ws = Workspace::open(dir.path()).unwrap();
+        let budget = Budget {
+            bytes: 1 << 20,
+            inodes: 64,
+        };
+        let stock = Stock::new(policy.clone(), ws.try_clone().unwrap(), budget);
+        stock.discard(stock.take().unwrap(), true); // starts the thread
+        // Its prepared process shows when it is dropped (killed and reaped then).
+        let used = policy.prepare_ahead(&ws, budget).unwrap();
+        let pid = used.warm.lock().as_ref().unwrap().pid();
+        stock.discard(used, false);
+        // SAFETY: signal 0 only checks for existence.
+        assert_ne!(unsafe { libc::kill(pid, 0) }, 0, "not dropped before returning");
         stock.close();
     }
 }

@@ -221,7 +221,7 @@ fn the_stocks_prepared_processes_are_gone_once_it_is_dropped() {
             *s.warm.lock() = Some(w);
             stock.put_back_for_test(s);
         } else {
-            stock.discard(s);
+            stock.discard(s, true);
         }
     }
     assert!(!pids.is_empty(), "the stager made no prepared process");
@@ -348,7 +348,7 @@ fn a_prepared_process_runs_at_its_callers_priority_not_the_stagers() {
     };
     let ws = Workspace::open(&root).unwrap();
     let stock = Stock::new(p.clone(), ws.try_clone().unwrap(), BUDGET);
-    stock.discard(stock.take().unwrap()); // starts the thread
+    stock.discard(stock.take().unwrap(), true); // starts the thread
     let t0 = Instant::now();
     while stock.prepared_pids_for_test().is_empty() && t0.elapsed() < Duration::from_secs(10) {
         std::thread::sleep(Duration::from_millis(10));
@@ -376,7 +376,7 @@ fn a_prepared_process_runs_at_its_callers_priority_not_the_stagers() {
                 if s.has_prepared_process() || t0.elapsed() > Duration::from_secs(10) {
                     break s;
                 }
-                stock.discard(s);
+                stock.discard(s, true);
                 std::thread::sleep(Duration::from_millis(10));
             }
         } else {
@@ -387,7 +387,7 @@ fn a_prepared_process_runs_at_its_callers_priority_not_the_stagers() {
         assert_eq!(out.exit_code, Some(0), "{out:?}");
         let got = sched_of(&String::from_utf8(out.stdout).unwrap());
         assert_eq!(got, (libc::SCHED_OTHER as u32, 3), "prepared: {prepared}");
-        stock.discard(staged);
+        stock.discard(staged, true);
     }
     // SAFETY: as above (back to nice 0: this thread may, as root).
     unsafe { libc::setpriority(libc::PRIO_PROCESS, tid, 0) };

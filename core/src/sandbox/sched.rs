@@ -10,7 +10,8 @@
 //! A prepared process is cloned by the stager and so inherits `SCHED_IDLE`. Before the
 //! call wakes it, the calling thread gives it its own attributes ([`adopt`]), so the
 //! call's processes run exactly as they would had the caller cloned them: never at the
-//! stager's priority. If that cannot be done, the prepared process is not used.
+//! stager's priority. If that cannot be done, the call fails (`sandbox_setup`) and
+//! nothing runs.
 
 use std::io;
 

@@ -8,6 +8,10 @@
 //! the workspace as it is when the call runs, not as it was when it was made. If the
 //! stock is empty (a burst of calls) or making one fails, the call makes its own
 //! (and reports the failure itself).
+//!
+//! The thread runs at `SCHED_IDLE` ([`super::sched`]): on CPU time the calls do not
+//! want, so under load the stock empties and calls make their own rather than wait
+//! for it; [`Stock::take`] hands out one with a prepared process first.
 
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -427,7 +431,10 @@ mod tests {
         stock.put_back_for_test(policy.prepare_ahead(&ws, budget).unwrap());
         stock.put_back_for_test(policy.prepare(&ws, budget).unwrap());
         let taken = stock.take().unwrap();
-        assert!(taken.has_prepared_process(), "the fresh overlay was taken first");
+        assert!(
+            taken.has_prepared_process(),
+            "the fresh overlay was taken first"
+        );
         stock.close();
     }
 
@@ -457,13 +464,18 @@ mod tests {
             inodes: 64,
         };
         let stock = Stock::new(policy.clone(), ws.try_clone().unwrap(), budget);
-        stock.discard(stock.take().unwrap(), true); // starts the thread
+        // Starts the thread.
+        stock.discard(stock.take().unwrap(), true);
         // Its prepared process shows when it is dropped (killed and reaped then).
         let used = policy.prepare_ahead(&ws, budget).unwrap();
         let pid = used.warm.lock().as_ref().unwrap().pid();
         stock.discard(used, false);
         // SAFETY: signal 0 only checks for existence.
-        assert_ne!(unsafe { libc::kill(pid, 0) }, 0, "not dropped before returning");
+        assert_ne!(
+            unsafe { libc::kill(pid, 0) },
+            0,
+            "not dropped before returning"
+        );
         stock.close();
     }
 }

@@ -15,6 +15,10 @@
 //! * An unused one is killed and reaped when its [`Staged`] is dropped (at the latest when
 //!   the stock is); it also dies with the thread that made it (`PR_SET_PDEATHSIG`) and so
 //!   with the host process. While idle it is one blocked process per ready [`Staged`].
+//! * It is made, and waits, at the stager's `SCHED_IDLE` ([`super::sched`]); the call
+//!   gives it the calling thread's scheduling attributes before it wakes it, so A, B and
+//!   all B starts run as they would had the caller cloned them (or the call fails,
+//!   `sandbox_setup`, nothing run).
 //!
 //! [`Staged`]: super::stock::Staged
 //! [`Staged::take_warm`]: super::stock::Staged

@@ -25,7 +25,9 @@ fn exe(name: &str) -> PathBuf {
 fn policy(dir: &Path, var: &str) -> Option<Arc<Policy>> {
     let p = Policy::new(&PolicyConfig {
         workspace: dir.to_path_buf(),
-        executables: ["env", "pwd", "ls", "sleep", "touch", "cat"].map(exe).to_vec(),
+        executables: ["env", "pwd", "ls", "sleep", "touch", "cat"]
+            .map(exe)
+            .to_vec(),
         read_paths: vec![PathBuf::from("/proc")],
         network: false,
         limits: Limits::default(),
@@ -326,7 +328,12 @@ fn a_forked_copy_of_the_host_neither_takes_nor_kills_a_prepared_process() {
 
 /// (policy, nice) from a `/proc/.../stat` text: fields 41 and 19.
 fn sched_of(stat: &str) -> (u32, i32) {
-    let f: Vec<&str> = stat.rsplit(')').next().unwrap().split_whitespace().collect();
+    let f: Vec<&str> = stat
+        .rsplit(')')
+        .next()
+        .unwrap()
+        .split_whitespace()
+        .collect();
     (f[38].parse().unwrap(), f[16].parse().unwrap())
 }
 
@@ -353,7 +360,10 @@ fn a_prepared_process_runs_at_its_callers_priority_not_the_stagers() {
     while stock.prepared_pids_for_test().is_empty() && t0.elapsed() < Duration::from_secs(10) {
         std::thread::sleep(Duration::from_millis(10));
     }
-    let a = *stock.prepared_pids_for_test().first().expect("no prepared process");
+    let a = *stock
+        .prepared_pids_for_test()
+        .first()
+        .expect("no prepared process");
     let stager = thread_named("loom-stager").expect("no stager thread");
     let stat = |path: String| sched_of(&std::fs::read_to_string(path).unwrap());
     if stat(format!("/proc/self/task/{stager}/stat")).0 != libc::SCHED_IDLE as u32 {

@@ -13,6 +13,7 @@
 //! want, so under load the stock empties and calls make their own rather than wait
 //! for it; [`Stock::take`] hands out one with a prepared process first.
 
+use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -108,6 +109,8 @@ struct Inner {
     budget: Budget,
     state: Mutex<State>,
     wake: Condvar,
+    /// The thread's tid once it is at `SCHED_IDLE` (0 before, or if it is not).
+    idle_tid: AtomicI32,
 }
 
 #[derive(Debug, Default)]
@@ -130,6 +133,7 @@ impl Stock {
                 budget,
                 state: Mutex::new(State::default()),
                 wake: Condvar::new(),
+                idle_tid: AtomicI32::new(0),
             }),
             thread: Mutex::new(None),
         }
@@ -194,6 +198,12 @@ impl Stock {
     /// Stops the thread and drops the ready ones (killing and reaping their prepared
     /// processes); afterwards [`Stock::take`] makes each call's own, as without a thread.
     pub fn close(&self) {
+        // At the closer's priority, so that it stops soon on a busy machine too; before
+        // `stop`, while the thread is certainly alive (it leaves only on `stop`).
+        let tid = self.inner.idle_tid.swap(0, Ordering::SeqCst);
+        if tid != 0 {
+            let _ = super::sched::adopt(tid);
+        }
         self.inner.state.lock().stop = true;
         self.inner.wake.notify_all();
         if let Some(h) = self.thread.lock().take() {
@@ -221,8 +231,13 @@ impl Stock {
                 // never execs).
                 super::spawn::empty_bounding_set();
                 // Spare CPU time only; each call's processes get their caller's.
-                super::sched::lower_this_thread();
-                inner.run()
+                if super::sched::lower_this_thread() {
+                    // SAFETY: gettid has no preconditions.
+                    let tid = unsafe { libc::gettid() };
+                    inner.idle_tid.store(tid, Ordering::SeqCst);
+                }
+                inner.run();
+                inner.idle_tid.store(0, Ordering::SeqCst);
             }) {
             Ok(h) => *thread = Some(h),
             Err(_) => self.inner.state.lock().off = true,

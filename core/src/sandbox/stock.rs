@@ -416,12 +416,11 @@ mod tests {
         }
     }
 
-    #[test]
-    fn take_hands_out_a_prepared_process_before_a_fresh_overlay_without_one() {
-        let dir = tempfile::tempdir().unwrap();
+    /// A policy that runs `true` in `dir`, or `None` where calls cannot be staged.
+    fn true_policy(dir: &std::path::Path) -> Option<(Arc<Policy>, Workspace, Budget)> {
         let policy = Arc::new(
             Policy::new(&PolicyConfig {
-                workspace: dir.path().to_path_buf(),
+                workspace: dir.to_path_buf(),
                 executables: vec![std::fs::canonicalize("/usr/bin/true").unwrap()],
                 read_paths: Vec::new(),
                 network: false,
@@ -434,12 +433,20 @@ mod tests {
         );
         if !policy.enforcement().staged_writes {
             eprintln!("SKIPPED: no staged writes (not root, or no overlayfs)");
-            return;
+            return None;
         }
-        let ws = Workspace::open(dir.path()).unwrap();
         let budget = Budget {
             bytes: 1 << 20,
             inodes: 64,
+        };
+        Some((policy, Workspace::open(dir).unwrap(), budget))
+    }
+
+    #[test]
+    fn take_hands_out_a_prepared_process_before_a_fresh_overlay_without_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let Some((policy, ws, budget)) = true_policy(dir.path()) else {
+            return;
         };
         let stock = Stock::new(policy.clone(), ws.try_clone().unwrap(), budget);
         // As while the stager refills: one with a prepared process, a fresh one after it.
@@ -456,27 +463,8 @@ mod tests {
     #[test]
     fn a_used_staging_that_may_hold_writes_is_dropped_before_discard_returns() {
         let dir = tempfile::tempdir().unwrap();
-        let policy = Arc::new(
-            Policy::new(&PolicyConfig {
-                workspace: dir.path().to_path_buf(),
-                executables: vec![std::fs::canonicalize("/usr/bin/true").unwrap()],
-                read_paths: Vec::new(),
-                network: false,
-                limits: Limits::default(),
-                env: vec![("PATH".into(), "/usr/bin".into())],
-                max_output_bytes: 1024,
-                require: false,
-            })
-            .unwrap(),
-        );
-        if !policy.enforcement().staged_writes {
-            eprintln!("SKIPPED: no staged writes (not root, or no overlayfs)");
+        let Some((policy, ws, budget)) = true_policy(dir.path()) else {
             return;
-        }
-        let ws = Workspace::open(dir.path()).unwrap();
-        let budget = Budget {
-            bytes: 1 << 20,
-            inodes: 64,
         };
         let stock = Stock::new(policy.clone(), ws.try_clone().unwrap(), budget);
         // Starts the thread.

@@ -14,7 +14,8 @@ from loom.config import parse_project_config
 
 
 def own_namespace_children() -> set[int]:
-    """Pids of this process's children that are the init of a pid namespace of their own."""
+    """Pids of this process's live children that are the init of a pid namespace of their
+    own."""
     me = os.getpid()
     found: set[int] = set()
     for entry in os.listdir("/proc"):
@@ -26,20 +27,23 @@ def own_namespace_children() -> set[int]:
             continue
         fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
         nspid = fields.get("NSpid", "").split()
+        if fields.get("State", "").split()[:1] in (["Z"], ["X"]):
+            continue  # a call's init that has exited and is not yet reaped
         if int(fields.get("PPid", "0")) == me and len(nspid) > 1 and nspid[-1] == "1":
             found.add(int(entry))
     return found
 
 
 async def prepared_processes(before: set[int]) -> set[int]:
-    """The prepared processes made since ``before``, waiting up to 10 s for one: the
+    """The prepared processes made since ``before``, waiting up to 10 s for some: the
     stager runs at ``SCHED_IDLE``, on spare CPU time, which a busy machine may not have."""
-    for _ in range(500):
+    for _ in range(200):
         found = own_namespace_children() - before
-        if found:
-            await asyncio.sleep(0.05)  # the others of the stock, if they come soon
-            return own_namespace_children() - before
-        await asyncio.sleep(0.02)
+        await asyncio.sleep(0.05)
+        # Still there 50 ms later: not the init of a call that has just returned, which
+        # exits right after reporting.
+        if waiting := found & own_namespace_children():
+            return waiting
     return set()
 
 

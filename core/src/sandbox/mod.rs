@@ -23,6 +23,7 @@ pub mod landlock;
 pub mod path;
 mod probe;
 pub mod process;
+mod sched;
 pub mod seccomp;
 mod spawn;
 mod spec;

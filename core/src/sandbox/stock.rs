@@ -8,7 +8,12 @@
 //! the workspace as it is when the call runs, not as it was when it was made. If the
 //! stock is empty (a burst of calls) or making one fails, the call makes its own
 //! (and reports the failure itself).
+//!
+//! The thread runs at `SCHED_IDLE` ([`super::sched`]): on CPU time the calls do not
+//! want, so under load the stock empties and calls make their own rather than wait
+//! for it; [`Stock::take`] hands out one with a prepared process first.
 
+use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -87,6 +92,9 @@ impl Staged {
 /// How many are kept ready.
 const READY: usize = 4;
 
+/// How many used ones may wait for the thread to drop them.
+const USED_MAX: usize = 2 * READY;
+
 /// A few ready [`Staged`] for one policy, workspace and budget.
 #[derive(Debug)]
 pub struct Stock {
@@ -101,6 +109,8 @@ struct Inner {
     budget: Budget,
     state: Mutex<State>,
     wake: Condvar,
+    /// The thread's tid once it is at `SCHED_IDLE` (0 before, or if it is not).
+    idle_tid: AtomicI32,
 }
 
 #[derive(Debug, Default)]
@@ -123,6 +133,7 @@ impl Stock {
                 budget,
                 state: Mutex::new(State::default()),
                 wake: Condvar::new(),
+                idle_tid: AtomicI32::new(0),
             }),
             thread: Mutex::new(None),
         }
@@ -131,7 +142,15 @@ impl Stock {
     /// A fresh [`Staged`], ready-made if one is, else made now.
     pub fn take(&self) -> Result<Staged, super::SandboxError> {
         self.start();
-        let ready = self.inner.state.lock().ready.pop();
+        let ready = {
+            let mut st = self.inner.state.lock();
+            // A prepared process first: while the stager refills, fresh overlays without
+            // one are pushed behind those that have one.
+            match st.ready.iter().rposition(Staged::has_prepared_process) {
+                Some(i) => Some(st.ready.remove(i)),
+                None => st.ready.pop(),
+            }
+        };
         self.inner.wake.notify_one();
         match ready {
             Some(s) => Ok(s),
@@ -139,10 +158,18 @@ impl Stock {
         }
     }
 
-    /// Hands a used [`Staged`] to the thread to drop (unmounting takes a while).
-    pub fn discard(&self, used: Staged) {
+    /// Hands a used [`Staged`] to the thread to drop (unmounting takes a while) if its
+    /// overlay is `empty` (the commit found no change), else drops it here: what a call
+    /// wrote is memory, given back before the call's share of the staging budget is,
+    /// not whenever the thread (on spare CPU time only) gets to it. Also dropped here
+    /// when the thread is behind by [`USED_MAX`].
+    pub fn discard(&self, used: Staged, empty: bool) {
+        if !empty {
+            drop(used);
+            return;
+        }
         let mut st = self.inner.state.lock();
-        if st.off || st.stop {
+        if st.off || st.stop || st.used.len() >= USED_MAX {
             drop(st);
             drop(used);
             return;
@@ -171,6 +198,12 @@ impl Stock {
     /// Stops the thread and drops the ready ones (killing and reaping their prepared
     /// processes); afterwards [`Stock::take`] makes each call's own, as without a thread.
     pub fn close(&self) {
+        // At the closer's priority, so that it stops soon on a busy machine too; before
+        // `stop`, while the thread is certainly alive (it leaves only on `stop`).
+        let tid = self.inner.idle_tid.swap(0, Ordering::SeqCst);
+        if tid != 0 {
+            let _ = super::sched::adopt(tid);
+        }
         self.inner.state.lock().stop = true;
         self.inner.wake.notify_all();
         if let Some(h) = self.thread.lock().take() {
@@ -197,7 +230,14 @@ impl Stock {
                 // The prepared processes' B inherits an empty bounding set (this thread
                 // never execs).
                 super::spawn::empty_bounding_set();
-                inner.run()
+                // Spare CPU time only; each call's processes get their caller's.
+                if super::sched::lower_this_thread() {
+                    // SAFETY: gettid has no preconditions.
+                    let tid = unsafe { libc::gettid() };
+                    inner.idle_tid.store(tid, Ordering::SeqCst);
+                }
+                inner.run();
+                inner.idle_tid.store(0, Ordering::SeqCst);
             }) {
             Ok(h) => *thread = Some(h),
             Err(_) => self.inner.state.lock().off = true,
@@ -343,7 +383,7 @@ mod tests {
             inodes: 64,
         };
         let stock = Stock::new(policy.clone(), ws.try_clone().unwrap(), budget);
-        stock.discard(stock.take().unwrap()); // starts the thread
+        stock.discard(stock.take().unwrap(), true); // starts the thread
         let full = || stock.inner.state.lock().ready.len() == READY;
         let t0 = std::time::Instant::now();
         while !full() && t0.elapsed() < Duration::from_secs(10) {
@@ -372,7 +412,73 @@ mod tests {
             let deny = DenyList::new(Vec::<String>::new()).unwrap();
             let done = staging::commit(&ws, staged.scratch(), &deny, 100).unwrap();
             assert_eq!(done, staging::Committed::default(), "cat changed nothing");
-            stock.discard(staged);
+            stock.discard(staged, true);
         }
+    }
+
+    /// A policy that runs `true` in `dir`, or `None` where calls cannot be staged.
+    fn true_policy(dir: &std::path::Path) -> Option<(Arc<Policy>, Workspace, Budget)> {
+        let policy = Arc::new(
+            Policy::new(&PolicyConfig {
+                workspace: dir.to_path_buf(),
+                executables: vec![std::fs::canonicalize("/usr/bin/true").unwrap()],
+                read_paths: Vec::new(),
+                network: false,
+                limits: Limits::default(),
+                env: vec![("PATH".into(), "/usr/bin".into())],
+                max_output_bytes: 1024,
+                require: false,
+            })
+            .unwrap(),
+        );
+        if !policy.enforcement().staged_writes {
+            eprintln!("SKIPPED: no staged writes (not root, or no overlayfs)");
+            return None;
+        }
+        let budget = Budget {
+            bytes: 1 << 20,
+            inodes: 64,
+        };
+        Some((policy, Workspace::open(dir).unwrap(), budget))
+    }
+
+    #[test]
+    fn take_hands_out_a_prepared_process_before_a_fresh_overlay_without_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let Some((policy, ws, budget)) = true_policy(dir.path()) else {
+            return;
+        };
+        let stock = Stock::new(policy.clone(), ws.try_clone().unwrap(), budget);
+        // As while the stager refills: one with a prepared process, a fresh one after it.
+        stock.put_back_for_test(policy.prepare_ahead(&ws, budget).unwrap());
+        stock.put_back_for_test(policy.prepare(&ws, budget).unwrap());
+        let taken = stock.take().unwrap();
+        assert!(
+            taken.has_prepared_process(),
+            "the fresh overlay was taken first"
+        );
+        stock.close();
+    }
+
+    #[test]
+    fn a_used_staging_that_may_hold_writes_is_dropped_before_discard_returns() {
+        let dir = tempfile::tempdir().unwrap();
+        let Some((policy, ws, budget)) = true_policy(dir.path()) else {
+            return;
+        };
+        let stock = Stock::new(policy.clone(), ws.try_clone().unwrap(), budget);
+        // Starts the thread.
+        stock.discard(stock.take().unwrap(), true);
+        // Its prepared process shows when it is dropped (killed and reaped then).
+        let used = policy.prepare_ahead(&ws, budget).unwrap();
+        let pid = used.warm.lock().as_ref().unwrap().pid();
+        stock.discard(used, false);
+        // SAFETY: signal 0 only checks for existence.
+        assert_ne!(
+            unsafe { libc::kill(pid, 0) },
+            0,
+            "not dropped before returning"
+        );
+        stock.close();
     }
 }

@@ -15,6 +15,10 @@
 //! * An unused one is killed and reaped when its [`Staged`] is dropped (at the latest when
 //!   the stock is); it also dies with the thread that made it (`PR_SET_PDEATHSIG`) and so
 //!   with the host process. While idle it is one blocked process per ready [`Staged`].
+//! * It is made, and waits, at the stager's `SCHED_IDLE` ([`super::sched`]); the call
+//!   gives it the calling thread's scheduling attributes before it wakes it, so A, B and
+//!   all B starts run as they would had the caller cloned them (or the call fails,
+//!   `sandbox_setup`, nothing run).
 //!
 //! [`Staged`]: super::stock::Staged
 //! [`Staged::take_warm`]: super::stock::Staged
@@ -29,6 +33,7 @@ use std::time::Instant;
 use super::child::{a_entry, decimal, fail, read_records, Launch, Plan, Record, STAGE_CHDIR};
 use super::landlock::Ruleset;
 use super::process::Policy;
+use super::sched;
 use super::spawn::{bounding_set_empty, Stacks};
 use super::spawn::{dup_high, kill_all, open_devnull, pipe, pump, BlockSignals, Child, Pumped};
 use super::staging::Scratch;
@@ -59,6 +64,9 @@ pub(crate) struct Warm {
     /// The process that made it: after a `fork` of the host, the copy in the child must
     /// neither send (A would read the pointers in the parent's memory) nor kill.
     host: libc::pid_t,
+    /// Made by a thread at `SCHED_IDLE` ([`super::sched`]): A must be given the caller's
+    /// scheduling attributes before it runs the call.
+    lowered: bool,
 }
 
 // SAFETY: the raw pointers in `plan`/`keep` point into `keep`'s own heap data (or are
@@ -188,6 +196,7 @@ impl Warm {
             keep,
             // SAFETY: getpid has no preconditions.
             host: unsafe { libc::getpid() },
+            lowered: sched::this_thread_lowered(),
         })
     }
 
@@ -217,6 +226,23 @@ impl Warm {
             envp.as_ptr() as usize,
             cwd_rel.as_ptr() as usize,
         ];
+        if self.lowered {
+            // Before A wakes: it, B and everything B starts run at the caller's priority,
+            // not the stager's. (A gone already: the send below fails and reports why.)
+            if let Err(err) = sched::adopt(child.pid) {
+                if err.raw_os_error() != Some(libc::ESRCH) {
+                    kill_all(child.pid);
+                    child.wait();
+                    return Err(SandboxError::denied(
+                        "sandbox_setup",
+                        format!(
+                            "the prepared process could not be given the caller's scheduling \
+                             attributes ({err}); nothing was executed"
+                        ),
+                    ));
+                }
+            }
+        }
         let go = self.go.take().expect("a Warm runs once");
         // SAFETY: send on our socket from a stack buffer; MSG_NOSIGNAL: no SIGPIPE if A
         // is gone.

@@ -25,7 +25,9 @@ fn exe(name: &str) -> PathBuf {
 fn policy(dir: &Path, var: &str) -> Option<Arc<Policy>> {
     let p = Policy::new(&PolicyConfig {
         workspace: dir.to_path_buf(),
-        executables: ["env", "pwd", "ls", "sleep", "touch"].map(exe).to_vec(),
+        executables: ["env", "pwd", "ls", "sleep", "touch", "cat"]
+            .map(exe)
+            .to_vec(),
         read_paths: vec![PathBuf::from("/proc")],
         network: false,
         limits: Limits::default(),
@@ -221,7 +223,7 @@ fn the_stocks_prepared_processes_are_gone_once_it_is_dropped() {
             *s.warm.lock() = Some(w);
             stock.put_back_for_test(s);
         } else {
-            stock.discard(s);
+            stock.discard(s, true);
         }
     }
     assert!(!pids.is_empty(), "the stager made no prepared process");
@@ -322,4 +324,81 @@ fn a_forked_copy_of_the_host_neither_takes_nor_kills_a_prepared_process() {
     assert!(alive(pid), "the copy killed it");
     let out = run(&p, &root, &staged, &["env"], "").unwrap();
     assert!(String::from_utf8(out.stdout).unwrap().contains("VAR=x"));
+}
+
+/// (policy, nice) from a `/proc/.../stat` text: fields 41 and 19.
+fn sched_of(stat: &str) -> (u32, i32) {
+    let f: Vec<&str> = stat
+        .rsplit(')')
+        .next()
+        .unwrap()
+        .split_whitespace()
+        .collect();
+    (f[38].parse().unwrap(), f[16].parse().unwrap())
+}
+
+/// The tid of this process's thread named `name`.
+fn thread_named(name: &str) -> Option<String> {
+    std::fs::read_dir("/proc/self/task").unwrap().find_map(|e| {
+        let tid = e.unwrap().file_name().into_string().unwrap();
+        let comm = std::fs::read_to_string(format!("/proc/self/task/{tid}/comm")).ok()?;
+        (comm.trim() == name).then_some(tid)
+    })
+}
+
+#[test]
+fn a_prepared_process_runs_at_its_callers_priority_not_the_stagers() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = std::fs::canonicalize(dir.path()).unwrap();
+    let Some(p) = policy(&root, "x") else {
+        return;
+    };
+    let ws = Workspace::open(&root).unwrap();
+    let stock = Stock::new(p.clone(), ws.try_clone().unwrap(), BUDGET);
+    stock.discard(stock.take().unwrap(), true); // starts the thread
+    let t0 = Instant::now();
+    while stock.prepared_pids_for_test().is_empty() && t0.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let a = *stock
+        .prepared_pids_for_test()
+        .first()
+        .expect("no prepared process");
+    let stager = thread_named("loom-stager").expect("no stager thread");
+    let stat = |path: String| sched_of(&std::fs::read_to_string(path).unwrap());
+    if stat(format!("/proc/self/task/{stager}/stat")).0 != libc::SCHED_IDLE as u32 {
+        eprintln!("SKIPPED: the stager is not at SCHED_IDLE (no CAP_SYS_NICE)");
+        return;
+    }
+    // What this test is about: the prepared process inherited the stager's SCHED_IDLE.
+    assert_eq!(stat(format!("/proc/{a}/stat")).0, libc::SCHED_IDLE as u32);
+    // SAFETY: gettid/setpriority on this thread only.
+    let tid = unsafe { libc::gettid() } as libc::id_t;
+    // SAFETY: as above.
+    assert_eq!(unsafe { libc::setpriority(libc::PRIO_PROCESS, tid, 3) }, 0);
+    // The process of a call gets the calling thread's attributes (SCHED_OTHER, nice 3),
+    // with a prepared process as without one (made by this thread, the usual path).
+    for prepared in [true, false] {
+        let staged = if prepared {
+            let t0 = Instant::now();
+            loop {
+                let s = stock.take().unwrap();
+                if s.has_prepared_process() || t0.elapsed() > Duration::from_secs(10) {
+                    break s;
+                }
+                stock.discard(s, true);
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        } else {
+            p.prepare(&ws, BUDGET).unwrap()
+        };
+        assert_eq!(staged.has_prepared_process(), prepared);
+        let out = run(&p, &root, &staged, &["cat", "/proc/self/stat"], "").unwrap();
+        assert_eq!(out.exit_code, Some(0), "{out:?}");
+        let got = sched_of(&String::from_utf8(out.stdout).unwrap());
+        assert_eq!(got, (libc::SCHED_OTHER as u32, 3), "prepared: {prepared}");
+        stock.discard(staged, true);
+    }
+    // SAFETY: as above (back to nice 0: this thread may, as root).
+    unsafe { libc::setpriority(libc::PRIO_PROCESS, tid, 0) };
 }

@@ -349,9 +349,9 @@ impl Shell {
         } else {
             None
         };
-        let staged = match &self.stock {
+        let discard = match &self.stock {
             Some(stock) => match stock.take() {
-                Ok(s) => Some(Discard(stock, Some(s))),
+                Ok(s) => Some(Discard(stock, Some(s), std::cell::Cell::new(false))),
                 Err(err) => {
                     trace.error(span, err.to_string());
                     trace.end(span);
@@ -360,7 +360,7 @@ impl Shell {
             },
             None => None,
         };
-        let staged = staged.as_ref().and_then(|d| d.1.as_ref());
+        let staged = discard.as_ref().and_then(|d| d.1.as_ref());
         let scratch = staged.map(|s| s.scratch());
         let result = self.policy.run(&Request {
             exe: &exe,
@@ -428,6 +428,13 @@ impl Shell {
                     &cx.tools.deny_write,
                     cx.cfg().tools.fs.max_delete_entries,
                 )
+                .inspect(|done| {
+                    if *done == staging::Committed::default() {
+                        if let Some(d) = &discard {
+                            d.2.set(true);
+                        }
+                    }
+                })
                 .map_err(|err| {
                     let code = out
                         .exit_code
@@ -473,13 +480,16 @@ impl Shell {
     }
 }
 
-/// A used [`Staged`] goes back to its stock's thread to be dropped (off the call's path).
-struct Discard<'a>(&'a Stock, Option<Staged>);
+/// A used [`Staged`]: handed to its stock's thread to be dropped (off the call's path)
+/// if the commit found its overlay empty (the third field), else dropped here — before
+/// the call's reservation of staging memory is given back, so what a call wrote never
+/// outlives its share of `write_bytes_total` (the stager runs on spare CPU time only).
+struct Discard<'a>(&'a Stock, Option<Staged>, std::cell::Cell<bool>);
 
 impl Drop for Discard<'_> {
     fn drop(&mut self) {
         if let Some(s) = self.1.take() {
-            self.0.discard(s);
+            self.0.discard(s, self.2.get());
         }
     }
 }

@@ -33,12 +33,15 @@ def test_pip_install_local_extra_then_loom_run(tmp_path: Path) -> None:
     env = {**os.environ, "CMAKE_ARGS": "-DGGML_NATIVE=OFF"}
     r = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=1400)
     assert r.returncode == 0, r.stderr[-4000:]
+    # The installed copy alone: a PYTHONPATH naming a checkout would shadow it.
+    clean = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     # The dashboard's page ships inside the package (no build step, no npm).
     r = subprocess.run(
         [str(py), "-c", "import loom.dashboard.server as s; print(s.STATIC)"],
         capture_output=True,
         text=True,
         cwd=tmp_path,
+        env=clean,
     )
     assert r.returncode == 0, r.stderr
     static = Path(r.stdout.strip())
@@ -47,7 +50,7 @@ def test_pip_install_local_extra_then_loom_run(tmp_path: Path) -> None:
         assert (static / name).stat().st_size > 500, name
     run_env = {
         k: v
-        for k, v in os.environ.items()
+        for k, v in clean.items()
         if not k.endswith("_API_KEY") and k not in ("LOOM_PROJECT", "VIRTUAL_ENV")
     }
     run_env["PATH"] = f"{venv / 'bin'}:{run_env.get('PATH', '')}"

@@ -39,7 +39,8 @@ fn future_waker(loop_: &Bound<'_, PyAny>, fut: &Bound<'_, PyAny>) -> PyResult<Wa
         let _ = Python::try_attach(|py| {
             let fut = fut.bind(py);
             let result = if thread::current().id() == loop_thread {
-                wake_fn.bind(py).call1((fut, py.None())).map(drop)
+                // What `_resolve_future` does, without a call through Python.
+                aio::resolve(fut, &py.None().into_bound(py))
             } else {
                 loop_
                     .bind(py)
@@ -403,7 +404,7 @@ pub(crate) struct PyBus {
     strings: StrCache,
     /// Topics of recent publishes, with their handles (`None`: the bus tracks no
     /// more topics, or the topic is invalid and publishing it will say why).
-    topics: StrCache<(Arc<str>, Option<TopicHandle>)>,
+    topics: StrCache<Arc<(Arc<str>, Option<TopicHandle>)>>,
 }
 
 #[pymethods]
@@ -490,14 +491,15 @@ impl PyBus {
             None => Arc::from("event"),
         };
         let source = source.map(|s| self.strings.get(s)).transpose()?;
-        let (topic, handle) = self
+        let cached = self
             .topics
             .get_with(topic, |t| match self.bus.topic_handle(t) {
-                Ok(Some(h)) => (Arc::clone(h.topic()), Some(h)),
-                _ => (Arc::from(t), None),
+                Ok(Some(h)) => Arc::new((Arc::clone(h.topic()), Some(h))),
+                _ => Arc::new((Arc::from(t), None)),
             })?;
+        let (topic, handle) = &*cached;
         let env = build(
-            topic,
+            Arc::clone(topic),
             kind,
             payload,
             source,
@@ -511,7 +513,7 @@ impl PyBus {
             // A transport handing an event to the queue group this process serves.
             Some(g) => self.finish(py, self.bus.deliver_to(env, Delivery::Group(g))),
             None => match handle {
-                Some(h) => self.finish(py, self.bus.publish_on(&h, env)),
+                Some(h) => self.finish(py, self.bus.publish_on(h, env)),
                 None => self.finish(py, self.bus.publish(env)),
             },
         }

@@ -4,9 +4,11 @@
 //! rule, the very same objects every time (literals, an agent's id). [`StrCache`] maps
 //! an object's address to what was made from it the first time (its text as an
 //! `Arc<str>`; for a topic, also the bus's handle of it), so the next publish with that
-//! object copies, allocates and looks up nothing. It is direct-mapped: a miss replaces
-//! its slot. Each slot holds a reference to its object, so while cached the address
-//! cannot be reused by another string (and a `str`'s text never changes).
+//! object copies, allocates and looks up nothing. It is two-way set-associative: two
+//! objects whose addresses fall in the same set (a publisher's type and source, say)
+//! both stay cached instead of evicting each other on every publish; a miss replaces
+//! the set's older entry. Each slot holds a reference to its object, so while cached
+//! the address cannot be reused by another string (and a `str`'s text never changes).
 
 use std::sync::Arc;
 
@@ -14,7 +16,8 @@ use parking_lot::Mutex;
 use pyo3::prelude::*;
 use pyo3::types::PyString;
 
-const SLOTS: usize = 64;
+/// Sets of two slots each.
+const SETS: usize = 64;
 
 struct Slot<V> {
     obj: Py<PyString>,
@@ -23,13 +26,14 @@ struct Slot<V> {
 
 /// Python `str` object → what was made from its text (`V`), for the objects seen last.
 pub(crate) struct StrCache<V = Arc<str>> {
-    slots: Mutex<Vec<Option<Slot<V>>>>,
+    /// `SETS` sets; in each, slot 0 is the most recently filled.
+    slots: Mutex<Vec<[Option<Slot<V>>; 2]>>,
 }
 
 impl<V: Clone> StrCache<V> {
     pub(crate) fn new() -> Self {
         StrCache {
-            slots: Mutex::new((0..SLOTS).map(|_| None).collect()),
+            slots: Mutex::new((0..SETS).map(|_| [None, None]).collect()),
         }
     }
 
@@ -41,10 +45,13 @@ impl<V: Clone> StrCache<V> {
     ) -> PyResult<V> {
         let addr = s.as_ptr() as usize;
         // Objects are 16-byte aligned: the low bits say nothing.
-        let i = (addr >> 4) % SLOTS;
-        if let Some(slot) = &self.slots.lock()[i] {
-            if slot.obj.as_ptr() as usize == addr {
-                return Ok(slot.value.clone());
+        let i = (addr >> 4) % SETS;
+        {
+            let slots = self.slots.lock();
+            for slot in slots[i].iter().flatten() {
+                if slot.obj.as_ptr() as usize == addr {
+                    return Ok(slot.value.clone());
+                }
             }
         }
         let value = make(s.to_str()?);
@@ -52,7 +59,13 @@ impl<V: Clone> StrCache<V> {
             obj: s.clone().unbind(),
             value: value.clone(),
         };
-        let old = self.slots.lock()[i].replace(new);
+        let old = {
+            let mut slots = self.slots.lock();
+            let set = &mut slots[i];
+            let old = set[1].take();
+            set[1] = set[0].replace(new);
+            old
+        };
         // Released outside the lock: dropping a reference may run Python code.
         drop(old);
         Ok(value)

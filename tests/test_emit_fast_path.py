@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from loom import Agent, BusFullError, Envelope, InvalidTopicError, Runtime
-from loom.bus import DONE, DEFAULT_PUBLISH_TIMEOUT, DEFAULT_TTL
+from loom.bus import DEFAULT_PUBLISH_TIMEOUT, DEFAULT_TTL, DONE
 
 FIELDS = ("topic", "type", "payload", "source", "correlation_id", "reply_to", "thread_id")
 

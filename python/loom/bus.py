@@ -325,6 +325,9 @@ class _Done(tuple[()], Coroutine[Any, Any, None]):
             raise typ
         raise typ if val is None else val
 
+    def close(self) -> None:
+        pass  # finished already: nothing to close
+
     def __repr__(self) -> str:
         return "<loom.bus.DONE>"
 

@@ -12,13 +12,14 @@ use std::time::Duration;
 
 use parking_lot::Mutex;
 use pyo3::exceptions::PyValueError;
+use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList, PyString};
 
 use super::aio;
 use super::convert::json_to_py;
 use super::errors::bus_error;
-use super::intern::{topic_object, StrCache, TopicObject};
+use super::intern::{topic_object, PublishCache, TopicObject};
 use crate::bus::{
     topic, Bus, Delivery, Envelope, EventId, Payload, Published, Qos, Subscription,
     SubscriptionStats, TopicHandle, Waker, DEFAULT_TTL,
@@ -400,11 +401,10 @@ fn sub_stats<'py>(py: Python<'py>, s: &SubscriptionStats) -> PyResult<Bound<'py,
 #[pyclass(name = "Bus", module = "loom._core", frozen)]
 pub(crate) struct PyBus {
     bus: Bus,
-    /// Types and sources of recent publishes (see `intern`).
-    strings: StrCache,
-    /// Topics of recent publishes, with their handles (`None`: the bus tracks no
-    /// more topics, or the topic is invalid and publishing it will say why).
-    topics: StrCache<Arc<(Arc<str>, Option<TopicHandle>)>>,
+    /// Types, sources and topics of recent publishes (see `intern`); a topic with its
+    /// handle (`None`: the bus tracks no more topics, or the topic is invalid and
+    /// publishing it will say why).
+    names: PublishCache<Arc<(Arc<str>, Option<TopicHandle>)>>,
 }
 
 #[pymethods]
@@ -413,8 +413,7 @@ impl PyBus {
     fn new() -> Self {
         PyBus {
             bus: Bus::new(),
-            strings: StrCache::new(),
-            topics: StrCache::new(),
+            names: PublishCache::new(),
         }
     }
 
@@ -486,17 +485,13 @@ impl PyBus {
         headers: Option<&Bound<'_, PyDict>>,
         to_group: Option<&str>,
     ) -> PyResult<Option<PyPendingPublish>> {
-        let kind = match r#type {
-            Some(t) => self.strings.get(t)?,
-            None => Arc::from("event"),
-        };
-        let source = source.map(|s| self.strings.get(s)).transpose()?;
-        let cached = self
-            .topics
-            .get_with(topic, |t| match self.bus.topic_handle(t) {
-                Ok(Some(h)) => Arc::new((Arc::clone(h.topic()), Some(h))),
-                _ => Arc::new((Arc::from(t), None)),
-            })?;
+        let kind = r#type.unwrap_or_else(|| intern!(py, "event"));
+        let (kind, source, cached) = self.names.names(kind, source, topic, |t| {
+            Arc::new(match self.bus.topic_handle(t) {
+                Ok(Some(h)) => (Arc::clone(h.topic()), Some(h)),
+                _ => (Arc::from(t), None),
+            })
+        })?;
         let (topic, handle) = &*cached;
         let env = build(
             Arc::clone(topic),

@@ -1,7 +1,7 @@
 //! Reusing the Rust copies of Python strings that keep coming back.
 //!
 //! A publish names its topic, type and source with Python `str` objects that are, as a
-//! rule, the very same objects every time (literals, an agent's id). [`StrCache`] maps
+//! rule, the very same objects every time (literals, an agent's id). [`PublishCache`] maps
 //! an object's address to what was made from it the first time (its text as an
 //! `Arc<str>`; for a topic, also the bus's handle of it), so the next publish with that
 //! object copies, allocates and looks up nothing. It is two-way set-associative: two
@@ -25,57 +25,111 @@ struct Slot<V> {
 }
 
 /// Python `str` object → what was made from its text (`V`), for the objects seen last.
-pub(crate) struct StrCache<V = Arc<str>> {
+struct Table<V> {
     /// `SETS` sets; in each, slot 0 is the most recently filled.
-    slots: Mutex<Vec<[Option<Slot<V>>; 2]>>,
+    sets: Vec<[Option<Slot<V>>; 2]>,
 }
 
-impl<V: Clone> StrCache<V> {
-    pub(crate) fn new() -> Self {
-        StrCache {
-            slots: Mutex::new((0..SETS).map(|_| [None, None]).collect()),
+fn set_of(s: &Bound<'_, PyString>) -> usize {
+    // Objects are 16-byte aligned: the low bits say nothing.
+    (s.as_ptr() as usize >> 4) % SETS
+}
+
+impl<V: Clone> Table<V> {
+    fn new() -> Self {
+        Table {
+            sets: (0..SETS).map(|_| [None, None]).collect(),
         }
     }
 
-    /// `make(text of s)`, shared with earlier calls made with the same object.
-    pub(crate) fn get_with(
+    fn find(&self, s: &Bound<'_, PyString>) -> Option<V> {
+        self.sets[set_of(s)]
+            .iter()
+            .flatten()
+            .find(|slot| slot.obj.as_ptr() == s.as_ptr())
+            .map(|slot| slot.value.clone())
+    }
+
+    /// Caches `value` for `s`; returns the entry it evicted (to drop outside the lock).
+    fn insert(&mut self, s: &Bound<'_, PyString>, value: V) -> Option<Slot<V>> {
+        let set = &mut self.sets[set_of(s)];
+        let old = set[1].take();
+        set[1] = set[0].replace(Slot {
+            obj: s.clone().unbind(),
+            value,
+        });
+        old
+    }
+}
+
+/// What a publish names, as cached: `(type, source, topic)`.
+pub(crate) type Names<T> = (Arc<str>, Option<Arc<str>>, T);
+
+/// The strings of recent publishes (types and sources) and their topics (`T`: the text
+/// and the bus's handle), under one lock: a publish that hits takes it once.
+pub(crate) struct PublishCache<T> {
+    tables: Mutex<(Table<Arc<str>>, Table<T>)>,
+}
+
+impl<T: Clone> PublishCache<T> {
+    pub(crate) fn new() -> Self {
+        PublishCache {
+            tables: Mutex::new((Table::new(), Table::new())),
+        }
+    }
+
+    /// The cached `(type, source, topic)` of a publish, made from their text the first
+    /// time each object is seen (`make_topic` for the topic).
+    pub(crate) fn names(
         &self,
-        s: &Bound<'_, PyString>,
-        make: impl FnOnce(&str) -> V,
-    ) -> PyResult<V> {
-        let addr = s.as_ptr() as usize;
-        // Objects are 16-byte aligned: the low bits say nothing.
-        let i = (addr >> 4) % SETS;
-        {
-            let slots = self.slots.lock();
-            for slot in slots[i].iter().flatten() {
-                if slot.obj.as_ptr() as usize == addr {
-                    return Ok(slot.value.clone());
+        kind: &Bound<'_, PyString>,
+        source: Option<&Bound<'_, PyString>>,
+        topic: &Bound<'_, PyString>,
+        make_topic: impl FnOnce(&str) -> T,
+    ) -> PyResult<Names<T>> {
+        let (k, s, t) = {
+            let tables = self.tables.lock();
+            (
+                tables.0.find(kind),
+                source.map(|s| tables.0.find(s)),
+                tables.1.find(topic),
+            )
+        };
+        if let (Some(k), None | Some(Some(_)), Some(t)) = (&k, &s, &t) {
+            return Ok((k.clone(), s.flatten(), t.clone()));
+        }
+        // A miss: make what is missing without the lock, then cache it.
+        let k = match k {
+            Some(k) => (k, None),
+            None => (Arc::<str>::from(kind.to_str()?), Some(kind)),
+        };
+        let s = match (source, s.flatten()) {
+            (Some(obj), None) => Some((Arc::<str>::from(obj.to_str()?), Some(obj))),
+            (_, found) => found.map(|v| (v, None)),
+        };
+        let t = match t {
+            Some(t) => (t, None),
+            None => (make_topic(topic.to_str()?), Some(topic)),
+        };
+        let evicted = {
+            let mut tables = self.tables.lock();
+            let mut evicted = Vec::new();
+            if let Some(obj) = k.1 {
+                evicted.extend(tables.0.insert(obj, k.0.clone()).map(|s| s.obj));
+            }
+            if let Some((v, Some(obj))) = &s {
+                evicted.extend(tables.0.insert(obj, v.clone()).map(|s| s.obj));
+            }
+            if let Some(obj) = t.1 {
+                if let Some(old) = tables.1.insert(obj, t.0.clone()) {
+                    evicted.push(old.obj);
                 }
             }
-        }
-        let value = make(s.to_str()?);
-        let new = Slot {
-            obj: s.clone().unbind(),
-            value: value.clone(),
-        };
-        let old = {
-            let mut slots = self.slots.lock();
-            let set = &mut slots[i];
-            let old = set[1].take();
-            set[1] = set[0].replace(new);
-            old
+            evicted
         };
         // Released outside the lock: dropping a reference may run Python code.
-        drop(old);
-        Ok(value)
-    }
-}
-
-impl StrCache<Arc<str>> {
-    /// The text of `s`, shared with earlier calls made with the same object.
-    pub(crate) fn get(&self, s: &Bound<'_, PyString>) -> PyResult<Arc<str>> {
-        self.get_with(s, |t| Arc::from(t))
+        drop(evicted);
+        Ok((k.0, s.map(|s| s.0), t.0))
     }
 }
 

@@ -80,6 +80,9 @@ async def test_the_finished_awaitable_works_wherever_a_coroutine_does(runtime: R
         DONE.send(None)
     with pytest.raises(ValueError, match="boom"):
         DONE.throw(ValueError("boom"))
+    with pytest.raises(KeyError):
+        DONE.throw(KeyError)
+    assert repr(DONE) == "<loom._core.Done>"
     DONE.close()
 
 

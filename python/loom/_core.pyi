@@ -1,5 +1,6 @@
 """Type stubs for ``loom._core``, the Rust extension module (bus, tools, sandbox)."""
 
+from collections.abc import Generator
 from typing import Any, Final, final
 
 __version__: Final[str]
@@ -9,6 +10,7 @@ MAX_JSON_DEPTH: Final[int]
 __all__ = [
     "MAX_JSON_DEPTH",
     "Bus",
+    "Done",
     "Envelope",
     "NativeTools",
     "PendingPublish",
@@ -81,6 +83,18 @@ class PendingPublish:
     def give_up(self, timeout: float) -> BaseException: ...
     @property
     def event_id(self) -> str: ...
+
+@final
+class Done:
+    """An awaitable that is already finished: ``await`` gives ``None`` at once."""
+
+    def __init__(self) -> None: ...
+    def __await__(self) -> Generator[Any]: ...
+    def __iter__(self) -> Done: ...
+    def __next__(self) -> None: ...
+    def send(self, _value: Any = None) -> None: ...
+    def throw(self, typ: Any, val: Any = None, _tb: Any = None) -> None: ...
+    def close(self) -> None: ...
 
 @final
 class Subscription:

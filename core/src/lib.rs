@@ -6,6 +6,7 @@
 pub mod bus;
 pub mod error;
 pub mod json;
+pub mod otlp;
 pub mod sandbox;
 pub mod tools;
 

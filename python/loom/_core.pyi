@@ -1,6 +1,9 @@
-"""Type stubs for ``loom._core``, the Rust extension module (bus, tools, sandbox)."""
+"""Type stubs for ``loom._core``, the Rust extension module (bus, tools, sandbox, span
+export)."""
 
-from collections.abc import Generator
+from collections.abc import Generator, Mapping, Sequence
+from os import PathLike
+from pathlib import Path
 from typing import Any, Final, final
 
 __version__: Final[str]
@@ -14,6 +17,7 @@ __all__ = [
     "Envelope",
     "NativeTools",
     "PendingPublish",
+    "SpanExporter",
     "Subscription",
     "ToolCall",
     "__version__",
@@ -216,3 +220,68 @@ class NativeTools:
         """Runs on the calling thread with the GIL released."""
     def close(self) -> None:
         """Stops accepting calls; running calls finish or time out."""
+
+# -- span export (the run's OTLP/JSON trace file, written by a Rust thread) ------------
+
+@final
+class SpanExporter:
+    """A bounded span queue and the thread that appends it, one OTLP/JSON
+    ``ExportTraceServiceRequest`` line per batch, to ``path`` (created with its
+    directory on the first batch). The thread never takes the GIL; see
+    ``loom.telemetry.native_export``."""
+
+    def __new__(
+        cls,
+        path: str | PathLike[str],
+        *,
+        max_queue_size: int = 2048,
+        max_export_batch_size: int = 512,
+        schedule_delay_millis: float = 5000.0,
+    ) -> SpanExporter: ...
+    @property
+    def path(self) -> Path:
+        """The file written to."""
+    def add_resource(self, attributes: Mapping[str, Any], schema_url: str | None = None) -> int:
+        """Registers a resource; returns its index for :meth:`push`."""
+    def add_scope(
+        self,
+        name: str,
+        version: str | None = None,
+        attributes: Mapping[str, Any] | None = None,
+        schema_url: str | None = None,
+    ) -> int:
+        """Registers an instrumentation scope; returns its index for :meth:`push`."""
+    def push(
+        self,
+        trace_id: int,
+        span_id: int,
+        trace_state: str | None,
+        parent_span_id: int | None,
+        parent_is_remote: bool,
+        name: str,
+        kind: int,
+        start_time: int | None,
+        end_time: int | None,
+        attributes: Mapping[str, Any],
+        dropped_attributes: int,
+        events: Sequence[tuple[int, str, Mapping[str, Any] | None, int]] | None,
+        dropped_events: int,
+        links: Sequence[tuple[int, int, str | None, Mapping[str, Any] | None, int, bool]] | None,
+        dropped_links: int,
+        status_code: int,
+        status_message: str | None,
+        resource: int,
+        scope: int | None,
+    ) -> int:
+        """Queues a finished span (``kind`` and ``status_code`` are OTLP's numbers).
+        Returns 0 (queued), 1 (queued; the oldest queued span was dropped, the queue
+        being full) or 2 (refused: shut down)."""
+    def flush(self, timeout_millis: float = 30000.0) -> bool:
+        """Waits (GIL released) until every span pushed so far is written; False on
+        timeout."""
+    def shutdown(self, timeout_millis: float = 30000.0) -> bool:
+        """Writes what is queued, stops the thread, closes the file; False if the
+        thread did not finish in time. Idempotent; later pushes return 2."""
+    def stats(self) -> dict[str, int]:
+        """``queued``, ``accepted``, ``dropped``, ``exported``, ``failed`` (spans lost
+        to write errors)."""

@@ -1,14 +1,16 @@
 //! Reusing the Rust copies of Python strings that keep coming back.
 //!
 //! A publish names its topic, type and source with Python `str` objects that are, as a
-//! rule, the very same objects every time (literals, an agent's id). [`PublishCache`] maps
-//! an object's address to what was made from it the first time (its text as an
+//! rule, the very same objects every time (literals, an agent's id). [`PublishCache`]
+//! maps an object's address to what was made from it the first time (its text as an
 //! `Arc<str>`; for a topic, also the bus's handle of it), so the next publish with that
 //! object copies, allocates and looks up nothing. It is two-way set-associative: two
 //! objects whose addresses fall in the same set (a publisher's type and source, say)
 //! both stay cached instead of evicting each other on every publish; a miss replaces
-//! the set's older entry. Each slot holds a reference to its object, so while cached
-//! the address cannot be reused by another string (and a `str`'s text never changes).
+//! the set's older entry. [`StrCache`] is the direct-mapped, one-string-at-a-time form
+//! (for the span exporter's attribute texts). Each slot holds a reference to its object,
+//! so while cached the address cannot be reused by another string (and a `str`'s text
+//! never changes).
 
 use std::sync::Arc;
 
@@ -16,12 +18,54 @@ use parking_lot::Mutex;
 use pyo3::prelude::*;
 use pyo3::types::PyString;
 
-/// Sets of two slots each.
+/// Sets of two slots each (the publish cache).
 const SETS: usize = 64;
+
+/// Slots of a [`StrCache`] by default.
+const SLOTS: usize = 64;
 
 struct Slot<V> {
     obj: Py<PyString>,
     value: V,
+}
+
+/// Python `str` object → what was made from its text (`V`), for the objects seen last:
+/// direct-mapped, one lock per lookup (for callers with one string to look up).
+pub(crate) struct StrCache<V = Arc<str>, const N: usize = SLOTS> {
+    slots: Mutex<Vec<Option<Slot<V>>>>,
+}
+
+impl<V: Clone, const N: usize> StrCache<V, N> {
+    pub(crate) fn new() -> Self {
+        StrCache {
+            slots: Mutex::new((0..N).map(|_| None).collect()),
+        }
+    }
+
+    /// `make(text of s)`, shared with earlier calls made with the same object.
+    pub(crate) fn get_with(
+        &self,
+        s: &Bound<'_, PyString>,
+        make: impl FnOnce(&str) -> V,
+    ) -> PyResult<V> {
+        let addr = s.as_ptr() as usize;
+        // Objects are 16-byte aligned: the low bits say nothing.
+        let i = (addr >> 4) % N;
+        if let Some(slot) = &self.slots.lock()[i] {
+            if slot.obj.as_ptr() as usize == addr {
+                return Ok(slot.value.clone());
+            }
+        }
+        let value = make(s.to_str()?);
+        let new = Slot {
+            obj: s.clone().unbind(),
+            value: value.clone(),
+        };
+        let old = self.slots.lock()[i].replace(new);
+        // Released outside the lock: dropping a reference may run Python code.
+        drop(old);
+        Ok(value)
+    }
 }
 
 /// Python `str` object → what was made from its text (`V`), for the objects seen last.

@@ -8,6 +8,7 @@ mod bus;
 mod convert;
 mod errors;
 mod intern;
+mod otlp;
 mod port;
 mod tools;
 
@@ -19,5 +20,6 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("MAX_JSON_DEPTH", crate::json::MAX_DEPTH)?;
     bus::register(m)?;
     tools::register(m)?;
+    otlp::register(m)?;
     Ok(())
 }

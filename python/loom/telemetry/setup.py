@@ -49,8 +49,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("loom.telemetry")
 
-#: Span queue of the ``file`` exporter's batch processor (``OTEL_BSP_MAX_QUEUE_SIZE``
-#: overrides it).
+#: Span queue of the ``file`` exporter (``OTEL_BSP_MAX_QUEUE_SIZE`` overrides it).
 FILE_QUEUE_SIZE = 32768
 
 
@@ -177,8 +176,9 @@ def setup(project_or_dict: Any = None, *, run_id: str | None = None) -> Telemetr
     ``console``, ``none`` (several allowed; ``file`` by default, writing
     ``<project>/.loom/traces/<run-id>.jsonl``), service name and resource attributes,
     a parent-based sampling ratio, content capture. Spans go through one
-    ``BatchSpanProcessor`` per exporter. Tracers of OpenTelemetry's global provider
-    record into the run too (:mod:`loom.telemetry.providers`).
+    ``BatchSpanProcessor`` per exporter, except ``file``'s, whose queue, encoder and
+    writer are Rust's (:mod:`loom.telemetry.native_export`). Tracers of OpenTelemetry's
+    global provider record into the run too (:mod:`loom.telemetry.providers`).
 
     Args:
         project_or_dict: A :class:`~loom.config.ProjectConfig`, the ``[telemetry]``
@@ -216,14 +216,20 @@ def setup(project_or_dict: Any = None, *, run_id: str | None = None) -> Telemetr
         resource=resource, sampler=_sampler(settings), shutdown_on_exit=False
     )
     for name in settings.exporters:
+        if name == "file":
+            from loom.telemetry.native_export import NativeFileSpanProcessor
+
+            # Encoded and written by a Rust thread, off the GIL (native_export's
+            # docstring). The SDK's 2048-span queue overflowed (and dropped spans) when a
+            # busy run ended thousands of spans per second; a local file can take a
+            # deeper queue.
+            queue = None if os.environ.get("OTEL_BSP_MAX_QUEUE_SIZE") else FILE_QUEUE_SIZE
+            tracer_provider.add_span_processor(
+                NativeFileSpanProcessor(trace_file, max_queue_size=queue)
+            )
+            continue
         exporter = _exp.span_exporter(name, settings, trace_file)
-        queue = None
-        if name == "file" and not os.environ.get("OTEL_BSP_MAX_QUEUE_SIZE"):
-            # The SDK's 2048 overflows (and drops spans) when a busy run ends thousands
-            # of spans per second while the loop starves the export thread; a local
-            # file can take a deeper queue.
-            queue = FILE_QUEUE_SIZE
-        tracer_provider.add_span_processor(BatchSpanProcessor(exporter, max_queue_size=queue))
+        tracer_provider.add_span_processor(BatchSpanProcessor(exporter))
 
     meter_provider = None
     if settings.metrics:

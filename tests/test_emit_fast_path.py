@@ -159,3 +159,25 @@ async def test_many_distinct_types_and_sources_keep_their_text(runtime: Runtime)
     assert [(e.topic, e.type, e.source) for e in got] == 3 * list(
         zip(topics, names, sources, strict=True)
     )
+
+
+async def test_a_handler_may_return_emit_without_awaiting_it(runtime: Runtime) -> None:
+    # The dispatcher awaits what a handler returns if it is awaitable: the finished
+    # awaitable and the full path's coroutine both count.
+    watch = runtime.bus.subscribe("out.>", qos="realtime", capacity=10)
+    done = asyncio.Event()
+
+    def relay(ctx: Any, topic: str, event: Envelope) -> Any:
+        if event.payload == "last":
+            done.set()
+        return ctx.emit("out.fast", payload=event.payload)
+
+    async with Agent("relay", ["in"], on_event=relay), Agent("src") as src:
+        await src.ctx.emit("in", payload=1)
+        await src.ctx.emit("in", payload="last")
+        await asyncio.wait_for(done.wait(), 5)
+        for _ in range(100):
+            if watch.depth == 2:
+                break
+            await asyncio.sleep(0.01)
+    assert [e.payload for e in watch.take(10)] == [1, "last"]

@@ -1,7 +1,7 @@
 """Type stubs for ``loom._core``, the Rust extension module (bus, tools, sandbox, span
 export)."""
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Generator, Mapping, Sequence
 from os import PathLike
 from pathlib import Path
 from typing import Any, Final, final
@@ -13,6 +13,7 @@ MAX_JSON_DEPTH: Final[int]
 __all__ = [
     "MAX_JSON_DEPTH",
     "Bus",
+    "Done",
     "Envelope",
     "NativeTools",
     "PendingPublish",
@@ -86,6 +87,18 @@ class PendingPublish:
     def give_up(self, timeout: float) -> BaseException: ...
     @property
     def event_id(self) -> str: ...
+
+@final
+class Done:
+    """An awaitable that is already finished: ``await`` gives ``None`` at once."""
+
+    def __init__(self) -> None: ...
+    def __await__(self) -> Generator[Any]: ...
+    def __iter__(self) -> Done: ...
+    def __next__(self) -> None: ...
+    def send(self, _value: Any = None) -> None: ...
+    def throw(self, typ: Any, val: Any = None, _tb: Any = None) -> None: ...
+    def close(self) -> None: ...
 
 @final
 class Subscription:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any
 
@@ -17,7 +17,14 @@ from loom import _effects, collab, journaled
 from loom._core import Envelope
 from loom._dispatch import Limiter, SubscriptionRunner, durable_delivery
 from loom._units import seconds
-from loom.bus import DEFAULT_PUBLISH_TIMEOUT, DEFAULT_TTL, QoS, Subscription, wait_pending
+from loom.bus import (
+    DEFAULT_PUBLISH_TIMEOUT,
+    DEFAULT_TTL,
+    DONE,
+    QoS,
+    Subscription,
+    wait_pending,
+)
 from loom.durable.journal import RunJournal
 from loom.durable.records import event_from_json, event_to_json, message_json
 from loom.durable.runs import EFFECT_HEADER
@@ -97,12 +104,11 @@ class AgentContext:
 
     # -- publishing ----------------------------------------------------------------
 
-    async def emit(
+    def emit(
         self,
         topic: str,
         type: str = "event",
         payload: Any = None,
-        *,
         correlation_id: str | None = None,
         reply_to: str | None = None,
         thread_id: str | None = None,
@@ -110,15 +116,26 @@ class AgentContext:
         ttl: int = DEFAULT_TTL,
         timeout: float = DEFAULT_PUBLISH_TIMEOUT,
         envelope: Envelope | None = None,
-    ) -> None:
-        """Publishes an event from this agent.
+    ) -> Coroutine[Any, Any, None]:
+        """Publishes an event from this agent: ``await ctx.emit(topic, type, payload)``.
 
         ``payload`` should be JSON-serialisable (or bytes) so that the event can cross
         process boundaries; inside one process it is passed by reference.
 
         ``envelope=`` forwards an existing event to ``topic``: its type, payload,
         correlation id, reply-to, thread and headers (keywords given here win), with
-        this agent as the source and a new id.
+        this agent as the source and a new id. Pass everything after ``payload`` by
+        keyword (positions work too, in the order above, but say less).
+
+        ``emit`` returns an awaitable; await it. Awaited at once (``await
+        ctx.emit(...)``), it behaves as it reads: the event is published, and if a
+        ``reliable`` subscriber is full the await waits for room (up to ``timeout``).
+        When nothing else is involved (no forwarding, tracing, durable run or
+        JetStream) the event is published by the call itself, before the await, and
+        an invalid topic raises from the call; forgetting the ``await`` then still
+        publishes it, but skips the wait for a full ``reliable`` subscriber (that
+        subscriber misses the event, and Python warns that ``wait_pending`` was never
+        awaited). Otherwise nothing happens until the await, as with any coroutine.
 
         Raises:
             InvalidTopicError: the topic is malformed.
@@ -132,15 +149,16 @@ class AgentContext:
             and self.runtime.jetstream is None
         ):
             # The hot path (no forwarding, tracing, durable run or JetStream): one call
-            # into Rust with positional arguments, no further Python frame.
+            # into Rust with positional arguments, and an awaitable that is already
+            # done instead of a coroutine, unless a reliable subscriber was full.
             pending = self._publish(
                 topic, type, payload, self.agent_id, correlation_id, reply_to, thread_id, ttl,
                 dict(headers) if headers else None,
             )  # fmt: skip
-            if pending is not None:
-                await wait_pending(pending, timeout)
-            return
-        await self._emit(
+            if pending is None:
+                return DONE
+            return wait_pending(pending, timeout)
+        return self._emit(
             topic, type, payload, correlation_id, reply_to, thread_id, headers, ttl, timeout,
             envelope,
         )  # fmt: skip

@@ -129,6 +129,14 @@ pub struct Published {
     pub blocked: Vec<Arc<Subscription>>,
 }
 
+/// What a publish did so far (a [`Published`] without the envelope).
+#[derive(Default)]
+struct Tally {
+    delivered: usize,
+    dropped: usize,
+    blocked: Vec<Arc<Subscription>>,
+}
+
 #[derive(Default)]
 struct Inner {
     trie: RwLock<Trie<u64>>,
@@ -307,7 +315,7 @@ impl Bus {
     /// Offers `env` to one member of a queue group: shortest queue first, rotating
     /// among equals; the next ones if it refuses. Returns the member to wait on if
     /// every member is a full `reliable` queue.
-    fn offer_group(&self, members: &[Arc<Subscription>], env: &Arc<Envelope>, out: &mut Published) {
+    fn offer_group(&self, members: &[Arc<Subscription>], env: &Arc<Envelope>, out: &mut Tally) {
         let n = members.len();
         let start = self.inner.rotation.fetch_add(1, Relaxed) as usize % n;
         let mut order: Vec<(usize, usize)> = (0..n)
@@ -432,12 +440,7 @@ impl Bus {
     ) -> Published {
         let env = Arc::new(env);
         let route = self.route(&env.topic, entry.map(|e| &**e));
-        let mut out = Published {
-            envelope: Arc::clone(&env),
-            delivered: 0,
-            dropped: 0,
-            blocked: Vec::new(),
-        };
+        let mut out = Tally::default();
         for members in &route.groups {
             let wanted = match delivery {
                 Delivery::All => true,
@@ -472,16 +475,26 @@ impl Bus {
         match entry {
             Some(e) => {
                 e.counters.published.fetch_add(1, Relaxed);
-                e.counters
-                    .delivered
-                    .fetch_add(out.delivered as u64, Relaxed);
-                e.counters.dropped.fetch_add(out.dropped as u64, Relaxed);
+                // Atomic read-modify-writes are dear: none for a zero.
+                if out.delivered > 0 {
+                    e.counters
+                        .delivered
+                        .fetch_add(out.delivered as u64, Relaxed);
+                }
+                if out.dropped > 0 {
+                    e.counters.dropped.fetch_add(out.dropped as u64, Relaxed);
+                }
             }
             None => {
                 self.inner.untracked.fetch_add(1, Relaxed);
             }
         }
-        out
+        Published {
+            envelope: env,
+            delivered: out.delivered,
+            dropped: out.dropped,
+            blocked: out.blocked,
+        }
     }
 
     /// Offers a blocked publish again; returns the subscriptions still full.

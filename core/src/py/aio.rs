@@ -1,16 +1,23 @@
 //! asyncio from Rust threads: resolving a future on its loop, and logging what could not
 //! be delivered (a closed loop means nobody is waiting any more).
 
+use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 
 /// Resolves an asyncio future with `value` unless it is already done (cancelled).
-#[pyfunction]
-fn _resolve_future(fut: &Bound<'_, PyAny>, value: &Bound<'_, PyAny>) -> PyResult<()> {
-    if !fut.call_method0("done")?.is_truthy()? {
-        fut.call_method1("set_result", (value,))?;
+pub(super) fn resolve(fut: &Bound<'_, PyAny>, value: &Bound<'_, PyAny>) -> PyResult<()> {
+    let py = fut.py();
+    if !fut.call_method0(intern!(py, "done"))?.is_truthy()? {
+        fut.call_method1(intern!(py, "set_result"), (value,))?;
     }
     Ok(())
+}
+
+/// Resolves an asyncio future with `value` unless it is already done (cancelled).
+#[pyfunction]
+fn _resolve_future(fut: &Bound<'_, PyAny>, value: &Bound<'_, PyAny>) -> PyResult<()> {
+    resolve(fut, value)
 }
 
 static RESOLVE: PyOnceLock<Py<PyAny>> = PyOnceLock::new();

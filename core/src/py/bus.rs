@@ -12,13 +12,14 @@ use std::time::Duration;
 
 use parking_lot::Mutex;
 use pyo3::exceptions::PyValueError;
+use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList, PyString};
 
 use super::aio;
 use super::convert::json_to_py;
 use super::errors::bus_error;
-use super::intern::{topic_object, StrCache, TopicObject};
+use super::intern::{topic_object, PublishCache, TopicObject};
 use crate::bus::{
     topic, Bus, Delivery, Envelope, EventId, Payload, Published, Qos, Subscription,
     SubscriptionStats, TopicHandle, Waker, DEFAULT_TTL,
@@ -39,7 +40,8 @@ fn future_waker(loop_: &Bound<'_, PyAny>, fut: &Bound<'_, PyAny>) -> PyResult<Wa
         let _ = Python::try_attach(|py| {
             let fut = fut.bind(py);
             let result = if thread::current().id() == loop_thread {
-                wake_fn.bind(py).call1((fut, py.None())).map(drop)
+                // What `_resolve_future` does, without a call through Python.
+                aio::resolve(fut, &py.None().into_bound(py))
             } else {
                 loop_
                     .bind(py)
@@ -399,11 +401,10 @@ fn sub_stats<'py>(py: Python<'py>, s: &SubscriptionStats) -> PyResult<Bound<'py,
 #[pyclass(name = "Bus", module = "loom._core", frozen)]
 pub(crate) struct PyBus {
     bus: Bus,
-    /// Types and sources of recent publishes (see `intern`).
-    strings: StrCache,
-    /// Topics of recent publishes, with their handles (`None`: the bus tracks no
-    /// more topics, or the topic is invalid and publishing it will say why).
-    topics: StrCache<(Arc<str>, Option<TopicHandle>)>,
+    /// Types, sources and topics of recent publishes (see `intern`); a topic with its
+    /// handle (`None`: the bus tracks no more topics, or the topic is invalid and
+    /// publishing it will say why).
+    names: PublishCache<Arc<(Arc<str>, Option<TopicHandle>)>>,
 }
 
 #[pymethods]
@@ -412,8 +413,7 @@ impl PyBus {
     fn new() -> Self {
         PyBus {
             bus: Bus::new(),
-            strings: StrCache::new(),
-            topics: StrCache::new(),
+            names: PublishCache::new(),
         }
     }
 
@@ -485,19 +485,16 @@ impl PyBus {
         headers: Option<&Bound<'_, PyDict>>,
         to_group: Option<&str>,
     ) -> PyResult<Option<PyPendingPublish>> {
-        let kind = match r#type {
-            Some(t) => self.strings.get(t)?,
-            None => Arc::from("event"),
-        };
-        let source = source.map(|s| self.strings.get(s)).transpose()?;
-        let (topic, handle) = self
-            .topics
-            .get_with(topic, |t| match self.bus.topic_handle(t) {
+        let kind = r#type.unwrap_or_else(|| intern!(py, "event"));
+        let (kind, source, cached) = self.names.names(kind, source, topic, |t| {
+            Arc::new(match self.bus.topic_handle(t) {
                 Ok(Some(h)) => (Arc::clone(h.topic()), Some(h)),
                 _ => (Arc::from(t), None),
-            })?;
+            })
+        })?;
+        let (topic, handle) = &*cached;
         let env = build(
-            topic,
+            Arc::clone(topic),
             kind,
             payload,
             source,
@@ -511,7 +508,7 @@ impl PyBus {
             // A transport handing an event to the queue group this process serves.
             Some(g) => self.finish(py, self.bus.deliver_to(env, Delivery::Group(g))),
             None => match handle {
-                Some(h) => self.finish(py, self.bus.publish_on(&h, env)),
+                Some(h) => self.finish(py, self.bus.publish_on(h, env)),
                 None => self.finish(py, self.bus.publish(env)),
             },
         }
@@ -582,6 +579,64 @@ impl PyBus {
     }
 }
 
+/// An awaitable that is already finished: `await` gives `None` at once. What
+/// `ctx.emit` returns when the event was published and nobody has to wait. Awaiting
+/// it runs two C slots (`__await__` gives itself, `__next__` is exhausted) where an
+/// `async def` builds, runs and frees a coroutine. `loom.bus` registers the class as
+/// a `collections.abc.Coroutine` (`send` and `throw` finish it), so `create_task`
+/// and `asyncio.run` take it too. Stateless: one instance can be awaited any number
+/// of times, by anyone.
+#[pyclass(name = "Done", module = "loom._core", frozen)]
+pub(crate) struct PyDone;
+
+#[pymethods]
+impl PyDone {
+    #[new]
+    fn new() -> Self {
+        PyDone
+    }
+
+    fn __await__(slf: Py<Self>) -> Py<Self> {
+        slf
+    }
+
+    fn __iter__(slf: Py<Self>) -> Py<Self> {
+        slf
+    }
+
+    fn __next__(&self) -> Option<()> {
+        None
+    }
+
+    /// Finishes at once (`StopIteration`), whatever is sent.
+    #[pyo3(signature = (_value = None))]
+    fn send(&self, _value: Option<&Bound<'_, PyAny>>) -> PyResult<()> {
+        Err(pyo3::exceptions::PyStopIteration::new_err(()))
+    }
+
+    /// Raises what is thrown in (there is nothing to catch it).
+    #[pyo3(signature = (typ, val = None, _tb = None))]
+    fn throw(
+        &self,
+        typ: &Bound<'_, PyAny>,
+        val: Option<&Bound<'_, PyAny>>,
+        _tb: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<()> {
+        let exc = match val {
+            Some(v) if !v.is_none() => v.clone(),
+            _ => typ.clone(),
+        };
+        Err(PyErr::from_value(exc))
+    }
+
+    /// Nothing to close: it is finished.
+    fn close(&self) {}
+
+    fn __repr__(&self) -> &'static str {
+        "<loom._core.Done>"
+    }
+}
+
 /// Raises `InvalidTopicError` unless `topic` is a valid topic to publish on.
 #[pyfunction]
 fn validate_topic(py: Python<'_>, topic: &str) -> PyResult<()> {
@@ -605,6 +660,7 @@ pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PySubscription>()?;
     m.add_class::<PyEnvelope>()?;
     m.add_class::<PyPendingPublish>()?;
+    m.add_class::<PyDone>()?;
     m.add_function(wrap_pyfunction!(validate_topic, m)?)?;
     m.add_function(wrap_pyfunction!(validate_pattern, m)?)?;
     m.add_function(wrap_pyfunction!(topic_matches, m)?)?;

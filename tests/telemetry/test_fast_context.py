@@ -236,3 +236,28 @@ def test_the_plain_push_writes_what_the_general_one_writes(tmp_path: Path) -> No
         proc.on_end(s)
     proc.shutdown()
     assert path.read_bytes() == (request_json(spans) + "\n").encode()
+
+
+@pytest.mark.parametrize("subclass", [False, True])
+@pytest.mark.parametrize("state", [None, TraceState([("k", "v")])])
+def test_inject_reads_the_context_as_the_propagator(subclass: bool, state: Any) -> None:
+    from opentelemetry import propagate
+
+    from loom.telemetry.propagation import inject_context
+
+    class Ctx(SpanContext):
+        pass
+
+    cls = Ctx if subclass else SpanContext
+    for ctx in (cls(7, 8, False, TraceFlags(0x03), state), cls(0, 8, False)):
+
+        def run(ctx: SpanContext = ctx) -> None:
+            token = otel_context.attach(trace.set_span_in_context(NonRecordingSpan(ctx)))
+            ours: dict[str, str] = {}
+            theirs: dict[str, str] = {}
+            inject_context(ours)
+            propagate.inject(theirs)
+            assert ours == theirs
+            otel_context.detach(token)
+
+        copy_context().run(run)

@@ -31,7 +31,7 @@ from math import isfinite
 from time import time_ns
 from typing import Any
 
-from opentelemetry.context import get_current
+from loom.telemetry.fast_context import current as get_current
 
 try:  # the SDK internals read here (opentelemetry-sdk 1.45 has them all)
     from opentelemetry.attributes import _clean_attribute_value

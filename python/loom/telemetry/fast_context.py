@@ -45,6 +45,7 @@ def _baggage_key() -> str | None:
 
 
 SPAN_KEY = _span_key()
+_dict_set = dict.__setitem__
 BAGGAGE_KEY = _baggage_key()
 
 
@@ -93,9 +94,11 @@ def attach_value(key: str, value: object) -> object:
     var = context_var()
     if var is None:
         return otel_context.attach(otel_context.set_value(key, value))
-    new = var.get().copy()
-    new[key] = value
-    return var.set(Context(new))
+    # set_value's copy and Context(copy), in one copy: a Context is a dict whose
+    # mutators raise, so the key is set through dict's own.
+    new = Context(var.get())
+    _dict_set(new, key, value)
+    return var.set(new)
 
 
 def attach(context: Context) -> object:

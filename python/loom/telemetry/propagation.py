@@ -23,8 +23,10 @@ from opentelemetry.context import Context
 from opentelemetry.propagators.composite import CompositePropagator
 from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags, TraceState
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+from opentelemetry.trace.span import DEFAULT_TRACE_STATE
 
 from loom.telemetry import fast_context
+from loom.telemetry.fast_spans import SPAN_CONTEXT_LAYOUT
 from loom.telemetry.state import _process
 
 _TC = TraceContextTextMapPropagator
@@ -69,15 +71,20 @@ def inject_context(headers: MutableMapping[str, str]) -> None:
         propagate.inject(headers)
         return
     ctx = fast_context.current_span().get_span_context()
-    if not ctx.is_valid:
+    if SPAN_CONTEXT_LAYOUT and type(ctx) is SpanContext:
+        trace_id, span_id, _, flags, state, valid = ctx  # the properties' values
+    else:
+        trace_id, span_id, flags = ctx.trace_id, ctx.span_id, ctx.trace_flags
+        state, valid = ctx.trace_state, ctx.is_valid
+    if not valid:
         return
     headers["traceparent"] = "00-%032x-%016x-%02x" % (  # noqa: UP031 (the fastest)
-        ctx.trace_id,
-        ctx.span_id,
-        ctx.trace_flags,
+        trace_id,
+        span_id,
+        flags,
     )
-    if ctx.trace_state:
-        headers["tracestate"] = ctx.trace_state.to_header()
+    if state is not DEFAULT_TRACE_STATE and state:
+        headers["tracestate"] = state.to_header()
 
 
 def extract_context(headers: dict[str, Any]) -> Context:

@@ -261,3 +261,43 @@ def test_inject_reads_the_context_as_the_propagator(subclass: bool, state: Any) 
             otel_context.detach(token)
 
         copy_context().run(run)
+
+
+def test_a_bound_record_builds_the_sdks_measurement(monkeypatch: pytest.MonkeyPatch) -> None:
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics._internal.exemplar import TraceBasedExemplarFilter
+    from opentelemetry.sdk.metrics._internal.measurement import Measurement
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+
+    from loom.telemetry import bound_metrics
+
+    mp = MeterProvider(
+        metric_readers=[InMemoryMetricReader()], exemplar_filter=TraceBasedExemplarFilter()
+    )
+    hist = mp.get_meter("m").create_histogram("h")
+    bound = bound_metrics.BoundHistogram(hist, {"a": "b"})
+    bound.record(1)
+    assert bound.bound and bound._trace_based
+    seen: list[tuple[Any, bool]] = []
+    (aggregation,) = bound._aggregations or ()
+    monkeypatch.setattr(aggregation, "aggregate", lambda m, s: seen.append((m, s)))
+    span = NonRecordingSpan(SpanContext(1, 2, False, TraceFlags(1)))
+    for ctx in (
+        Context(),
+        trace.set_span_in_context(span),
+        trace.set_span_in_context(trace.INVALID_SPAN),
+    ):
+
+        def run(ctx: Context = ctx) -> None:
+            token = otel_context.attach(ctx)
+            bound.record(2.5)
+            otel_context.detach(token)
+
+        copy_context().run(run)
+    for m, sample in seen:
+        made = Measurement(2.5, m.time_unix_nano, hist, m.context, {"a": "b"})
+        assert type(m) is not Measurement and isinstance(m, Measurement)
+        assert vars(m) == vars(made) and m.attributes is bound.attributes
+        assert sample == TraceBasedExemplarFilter().should_sample(2.5, 0, {}, m.context)
+    assert [s for _, s in seen] == [False, True, False]
+    mp.shutdown()

@@ -10,9 +10,11 @@ What stays the same: a :class:`LoomSpan` **is** an ``opentelemetry.sdk.trace.Rea
 and implements the ``opentelemetry.trace.Span`` API, so it is handed, unchanged, to the
 provider's span processors (``on_start``, ``_on_ending``, ``on_end``): batch and simple
 processors, every exporter, the dashboard's ``SpanBuffer``. It is made the current span
-through OpenTelemetry's context API, so ``trace.get_current_span()`` and spans of user
-code and instrumentations (SDK spans) nest under it. Ids come from the tracer's id
-generator; the provider's sampler decides (a ``ParentBased`` sampler whose delegate for
+in OpenTelemetry's current context (its ``ContextVar``, :mod:`~.fast_context`), so
+``trace.get_current_span()`` and spans of user code and instrumentations (SDK spans)
+nest under it. Ids come from the tracer's id generator (the SDK's default
+``RandomIdGenerator``: its ``random.getrandbits`` calls made here, same stream, and the
+``SpanContext`` tuple built as its constructor builds it); the provider's sampler decides (a ``ParentBased`` sampler whose delegate for
 the parent's case is ``ALWAYS_ON`` / ``ALWAYS_OFF`` is evaluated here directly, with the
 same result; any other sampler is called). The tracer's enabled switch (tracer
 configurator) is honoured.

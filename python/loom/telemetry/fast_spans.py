@@ -14,9 +14,10 @@ in OpenTelemetry's current context (its ``ContextVar``, :mod:`~.fast_context`), 
 ``trace.get_current_span()`` and spans of user code and instrumentations (SDK spans)
 nest under it. Ids come from the tracer's id generator (the SDK's default
 ``RandomIdGenerator``: its ``random.getrandbits`` calls made here, same stream, and the
-``SpanContext`` tuple built as its constructor builds it); the provider's sampler decides (a ``ParentBased`` sampler whose delegate for
-the parent's case is ``ALWAYS_ON`` / ``ALWAYS_OFF`` is evaluated here directly, with the
-same result; any other sampler is called). The tracer's enabled switch (tracer
+``SpanContext`` tuple built as its constructor builds it); the provider's sampler
+decides (a ``ParentBased`` sampler whose delegate for the parent's case is
+``ALWAYS_ON`` / ``ALWAYS_OFF`` is evaluated here directly, with the same result; any
+other sampler is called). The tracer's enabled switch (tracer
 configurator) is honoured.
 
 Where the SDK path is kept (:func:`fast_tracer` returns None): a provider that is not

@@ -12,11 +12,11 @@ from contextlib import AbstractContextManager
 from types import TracebackType
 from typing import Any, Protocol
 
-from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.context import Context
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 
+from loom.telemetry import fast_context
 from loom.telemetry.propagation import extract_context, inject_context
 from loom.telemetry.state import Telemetry, bus_spans
 
@@ -55,7 +55,7 @@ def publish_span(
     level = bus_spans()
     if level != "all" and (level == "none" or reply_to is None or topic.startswith(INBOX_PREFIX)):
         return None
-    if not trace.get_current_span().is_recording():
+    if not fast_context.current_span().is_recording():
         return None
     attrs: dict[str, Any] = {
         "messaging.system": "loom",
@@ -86,7 +86,7 @@ class _InParentContext:
 
     def __enter__(self) -> Span:
         if self._parent is not None:
-            self._token = otel_context.attach(self._parent)
+            self._token = fast_context.attach(self._parent)
         return trace.INVALID_SPAN
 
     def __exit__(
@@ -96,7 +96,7 @@ class _InParentContext:
         tb: TracebackType | None,
     ) -> None:
         if self._token is not None:
-            otel_context.detach(self._token)  # type: ignore[arg-type]
+            fast_context.detach(self._token)
 
 
 def invoke_agent_span(

@@ -31,7 +31,12 @@ from math import isfinite
 from time import time_ns
 from typing import Any
 
-from opentelemetry.context import get_current
+from opentelemetry.trace import INVALID_SPAN, Span
+
+from loom.telemetry.fast_context import SPAN_KEY
+from loom.telemetry.fast_context import current as get_current
+
+_new = object.__new__
 
 try:  # the SDK internals read here (opentelemetry-sdk 1.45 has them all)
     from opentelemetry.attributes import _clean_attribute_value
@@ -39,6 +44,7 @@ try:  # the SDK internals read here (opentelemetry-sdk 1.45 has them all)
         _hash_attributes,
         _ViewInstrumentMatch,
     )
+    from opentelemetry.sdk.metrics._internal.exemplar import TraceBasedExemplarFilter
     from opentelemetry.sdk.metrics._internal.measurement import Measurement
     from opentelemetry.sdk.metrics._internal.measurement_consumer import (
         SynchronousMeasurementConsumer,
@@ -72,6 +78,7 @@ class BoundHistogram:
         "_filter",
         "_given_up",
         "_storages",
+        "_trace_based",
         "attributes",
         "histogram",
     )
@@ -85,6 +92,7 @@ class BoundHistogram:
         self._consumer: Any = None
         self._storages: Any = None
         self._filter: Any = None
+        self._trace_based = False
         #: The SDK is not the one this module knows: the public record() for good.
         self._given_up = not SUPPORTED
 
@@ -107,8 +115,25 @@ class BoundHistogram:
             t = time_ns()
             ctx = get_current()
             attributes = self.attributes
-            measurement = _Cleaned(value, t, histogram, ctx, attributes)
-            sample = self._filter.should_sample(value, t, attributes, ctx)
+            # The frozen dataclass's fields, set as its __init__ sets them (without
+            # one object.__setattr__ call per field).
+            measurement = _new(_Cleaned)
+            measurement.__dict__.update(
+                value=value,
+                time_unix_nano=t,
+                instrument=histogram,
+                context=ctx,
+                attributes=attributes,
+            )
+            if self._trace_based:
+                # TraceBasedExemplarFilter.should_sample, its calls inlined.
+                span = ctx.get(SPAN_KEY)
+                if span is None or not isinstance(span, Span) or span == INVALID_SPAN:
+                    sample = False
+                else:
+                    sample = span.get_span_context().trace_flags.sampled
+            else:
+                sample = self._filter.should_sample(value, t, attributes, ctx)
             for aggregation in aggregations:
                 aggregation.aggregate(measurement, sample)
             return
@@ -162,6 +187,7 @@ class BoundHistogram:
             self._given_up = True  # SDK internals changed: the public path
             return
         self._filter = exemplar_filter
+        self._trace_based = type(exemplar_filter) is TraceBasedExemplarFilter
         self._aggregations = tuple(found)
 
 

@@ -10,11 +10,14 @@ What stays the same: a :class:`LoomSpan` **is** an ``opentelemetry.sdk.trace.Rea
 and implements the ``opentelemetry.trace.Span`` API, so it is handed, unchanged, to the
 provider's span processors (``on_start``, ``_on_ending``, ``on_end``): batch and simple
 processors, every exporter, the dashboard's ``SpanBuffer``. It is made the current span
-through OpenTelemetry's context API, so ``trace.get_current_span()`` and spans of user
-code and instrumentations (SDK spans) nest under it. Ids come from the tracer's id
-generator; the provider's sampler decides (a ``ParentBased`` sampler whose delegate for
-the parent's case is ``ALWAYS_ON`` / ``ALWAYS_OFF`` is evaluated here directly, with the
-same result; any other sampler is called). The tracer's enabled switch (tracer
+in OpenTelemetry's current context (its ``ContextVar``, :mod:`~.fast_context`), so
+``trace.get_current_span()`` and spans of user code and instrumentations (SDK spans)
+nest under it. Ids come from the tracer's id generator (the SDK's default
+``RandomIdGenerator``: its ``random.getrandbits`` calls made here, same stream, and the
+``SpanContext`` tuple built as its constructor builds it); the provider's sampler
+decides (a ``ParentBased`` sampler whose delegate for the parent's case is
+``ALWAYS_ON`` / ``ALWAYS_OFF`` is evaluated here directly, with the same result; any
+other sampler is called). The tracer's enabled switch (tracer
 configurator) is honoured.
 
 Where the SDK path is kept (:func:`fast_tracer` returns None): a provider that is not
@@ -33,18 +36,19 @@ from __future__ import annotations
 
 import dis
 import logging
+import random as _random
 import traceback
 from collections.abc import Mapping, Sequence
 from time import time_ns
 from types import TracebackType
 from typing import Any
 
-from opentelemetry import context as otel_context
 from opentelemetry import trace as trace_api
 from opentelemetry.attributes import _clean_attribute_value
 from opentelemetry.context import Context
 from opentelemetry.sdk.trace import Event, ReadableSpan, SpanLimits, SynchronousMultiSpanProcessor
 from opentelemetry.sdk.trace import Tracer as SdkTracer
+from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
 from opentelemetry.sdk.trace.sampling import (
     ALWAYS_OFF,
     ALWAYS_ON,
@@ -59,7 +63,11 @@ from opentelemetry.trace import (
     StatusCode,
     TraceFlags,
 )
+from opentelemetry.trace.span import DEFAULT_TRACE_STATE as _DEFAULT_TRACE_STATE
 from opentelemetry.util import types
+
+from loom.telemetry import fast_context
+from loom.telemetry.fast_context import SPAN_KEY
 
 log = logging.getLogger("loom.telemetry")
 
@@ -68,23 +76,31 @@ MIN_ATTRIBUTE_LIMIT = 32
 
 _PLAIN = frozenset({str, bool, int, float})
 _SAMPLED = TraceFlags(TraceFlags.SAMPLED)
+_SAMPLED_BIT = int(TraceFlags.SAMPLED)
 _NOT_SAMPLED = TraceFlags(TraceFlags.DEFAULT)
 # W3C trace context level 2's "random trace id" flag: newer APIs only (fast_tracer
 # keeps the SDK path on SDKs without it, whose spans never carry the flag).
 _RANDOM = int(getattr(TraceFlags, "RANDOM_TRACE_ID", 0))
 _SAMPLED_RANDOM = TraceFlags(TraceFlags.SAMPLED | _RANDOM)
 _NOT_SAMPLED_RANDOM = TraceFlags(_RANDOM)
+_new_tuple = tuple.__new__
 
 
-def _span_key() -> str:
-    # The API keeps the key of the current span private; read it once from a context
-    # that holds a span, so our spans are found by trace.get_current_span().
-    ctx = trace_api.set_span_in_context(trace_api.INVALID_SPAN, Context())
-    (key,) = ctx.keys()
-    return key
+def _span_context_layout() -> bool:
+    """Whether ``SpanContext`` is the tuple ``(trace_id, span_id, is_remote,
+    trace_flags, trace_state, is_valid)`` its ``__new__`` builds (then Loom builds it
+    without the call; otherwise it calls the constructor)."""
+    probe = SpanContext(1, 2, False, _SAMPLED, None)
+    return (
+        isinstance(probe, tuple)
+        and tuple(probe) == (1, 2, False, _SAMPLED, probe.trace_state, True)
+        and probe.trace_state is _DEFAULT_TRACE_STATE
+        and _new_tuple(SpanContext, tuple(probe)) == probe
+    )
 
 
-SPAN_KEY = _span_key()
+#: Whether Loom reads and builds ``SpanContext`` as a tuple (see _span_context_layout).
+SPAN_CONTEXT_LAYOUT = _span_context_layout()
 
 
 def _clean(value: Any) -> Any:
@@ -310,6 +326,8 @@ class LoomSpan(trace_api.Span, ReadableSpan):
 
 
 _UNSET = Status(StatusCode.UNSET)
+#: The status of a LoomSpan nobody set one on.
+UNSET_STATUS = _UNSET
 
 
 class CurrentSpan:
@@ -325,7 +343,7 @@ class CurrentSpan:
         self._token: object = None
 
     def __enter__(self) -> trace_api.Span:
-        self._token = otel_context.attach(otel_context.set_value(SPAN_KEY, self.span))
+        self._token = fast_context.attach_value(SPAN_KEY, self.span)
         return self.span
 
     def __exit__(
@@ -336,7 +354,7 @@ class CurrentSpan:
     ) -> None:
         span = self.span
         try:
-            otel_context.detach(self._token)  # type: ignore[arg-type]
+            fast_context.detach(self._token)
             # Like use_span: Exception subclasses only (not GeneratorExit, Cancelled...).
             if isinstance(exc, Exception) and span.is_recording():
                 if self._record:
@@ -355,6 +373,7 @@ class FastTracer:
         "_multi",
         "_procs",
         "limits",
+        "plain_ids",
         "processor",
         "random_ids",
         "sampler",
@@ -375,6 +394,8 @@ class FastTracer:
         self.sampler = sdk.sampler
         self.limits: SpanLimits = sdk._span_limits
         self.random_ids = sdk.id_generator.is_trace_id_random()
+        #: The SDK's default id generator: its ids are drawn here directly (same calls).
+        self.plain_ids = type(sdk.id_generator) is RandomIdGenerator and SPAN_CONTEXT_LAYOUT
 
     def start_span(
         self,
@@ -387,32 +408,46 @@ class FastTracer:
         """Starts a span (not current); ``attributes`` (Loom's own, plain values) is
         taken over, not copied. ``context``: the parent's (default: the current one)."""
         sdk = self.sdk
-        parent_span: Any = otel_context.get_value(SPAN_KEY, context)
+        parent_span: Any = fast_context.get_value(SPAN_KEY, context)
         parent = parent_span.get_span_context() if parent_span is not None else None
         if not sdk._tracer_config.is_enabled:
             return NonRecordingSpan(parent or trace_api.INVALID_SPAN_CONTEXT)
-        if parent is None or not parent.is_valid:
-            parent = None
-            trace_id = sdk.id_generator.generate_trace_id()
+        if parent is None:
+            valid = False
+        elif SPAN_CONTEXT_LAYOUT and type(parent) is SpanContext:
+            # The tuple's fields (the properties' values, without their frames).
+            p_trace, _, p_remote, p_flags, p_state, valid = parent
         else:
-            trace_id = parent.trace_id
+            p_trace, p_remote, p_flags = parent.trace_id, parent.is_remote, parent.trace_flags
+            p_state, valid = parent.trace_state, parent.is_valid
+        if not valid:
+            parent = None
+            if self.plain_ids:
+                trace_id = _random.getrandbits(128)
+                while not trace_id:  # RandomIdGenerator's rule: never the invalid id
+                    trace_id = _random.getrandbits(128)
+            else:
+                trace_id = sdk.id_generator.generate_trace_id()
+        else:
+            trace_id = p_trace
         sampler = self.sampler
         delegate: Any = None
         if parent is not None and type(sampler) is ParentBased:
-            if parent.is_remote:
+            # TraceFlags.sampled: the SAMPLED bit.
+            if p_remote:
                 delegate = (
                     sampler._remote_parent_sampled
-                    if parent.trace_flags.sampled
+                    if p_flags & _SAMPLED_BIT
                     else sampler._remote_parent_not_sampled
                 )
             else:
                 delegate = (
                     sampler._local_parent_sampled
-                    if parent.trace_flags.sampled
+                    if p_flags & _SAMPLED_BIT
                     else sampler._local_parent_not_sampled
                 )
         if delegate is ALWAYS_ON:
-            sampled, recording, trace_state = True, True, parent.trace_state  # type: ignore[union-attr]
+            sampled, recording, trace_state = True, True, p_state
             for v in attributes.values():
                 if type(v) not in _PLAIN:
                     attributes = {
@@ -420,28 +455,49 @@ class FastTracer:
                     }
                     break
         elif delegate is ALWAYS_OFF:
-            sampled, recording, trace_state = False, False, parent.trace_state  # type: ignore[union-attr]
+            sampled, recording, trace_state = False, False, p_state
         else:
             result = sampler.should_sample(context, trace_id, name, kind, attributes, ())
             sampled = result.decision.is_sampled()  # type: ignore[no-untyped-call]
             recording = result.decision.is_recording()  # type: ignore[no-untyped-call]
-            trace_state = result.trace_state
+            trace_state = result.trace_state  # type: ignore[assignment]  # None: default
             if recording:
                 attributes = {}
                 for k, v in result.attributes.items():
                     attributes[k] = v if type(v) in _PLAIN else _clean(v)
-        random = self.random_ids if parent is None else parent.trace_flags.random_trace_id
+        # TraceFlags.random_trace_id: the RANDOM_TRACE_ID bit.
+        random = self.random_ids if parent is None else bool(p_flags & _RANDOM)
         if sampled:
             flags = _SAMPLED_RANDOM if random else _SAMPLED
         else:
             flags = _NOT_SAMPLED_RANDOM if random else _NOT_SAMPLED
-        span_context = SpanContext(
-            trace_id,
-            sdk.id_generator.generate_span_id(),
-            is_remote=False,
-            trace_flags=flags,
-            trace_state=trace_state,
-        )
+        if self.plain_ids:
+            # RandomIdGenerator.generate_span_id, inline (the same random stream); the
+            # SpanContext built as its __new__ builds it: both ids are valid here (a
+            # valid parent's trace id or one from the same generator, a non-zero
+            # 64-bit span id), trace_flags is set and a None trace_state is the default.
+            span_id = _random.getrandbits(64)
+            while not span_id:
+                span_id = _random.getrandbits(64)
+            span_context: SpanContext = _new_tuple(
+                SpanContext,
+                (
+                    trace_id,
+                    span_id,
+                    False,
+                    flags,
+                    trace_state if trace_state is not None else _DEFAULT_TRACE_STATE,
+                    True,
+                ),
+            )
+        else:
+            span_context = SpanContext(
+                trace_id,
+                sdk.id_generator.generate_span_id(),
+                is_remote=False,
+                trace_flags=flags,
+                trace_state=trace_state,
+            )
         if not recording:
             return NonRecordingSpan(span_context)
         span = LoomSpan(
@@ -540,4 +596,13 @@ def fast_tracer(tracer: object) -> FastTracer | None:
     return FastTracer(tracer)
 
 
-__all__ = ["SPAN_KEY", "CurrentSpan", "FastTracer", "LoomSpan", "fast_tracer", "is_empty"]
+__all__ = [
+    "SPAN_CONTEXT_LAYOUT",
+    "SPAN_KEY",
+    "UNSET_STATUS",
+    "CurrentSpan",
+    "FastTracer",
+    "LoomSpan",
+    "fast_tracer",
+    "is_empty",
+]

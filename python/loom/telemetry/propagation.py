@@ -17,14 +17,22 @@ from __future__ import annotations
 from collections.abc import MutableMapping
 from typing import Any
 
-from opentelemetry import baggage, propagate
-from opentelemetry import trace as trace_api
+from opentelemetry import propagate
 from opentelemetry.baggage.propagation import W3CBaggagePropagator
 from opentelemetry.context import Context
 from opentelemetry.propagators.composite import CompositePropagator
-from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags, TraceState
+from opentelemetry.trace import (
+    INVALID_SPAN_CONTEXT,
+    NonRecordingSpan,
+    SpanContext,
+    TraceFlags,
+    TraceState,
+)
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+from opentelemetry.trace.span import DEFAULT_TRACE_STATE
 
+from loom.telemetry import fast_context
+from loom.telemetry.fast_spans import SPAN_CONTEXT_LAYOUT
 from loom.telemetry.state import _process
 
 _TC = TraceContextTextMapPropagator
@@ -65,19 +73,24 @@ def inject_context(headers: MutableMapping[str, str]) -> None:
     """Adds ``traceparent``/``tracestate`` of the current span (and ``baggage``, if
     any) to ``headers``, as ``opentelemetry.propagate.inject`` does."""
     mode = _default()
-    if mode is None or (mode and baggage.get_all()):
+    if mode is None or (mode and fast_context.has_baggage()):
         propagate.inject(headers)
         return
-    ctx = trace_api.get_current_span().get_span_context()
-    if not ctx.is_valid:
-        return
+    ctx = fast_context.current_span().get_span_context()
+    if SPAN_CONTEXT_LAYOUT and type(ctx) is SpanContext:
+        trace_id, span_id, _, flags, state, valid = ctx  # the properties' values
+    else:
+        trace_id, span_id, flags = ctx.trace_id, ctx.span_id, ctx.trace_flags
+        state, valid = ctx.trace_state, ctx.is_valid
+    if not valid and ctx == INVALID_SPAN_CONTEXT:
+        return  # the propagator's test: another invalid context is still written
     headers["traceparent"] = "00-%032x-%016x-%02x" % (  # noqa: UP031 (the fastest)
-        ctx.trace_id,
-        ctx.span_id,
-        ctx.trace_flags,
+        trace_id,
+        span_id,
+        flags,
     )
-    if ctx.trace_state:
-        headers["tracestate"] = ctx.trace_state.to_header()
+    if state is not DEFAULT_TRACE_STATE and state:
+        headers["tracestate"] = state.to_header()
 
 
 def extract_context(headers: dict[str, Any]) -> Context:
@@ -115,7 +128,8 @@ def extract_context(headers: dict[str, Any]) -> Context:
         trace_flags=TraceFlags(int(flags, 16)),
         trace_state=trace_state,
     )
-    return trace_api.set_span_in_context(NonRecordingSpan(span_context), Context())
+    # trace.set_span_in_context(span, Context()), without copying the empty context.
+    return Context({fast_context.SPAN_KEY: NonRecordingSpan(span_context)})
 
 
 __all__ = ["extract_context", "inject_context"]

@@ -46,6 +46,15 @@ fn policy(dir: &Path, var: &str) -> Option<Arc<Policy>> {
     Some(Arc::new(p))
 }
 
+/// A temporary workspace root and a policy on it (None where the sandbox cannot run);
+/// the directory lives as long as the returned guard.
+fn setup(var: &str) -> Option<(tempfile::TempDir, PathBuf, Arc<Policy>)> {
+    let dir = tempfile::tempdir().unwrap();
+    let root = std::fs::canonicalize(dir.path()).unwrap();
+    let p = policy(&root, var)?;
+    Some((dir, root, p))
+}
+
 fn run(
     p: &Policy,
     dir: &Path,
@@ -73,9 +82,7 @@ fn alive(pid: libc::pid_t) -> bool {
 
 #[test]
 fn a_prepared_process_runs_its_call_with_the_calls_own_argv_env_cwd_and_fds() {
-    let dir = tempfile::tempdir().unwrap();
-    let root = std::fs::canonicalize(dir.path()).unwrap();
-    let Some(p) = policy(&root, "first") else {
+    let Some((_dir, root, p)) = setup("first") else {
         return;
     };
     std::fs::create_dir(root.join("sub")).unwrap();
@@ -132,9 +139,7 @@ fn a_prepared_process_runs_its_call_with_the_calls_own_argv_env_cwd_and_fds() {
 
 #[test]
 fn a_prepared_process_serves_one_call_and_a_second_call_gets_a_fresh_one() {
-    let dir = tempfile::tempdir().unwrap();
-    let root = std::fs::canonicalize(dir.path()).unwrap();
-    let Some(p) = policy(&root, "x") else {
+    let Some((_dir, root, p)) = setup("x") else {
         return;
     };
     let ws = Workspace::open(&root).unwrap();
@@ -169,9 +174,7 @@ fn a_prepared_process_serves_one_call_and_a_second_call_gets_a_fresh_one() {
 
 #[test]
 fn a_prepared_process_is_killed_at_the_timeout_and_when_dropped_unused() {
-    let dir = tempfile::tempdir().unwrap();
-    let root = std::fs::canonicalize(dir.path()).unwrap();
-    let Some(p) = policy(&root, "x") else {
+    let Some((_dir, root, p)) = setup("x") else {
         return;
     };
     let ws = Workspace::open(&root).unwrap();
@@ -205,9 +208,7 @@ fn a_prepared_process_is_killed_at_the_timeout_and_when_dropped_unused() {
 
 #[test]
 fn the_stocks_prepared_processes_are_gone_once_it_is_dropped() {
-    let dir = tempfile::tempdir().unwrap();
-    let root = std::fs::canonicalize(dir.path()).unwrap();
-    let Some(p) = policy(&root, "x") else {
+    let Some((_dir, root, p)) = setup("x") else {
         return;
     };
     let stock = Stock::new(p.clone(), Workspace::open(&root).unwrap(), BUDGET);
@@ -298,9 +299,7 @@ fn the_working_directory_is_opened_beneath_the_root_without_following_symlinks()
 
 #[test]
 fn a_forked_copy_of_the_host_neither_takes_nor_kills_a_prepared_process() {
-    let dir = tempfile::tempdir().unwrap();
-    let root = std::fs::canonicalize(dir.path()).unwrap();
-    let Some(p) = policy(&root, "x") else {
+    let Some((_dir, root, p)) = setup("x") else {
         return;
     };
     let ws = Workspace::open(&root).unwrap();
@@ -348,9 +347,7 @@ fn thread_named(name: &str) -> Option<String> {
 
 #[test]
 fn a_prepared_process_runs_at_its_callers_priority_not_the_stagers() {
-    let dir = tempfile::tempdir().unwrap();
-    let root = std::fs::canonicalize(dir.path()).unwrap();
-    let Some(p) = policy(&root, "x") else {
+    let Some((_dir, root, p)) = setup("x") else {
         return;
     };
     let ws = Workspace::open(&root).unwrap();

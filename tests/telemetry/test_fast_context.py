@@ -280,6 +280,9 @@ def test_a_bound_record_builds_the_sdks_measurement(monkeypatch: pytest.MonkeyPa
     assert bound.bound and bound._trace_based
     seen: list[tuple[Any, bool]] = []
     (aggregation,) = bound._aggregations or ()
+    # The Measurement path (aggregations other than the explicit-bucket histogram's).
+    assert bound._plain == (True,)
+    bound._plain = (False,)
     monkeypatch.setattr(aggregation, "aggregate", lambda m, s: seen.append((m, s)))
     span = NonRecordingSpan(SpanContext(1, 2, False, TraceFlags(1)))
     for ctx in (

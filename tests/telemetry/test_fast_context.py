@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import logging
 import random
-from contextvars import copy_context
+from contextvars import ContextVar, copy_context
 from pathlib import Path
 from typing import Any
 
@@ -117,6 +117,49 @@ def test_another_runtime_context_keeps_the_api(monkeypatch: pytest.MonkeyPatch) 
         assert other.get_current().get("k") == 1 and fast_context.get_value("k") == 1
         fast_context.detach(token)
         assert "k" not in other.get_current()
+
+    copy_context().run(run)
+
+
+def test_a_runtime_context_without_its_context_var_keeps_the_api(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The default runtime context class whose ``_current_context`` is not a
+    ``ContextVar`` (here a wrapper of one): every shortcut goes through the API."""
+
+    class Wrapped:
+        def __init__(self) -> None:
+            self.var: ContextVar[Context] = ContextVar("wrapped", default=Context())
+
+        def get(self) -> Context:
+            return self.var.get()
+
+        def set(self, value: Context) -> Any:
+            return self.var.set(value)
+
+        def reset(self, token: Any) -> None:
+            self.var.reset(token)
+
+    runtime = ContextVarsRuntimeContext()
+    runtime._current_context = Wrapped()  # type: ignore[assignment]
+    calls: list[str] = []
+    for name in ("get_current", "attach", "detach"):
+        real = getattr(otel_context, name)
+
+        def spy(*args: Any, _real: Any = real, _name: str = name) -> Any:
+            calls.append(_name)
+            return _real(*args)
+
+        monkeypatch.setattr(otel_context, name, spy)
+    monkeypatch.setattr(otel_context, "_RUNTIME_CONTEXT", runtime)
+
+    def run() -> None:
+        assert fast_context.context_var() is None
+        token = fast_context.attach_value("k", 1)
+        assert fast_context.get_value("k") == 1 and fast_context.current().get("k") == 1
+        fast_context.detach(token)
+        assert fast_context.get_value("k") is None
+        assert sorted(set(calls)) == ["attach", "detach", "get_current"]
 
     copy_context().run(run)
 

@@ -129,10 +129,10 @@ def test_a_runtime_context_without_its_context_var_keeps_the_api(
 
     class Wrapped:
         def __init__(self) -> None:
-            self.var: ContextVar[Context] = ContextVar("wrapped", default=Context())
+            self.var: ContextVar[Context] = ContextVar("wrapped")
 
         def get(self) -> Context:
-            return self.var.get()
+            return self.var.get(Context())
 
         def set(self, value: Context) -> Any:
             return self.var.set(value)
@@ -157,6 +157,10 @@ def test_a_runtime_context_without_its_context_var_keeps_the_api(
         assert fast_context.context_var() is None
         token = fast_context.attach_value("k", 1)
         assert fast_context.get_value("k") == 1 and fast_context.current().get("k") == 1
+        span = NonRecordingSpan(SpanContext(1, 2, False))
+        inner = fast_context.attach_value(fast_context.SPAN_KEY, span)
+        assert fast_context.current_span() is span and not fast_context.has_baggage()
+        fast_context.detach(inner)
         fast_context.detach(token)
         assert fast_context.get_value("k") is None
         assert sorted(set(calls)) == ["attach", "detach", "get_current"]

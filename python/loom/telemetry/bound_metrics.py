@@ -262,7 +262,7 @@ def record_each(records: Sequence[tuple[BoundHistogram, float]]) -> None:
         else:
             sample = bound._filter.should_sample(value, t, attributes, ctx)
         measurement = None
-        for aggregation, plain in zip(aggregations, bound._plain):
+        for aggregation, plain in zip(aggregations, bound._plain, strict=True):
             if plain:
                 _aggregate_plain(aggregation, value, t, attributes, span_context, sample)
                 continue

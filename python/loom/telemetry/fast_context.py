@@ -92,7 +92,10 @@ def get_value(key: str, context: Context | None = None) -> object:
 
 def current_span() -> trace_api.Span:
     """``opentelemetry.trace.get_current_span()``."""
-    span = current().get(SPAN_KEY)
+    runtime = _API.get("_RUNTIME_CONTEXT")
+    var = getattr(runtime, "_current_context", None) if type(runtime) is _VARS_RUNTIME else None
+    ctx = var.get() if type(var) is ContextVar else otel_context.get_current()
+    span = ctx.get(SPAN_KEY)
     if span is None or not isinstance(span, trace_api.Span):
         return trace_api.INVALID_SPAN
     return span
@@ -102,7 +105,10 @@ def has_baggage() -> bool:
     """``bool(opentelemetry.baggage.get_all())``."""
     if BAGGAGE_KEY is None:
         return bool(otel_baggage.get_all())
-    value = current().get(BAGGAGE_KEY)
+    runtime = _API.get("_RUNTIME_CONTEXT")
+    var = getattr(runtime, "_current_context", None) if type(runtime) is _VARS_RUNTIME else None
+    ctx = var.get() if type(var) is ContextVar else otel_context.get_current()
+    value = ctx.get(BAGGAGE_KEY)
     return isinstance(value, dict) and bool(value)
 
 

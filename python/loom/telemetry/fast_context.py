@@ -52,8 +52,14 @@ BAGGAGE_KEY = _baggage_key()
 #: The API module's namespace (read here, never written): its runtime context is
 #: looked up in it on each call, without a function frame.
 _API = vars(otel_context)
+
+
 #: ContextVarsRuntimeContext, or a type no runtime context has (an API without it).
-_VARS_RUNTIME: type = ContextVarsRuntimeContext or type(None)
+class _NoRuntime:
+    """The type of no runtime context (the API has no ContextVarsRuntimeContext)."""
+
+
+_VARS_RUNTIME: type = _NoRuntime if ContextVarsRuntimeContext is None else ContextVarsRuntimeContext
 
 
 def context_var() -> ContextVar[Context] | None:

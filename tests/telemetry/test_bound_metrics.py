@@ -24,6 +24,7 @@ from opentelemetry.sdk.metrics import (
 from opentelemetry.sdk.metrics.export import AggregationTemporality, InMemoryMetricReader
 from opentelemetry.sdk.metrics.view import ExponentialBucketHistogramAggregation, View
 from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
+from opentelemetry.trace.propagation import _SPAN_KEY
 
 from loom.telemetry import bound_metrics
 from loom.telemetry.bound_metrics import BoundHistogram
@@ -141,7 +142,112 @@ def test_fast_path_is_taken_on_this_sdk() -> None:
         b.record(1)
         assert b.bound
         assert b._aggregations is not None and len(b._aggregations) == 1
+        assert bound_metrics.INLINE and b._plain == (True,)  # the inline aggregation
     finally:
+        mp.shutdown()
+
+
+def _state(agg: Any) -> Any:
+    """An explicit-bucket aggregation's state and its exemplar buckets' fields."""
+    buckets = {i: dict(vars(b)) for i, b in agg._reservoir._reservoir_storage.items()}
+    return (agg._value, agg._sum, agg._min, agg._max, buckets)
+
+
+@pytest.mark.parametrize("record_min_max", [True, False])
+def test_inline_aggregation_equals_the_sdks_aggregate(record_min_max: bool) -> None:
+    """_aggregate_plain leaves the aggregation and its exemplar reservoir as the SDK's
+    aggregate() with the same Measurement does: counts, sum, min, max, each bucket's
+    value, time, attributes and span/trace ids (kept when there is no valid span), and
+    the same collected points."""
+    from opentelemetry.sdk.metrics._internal.aggregation import (
+        _ExplicitBucketHistogramAggregation,
+    )
+    from opentelemetry.sdk.metrics._internal.exemplar.exemplar_reservoir import (
+        AlignedHistogramBucketExemplarReservoir,
+    )
+    from opentelemetry.sdk.metrics._internal.measurement import Measurement
+
+    def make() -> Any:
+        return _ExplicitBucketHistogramAggregation(
+            ATTRS[0],
+            AggregationTemporality.CUMULATIVE,
+            0,
+            AlignedHistogramBucketExemplarReservoir,
+            boundaries=TOKEN_BUCKETS,
+            record_min_max=record_min_max,
+        )
+
+    fast, slow = make(), make()
+    assert bound_metrics._is_plain(fast)
+    spans: list[Any] = [
+        None,
+        NonRecordingSpan(SpanContext(7, 8, False, trace_flags=TraceFlags(1))),
+        NonRecordingSpan(SpanContext(9, 10, False, trace_flags=TraceFlags(0))),
+        trace.INVALID_SPAN,
+        "not a span",
+    ]
+    values = [3, 0.5, 70000, 1, 2.5, 0, 12, 5000, 8, 4, 10**9]
+    seen_ids: set[Any] = set()
+    for n, v in enumerate(values * 3):
+        span = spans[n % len(spans)]
+        ctx = otel_context.Context()
+        if span is not None:
+            ctx = otel_context.set_value(_SPAN_KEY, span, ctx)
+        current = trace.get_current_span(ctx)
+        sc = current.get_span_context() if current != trace.INVALID_SPAN else None
+        sample = n % 4 != 3
+        attrs = ATTRS[n % len(ATTRS)]
+        t = 1_000 + n
+        bound_metrics._aggregate_plain(fast, v, t, attrs, sc, sample)
+        slow.aggregate(Measurement(v, t, None, ctx, attrs), sample)  # type: ignore[arg-type]
+        assert _state(fast) == _state(slow), n
+        seen_ids |= {b.get("_ExemplarBucket__span_id") for b in _state(fast)[4].values()}
+        if n % 7 == 6:
+            assert fast.collect(AggregationTemporality.CUMULATIVE, 5_000 + n) == slow.collect(
+                AggregationTemporality.CUMULATIVE, 5_000 + n
+            )
+    assert {8, 10} <= seen_ids  # the span cases were exercised
+
+
+def test_other_aggregations_are_not_inlined() -> None:
+    """Exponential histograms keep the SDK's aggregate()."""
+    views = CONFIGS["exponential"][1]
+    mp, _reader, hist = provider(TraceBasedExemplarFilter(), None, views)
+    try:
+        b = BoundHistogram(hist, ATTRS[0])
+        b.record(1)
+        assert b.bound and b._plain == (False,)
+    finally:
+        mp.shutdown()
+
+
+def test_one_call_records_share_a_timestamp_and_the_span() -> None:
+    """record_llm_call's three exemplars: one instant, the call's span."""
+    reader = InMemoryMetricReader()
+    mp = MeterProvider(metric_readers=[reader], exemplar_filter=AlwaysOnExemplarFilter())
+    saved = _process.meter_provider
+    _process.meter_provider = mp
+    try:
+        for _ in range(2):  # the first call binds through the public record
+            with in_span(True, 5):
+                record_llm_call(
+                    provider="p", request_model="m", duration_s=0.2, input_tokens=3,
+                    output_tokens=4,
+                )  # fmt: skip
+        data = reader.get_metrics_data()
+        exemplars = [
+            e
+            for rm in data.resource_metrics
+            for sm in rm.scope_metrics
+            for m in sm.metrics
+            for p in m.data.data_points
+            for e in p.exemplars
+        ]
+        assert len(exemplars) == 3
+        assert len({e.time_unix_nano for e in exemplars}) == 1
+        assert {(e.trace_id, e.span_id) for e in exemplars} == {(0xABC + 5, 0x1234 + 5)}
+    finally:
+        _process.meter_provider = saved
         mp.shutdown()
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import logging
 import random
-from contextvars import copy_context
+from contextvars import ContextVar, copy_context
 from pathlib import Path
 from typing import Any
 
@@ -117,6 +117,53 @@ def test_another_runtime_context_keeps_the_api(monkeypatch: pytest.MonkeyPatch) 
         assert other.get_current().get("k") == 1 and fast_context.get_value("k") == 1
         fast_context.detach(token)
         assert "k" not in other.get_current()
+
+    copy_context().run(run)
+
+
+def test_a_runtime_context_without_its_context_var_keeps_the_api(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The default runtime context class whose ``_current_context`` is not a
+    ``ContextVar`` (here a wrapper of one): every shortcut goes through the API."""
+
+    class Wrapped:
+        def __init__(self) -> None:
+            self.var: ContextVar[Context] = ContextVar("wrapped")
+
+        def get(self) -> Context:
+            return self.var.get(Context())
+
+        def set(self, value: Context) -> Any:
+            return self.var.set(value)
+
+        def reset(self, token: Any) -> None:
+            self.var.reset(token)
+
+    runtime = ContextVarsRuntimeContext()
+    runtime._current_context = Wrapped()  # type: ignore[assignment]
+    calls: list[str] = []
+    for name in ("get_current", "attach", "detach"):
+        real = getattr(otel_context, name)
+
+        def spy(*args: Any, _real: Any = real, _name: str = name) -> Any:
+            calls.append(_name)
+            return _real(*args)
+
+        monkeypatch.setattr(otel_context, name, spy)
+    monkeypatch.setattr(otel_context, "_RUNTIME_CONTEXT", runtime)
+
+    def run() -> None:
+        assert fast_context.context_var() is None
+        token = fast_context.attach_value("k", 1)
+        assert fast_context.get_value("k") == 1 and fast_context.current().get("k") == 1
+        span = NonRecordingSpan(SpanContext(1, 2, False))
+        inner = fast_context.attach_value(fast_context.SPAN_KEY, span)
+        assert fast_context.current_span() is span and not fast_context.has_baggage()
+        fast_context.detach(inner)
+        fast_context.detach(token)
+        assert fast_context.get_value("k") is None
+        assert sorted(set(calls)) == ["attach", "detach", "get_current"]
 
     copy_context().run(run)
 
@@ -280,6 +327,9 @@ def test_a_bound_record_builds_the_sdks_measurement(monkeypatch: pytest.MonkeyPa
     assert bound.bound and bound._trace_based
     seen: list[tuple[Any, bool]] = []
     (aggregation,) = bound._aggregations or ()
+    # The Measurement path (aggregations other than the explicit-bucket histogram's).
+    assert bound._plain == (True,)
+    bound._plain = (False,)
     monkeypatch.setattr(aggregation, "aggregate", lambda m, s: seen.append((m, s)))
     span = NonRecordingSpan(SpanContext(1, 2, False, TraceFlags(1)))
     for ctx in (

@@ -26,7 +26,9 @@ aggregation yet (a first value it refused, a disabled meter).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from bisect import bisect_left
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
 from math import isfinite
 from time import time_ns
 from typing import Any
@@ -37,6 +39,7 @@ from loom.telemetry.fast_context import SPAN_KEY
 from loom.telemetry.fast_context import current as get_current
 
 _new = object.__new__
+_EXEMPLAR_FIELDS = ("value", "time_unix_nano", "attributes", "span_id", "trace_id", "offered")
 
 try:  # the SDK internals read here (opentelemetry-sdk 1.45 has them all)
     from opentelemetry.attributes import _clean_attribute_value
@@ -44,7 +47,14 @@ try:  # the SDK internals read here (opentelemetry-sdk 1.45 has them all)
         _hash_attributes,
         _ViewInstrumentMatch,
     )
+    from opentelemetry.sdk.metrics._internal.aggregation import (
+        _ExplicitBucketHistogramAggregation,
+    )
     from opentelemetry.sdk.metrics._internal.exemplar import TraceBasedExemplarFilter
+    from opentelemetry.sdk.metrics._internal.exemplar.exemplar_reservoir import (
+        AlignedHistogramBucketExemplarReservoir,
+        ExemplarBucket,
+    )
     from opentelemetry.sdk.metrics._internal.measurement import Measurement
     from opentelemetry.sdk.metrics._internal.measurement_consumer import (
         SynchronousMeasurementConsumer,
@@ -59,8 +69,12 @@ try:  # the SDK internals read here (opentelemetry-sdk 1.45 has them all)
             pass
 
     SUPPORTED = True
+    #: The fields an ``ExemplarBucket.offer`` sets (name-mangled); the explicit-bucket
+    #: aggregation is done here only while a fresh bucket has exactly these.
+    _BUCKET_FIELDS = tuple(f"_ExemplarBucket__{n}" for n in _EXEMPLAR_FIELDS)
+    INLINE = set(vars(ExemplarBucket())) == set(_BUCKET_FIELDS)
 except ImportError:  # an SDK without them: the public record() always
-    SUPPORTED = False
+    SUPPORTED = INLINE = False
 
 
 class BoundHistogram:
@@ -77,6 +91,7 @@ class BoundHistogram:
         "_consumer",
         "_filter",
         "_given_up",
+        "_plain",
         "_storages",
         "_trace_based",
         "attributes",
@@ -93,6 +108,9 @@ class BoundHistogram:
         self._storages: Any = None
         self._filter: Any = None
         self._trace_based = False
+        #: Per aggregation: whether :func:`_aggregate_plain` may stand in for its
+        #: ``aggregate`` (the SDK's explicit-bucket histogram and exemplar reservoir).
+        self._plain: tuple[bool, ...] = ()
         #: The SDK is not the one this module knows: the public record() for good.
         self._given_up = not SUPPORTED
 
@@ -103,41 +121,11 @@ class BoundHistogram:
 
     def record(self, value: float) -> None:
         """Records ``value`` (as ``histogram.record(value, attributes)`` does)."""
-        aggregations = self._aggregations
-        histogram = self.histogram
-        if (
-            aggregations is not None
-            and self._consumer._reader_storages is self._storages
-            and histogram._is_enabled()
-            and isfinite(value)
-            and value >= 0
-        ):
-            t = time_ns()
-            ctx = get_current()
-            attributes = self.attributes
-            # The frozen dataclass's fields, set as its __init__ sets them (without
-            # one object.__setattr__ call per field).
-            measurement = _new(_Cleaned)
-            measurement.__dict__.update(
-                value=value,
-                time_unix_nano=t,
-                instrument=histogram,
-                context=ctx,
-                attributes=attributes,
-            )
-            if self._trace_based:
-                # TraceBasedExemplarFilter.should_sample, its calls inlined.
-                span = ctx.get(SPAN_KEY)
-                if span is None or not isinstance(span, Span) or span == INVALID_SPAN:
-                    sample = False
-                else:
-                    sample = span.get_span_context().trace_flags.sampled
-            else:
-                sample = self._filter.should_sample(value, t, attributes, ctx)
-            for aggregation in aggregations:
-                aggregation.aggregate(measurement, sample)
-            return
-        histogram.record(value, self.attributes)
+        record_each(((self, value),))
+
+    def _public(self, value: float) -> None:
+        """The SDK's public record, then a (re)binding if the readers changed."""
+        self.histogram.record(value, self.attributes)
         if not self._given_up and (
             self._consumer is None or self._consumer._reader_storages is not self._storages
         ):
@@ -188,7 +176,131 @@ class BoundHistogram:
             return
         self._filter = exemplar_filter
         self._trace_based = type(exemplar_filter) is TraceBasedExemplarFilter
+        self._plain = tuple(_is_plain(a) for a in found)
         self._aggregations = tuple(found)
 
 
-__all__ = ["SUPPORTED", "BoundHistogram"]
+def _is_plain(aggregation: Any) -> bool:
+    """Whether ``aggregation`` is the SDK's explicit-bucket histogram with its aligned
+    exemplar reservoir, whose ``aggregate`` :func:`_aggregate_plain` repeats."""
+    if not INLINE or type(aggregation) is not _ExplicitBucketHistogramAggregation:
+        return False
+    reservoir = getattr(aggregation, "_reservoir", None)
+    storage = getattr(reservoir, "_reservoir_storage", None)
+    names = ("_lock", "_value", "_sum", "_min", "_max", "_record_min_max", "_boundaries")
+    return (
+        type(reservoir) is AlignedHistogramBucketExemplarReservoir
+        and type(storage) is defaultdict
+        and storage.default_factory is ExemplarBucket
+        and hasattr(reservoir, "_lock")
+        and hasattr(reservoir, "_boundaries")
+        and all(hasattr(aggregation, n) for n in names)
+    )
+
+
+def _aggregate_plain(
+    agg: Any, value: float, t: int, attributes: Any, span_context: Any, sample: bool
+) -> None:
+    """``_ExplicitBucketHistogramAggregation.aggregate`` and, when ``sample``, its
+    ``AlignedHistogramBucketExemplarReservoir.offer`` and ``ExemplarBucket.offer``, with
+    the same locks and state changes, for the current span's ``span_context`` (None: no
+    valid current span, whose ids the bucket then keeps, as the SDK's does)."""
+    with agg._lock:
+        counts = agg._value
+        if counts is None:
+            counts = agg._value = [0] * (len(agg._boundaries) + 1)
+        agg._sum += value
+        if agg._record_min_max:
+            agg._min = min(agg._min, value)
+            agg._max = max(agg._max, value)
+        counts[bisect_left(agg._boundaries, value)] += 1
+    if not sample:
+        return
+    reservoir = agg._reservoir
+    with reservoir._lock:
+        # The aligned reservoir's bucket: the first boundary >= value (its linear scan).
+        bucket = reservoir._reservoir_storage[bisect_left(reservoir._boundaries, value)]
+        bucket._ExemplarBucket__value = value
+        bucket._ExemplarBucket__time_unix_nano = t
+        bucket._ExemplarBucket__attributes = attributes
+        if span_context is not None:
+            bucket._ExemplarBucket__span_id = span_context.span_id
+            bucket._ExemplarBucket__trace_id = span_context.trace_id
+        bucket._ExemplarBucket__offered = True
+
+
+def record_each(records: Sequence[tuple[BoundHistogram, float]]) -> None:
+    """Records each ``(bound, value)`` as ``bound.record(value)`` does, with one
+    timestamp, one current context and one current-span lookup for all of them (the
+    records of one LLM call; the SDK reads the clock and the context once per record)."""
+    t = 0
+    ctx: Any = None
+    span_context: Any = None
+    for bound, value in records:
+        aggregations = bound._aggregations
+        histogram = bound.histogram
+        if not (
+            aggregations is not None
+            and bound._consumer._reader_storages is bound._storages
+            and histogram._is_enabled()
+            and isfinite(value)
+            and value >= 0
+        ):
+            bound._public(value)
+            continue
+        if ctx is None:
+            t = time_ns()
+            ctx = get_current()
+            span = ctx.get(SPAN_KEY)
+            # trace.get_current_span(ctx) != INVALID_SPAN, as the exemplar filter and
+            # bucket test it.
+            if span is not None and isinstance(span, Span) and span != INVALID_SPAN:
+                span_context = span.get_span_context()
+        attributes = bound.attributes
+        if bound._trace_based:  # TraceBasedExemplarFilter.should_sample, inlined
+            sample = span_context is not None and span_context.trace_flags.sampled
+        else:
+            sample = bound._filter.should_sample(value, t, attributes, ctx)
+        measurement = None
+        for aggregation, plain in zip(aggregations, bound._plain, strict=True):
+            if plain:
+                _aggregate_plain(aggregation, value, t, attributes, span_context, sample)
+                continue
+            if measurement is None:
+                # The frozen dataclass's fields, set as its __init__ sets them (without
+                # one object.__setattr__ call per field).
+                measurement = _new(_Cleaned)
+                measurement.__dict__.update(
+                    value=value,
+                    time_unix_nano=t,
+                    instrument=histogram,
+                    context=ctx,
+                    attributes=attributes,
+                )
+            aggregation.aggregate(measurement, sample)
+
+
+class BoundCall:
+    """The three records of one kind of LLM call (one attribute set)."""
+
+    __slots__ = ("duration", "input", "output")
+
+    def __init__(self, duration: BoundHistogram, input: BoundHistogram, output: BoundHistogram):
+        self.duration = duration
+        self.input = input
+        self.output = output
+
+    def record(self, duration: float, input: float | None, output: float | None) -> None:
+        """Records a call's duration and its token counts (None: not recorded)."""
+        if input is not None and output is not None:
+            record_each(((self.duration, duration), (self.input, input), (self.output, output)))
+            return
+        records = [(self.duration, duration)]
+        if input is not None:
+            records.append((self.input, input))
+        if output is not None:
+            records.append((self.output, output))
+        record_each(records)
+
+
+__all__ = ["INLINE", "SUPPORTED", "BoundCall", "BoundHistogram", "record_each"]

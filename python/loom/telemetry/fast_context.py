@@ -10,7 +10,7 @@ SDK spans nest under Loom's and Loom's under theirs.
 
 Any other runtime context (``OTEL_PYTHON_CONTEXT`` naming another entry point), or an
 API whose internals differ, keeps the public functions. The runtime context is looked
-up on every call (one attribute read), so a replaced one is followed.
+up on every call (one dict read), so a replaced one is followed.
 """
 
 from __future__ import annotations
@@ -49,11 +49,26 @@ _dict_set = dict.__setitem__
 BAGGAGE_KEY = _baggage_key()
 
 
+#: The API module's namespace (read here, never written): its runtime context is
+#: looked up in it on each call, without a function frame.
+_API = vars(otel_context)
+
+
+#: ContextVarsRuntimeContext, or a type no runtime context has (an API without it).
+class _NoRuntime:
+    """The type of no runtime context (the API has no ContextVarsRuntimeContext)."""
+
+
+_VARS_RUNTIME: type = _NoRuntime if ContextVarsRuntimeContext is None else ContextVarsRuntimeContext
+
+
 def context_var() -> ContextVar[Context] | None:
     """The ``ContextVar`` holding the current context when the API's runtime context is
-    its default ``ContextVarsRuntimeContext``, else None (use the public API)."""
-    runtime = getattr(otel_context, "_RUNTIME_CONTEXT", None)
-    if ContextVarsRuntimeContext is None or type(runtime) is not ContextVarsRuntimeContext:
+    its default ``ContextVarsRuntimeContext``, else None (use the public API).
+
+    The functions below repeat this test inline (one frame less per call)."""
+    runtime = _API.get("_RUNTIME_CONTEXT")
+    if type(runtime) is not _VARS_RUNTIME:
         return None
     var = getattr(runtime, "_current_context", None)
     return var if type(var) is ContextVar else None
@@ -61,20 +76,32 @@ def context_var() -> ContextVar[Context] | None:
 
 def current() -> Context:
     """``opentelemetry.context.get_current()``."""
-    var = context_var()
-    return var.get() if var is not None else otel_context.get_current()
+    runtime = _API.get("_RUNTIME_CONTEXT")
+    if type(runtime) is _VARS_RUNTIME:
+        var = getattr(runtime, "_current_context", None)
+        if type(var) is ContextVar:
+            return var.get()  # type: ignore[no-any-return]
+    return otel_context.get_current()
 
 
 def get_value(key: str, context: Context | None = None) -> object:
     """``opentelemetry.context.get_value(key, context)``."""
     if context is not None:
         return context.get(key)
-    return current().get(key)
+    runtime = _API.get("_RUNTIME_CONTEXT")
+    if type(runtime) is _VARS_RUNTIME:
+        var = getattr(runtime, "_current_context", None)
+        if type(var) is ContextVar:
+            return var.get().get(key)
+    return otel_context.get_current().get(key)
 
 
 def current_span() -> trace_api.Span:
     """``opentelemetry.trace.get_current_span()``."""
-    span = current().get(SPAN_KEY)
+    runtime = _API.get("_RUNTIME_CONTEXT")
+    var = getattr(runtime, "_current_context", None) if type(runtime) is _VARS_RUNTIME else None
+    ctx = var.get() if type(var) is ContextVar else otel_context.get_current()
+    span = ctx.get(SPAN_KEY)
     if span is None or not isinstance(span, trace_api.Span):
         return trace_api.INVALID_SPAN
     return span
@@ -84,21 +111,26 @@ def has_baggage() -> bool:
     """``bool(opentelemetry.baggage.get_all())``."""
     if BAGGAGE_KEY is None:
         return bool(otel_baggage.get_all())
-    value = current().get(BAGGAGE_KEY)
+    runtime = _API.get("_RUNTIME_CONTEXT")
+    var = getattr(runtime, "_current_context", None) if type(runtime) is _VARS_RUNTIME else None
+    ctx = var.get() if type(var) is ContextVar else otel_context.get_current()
+    value = ctx.get(BAGGAGE_KEY)
     return isinstance(value, dict) and bool(value)
 
 
 def attach_value(key: str, value: object) -> object:
     """``attach(set_value(key, value))``: the current context with ``key`` set, made
     current; returns the token for :func:`detach`."""
-    var = context_var()
-    if var is None:
-        return otel_context.attach(otel_context.set_value(key, value))
-    # set_value's copy and Context(copy), in one copy: a Context is a dict whose
-    # mutators raise, so the key is set through dict's own.
-    new = Context(var.get())
-    _dict_set(new, key, value)
-    return var.set(new)
+    runtime = _API.get("_RUNTIME_CONTEXT")
+    if type(runtime) is _VARS_RUNTIME:
+        var = getattr(runtime, "_current_context", None)
+        if type(var) is ContextVar:
+            # set_value's copy and Context(copy), in one copy: a Context is a dict whose
+            # mutators raise, so the key is set through dict's own.
+            new = Context(var.get())
+            _dict_set(new, key, value)
+            return var.set(new)
+    return otel_context.attach(otel_context.set_value(key, value))
 
 
 def attach(context: Context) -> object:
@@ -110,13 +142,16 @@ def attach(context: Context) -> object:
 def detach(token: Any) -> None:
     """``opentelemetry.context.detach(token)``; a token that cannot be reset (made in
     another context, or reset already) is handed to the API, which logs it."""
-    var = context_var()
-    if var is not None and type(token) is Token:
-        try:
-            var.reset(token)
-            return
-        except (ValueError, RuntimeError):
-            pass
+    if type(token) is Token:
+        runtime = _API.get("_RUNTIME_CONTEXT")
+        if type(runtime) is _VARS_RUNTIME:
+            var = getattr(runtime, "_current_context", None)
+            if type(var) is ContextVar:
+                try:
+                    var.reset(token)
+                    return
+                except (ValueError, RuntimeError):
+                    pass
     otel_context.detach(token)
 
 

@@ -298,10 +298,10 @@ class LoomSpan(trace_api.Span, ReadableSpan):
             log.warning("Calling end() on an ended span.")
             return
         self._end_time = end_time if end_time is not None else time_ns()
-        # Processors are typed for SDK spans; a LoomSpan offers the same API.
-        hooks = self._tracer.hooks()
-        if hooks is None:
-            processor = self._tracer.processor
+        t, processor = self._tracer, self._tracer.processor
+        # hooks(), inline while the processors are those it cached (one frame less).
+        hooks = t._hooks if getattr(processor, "_span_processors", None) is t._procs else t.hooks()
+        if hooks is None:  # processors are typed for SDK spans; a LoomSpan has their API
             processor._on_ending(self)  # type: ignore[arg-type]
             processor.on_end(self)
             return
@@ -509,7 +509,8 @@ class FastTracer:
             attributes,
             start_time if start_time is not None else time_ns(),
         )
-        hooks = self.hooks()
+        procs = getattr(self.processor, "_span_processors", None)
+        hooks = self._hooks if procs is self._procs else self.hooks()  # hooks(), cached
         if hooks is None:
             self.processor.on_start(span, parent_context=context)  # type: ignore[arg-type]
         else:

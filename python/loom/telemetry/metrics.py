@@ -29,7 +29,7 @@ from loom.telemetry.state import _process
 if TYPE_CHECKING:
     from opentelemetry.metrics import CallbackOptions, Histogram, MeterProvider, Observation
 
-    from loom.telemetry.bound_metrics import BoundHistogram
+    from loom.telemetry.bound_metrics import BoundCall
 
 #: Bucket boundaries the GenAI conventions advise for the two client histograms.
 DURATION_BUCKETS = (
@@ -49,17 +49,6 @@ MAX_BOUND = 1000
 _lock = threading.Lock()
 
 
-class _CallRecorders:
-    """The three records of one kind of LLM call (one attribute set)."""
-
-    __slots__ = ("duration", "input", "output")
-
-    def __init__(self, duration: BoundHistogram, input: BoundHistogram, output: BoundHistogram):
-        self.duration = duration
-        self.input = input
-        self.output = output
-
-
 class _GenAI:
     """The two GenAI histograms of one meter provider, and their bound records."""
 
@@ -69,10 +58,10 @@ class _GenAI:
         self.duration = duration
         self.tokens = tokens
         #: By :func:`record_llm_call`'s attribute arguments.
-        self.bound: dict[tuple[Any, ...], _CallRecorders] = {}
+        self.bound: dict[tuple[Any, ...], BoundCall] = {}
 
-    def recorders(self, key: tuple[Any, ...]) -> _CallRecorders:
-        from loom.telemetry.bound_metrics import BoundHistogram
+    def recorders(self, key: tuple[Any, ...]) -> BoundCall:
+        from loom.telemetry.bound_metrics import BoundCall, BoundHistogram
 
         operation, provider, request_model, response_model, address, port, error = key
         attrs: dict[str, Any] = {
@@ -88,7 +77,7 @@ class _GenAI:
             attrs["server.port"] = port
         if error:
             attrs["error.type"] = error
-        made = _CallRecorders(
+        made = BoundCall(
             BoundHistogram(self.duration, attrs),
             BoundHistogram(self.tokens, {**attrs, "gen_ai.token.type": "input"}),
             BoundHistogram(self.tokens, {**attrs, "gen_ai.token.type": "output"}),
@@ -179,13 +168,12 @@ def record_llm_call(
     recorders = genai.bound.get(key)
     if recorders is None:
         recorders = genai.recorders(key)
-    recorders.duration.record(max(0.0, duration_s))
-    if error_type:
-        return  # the conventions record token usage of successful calls only
-    if input_tokens is not None:
-        recorders.input.record(input_tokens)
-    if output_tokens is not None:
-        recorders.output.record(output_tokens)
+    # One clock read and current-span lookup for the call's records.
+    recorders.record(
+        max(0.0, duration_s),
+        None if error_type else input_tokens,  # the conventions record token usage of
+        None if error_type else output_tokens,  # successful calls only
+    )
 
 
 # -- the bus ----------------------------------------------------------------------------

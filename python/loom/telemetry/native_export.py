@@ -200,7 +200,47 @@ class NativeFileSpanProcessor(SpanProcessor):
                 # The common case (no events, links or status, the default trace
                 # state), the SpanContext read as the tuple it is: _push's arguments
                 # without its property calls. A test compares the records of both.
-                self._push_plain(span, ctx)
+                # (Inline, not a method: one frame less per span.)
+                parent = span._parent
+                if parent is None:
+                    parent_id, parent_remote = None, False
+                elif type(parent) is SpanContext:
+                    parent_id, parent_remote = parent[1], parent[2]
+                else:
+                    parent_id, parent_remote = parent.span_id, parent.is_remote
+                state = ctx[4]
+                res = span._resource
+                scope = span._instrumentation_scope
+                entry = self._resources.get(id(res))
+                sentry = self._scopes.get(id(scope))
+                try:
+                    result = self._native.push(
+                        ctx[0],
+                        ctx[1],
+                        None if state is DEFAULT_TRACE_STATE or not state else state.to_header(),
+                        parent_id,
+                        parent_remote,
+                        span._name,
+                        span._kind._value_ + 1,
+                        span._start_time,
+                        span._end_time,
+                        span._attrs,
+                        span._dropped,
+                        None,
+                        0,
+                        None,
+                        0,
+                        0,
+                        None,
+                        entry[1] if entry is not None else self._resource_index(res),
+                        sentry[1] if sentry is not None else self._scope_index(scope),
+                    )
+                except (TypeError, ValueError, OverflowError) as exc:
+                    self.dropped += 1
+                    log.warning("cannot export span %r: %s", span._name, exc)
+                    return
+                if result:
+                    self._count_drop(result)
                 return
             self._push(
                 ctx,
@@ -240,48 +280,6 @@ class NativeFileSpanProcessor(SpanProcessor):
             span.resource,
             span.instrumentation_scope,
         )
-
-    def _push_plain(self, span: LoomSpan, ctx: Any) -> None:
-        parent = span._parent
-        if parent is not None and (not SPAN_CONTEXT_LAYOUT or type(parent) is not SpanContext):
-            parent_id, parent_remote = parent.span_id, parent.is_remote
-        elif parent is not None:
-            parent_id, parent_remote = parent[1], parent[2]
-        else:
-            parent_id, parent_remote = None, False
-        state = ctx[4]
-        res = span._resource
-        scope = span._instrumentation_scope
-        entry = self._resources.get(id(res))
-        sentry = self._scopes.get(id(scope))
-        try:
-            result = self._native.push(
-                ctx[0],
-                ctx[1],
-                None if state is DEFAULT_TRACE_STATE or not state else state.to_header(),
-                parent_id,
-                parent_remote,
-                span._name,
-                span._kind._value_ + 1,
-                span._start_time,
-                span._end_time,
-                span._attrs,
-                span._dropped,
-                None,
-                0,
-                None,
-                0,
-                0,
-                None,
-                entry[1] if entry is not None else self._resource_index(res),
-                sentry[1] if sentry is not None else self._scope_index(scope),
-            )
-        except (TypeError, ValueError, OverflowError) as exc:
-            self.dropped += 1
-            log.warning("cannot export span %r: %s", span._name, exc)
-            return
-        if result:
-            self._count_drop(result)
 
     def _push(
         self,

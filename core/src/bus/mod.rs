@@ -145,7 +145,9 @@ struct Inner {
     generation: AtomicU64,
     next_id: AtomicU64,
     rotation: AtomicU64,
-    published: AtomicU64,
+    /// Publishes on topics beyond [`MAX_TRACKED_TOPICS`]. The bus's total is this plus
+    /// the tracked topics' counts (entries are never removed), so a publish updates
+    /// one counter, not two.
     untracked: AtomicU64,
     closed: AtomicBool,
     remote_groups: AtomicBool,
@@ -481,7 +483,6 @@ impl Bus {
                 Offer::Full => out.blocked.push(Arc::clone(sub)),
             }
         }
-        self.inner.published.fetch_add(1, Relaxed);
         match entry {
             Some(e) => {
                 e.counters.published.fetch_add(1, Relaxed);
@@ -633,9 +634,10 @@ impl Bus {
             })
             .collect();
         topics.sort_unstable_by(|a, b| a.topic.cmp(&b.topic));
+        let untracked = self.inner.untracked.load(Relaxed);
         BusStats {
-            published: self.inner.published.load(Relaxed),
-            untracked_published: self.inner.untracked.load(Relaxed),
+            published: untracked + topics.iter().map(|t| t.published).sum::<u64>(),
+            untracked_published: untracked,
             topics,
             subscriptions,
         }

@@ -256,3 +256,33 @@ async def test_an_observer_is_neither_counted_nor_announced_to_watchers() -> Non
         bus.observe(">", capacity=0)
     watch.unsubscribe()
     assert told == ["w.*"]
+
+
+async def test_published_envelope_matches_the_constructors() -> None:
+    """`Bus.publish` builds its envelope in place (not through `Envelope(...)`): every
+    field must come out as the constructor makes it from the same arguments."""
+    bus = _core.Bus()
+    sub = bus.subscribe("a.b", "reliable", 8)
+    args: dict[str, Any] = {
+        "source": "me",
+        "correlation_id": "c",
+        "reply_to": "r.x",
+        "thread_id": "t",
+        "ttl": 7,
+        "headers": {"k": "v", "traceparent": "00-x"},
+    }
+    before = time.time_ns()
+    assert bus.publish("a.b", "t", [1], **args) is None
+    bus.publish("a.b", "t", None)
+    got, bare = sub.take(2)
+    want = _core.Envelope("a.b", "t", got.payload, **args)
+    fields = ("topic", "type", "payload", "source", "correlation_id", "reply_to")
+    fields += ("thread_id", "ttl", "headers", "delivery_count")
+    assert {f: getattr(got, f) for f in fields} == {f: getattr(want, f) for f in fields}
+    assert before <= got.timestamp_ns <= time.time_ns()
+    assert got.id != bare.id and len(got.id) == 36
+    plain = _core.Envelope("a.b", "t", None)
+    assert {f: getattr(bare, f) for f in fields} == {f: getattr(plain, f) for f in fields}
+    # The constructor's own id and timestamp still win over the fresh ones.
+    kept = _core.Envelope("a.b", id=got.id, timestamp_ns=5)
+    assert (kept.id, kept.timestamp_ns) == (got.id, 5)

@@ -428,3 +428,29 @@ fn an_observer_sees_events_without_changing_the_topics_totals() {
     assert_eq!(watch.take(100).len(), 0);
     assert_eq!(bus.stats().topics[0].delivered, 6);
 }
+
+#[test]
+fn an_envelope_in_an_arc_is_queued_as_is() {
+    let bus = Bus::new();
+    let sub = bus.subscribe("a.b", Qos::Reliable, Some(8)).unwrap();
+    let handle = bus.topic_handle("a.b").unwrap().unwrap();
+    let shared = Arc::new(Envelope::new(
+        Arc::clone(handle.topic()),
+        "t",
+        Payload::None,
+    ));
+    let p = bus.publish_on(&handle, Arc::clone(&shared)).unwrap();
+    assert!(Arc::ptr_eq(&p.envelope, &shared));
+    let q = bus.publish(Arc::clone(&shared)).unwrap();
+    let by_value = bus
+        .publish(Envelope::new("a.b", "t", Payload::None))
+        .unwrap();
+    assert_eq!((p.delivered, q.delivered, by_value.delivered), (1, 1, 1));
+    let got = sub.take(8);
+    assert_eq!(got.len(), 3);
+    assert!(Arc::ptr_eq(&got[0], &shared) && Arc::ptr_eq(&got[1], &shared));
+    assert_eq!(bus.stats().topics[0].published, 3);
+    // A handle whose topic differs from the envelope's takes the validating path.
+    let bad = Arc::new(Envelope::new("a.*", "t", Payload::None));
+    assert!(bus.publish_on(&handle, bad).is_err());
+}

@@ -145,7 +145,9 @@ struct Inner {
     generation: AtomicU64,
     next_id: AtomicU64,
     rotation: AtomicU64,
-    published: AtomicU64,
+    /// Publishes on topics beyond [`MAX_TRACKED_TOPICS`]. The bus's total is this plus
+    /// the tracked topics' counts (entries are never removed), so a publish updates
+    /// one counter, not two.
     untracked: AtomicU64,
     closed: AtomicBool,
     remote_groups: AtomicBool,
@@ -363,7 +365,8 @@ impl Bus {
     /// Publishes. Never blocks: full `reliable` subscriptions are returned in
     /// [`Published::blocked`]. With [`Bus::set_remote_groups`] on, queue groups are
     /// left to the transport.
-    pub fn publish(&self, env: Envelope) -> Result<Published, BusError> {
+    /// Takes an `Envelope` or an `Arc<Envelope>` (built in place: no further copy).
+    pub fn publish(&self, env: impl Into<Arc<Envelope>>) -> Result<Published, BusError> {
         let delivery = if self.inner.remote_groups.load(Relaxed) {
             Delivery::Singles
         } else {
@@ -404,7 +407,12 @@ impl Bus {
     /// [`Bus::publish`] for an envelope on `handle`'s topic, without validating and
     /// looking the topic up again. A handle of another bus, or another topic, takes
     /// the ordinary path.
-    pub fn publish_on(&self, handle: &TopicHandle, env: Envelope) -> Result<Published, BusError> {
+    pub fn publish_on(
+        &self,
+        handle: &TopicHandle,
+        env: impl Into<Arc<Envelope>>,
+    ) -> Result<Published, BusError> {
+        let env = env.into();
         if handle.owner != self.owner() || handle.topic != env.topic {
             return self.publish(env);
         }
@@ -421,7 +429,12 @@ impl Bus {
     }
 
     /// Routes `env` to the local subscribers `delivery` selects.
-    pub fn deliver_to(&self, env: Envelope, delivery: Delivery<'_>) -> Result<Published, BusError> {
+    pub fn deliver_to(
+        &self,
+        env: impl Into<Arc<Envelope>>,
+        delivery: Delivery<'_>,
+    ) -> Result<Published, BusError> {
+        let env = env.into();
         if self.inner.closed.load(Relaxed) {
             return Err(BusError::Closed("bus"));
         }
@@ -434,11 +447,10 @@ impl Bus {
     /// Offers a checked envelope to the subscribers of its route and counts the result.
     fn offer_all(
         &self,
-        env: Envelope,
+        env: Arc<Envelope>,
         entry: Option<&Arc<TopicEntry>>,
         delivery: Delivery<'_>,
     ) -> Published {
-        let env = Arc::new(env);
         let route = self.route(&env.topic, entry.map(|e| &**e));
         let mut out = Tally::default();
         for members in &route.groups {
@@ -471,7 +483,6 @@ impl Bus {
                 Offer::Full => out.blocked.push(Arc::clone(sub)),
             }
         }
-        self.inner.published.fetch_add(1, Relaxed);
         match entry {
             Some(e) => {
                 e.counters.published.fetch_add(1, Relaxed);
@@ -623,9 +634,10 @@ impl Bus {
             })
             .collect();
         topics.sort_unstable_by(|a, b| a.topic.cmp(&b.topic));
+        let untracked = self.inner.untracked.load(Relaxed);
         BusStats {
-            published: self.inner.published.load(Relaxed),
-            untracked_published: self.inner.untracked.load(Relaxed),
+            published: untracked + topics.iter().map(|t| t.published).sum::<u64>(),
+            untracked_published: untracked,
             topics,
             subscriptions,
         }

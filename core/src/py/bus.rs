@@ -18,8 +18,10 @@ use pyo3::types::{PyBytes, PyDict, PyList, PyString};
 
 use super::aio;
 use super::convert::json_to_py;
+use super::done::PyDone;
 use super::errors::bus_error;
 use super::intern::{topic_object, PublishCache, TopicObject};
+use crate::bus::envelope::now_unix_nanos;
 use crate::bus::{
     topic, Bus, Delivery, Envelope, EventId, Payload, Published, Qos, Subscription,
     SubscriptionStats, TopicHandle, Waker, DEFAULT_TTL,
@@ -108,18 +110,20 @@ impl PyEnvelope {
             ttl,
             headers,
         )?;
+        // Unique (just built): `make_mut` never copies here.
+        let e = Arc::make_mut(&mut env);
         if let Some(id) = id {
-            env.id = EventId::parse(id).ok_or_else(|| {
+            e.id = EventId::parse(id).ok_or_else(|| {
                 PyValueError::new_err(format!(
                     "id {id:?} is not an event id (as Envelope.id renders one)"
                 ))
             })?;
         }
         if let Some(ns) = timestamp_ns {
-            env.timestamp_unix_nanos = ns;
+            e.timestamp_unix_nanos = ns;
         }
         Ok(PyEnvelope {
-            inner: Arc::new(env),
+            inner: env,
             topic: PyString::new(py, topic).unbind(),
         })
     }
@@ -224,6 +228,8 @@ impl PyEnvelope {
     }
 }
 
+/// The envelope of a publish, built in its `Arc` (the bus takes it as is: no copy of
+/// the ~200-byte struct on the way to the queues).
 #[allow(clippy::too_many_arguments)]
 fn build(
     topic: Arc<str>,
@@ -235,25 +241,38 @@ fn build(
     thread_id: Option<&str>,
     ttl: u32,
     headers: Option<&Bound<'_, PyDict>>,
-) -> PyResult<Envelope> {
+) -> PyResult<Arc<Envelope>> {
     let payload = match payload {
         None => Payload::None,
         Some(obj) => Payload::Native(Arc::new(obj)),
     };
-    let mut env = Envelope::new(topic, kind, payload);
-    env.source = source;
-    env.correlation_id = correlation_id.map(Into::into);
-    env.reply_to = reply_to.map(Into::into);
-    env.thread_id = thread_id.map(Into::into);
-    env.ttl = ttl;
-    if let Some(h) = headers {
-        env.headers.reserve(h.len());
-        for (k, v) in h.iter() {
-            env.headers
-                .push((k.extract::<String>()?.into(), v.extract::<String>()?.into()));
+    let headers = match headers {
+        None => Vec::new(),
+        Some(h) => {
+            let mut v = Vec::with_capacity(h.len());
+            for (k, val) in h.iter() {
+                v.push((
+                    k.extract::<String>()?.into(),
+                    val.extract::<String>()?.into(),
+                ));
+            }
+            v
         }
-    }
-    Ok(env)
+    };
+    let now = now_unix_nanos();
+    Ok(Arc::new(Envelope {
+        id: EventId::at(now),
+        topic,
+        kind,
+        payload,
+        timestamp_unix_nanos: now,
+        source,
+        correlation_id: correlation_id.map(Into::into),
+        reply_to: reply_to.map(Into::into),
+        thread_id: thread_id.map(Into::into),
+        ttl,
+        headers,
+    }))
 }
 
 /// A publish that found `reliable` subscribers full; the caller waits for room.
@@ -576,64 +595,6 @@ impl PyBus {
             bus: self.bus.clone(),
             inner: Mutex::new(published),
         }))
-    }
-}
-
-/// An awaitable that is already finished: `await` gives `None` at once. What
-/// `ctx.emit` returns when the event was published and nobody has to wait. Awaiting
-/// it runs two C slots (`__await__` gives itself, `__next__` is exhausted) where an
-/// `async def` builds, runs and frees a coroutine. `loom.bus` registers the class as
-/// a `collections.abc.Coroutine` (`send` and `throw` finish it), so `create_task`
-/// and `asyncio.run` take it too. Stateless: one instance can be awaited any number
-/// of times, by anyone.
-#[pyclass(name = "Done", module = "loom._core", frozen)]
-pub(crate) struct PyDone;
-
-#[pymethods]
-impl PyDone {
-    #[new]
-    fn new() -> Self {
-        PyDone
-    }
-
-    fn __await__(slf: Py<Self>) -> Py<Self> {
-        slf
-    }
-
-    fn __iter__(slf: Py<Self>) -> Py<Self> {
-        slf
-    }
-
-    fn __next__(&self) -> Option<()> {
-        None
-    }
-
-    /// Finishes at once (`StopIteration`), whatever is sent.
-    #[pyo3(signature = (_value = None))]
-    fn send(&self, _value: Option<&Bound<'_, PyAny>>) -> PyResult<()> {
-        Err(pyo3::exceptions::PyStopIteration::new_err(()))
-    }
-
-    /// Raises what is thrown in (there is nothing to catch it).
-    #[pyo3(signature = (typ, val = None, _tb = None))]
-    fn throw(
-        &self,
-        typ: &Bound<'_, PyAny>,
-        val: Option<&Bound<'_, PyAny>>,
-        _tb: Option<&Bound<'_, PyAny>>,
-    ) -> PyResult<()> {
-        let exc = match val {
-            Some(v) if !v.is_none() => v.clone(),
-            _ => typ.clone(),
-        };
-        Err(PyErr::from_value(exc))
-    }
-
-    /// Nothing to close: it is finished.
-    fn close(&self) {}
-
-    fn __repr__(&self) -> &'static str {
-        "<loom._core.Done>"
     }
 }
 

@@ -6,6 +6,7 @@
 mod aio;
 mod bus;
 mod convert;
+mod done;
 mod errors;
 mod intern;
 mod otlp;

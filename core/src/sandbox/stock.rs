@@ -360,27 +360,8 @@ mod tests {
     fn a_staged_call_made_ahead_sees_the_workspace_as_it_is_when_it_runs() {
         let dir = tempfile::tempdir().unwrap();
         let exe = std::fs::canonicalize("/usr/bin/cat").unwrap();
-        let policy = Arc::new(
-            Policy::new(&PolicyConfig {
-                workspace: dir.path().to_path_buf(),
-                executables: vec![exe.clone()],
-                read_paths: Vec::new(),
-                network: false,
-                limits: Limits::default(),
-                env: vec![("PATH".into(), "/usr/bin".into())],
-                max_output_bytes: 1024,
-                require: false,
-            })
-            .unwrap(),
-        );
-        if !policy.enforcement().staged_writes {
-            eprintln!("SKIPPED: no staged writes (not root, or no overlayfs)");
+        let Some((policy, ws, budget)) = staged_policy(dir.path(), &exe) else {
             return;
-        }
-        let ws = Workspace::open(dir.path()).unwrap();
-        let budget = Budget {
-            bytes: 1 << 20,
-            inodes: 64,
         };
         let stock = Stock::new(policy.clone(), ws.try_clone().unwrap(), budget);
         stock.discard(stock.take().unwrap(), true); // starts the thread
@@ -416,12 +397,15 @@ mod tests {
         }
     }
 
-    /// A policy that runs `true` in `dir`, or `None` where calls cannot be staged.
-    fn true_policy(dir: &std::path::Path) -> Option<(Arc<Policy>, Workspace, Budget)> {
+    /// A policy that runs `exe` in `dir`, or `None` where calls cannot be staged.
+    fn staged_policy(
+        dir: &std::path::Path,
+        exe: &std::path::Path,
+    ) -> Option<(Arc<Policy>, Workspace, Budget)> {
         let policy = Arc::new(
             Policy::new(&PolicyConfig {
                 workspace: dir.to_path_buf(),
-                executables: vec![std::fs::canonicalize("/usr/bin/true").unwrap()],
+                executables: vec![exe.to_path_buf()],
                 read_paths: Vec::new(),
                 network: false,
                 limits: Limits::default(),
@@ -445,7 +429,8 @@ mod tests {
     #[test]
     fn take_hands_out_a_prepared_process_before_a_fresh_overlay_without_one() {
         let dir = tempfile::tempdir().unwrap();
-        let Some((policy, ws, budget)) = true_policy(dir.path()) else {
+        let true_exe = std::fs::canonicalize("/usr/bin/true").unwrap();
+        let Some((policy, ws, budget)) = staged_policy(dir.path(), &true_exe) else {
             return;
         };
         let stock = Stock::new(policy.clone(), ws.try_clone().unwrap(), budget);
@@ -463,7 +448,8 @@ mod tests {
     #[test]
     fn a_used_staging_that_may_hold_writes_is_dropped_before_discard_returns() {
         let dir = tempfile::tempdir().unwrap();
-        let Some((policy, ws, budget)) = true_policy(dir.path()) else {
+        let true_exe = std::fs::canonicalize("/usr/bin/true").unwrap();
+        let Some((policy, ws, budget)) = staged_policy(dir.path(), &true_exe) else {
             return;
         };
         let stock = Stock::new(policy.clone(), ws.try_clone().unwrap(), budget);

@@ -7,7 +7,9 @@ pub mod bus;
 pub mod error;
 pub mod json;
 pub mod otlp;
+pub mod owner;
 pub mod sandbox;
+pub mod sync;
 pub mod tools;
 
 #[cfg(feature = "python")]

@@ -4,6 +4,7 @@ drops and write errors; what a killed process leaves; ``setup()`` installing it.
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import math
@@ -34,6 +35,7 @@ from opentelemetry.trace import (
     TraceState,
 )
 
+from loom._core import SpanExporter
 from loom.telemetry import setup
 from loom.telemetry.exporters import OtlpJsonFileExporter
 from loom.telemetry.fast_spans import LoomSpan, fast_tracer
@@ -449,3 +451,43 @@ def test_a_forked_child_gets_its_own_writer(tmp_path: Path) -> None:
     os.waitpid(pid, 0)
     proc.shutdown()
     assert sorted(s.name for s in read_spans(path)) == sorted([spans[0].name, spans[1].name])
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_a_forked_child_can_drop_its_parents_writers_and_start_its_own(tmp_path: Path) -> None:
+    # In the child the parent's writer threads do not exist: glibc hands their
+    # descriptors and stacks to the child's new threads, so a parent-era handle joined
+    # or detached there acted on a new writer (its join failed with EINVAL, the heap was
+    # corrupted), and a process-wide table of parked threads (parking_lot's) still
+    # listed them (a new writer crashed in a condition variable's notify). The child
+    # drops every parent-era exporter while starting and stopping new ones.
+    parents = [SpanExporter(tmp_path / f"parent-{i}.jsonl") for i in range(4)]
+    spans = handmade_spans()
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            ok = True
+            for i in range(8):
+                proc = NativeFileSpanProcessor(tmp_path / f"child-{i}.jsonl", **ONE_BATCH)  # type: ignore[arg-type]
+                if parents:
+                    # A forked copy: refused at once (its thread is the parent's).
+                    t0 = time.monotonic()
+                    refused = not parents.pop().shutdown(30_000.0)
+                    ok = ok and refused and time.monotonic() - t0 < 5
+                    gc.collect()
+                proc.on_end(spans[i % len(spans)])
+                proc.shutdown()
+                ok = ok and proc.dropped == 0
+            code = 0 if ok else 2
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    for i in range(8):
+        (line,) = (tmp_path / f"child-{i}.jsonl").read_bytes().splitlines()
+        assert [s.name for s in read_spans(tmp_path / f"child-{i}.jsonl")] == [
+            spans[i % len(spans)].name
+        ], line
+    for p in parents:  # the parent's own are untouched
+        assert p.shutdown(30_000.0)

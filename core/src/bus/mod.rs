@@ -20,7 +20,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::Duration;
 
-use parking_lot::RwLock;
+use crate::sync::RwLock;
 
 pub use envelope::{Envelope, EventId, Payload, DEFAULT_TTL, DELIVERY_COUNT_HEADER};
 pub use subscription::{Offer, Qos, Subscription, SubscriptionStats, Waker};

@@ -17,13 +17,13 @@ use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use parking_lot::{Condvar, Mutex};
+use crate::sync::{Condvar, Mutex};
 
 use super::encode::encode_request;
 use super::span::SpanRecord;
+use crate::owner::{OwnedThread, Owner};
 
 /// The batch settings (the Python side reads them from `OTEL_BSP_*`).
 #[derive(Clone, Debug)]
@@ -99,7 +99,8 @@ struct Shared {
 /// The queue and its writer thread for one trace file.
 pub struct Exporter {
     shared: Arc<Shared>,
-    worker: Mutex<Option<JoinHandle<()>>>,
+    worker: Mutex<Option<OwnedThread>>,
+    owner: Owner,
 }
 
 impl Exporter {
@@ -129,7 +130,8 @@ impl Exporter {
             .spawn(move || run(&for_worker))?;
         Ok(Exporter {
             shared,
-            worker: Mutex::new(Some(worker)),
+            worker: Mutex::new(Some(OwnedThread::new(worker))),
+            owner: Owner::this_process(),
         })
     }
 
@@ -165,6 +167,9 @@ impl Exporter {
     /// Waits until every span pushed before this call is written (or dropped, or lost
     /// to a write error). False if that did not happen within `timeout`.
     pub fn flush(&self, timeout: Duration) -> bool {
+        if !self.owner.is_this_process() {
+            return false; // a forked copy: no thread writes its queue
+        }
         let shared = &*self.shared;
         let deadline = Instant::now() + timeout;
         let mut st = shared.state.lock();
@@ -189,6 +194,9 @@ impl Exporter {
     /// file. False if the thread did not finish within `timeout` (it goes on writing in
     /// the background). Idempotent.
     pub fn shutdown(&self, timeout: Duration) -> bool {
+        if !self.owner.is_this_process() {
+            return false; // a forked copy: the thread is the parent's
+        }
         let shared = &*self.shared;
         let deadline = Instant::now() + timeout;
         {
@@ -221,9 +229,13 @@ impl Exporter {
 }
 
 impl Drop for Exporter {
-    /// Tells the thread to write what is queued and stop, without waiting for it. Only
-    /// `try_lock`: in a forked child the lock may be held by a thread that is gone.
+    /// Tells the thread to write what is queued and stop, without waiting for it. In a
+    /// forked copy nothing is touched: the thread is the parent's, its lock may have been
+    /// held by a thread that is gone, and its handle is forgotten ([`OwnedThread`]).
     fn drop(&mut self) {
+        if !self.owner.is_this_process() {
+            return;
+        }
         if let Some(mut st) = self.shared.state.try_lock() {
             st.shutdown = true;
             self.shared.work.notify_one();

@@ -14,7 +14,7 @@
 
 use std::sync::Arc;
 
-use parking_lot::Mutex;
+use crate::sync::Mutex;
 use pyo3::prelude::*;
 use pyo3::types::PyString;
 

@@ -107,8 +107,8 @@ impl Child {
 }
 
 /// One thread that reaps detached children (blocking `waitpid`, in order).
-fn reaper() -> &'static parking_lot::Mutex<std::sync::mpsc::Sender<Child>> {
-    static REAPER: std::sync::OnceLock<parking_lot::Mutex<std::sync::mpsc::Sender<Child>>> =
+fn reaper() -> &'static crate::sync::Mutex<std::sync::mpsc::Sender<Child>> {
+    static REAPER: std::sync::OnceLock<crate::sync::Mutex<std::sync::mpsc::Sender<Child>>> =
         std::sync::OnceLock::new();
     REAPER.get_or_init(|| {
         let (tx, rx) = std::sync::mpsc::channel::<Child>();
@@ -121,7 +121,7 @@ fn reaper() -> &'static parking_lot::Mutex<std::sync::mpsc::Sender<Child>> {
                     child.wait();
                 }
             });
-        parking_lot::Mutex::new(tx)
+        crate::sync::Mutex::new(tx)
     })
 }
 

@@ -124,8 +124,8 @@ impl Scratch {
 /// reserves its `write_bytes` before its tmpfs exists and gives it back when it ends.
 #[derive(Debug)]
 pub struct StagingPool {
-    free: parking_lot::Mutex<u64>,
-    freed: parking_lot::Condvar,
+    free: crate::sync::Mutex<u64>,
+    freed: crate::sync::Condvar,
     total: u64,
 }
 
@@ -140,8 +140,8 @@ impl StagingPool {
     /// A pool of `total` bytes.
     pub fn new(total: u64) -> Self {
         Self {
-            free: parking_lot::Mutex::new(total),
-            freed: parking_lot::Condvar::new(),
+            free: crate::sync::Mutex::new(total),
+            freed: crate::sync::Condvar::new(),
             total,
         }
     }

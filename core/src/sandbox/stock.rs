@@ -15,10 +15,9 @@
 
 use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::Arc;
-use std::thread::JoinHandle;
 use std::time::Duration;
 
-use parking_lot::{Condvar, Mutex};
+use crate::sync::{Condvar, Mutex};
 
 use super::landlock::Ruleset;
 use super::path::Workspace;
@@ -27,6 +26,7 @@ use super::staging::Budget;
 use super::staging::Scratch;
 use super::warm::Warm;
 use super::SandboxError;
+use crate::owner::{OwnedThread, Owner};
 
 /// What one staged call needs besides its argv, made before the call (it can be made
 /// ahead of it, see [`super::stock`]): the call's overlay and tmpfs, and a Landlock
@@ -99,7 +99,10 @@ const USED_MAX: usize = 2 * READY;
 #[derive(Debug)]
 pub struct Stock {
     inner: Arc<Inner>,
-    thread: Mutex<Option<JoinHandle<()>>>,
+    thread: Mutex<Option<OwnedThread>>,
+    /// In a forked copy the ready ones are the parent's (their overlays too) and the
+    /// thread is gone: calls make their own, and nothing is joined or dropped.
+    owner: Owner,
 }
 
 #[derive(Debug)]
@@ -136,11 +139,15 @@ impl Stock {
                 idle_tid: AtomicI32::new(0),
             }),
             thread: Mutex::new(None),
+            owner: Owner::this_process(),
         }
     }
 
     /// A fresh [`Staged`], ready-made if one is, else made now.
     pub fn take(&self) -> Result<Staged, super::SandboxError> {
+        if !self.owner.is_this_process() {
+            return self.inner.policy.prepare(&self.inner.ws, self.inner.budget);
+        }
         self.start();
         let ready = {
             let mut st = self.inner.state.lock();
@@ -164,7 +171,7 @@ impl Stock {
     /// not whenever the thread (on spare CPU time only) gets to it. Also dropped here
     /// when the thread is behind by [`USED_MAX`].
     pub fn discard(&self, used: Staged, empty: bool) {
-        if !empty {
+        if !empty || !self.owner.is_this_process() {
             drop(used);
             return;
         }
@@ -198,6 +205,9 @@ impl Stock {
     /// Stops the thread and drops the ready ones (killing and reaping their prepared
     /// processes); afterwards [`Stock::take`] makes each call's own, as without a thread.
     pub fn close(&self) {
+        if !self.owner.is_this_process() {
+            return; // the thread, its lock and the ready ones are the parent's
+        }
         // At the closer's priority, so that it stops soon on a busy machine too; before
         // `stop`, while the thread is certainly alive (it leaves only on `stop`).
         let tid = self.inner.idle_tid.swap(0, Ordering::SeqCst);
@@ -206,8 +216,8 @@ impl Stock {
         }
         self.inner.state.lock().stop = true;
         self.inner.wake.notify_all();
-        if let Some(h) = self.thread.lock().take() {
-            let _ = h.join();
+        if let Some(t) = self.thread.lock().take() {
+            let _ = t.join();
         }
         let (ready, used) = {
             let mut st = self.inner.state.lock();
@@ -239,7 +249,7 @@ impl Stock {
                 inner.run();
                 inner.idle_tid.store(0, Ordering::SeqCst);
             }) {
-            Ok(h) => *thread = Some(h),
+            Ok(h) => *thread = Some(OwnedThread::new(h)),
             Err(_) => self.inner.state.lock().off = true,
         }
     }
@@ -466,5 +476,39 @@ mod tests {
             "not dropped before returning"
         );
         stock.close();
+    }
+
+    #[test]
+    fn a_forked_copy_makes_its_own_and_leaves_the_parents_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let true_exe = std::fs::canonicalize("/usr/bin/true").unwrap();
+        let Some((policy, ws, budget)) = staged_policy(dir.path(), &true_exe) else {
+            return;
+        };
+        let mut stock = Stock::new(policy.clone(), ws.try_clone().unwrap(), budget);
+        let parents = policy.prepare_ahead(&ws, budget).unwrap();
+        let pid = parents.warm.lock().as_ref().unwrap().pid();
+        stock.put_back_for_test(parents);
+        stock.owner = Owner::other_process();
+        // The ready one (its overlay and prepared process are the parent's) is not
+        // handed out, and closing neither joins a thread nor drops it.
+        let own = stock.take().unwrap();
+        assert!(!own.has_prepared_process());
+        stock.discard(own, true);
+        stock.close();
+        assert_eq!(stock.prepared_pids_for_test(), vec![pid]);
+        assert!(
+            stock.thread.lock().is_none(),
+            "a forked copy started a thread"
+        );
+        // SAFETY: signal 0 only checks for existence.
+        assert_eq!(
+            unsafe { libc::kill(pid, 0) },
+            0,
+            "the parent's process was killed"
+        );
+        stock.owner = Owner::this_process();
+        stock.close();
+        assert!(stock.prepared_pids_for_test().is_empty());
     }
 }

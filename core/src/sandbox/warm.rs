@@ -39,6 +39,7 @@ use super::spawn::{dup_high, kill_all, open_devnull, pipe, pump, BlockSignals, C
 use super::staging::Scratch;
 use super::sys::sys;
 use super::SandboxError;
+use crate::owner::Owner;
 
 /// What A's plan points to, on the heap so that its addresses do not move with [`Warm`].
 struct Keep {
@@ -63,7 +64,7 @@ pub(crate) struct Warm {
     keep: Box<Keep>,
     /// The process that made it: after a `fork` of the host, the copy in the child must
     /// neither send (A would read the pointers in the parent's memory) nor kill.
-    host: libc::pid_t,
+    host: Owner,
     /// Made by a thread at `SCHED_IDLE` ([`super::sched`]): A must be given the caller's
     /// scheduling attributes before it runs the call.
     lowered: bool,
@@ -194,16 +195,14 @@ impl Warm {
             }),
             plan,
             keep,
-            // SAFETY: getpid has no preconditions.
-            host: unsafe { libc::getpid() },
+            host: Owner::this_process(),
             lowered: sched::this_thread_lowered(),
         })
     }
 
     /// Whether this is the process that made it (not a forked copy of it).
     pub(super) fn in_host(&self) -> bool {
-        // SAFETY: getpid has no preconditions.
-        self.host == unsafe { libc::getpid() }
+        self.host.is_this_process()
     }
 
     /// Runs the call: sends it, reads the pipes until every process is gone (killing at

@@ -114,7 +114,6 @@ class NativeFileSpanProcessor(SpanProcessor):
             "max_export_batch_size": max_export_batch_size,
             "schedule_delay_millis": float(schedule_delay_millis),
         }
-        self._orphans: list[SpanExporter] = []
         self._start()
         #: Spans dropped because the queue was full, or refused after shutdown.
         self.dropped = 0
@@ -139,9 +138,8 @@ class NativeFileSpanProcessor(SpanProcessor):
 
     def _after_fork(self) -> None:
         # The parent's thread does not exist in the child: a fresh queue and thread. The
-        # parent's exporter is kept, never dropped: its lock may have been held by a
-        # thread that is gone, and its thread handle names a thread that never ran here.
-        self._orphans.append(self._native)
+        # parent's exporter, dropped here, knows it is a forked copy and touches neither
+        # its lock nor its thread handle.
         self._start()
 
     @property

@@ -6,7 +6,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import signal
 import threading
+import time
+import traceback
 from pathlib import Path
 from typing import Any
 
@@ -133,3 +137,45 @@ def test_loops_in_several_threads_share_one_native_tools(tmp_path: Path) -> None
         t.join(timeout=60)
     assert not any(t.is_alive() for t in threads), "a thread is stuck"
     assert not errors, errors
+
+
+def test_a_forked_child_calls_tools_on_workers_of_its_own(tmp_path: Path) -> None:
+    # The parent's workers do not exist in a forked child (an idle one may even hold the
+    # job queue's lock there): the child's calls must run on threads of its own, file
+    # reads and sandboxed processes alike, with the parent's tools and with new ones.
+    core, ws = native_tools(tmp_path)
+    (ws / "a.txt").write_text("a")
+
+    async def calls(tools: _core.NativeTools) -> None:
+        assert await read(tools, "a.txt") == "a"
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[Any] = loop.create_future()
+        tools.call("system:shell", {"argv": ["echo", "hi"]}, None, loop, fut)
+        result, error, _spans = await fut
+        assert error is None, error
+        assert result["stdout"] == "hi\n", result
+
+    asyncio.run(asyncio.wait_for(calls(core), 30))  # the parent's pool has workers now
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            asyncio.run(asyncio.wait_for(calls(core), 20))
+            (tmp_path / "child").mkdir()
+            fresh, fresh_ws = native_tools(tmp_path / "child")
+            (fresh_ws / "a.txt").write_text("a")
+            asyncio.run(asyncio.wait_for(calls(fresh), 20))
+            code = 0
+        except BaseException:
+            traceback.print_exc()
+        finally:
+            os._exit(code)
+    deadline = time.monotonic() + 60
+    while (done := os.waitpid(pid, os.WNOHANG))[0] == 0 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    if done[0] == 0:
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        raise AssertionError("the forked child's tool calls hung")
+    assert os.waitstatus_to_exitcode(done[1]) == 0
+    asyncio.run(asyncio.wait_for(calls(core), 30))  # the parent's pool is unaffected

@@ -7,6 +7,7 @@
 //! join failing with `EINVAL`, and the heap corrupted). Anything that joins, detaches,
 //! kills or waits in `Drop` checks its [`Owner`] first.
 
+use std::sync::atomic::{AtomicPtr, Ordering};
 use std::thread::JoinHandle;
 
 /// The process that made a value.
@@ -73,6 +74,54 @@ impl Drop for OwnedThread {
     }
 }
 
+/// A process-wide value made on first use in each process: a forked child gets its own
+/// (the parent's, with its threads and locks, is left alone and never dropped).
+pub struct PerProcess<T> {
+    current: AtomicPtr<(Owner, T)>,
+}
+
+impl<T> PerProcess<T> {
+    /// Nothing made yet.
+    pub const fn new() -> Self {
+        PerProcess {
+            current: AtomicPtr::new(std::ptr::null_mut()),
+        }
+    }
+}
+
+impl<T: Send + Sync> PerProcess<T> {
+    /// This process's value, made by `make` if it has none yet (if two threads race,
+    /// one value wins and the other is dropped unused).
+    pub fn get_or_init(&'static self, make: impl Fn() -> T) -> &'static T {
+        loop {
+            let seen = self.current.load(Ordering::Acquire);
+            // SAFETY: a non-null pointer came from `Box::into_raw` below and is never
+            // freed (values of other processes are leaked on purpose).
+            if let Some((owner, value)) = unsafe { seen.as_ref() } {
+                if owner.is_this_process() {
+                    return value;
+                }
+            }
+            let fresh = Box::into_raw(Box::new((Owner::this_process(), make())));
+            match self
+                .current
+                .compare_exchange(seen, fresh, Ordering::AcqRel, Ordering::Acquire)
+            {
+                // SAFETY: just stored; never freed (see above).
+                Ok(_) => return unsafe { &(*fresh).1 },
+                // SAFETY: `fresh` was never shared.
+                Err(_) => drop(unsafe { Box::from_raw(fresh) }),
+            }
+        }
+    }
+}
+
+impl<T> Default for PerProcess<T> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -105,5 +154,19 @@ mod tests {
         assert!(!t.join());
         assert!(started.elapsed() < std::time::Duration::from_secs(10));
         drop(tx);
+    }
+
+    #[test]
+    fn a_per_process_value_is_made_once_per_process() {
+        static VALUE: PerProcess<Vec<u32>> = PerProcess::new();
+        let a = VALUE.get_or_init(|| vec![1]);
+        let b = VALUE.get_or_init(|| vec![2]);
+        assert!(std::ptr::eq(a, b));
+        assert_eq!(a, &[1]);
+        // As a forked child sees it: the stored value is another process's.
+        let stale = Box::into_raw(Box::new((Owner::other_process(), vec![3])));
+        VALUE.current.store(stale, Ordering::Release);
+        assert_eq!(VALUE.get_or_init(|| vec![4]), &[4]);
+        assert_eq!(VALUE.get_or_init(|| vec![5]), &[4]);
     }
 }

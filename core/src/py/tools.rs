@@ -10,7 +10,7 @@
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{mpsc, Arc, OnceLock, Weak};
+use std::sync::{mpsc, Arc, Weak};
 use std::time::Duration;
 
 use crate::sync::Mutex;
@@ -22,6 +22,7 @@ use super::aio;
 use super::convert::{json_to_py, py_to_json};
 use super::errors::{config_error, tool_error};
 use super::port::{Port, Ports};
+use crate::owner::PerProcess;
 use crate::tools::{NativeTools, SandboxConfig, ToolError, ToolOutcome};
 
 type Job = Box<dyn FnOnce() + Send>;
@@ -50,8 +51,10 @@ struct Pool {
     running: Mutex<Vec<Weak<AtomicBool>>>,
 }
 
+/// This process's pool: a forked child starts its own (the parent's workers do not exist
+/// there, and an idle one may have held the job queue's lock at the fork).
 fn pool() -> &'static Pool {
-    static POOL: OnceLock<Pool> = OnceLock::new();
+    static POOL: PerProcess<Pool> = PerProcess::new();
     POOL.get_or_init(|| {
         let (tx, rx) = mpsc::channel::<Job>();
         Pool {

@@ -108,8 +108,9 @@ impl Child {
 
 /// One thread that reaps detached children (blocking `waitpid`, in order).
 fn reaper() -> &'static crate::sync::Mutex<std::sync::mpsc::Sender<Child>> {
-    static REAPER: std::sync::OnceLock<crate::sync::Mutex<std::sync::mpsc::Sender<Child>>> =
-        std::sync::OnceLock::new();
+    // One per process: a forked child's processes are not the parent's reaper's to wait for.
+    static REAPER: crate::owner::PerProcess<crate::sync::Mutex<std::sync::mpsc::Sender<Child>>> =
+        crate::owner::PerProcess::new();
     REAPER.get_or_init(|| {
         let (tx, rx) = std::sync::mpsc::channel::<Child>();
         // If the thread cannot start, the receiver is dropped and `send` fails: callers

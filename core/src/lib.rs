@@ -14,3 +14,10 @@ pub mod tools;
 
 #[cfg(feature = "python")]
 mod py;
+
+/// The extension's Rust allocations (envelopes, queues, strings) come from mimalloc, not
+/// glibc's heap (see docs/performance.md, "## Event bus"); Python's own objects are not
+/// affected.
+#[cfg(feature = "mimalloc")]
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;

@@ -3,7 +3,7 @@
 A child forked while other threads allocate in Rust with the GIL released (native tool
 calls) must still be able to allocate in Rust: mimalloc installs no fork handlers, so
 this holds only while its allocation paths take no lock another thread could hold at
-the fork (v2's are lock-free; v3 takes locks on thread start/exit and arena growth).
+the fork (v2's take none but on a rare path; v3 locks on every thread's start and exit).
 """
 
 from __future__ import annotations

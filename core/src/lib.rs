@@ -14,3 +14,15 @@ pub mod tools;
 
 #[cfg(feature = "python")]
 mod py;
+
+/// The extension's Rust allocations (envelopes, queues, strings) come from mimalloc, not
+/// glibc's heap, which gives the top of the heap back after a burst and page-faults it in
+/// again (docs/performance.md, "## Event bus"). Python's own objects are not affected.
+/// v2 (the `v2` feature): mimalloc installs no fork handlers, and v2's allocation paths
+/// take no lock but for segments outside its arenas abandoned by an exiting thread (v3
+/// locks on every thread's start and exit), so a child forked while another thread
+/// allocates can still allocate (tests/test_alloc_fork.py).
+/// The sandbox's clone children never allocate (`sandbox/child.rs`).
+#[cfg(feature = "mimalloc")]
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;

@@ -186,12 +186,17 @@ class NativeFileSpanProcessor(SpanProcessor):
             # through ReadableSpan's properties (which copy events and links into
             # tuples and wrap the attributes in a proxy). A test compares both paths.
             ctx = span._context
-            if ctx is None or not ctx.trace_flags & _SAMPLED:
-                return
+            if SPAN_CONTEXT_LAYOUT and type(ctx) is SpanContext:
+                plain = True
+                if not ctx[3] & _SAMPLED:  # trace_flags, read as the tuple's field
+                    return
+            else:
+                plain = False
+                if ctx is None or not ctx.trace_flags & _SAMPLED:
+                    return
             parent = span._parent
             if (
-                SPAN_CONTEXT_LAYOUT
-                and type(ctx) is SpanContext
+                plain
                 and (parent is None or type(parent) is SpanContext)
                 and span._status is UNSET_STATUS
                 and type(span._events) is tuple

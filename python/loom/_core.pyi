@@ -276,6 +276,23 @@ class SpanExporter:
         """Queues a finished span (``kind`` and ``status_code`` are OTLP's numbers).
         Returns 0 (queued), 1 (queued; the oldest queued span was dropped, the queue
         being full) or 2 (refused: shut down)."""
+    def push_plain(
+        self,
+        context: tuple[Any, ...],
+        trace_state: str | None,
+        parent: tuple[Any, ...] | None,
+        name: str,
+        kind: int,
+        start_time: int | None,
+        end_time: int | None,
+        attributes: Mapping[str, Any],
+        dropped_attributes: int,
+        resource: int,
+        scope: int | None,
+    ) -> int:
+        """:meth:`push` for a span with no events, links or status: ``context`` and
+        ``parent`` (None: a root span) are ``SpanContext`` tuples ``(trace_id, span_id,
+        is_remote, ...)``, their ids read from them. Same return values."""
     def flush(self, timeout_millis: float = 30000.0) -> bool:
         """Waits (GIL released) until every span pushed so far is written; False on
         timeout."""

@@ -198,7 +198,8 @@ def test_inline_aggregation_equals_the_sdks_aggregate(record_min_max: bool) -> N
         sample = n % 4 != 3
         attrs = ATTRS[n % len(ATTRS)]
         t = 1_000 + n
-        bound_metrics._aggregate_plain(fast, v, t, attrs, sc, sample)
+        ids = (sc.span_id, sc.trace_id) if sc is not None else None
+        bound_metrics._aggregate_plain(fast, v, t, attrs, ids, sample)
         slow.aggregate(Measurement(v, t, None, ctx, attrs), sample)  # type: ignore[arg-type]
         assert _state(fast) == _state(slow), n
         seen_ids |= {b.get("_ExemplarBucket__span_id") for b in _state(fast)[4].values()}

@@ -42,20 +42,25 @@ impl<V: Clone, const N: usize> StrCache<V, N> {
         }
     }
 
-    /// `make(text of s)`, shared with earlier calls made with the same object.
-    pub(crate) fn get_with(
+    /// What was made for this very object, if it is cached (one lock, no text read).
+    pub(crate) fn get(&self, s: &Bound<'_, PyString>) -> Option<V> {
+        let addr = s.as_ptr() as usize;
+        // Objects are 16-byte aligned: the low bits say nothing.
+        let i = (addr >> 4) % N;
+        match &self.slots.lock()[i] {
+            Some(slot) if slot.obj.as_ptr() as usize == addr => Some(slot.value.clone()),
+            _ => None,
+        }
+    }
+
+    /// `make(text of s)`, cached for later [`get`](Self::get)s of the same object
+    /// (replacing the slot's entry).
+    pub(crate) fn insert_with(
         &self,
         s: &Bound<'_, PyString>,
         make: impl FnOnce(&str) -> V,
     ) -> PyResult<V> {
-        let addr = s.as_ptr() as usize;
-        // Objects are 16-byte aligned: the low bits say nothing.
-        let i = (addr >> 4) % N;
-        if let Some(slot) = &self.slots.lock()[i] {
-            if slot.obj.as_ptr() as usize == addr {
-                return Ok(slot.value.clone());
-            }
-        }
+        let i = (s.as_ptr() as usize >> 4) % N;
         let value = make(s.to_str()?);
         let new = Slot {
             obj: s.clone().unbind(),

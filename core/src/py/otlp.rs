@@ -16,6 +16,7 @@ use std::time::Duration;
 
 use crate::sync::Mutex;
 use pyo3::exceptions::{PyIndexError, PyOSError, PyValueError};
+use pyo3::ffi;
 use pyo3::prelude::*;
 use pyo3::types::{
     PyBool, PyByteArray, PyBytes, PyDict, PyFloat, PyInt, PyList, PyString, PyTuple,
@@ -52,8 +53,12 @@ fn text(s: &Bound<'_, PyString>) -> PyResult<Text> {
 
 /// [`text`], from the cache for short strings.
 fn cached_text(cache: &TextCache, s: &Bound<'_, PyString>) -> PyResult<Text> {
+    // Looked up before the length is read: only short strings are ever cached.
+    if let Some(t) = cache.get(s) {
+        return Ok(t);
+    }
     if s.len()? <= CACHED_LEN {
-        if let Ok(t) = cache.get_with(s, Text::new) {
+        if let Ok(t) = cache.insert_with(s, Text::new) {
             return Ok(t);
         }
     }
@@ -178,6 +183,59 @@ fn attributes_at(c: &TextCache, obj: &Bound<'_, PyAny>, depth: usize) -> PyResul
     Ok(out)
 }
 
+/// An int as `u64` through `PyLong_AsUnsignedLong` (64 bits on this platform: a loop
+/// over the int's 30-bit digits), not PyO3's `PyLong_AsUnsignedLongLong`, which goes
+/// through `_PyLong_AsByteArray` for anything over 30 bits (~250 instructions against
+/// ~30 for a span id or a timestamp). Anything but an exact `int`, and any error, goes
+/// through PyO3's extraction: the same values and the same errors.
+fn fast_u64(v: &Bound<'_, PyAny>) -> PyResult<u64> {
+    #[cfg(all(target_pointer_width = "64", not(windows)))]
+    if v.is_exact_instance_of::<PyInt>() {
+        const _: () = assert!(std::mem::size_of::<std::os::raw::c_ulong>() == 8);
+        // SAFETY: the GIL is held (`v` is bound) and `v` is an int.
+        let x = unsafe { ffi::PyLong_AsUnsignedLong(v.as_ptr()) };
+        if x != std::os::raw::c_ulong::MAX {
+            return Ok(x);
+        }
+        // u64::MAX itself, or an error (negative, too large): PyO3 decides.
+        drop(PyErr::take(v.py()));
+    }
+    v.extract::<u64>()
+}
+
+/// [`fast_u64`] of an optional value (None stays None).
+fn fast_opt_u64(v: &Bound<'_, PyAny>) -> PyResult<Option<u64>> {
+    if v.is_none() {
+        return Ok(None);
+    }
+    fast_u64(v).map(Some)
+}
+
+/// The last trace id converted, by object: a trace's spans share their trace id's `int`
+/// (each span's context takes its parent's), whose conversion (`_PyLong_AsByteArray`,
+/// 128 bits) is then done once per trace instead of once per span.
+#[derive(Default)]
+struct TraceIdCache {
+    last: Mutex<Option<(Py<PyAny>, u128)>>,
+}
+
+impl TraceIdCache {
+    fn get(&self, v: &Bound<'_, PyAny>) -> PyResult<u128> {
+        if let Some((obj, id)) = &*self.last.lock() {
+            if obj.as_ptr() == v.as_ptr() {
+                return Ok(*id);
+            }
+        }
+        let id = v.extract::<u128>()?;
+        if v.is_exact_instance_of::<PyInt>() {
+            // An exact int never changes: the cached value stays right while it is held.
+            let old = self.last.lock().replace((v.clone().unbind(), id));
+            drop(old); // outside the lock: releasing a reference
+        }
+        Ok(id)
+    }
+}
+
 fn log_warning(message: &str) {
     // `try_attach`: nothing to log to while the interpreter shuts down.
     let _ = Python::try_attach(|py| -> PyResult<()> {
@@ -189,13 +247,99 @@ fn log_warning(message: &str) {
     });
 }
 
+/// Registered resources and scopes, by index (one lock for both per span).
+#[derive(Default)]
+struct Registry {
+    resources: Vec<Arc<Resource>>,
+    scopes: Vec<Arc<Scope>>,
+}
+
+impl Registry {
+    fn get(
+        &self,
+        resource: usize,
+        scope: Option<usize>,
+    ) -> PyResult<(Arc<Resource>, Option<Arc<Scope>>)> {
+        let resource = self
+            .resources
+            .get(resource)
+            .cloned()
+            .ok_or_else(|| PyIndexError::new_err("unknown resource"))?;
+        let scope = match scope {
+            Some(i) => Some(
+                self.scopes
+                    .get(i)
+                    .cloned()
+                    .ok_or_else(|| PyIndexError::new_err("unknown scope"))?,
+            ),
+            None => None,
+        };
+        Ok((resource, scope))
+    }
+}
+
+/// The fields `push` and `push_plain` share, converted.
+struct Common {
+    trace_id: u128,
+    span_id: u64,
+    trace_state: Option<Text>,
+    parent: Option<(u64, bool)>,
+    name: Text,
+    kind: u8,
+    start_time: Option<u64>,
+    end_time: Option<u64>,
+    attributes: Vec<KeyValue>,
+    dropped_attributes: u32,
+    resource: usize,
+    scope: Option<usize>,
+}
+
 /// Writes finished spans to an OTLP/JSON lines file from a Rust thread.
 #[pyclass(name = "SpanExporter", module = "loom._core", frozen)]
 pub(crate) struct PySpanExporter {
     inner: Exporter,
-    resources: Mutex<Vec<Arc<Resource>>>,
-    scopes: Mutex<Vec<Arc<Scope>>>,
+    registry: Mutex<Registry>,
     texts: TextCache,
+    trace_ids: TraceIdCache,
+}
+
+impl PySpanExporter {
+    /// Builds the record (status, events and links as given) and queues it.
+    fn queue(
+        &self,
+        common: Common,
+        events: Vec<Event>,
+        dropped_events: u32,
+        links: Vec<Link>,
+        dropped_links: u32,
+        status: Status,
+    ) -> PyResult<u8> {
+        let (resource, scope) = self.registry.lock().get(common.resource, common.scope)?;
+        let record = SpanRecord {
+            trace_id: common.trace_id,
+            span_id: common.span_id,
+            trace_state: common.trace_state,
+            parent: common.parent,
+            name: common.name,
+            kind: common.kind,
+            start_time_unix_nano: common.start_time.unwrap_or(0),
+            end_time_unix_nano: common.end_time.unwrap_or(0),
+            attributes: common.attributes,
+            dropped_attributes: common.dropped_attributes,
+            events,
+            dropped_events,
+            links,
+            dropped_links,
+            status,
+            resource,
+            scope,
+        };
+        Ok(match self.inner.push(record) {
+            Pushed::Queued => 0,
+            Pushed::DroppedOldest => 1,
+            Pushed::Shutdown => 2,
+        })
+    }
 }
 
 #[pymethods]
@@ -223,9 +367,9 @@ impl PySpanExporter {
             .map_err(|e| PyOSError::new_err(format!("cannot start the span exporter: {e}")))?;
         Ok(PySpanExporter {
             inner,
-            resources: Mutex::new(Vec::new()),
-            scopes: Mutex::new(Vec::new()),
+            registry: Mutex::new(Registry::default()),
             texts: TextCache::new(),
+            trace_ids: TraceIdCache::default(),
         })
     }
 
@@ -246,9 +390,9 @@ impl PySpanExporter {
             attributes: self::attributes(&self.texts, attributes)?,
             schema_url: opt_text(schema_url)?,
         };
-        let mut all = self.resources.lock();
-        all.push(Arc::new(res));
-        Ok(all.len() - 1)
+        let mut all = self.registry.lock();
+        all.resources.push(Arc::new(res));
+        Ok(all.resources.len() - 1)
     }
 
     /// Registers an instrumentation scope; returns its index for `push`.
@@ -269,9 +413,9 @@ impl PySpanExporter {
             },
             schema_url: opt_text(schema_url)?,
         };
-        let mut all = self.scopes.lock();
-        all.push(Arc::new(scope));
-        Ok(all.len() - 1)
+        let mut all = self.registry.lock();
+        all.scopes.push(Arc::new(scope));
+        Ok(all.scopes.len() - 1)
     }
 
     /// Queues a finished span. Returns 0 (queued), 1 (queued, the oldest queued span
@@ -300,23 +444,7 @@ impl PySpanExporter {
         resource: usize,
         scope: Option<usize>,
     ) -> PyResult<u8> {
-        let resource = self
-            .resources
-            .lock()
-            .get(resource)
-            .cloned()
-            .ok_or_else(|| PyIndexError::new_err("unknown resource"))?;
-        let scope = match scope {
-            Some(i) => Some(
-                self.scopes
-                    .lock()
-                    .get(i)
-                    .cloned()
-                    .ok_or_else(|| PyIndexError::new_err("unknown scope"))?,
-            ),
-            None => None,
-        };
-        let mut record = SpanRecord {
+        let common = Common {
             trace_id,
             span_id,
             trace_state: opt_text(trace_state)?,
@@ -324,27 +452,24 @@ impl PySpanExporter {
             // Not cached: span names are mostly made per span (`chat {model}`).
             name: any_text(name)?,
             kind,
-            start_time_unix_nano: start_time.unwrap_or(0),
-            end_time_unix_nano: end_time.unwrap_or(0),
+            start_time,
+            end_time,
             attributes: self::attributes(&self.texts, attributes)?,
             dropped_attributes,
-            events: Vec::new(),
-            dropped_events,
-            links: Vec::new(),
-            dropped_links,
-            status: Status {
-                code: status_code,
-                message: opt_text(status_message)?,
-            },
             resource,
             scope,
         };
+        let status = Status {
+            code: status_code,
+            message: opt_text(status_message)?,
+        };
+        let mut record_events = Vec::new();
         if !events.is_none() {
             for e in events.try_iter()? {
                 let e = e?;
                 let (time, name, attrs, dropped): (u64, Bound<'_, PyAny>, Bound<'_, PyAny>, u32) =
                     e.extract()?;
-                record.events.push(Event {
+                record_events.push(Event {
                     time_unix_nano: time,
                     name: any_text(&name)?,
                     attributes: self::attributes(&self.texts, &attrs)?,
@@ -352,6 +477,7 @@ impl PySpanExporter {
                 });
             }
         }
+        let mut record_links = Vec::new();
         if !links.is_none() {
             for l in links.try_iter()? {
                 let l = l?;
@@ -364,7 +490,7 @@ impl PySpanExporter {
                     u32,
                     bool,
                 ) = l.extract()?;
-                record.links.push(Link {
+                record_links.push(Link {
                     trace_id,
                     span_id,
                     trace_state: opt_text(Some(&state))?,
@@ -374,11 +500,57 @@ impl PySpanExporter {
                 });
             }
         }
-        Ok(match self.inner.push(record) {
-            Pushed::Queued => 0,
-            Pushed::DroppedOldest => 1,
-            Pushed::Shutdown => 2,
-        })
+        self.queue(
+            common,
+            record_events,
+            dropped_events,
+            record_links,
+            dropped_links,
+            status,
+        )
+    }
+
+    /// `push` for the common span (no events, links or status), with fewer arguments:
+    /// `context` and `parent` are `SpanContext` tuples `(trace_id, span_id, is_remote,
+    /// ...)` (`parent` None: a root span), read here; the rest as `push` takes them.
+    #[allow(clippy::too_many_arguments)]
+    #[pyo3(signature = (context, trace_state, parent, name, kind, start_time, end_time, attributes, dropped_attributes, resource, scope))]
+    fn push_plain(
+        &self,
+        context: &Bound<'_, PyTuple>,
+        trace_state: Option<&Bound<'_, PyAny>>,
+        parent: Option<&Bound<'_, PyTuple>>,
+        name: &Bound<'_, PyAny>,
+        kind: u8,
+        start_time: &Bound<'_, PyAny>,
+        end_time: &Bound<'_, PyAny>,
+        attributes: &Bound<'_, PyAny>,
+        dropped_attributes: u32,
+        resource: usize,
+        scope: Option<usize>,
+    ) -> PyResult<u8> {
+        let parent = match parent {
+            Some(p) => Some((
+                fast_u64(&*p.get_borrowed_item(1)?)?,
+                p.get_borrowed_item(2)?.extract::<bool>()?,
+            )),
+            None => None,
+        };
+        let common = Common {
+            trace_id: self.trace_ids.get(&*context.get_borrowed_item(0)?)?,
+            span_id: fast_u64(&*context.get_borrowed_item(1)?)?,
+            trace_state: opt_text(trace_state)?,
+            parent,
+            name: any_text(name)?,
+            kind,
+            start_time: fast_opt_u64(start_time)?,
+            end_time: fast_opt_u64(end_time)?,
+            attributes: self::attributes(&self.texts, attributes)?,
+            dropped_attributes,
+            resource,
+            scope,
+        };
+        self.queue(common, Vec::new(), 0, Vec::new(), 0, Status::default())
     }
 
     /// Waits (GIL released) until every span pushed so far is written; False on timeout.

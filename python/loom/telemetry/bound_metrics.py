@@ -33,10 +33,11 @@ from math import isfinite
 from time import time_ns
 from typing import Any
 
-from opentelemetry.trace import INVALID_SPAN, Span
+from opentelemetry.trace import INVALID_SPAN, Span, SpanContext
 
 from loom.telemetry.fast_context import SPAN_KEY
 from loom.telemetry.fast_context import current as get_current
+from loom.telemetry.fast_spans import SPAN_CONTEXT_LAYOUT
 
 _new = object.__new__
 _EXEMPLAR_FIELDS = ("value", "time_unix_nano", "attributes", "span_id", "trace_id", "offered")
@@ -180,6 +181,10 @@ class BoundHistogram:
         self._aggregations = tuple(found)
 
 
+#: ``TraceFlags.SAMPLED``, the W3C sampled bit (``TraceFlags.sampled`` tests it).
+_SAMPLED = 0x01
+
+
 def _is_plain(aggregation: Any) -> bool:
     """Whether ``aggregation`` is the SDK's explicit-bucket histogram with its aligned
     exemplar reservoir, whose ``aggregate`` :func:`_aggregate_plain` repeats."""
@@ -199,12 +204,12 @@ def _is_plain(aggregation: Any) -> bool:
 
 
 def _aggregate_plain(
-    agg: Any, value: float, t: int, attributes: Any, span_context: Any, sample: bool
+    agg: Any, value: float, t: int, attributes: Any, ids: tuple[int, int] | None, sample: bool
 ) -> None:
     """``_ExplicitBucketHistogramAggregation.aggregate`` and, when ``sample``, its
     ``AlignedHistogramBucketExemplarReservoir.offer`` and ``ExemplarBucket.offer``, with
-    the same locks and state changes, for the current span's ``span_context`` (None: no
-    valid current span, whose ids the bucket then keeps, as the SDK's does)."""
+    the same locks and state changes, for the current span's ``(span_id, trace_id)``
+    (None: no valid current span, whose ids the bucket then keeps, as the SDK's does)."""
     with agg._lock:
         counts = agg._value
         if counts is None:
@@ -223,9 +228,8 @@ def _aggregate_plain(
         bucket._ExemplarBucket__value = value
         bucket._ExemplarBucket__time_unix_nano = t
         bucket._ExemplarBucket__attributes = attributes
-        if span_context is not None:
-            bucket._ExemplarBucket__span_id = span_context.span_id
-            bucket._ExemplarBucket__trace_id = span_context.trace_id
+        if ids is not None:
+            bucket._ExemplarBucket__span_id, bucket._ExemplarBucket__trace_id = ids
         bucket._ExemplarBucket__offered = True
 
 
@@ -235,7 +239,9 @@ def record_each(records: Sequence[tuple[BoundHistogram, float]]) -> None:
     records of one LLM call; the SDK reads the clock and the context once per record)."""
     t = 0
     ctx: Any = None
-    span_context: Any = None
+    # The current span's (span_id, trace_id) and sampled flag, read once for the call.
+    ids: tuple[int, int] | None = None
+    sampled = False
     for bound, value in records:
         aggregations = bound._aggregations
         histogram = bound.histogram
@@ -255,16 +261,23 @@ def record_each(records: Sequence[tuple[BoundHistogram, float]]) -> None:
             # trace.get_current_span(ctx) != INVALID_SPAN, as the exemplar filter and
             # bucket test it.
             if span is not None and isinstance(span, Span) and span != INVALID_SPAN:
-                span_context = span.get_span_context()
+                span_context: Any = span.get_span_context()
+                if SPAN_CONTEXT_LAYOUT and type(span_context) is SpanContext:
+                    # The tuple's fields (the properties' values, without their frames).
+                    ids = (span_context[1], span_context[0])
+                    sampled = bool(span_context[3] & _SAMPLED)
+                else:
+                    ids = (span_context.span_id, span_context.trace_id)
+                    sampled = span_context.trace_flags.sampled
         attributes = bound.attributes
         if bound._trace_based:  # TraceBasedExemplarFilter.should_sample, inlined
-            sample = span_context is not None and span_context.trace_flags.sampled
+            sample = sampled
         else:
             sample = bound._filter.should_sample(value, t, attributes, ctx)
         measurement = None
         for aggregation, plain in zip(aggregations, bound._plain, strict=True):
             if plain:
-                _aggregate_plain(aggregation, value, t, attributes, span_context, sample)
+                _aggregate_plain(aggregation, value, t, attributes, ids, sample)
                 continue
             if measurement is None:
                 # The frozen dataclass's fields, set as its __init__ sets them (without

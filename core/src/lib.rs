@@ -26,3 +26,42 @@ mod py;
 #[cfg(feature = "mimalloc")]
 #[global_allocator]
 static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// mimalloc gives freed pages back to the kernel 10 ms after they are freed by default;
+/// a bus that goes quiet for longer than that faults them all in again on its next
+/// burst (docs/performance.md, the final bus runs of 2026-12-06). 1 s instead, unless
+/// `MIMALLOC_PURGE_DELAY` is set. Called once, when the extension is imported.
+#[cfg(feature = "mimalloc")]
+pub fn configure_allocator() {
+    if std::env::var_os("MIMALLOC_PURGE_DELAY").is_none() {
+        // SAFETY: sets an option; any value is valid for this one.
+        unsafe { libmimalloc_sys::mi_option_set(alloc_options::PURGE_DELAY, 1000) };
+    }
+}
+
+#[cfg(feature = "mimalloc")]
+mod alloc_options {
+    use libmimalloc_sys as ffi;
+
+    /// `mi_option_purge_delay` of the bundled v2 header: the sys crate names the options
+    /// on either side of it, not this one, so its index is checked against theirs.
+    pub const PURGE_DELAY: ffi::mi_option_t = 15;
+    const _: () = assert!(
+        ffi::mi_option_eager_commit_delay + 1 == PURGE_DELAY
+            && PURGE_DELAY + 1 == ffi::mi_option_use_numa_nodes
+    );
+
+    #[cfg(test)]
+    mod tests {
+        #[test]
+        fn the_purge_delay_is_set_unless_the_environment_sets_it() {
+            super::super::configure_allocator();
+            // SAFETY: reads an option.
+            let got = unsafe { super::ffi::mi_option_get(super::PURGE_DELAY) };
+            match std::env::var("MIMALLOC_PURGE_DELAY") {
+                Ok(v) => assert_eq!(got.to_string(), v),
+                Err(_) => assert_eq!(got, 1000),
+            }
+        }
+    }
+}

@@ -17,6 +17,8 @@ use pyo3::prelude::*;
 
 #[pymodule]
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    #[cfg(feature = "mimalloc")]
+    crate::configure_allocator();
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     m.add("MAX_JSON_DEPTH", crate::json::MAX_DEPTH)?;
     bus::register(m)?;

@@ -28,9 +28,10 @@ mod py;
 static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// mimalloc gives freed pages back to the kernel 10 ms after they are freed by default;
-/// a bus that goes quiet for longer than that faults them all in again on its next
-/// burst (docs/performance.md, the final bus runs of 2026-12-06). 1 s instead, unless
-/// `MIMALLOC_PURGE_DELAY` is set. Called once, when the extension is imported.
+/// with that, a bus's first burst after a quiet spell of a second or two ran as slow as
+/// 0.8× the plain asyncio bus (docs/performance.md, "mimalloc's purge delay"). 1 s
+/// instead, unless `MIMALLOC_PURGE_DELAY` is set. Called once, when the extension is
+/// imported.
 #[cfg(feature = "mimalloc")]
 pub fn configure_allocator() {
     if std::env::var_os("MIMALLOC_PURGE_DELAY").is_none() {

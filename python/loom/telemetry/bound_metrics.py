@@ -37,7 +37,7 @@ from opentelemetry.trace import INVALID_SPAN, Span, SpanContext
 
 from loom.telemetry.fast_context import SPAN_KEY
 from loom.telemetry.fast_context import current as get_current
-from loom.telemetry.fast_spans import SPAN_CONTEXT_LAYOUT
+from loom.telemetry.fast_spans import SAMPLED_BIT, SPAN_CONTEXT_LAYOUT
 
 _new = object.__new__
 _EXEMPLAR_FIELDS = ("value", "time_unix_nano", "attributes", "span_id", "trace_id", "offered")
@@ -181,10 +181,6 @@ class BoundHistogram:
         self._aggregations = tuple(found)
 
 
-#: ``TraceFlags.SAMPLED``, the W3C sampled bit (``TraceFlags.sampled`` tests it).
-_SAMPLED = 0x01
-
-
 def _is_plain(aggregation: Any) -> bool:
     """Whether ``aggregation`` is the SDK's explicit-bucket histogram with its aligned
     exemplar reservoir, whose ``aggregate`` :func:`_aggregate_plain` repeats."""
@@ -265,7 +261,7 @@ def record_each(records: Sequence[tuple[BoundHistogram, float]]) -> None:
                 if SPAN_CONTEXT_LAYOUT and type(span_context) is SpanContext:
                     # The tuple's fields (the properties' values, without their frames).
                     ids = (span_context[1], span_context[0])
-                    sampled = bool(span_context[3] & _SAMPLED)
+                    sampled = bool(span_context[3] & SAMPLED_BIT)
                 else:
                     ids = (span_context.span_id, span_context.trace_id)
                     sampled = span_context.trace_flags.sampled

@@ -76,7 +76,8 @@ MIN_ATTRIBUTE_LIMIT = 32
 
 _PLAIN = frozenset({str, bool, int, float})
 _SAMPLED = TraceFlags(TraceFlags.SAMPLED)
-_SAMPLED_BIT = int(TraceFlags.SAMPLED)
+#: The W3C sampled bit of ``trace_flags`` (what ``TraceFlags.sampled`` tests).
+SAMPLED_BIT = int(TraceFlags.SAMPLED)
 _NOT_SAMPLED = TraceFlags(TraceFlags.DEFAULT)
 # W3C trace context level 2's "random trace id" flag: newer APIs only (fast_tracer
 # keeps the SDK path on SDKs without it, whose spans never carry the flag).
@@ -437,13 +438,13 @@ class FastTracer:
             if p_remote:
                 delegate = (
                     sampler._remote_parent_sampled
-                    if p_flags & _SAMPLED_BIT
+                    if p_flags & SAMPLED_BIT
                     else sampler._remote_parent_not_sampled
                 )
             else:
                 delegate = (
                     sampler._local_parent_sampled
-                    if p_flags & _SAMPLED_BIT
+                    if p_flags & SAMPLED_BIT
                     else sampler._local_parent_not_sampled
                 )
         if delegate is ALWAYS_ON:

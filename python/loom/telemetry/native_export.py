@@ -39,7 +39,7 @@ from opentelemetry.trace import SpanContext
 from opentelemetry.trace.span import DEFAULT_TRACE_STATE
 
 from loom._core import SpanExporter
-from loom.telemetry.fast_spans import SPAN_CONTEXT_LAYOUT, UNSET_STATUS, LoomSpan
+from loom.telemetry.fast_spans import SAMPLED_BIT, SPAN_CONTEXT_LAYOUT, UNSET_STATUS, LoomSpan
 
 log = logging.getLogger("loom.telemetry")
 
@@ -48,9 +48,6 @@ DEFAULT_QUEUE_SIZE = 2048
 DEFAULT_SCHEDULE_DELAY_MILLIS = 5000
 DEFAULT_BATCH_SIZE = 512
 DEFAULT_EXPORT_TIMEOUT_MILLIS = 30000
-
-#: ``TraceFlags.SAMPLED``, the W3C sampled bit.
-_SAMPLED = 0x01
 
 #: At most one "queue full" warning per this many seconds.
 DROP_LOG_INTERVAL_S = 20.0
@@ -186,11 +183,11 @@ class NativeFileSpanProcessor(SpanProcessor):
             ctx = span._context
             if SPAN_CONTEXT_LAYOUT and type(ctx) is SpanContext:
                 plain = True
-                if not ctx[3] & _SAMPLED:  # trace_flags, read as the tuple's field
+                if not ctx[3] & SAMPLED_BIT:  # trace_flags, read as the tuple's field
                     return
             else:
                 plain = False
-                if ctx is None or not ctx.trace_flags & _SAMPLED:
+                if ctx is None or not ctx.trace_flags & SAMPLED_BIT:
                     return
             parent = span._parent
             if (
@@ -251,7 +248,7 @@ class NativeFileSpanProcessor(SpanProcessor):
             )
             return
         ctx = span.context
-        if ctx is None or not ctx.trace_flags & _SAMPLED:
+        if ctx is None or not ctx.trace_flags & SAMPLED_BIT:
             return
         self._push(
             ctx,
